@@ -1,0 +1,1 @@
+//! hsmkit-plugin-dice (work in progress).

@@ -1,0 +1,1 @@
+//! hsmkit-plugin-pkcs11 (work in progress).

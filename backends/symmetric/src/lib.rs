@@ -1,0 +1,1 @@
+//! hsmkit-plugin-symmetric (work in progress).

@@ -1,0 +1,1 @@
+//! hsm-tpm-common (work in progress).

@@ -1,0 +1,1 @@
+//! hsmkit-plugin-tpm-sim (work in progress).

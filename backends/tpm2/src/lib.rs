@@ -1,0 +1,1 @@
+//! hsmkit-plugin-tpm2 (work in progress).

@@ -1,0 +1,1 @@
+//! hsm-conformance (work in progress).

@@ -1,0 +1,110 @@
+//! The stable C ABI spoken between an hsmkit host and an HSM plugin.
+//!
+//! A plugin is a shared library exporting one entry symbol, [`HSM_ENTRY_SYMBOL`], of type
+//! [`HsmPluginEntryFn`]. The host passes the ABI version it speaks and a table of host
+//! callbacks; the plugin answers with its [`HsmPluginTable`], which points at one table per
+//! interface it implements (TPM, X.509, symmetric key).
+//!
+//! Rules every side keeps (the generated C header `include/hsm_api.h` repeats them):
+//! - Every table starts with an [`HsmTableHeader`]. Tables are append-only within a major
+//!   version: a reader checks `struct_size` before touching an entry that a smaller (older)
+//!   table may not have, and NULL-checks optional entries.
+//! - Output buffers are allocated by the plugin and handed back to it through
+//!   [`HsmPluginTable::release_buffer`]; neither side frees the other's memory.
+//! - Every call returns an [`HsmStatus`]; on failure a readable message is available from
+//!   [`HsmPluginTable::last_error`] for that instance.
+//! - Panics and C++ exceptions never cross the boundary.
+//!
+//! The types derive [`abi_stable::StableAbi`], so a Rust plugin built with `hsm-plugin-sdk`
+//! also exports the layout of [`HsmPluginTable`] under [`HSM_LAYOUT_SYMBOL`] and the host can
+//! verify it field by field.
+
+#![deny(missing_docs)]
+
+use abi_stable::StableAbi;
+use std::ffi::c_char;
+
+mod status;
+mod tables;
+
+pub use status::*;
+pub use tables::*;
+
+/// ABI major version spoken by this crate. A plugin with another major is refused.
+pub const HSM_ABI_MAJOR: u16 = 1;
+/// ABI minor version spoken by this crate. Newer minors only append table entries.
+pub const HSM_ABI_MINOR: u16 = 0;
+
+/// Name of the one symbol every plugin exports (type [`HsmPluginEntryFn`]).
+pub const HSM_ENTRY_SYMBOL: &str = "hsm_plugin_entry";
+/// Name of the optional symbol a Rust plugin exports (type [`HsmLayoutFn`]): the abi_stable
+/// layout of its [`HsmPluginTable`], checked field by field by the host.
+pub const HSM_LAYOUT_SYMBOL: &str = "hsm_plugin_abi_layout";
+
+/// A borrowed run of bytes passed into a plugin. `ptr` may be NULL only when `len` is 0.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct HsmSlice {
+    /// First byte, or NULL for an empty slice.
+    pub ptr: *const u8,
+    /// Number of bytes.
+    pub len: usize,
+}
+
+impl HsmSlice {
+    /// An empty slice (NULL pointer, zero length).
+    pub const EMPTY: HsmSlice = HsmSlice {
+        ptr: std::ptr::null(),
+        len: 0,
+    };
+
+    /// Borrows `bytes` for the duration of one call.
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        HsmSlice {
+            ptr: bytes.as_ptr(),
+            len: bytes.len(),
+        }
+    }
+}
+
+/// A buffer allocated by a plugin and owned by the caller until it hands it back through
+/// [`HsmPluginTable::release_buffer`]. An empty buffer has a NULL `data`.
+#[repr(C)]
+#[derive(StableAbi, Debug)]
+pub struct HsmBuffer {
+    /// Plugin-allocated bytes, or NULL.
+    pub data: *mut u8,
+    /// Number of valid bytes.
+    pub len: usize,
+    /// Plugin-private word (for example an allocation capacity); the host never reads it.
+    pub reserved: usize,
+}
+
+impl HsmBuffer {
+    /// A buffer that owns nothing; what the host passes in before a call.
+    pub const EMPTY: HsmBuffer = HsmBuffer {
+        data: std::ptr::null_mut(),
+        len: 0,
+        reserved: 0,
+    };
+}
+
+/// One configuration setting: UTF-8 key and value, both borrowed for the call.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct HsmKeyValue {
+    /// Setting name, for example `state_dir` or `registration_id`.
+    pub key: HsmSlice,
+    /// Setting value.
+    pub value: HsmSlice,
+}
+
+/// Opaque plugin instance. Only the plugin knows what is behind it.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct HsmInstance {
+    _opaque: [u8; 0],
+}
+
+/// Pointer to a NUL-terminated static UTF-8 string owned by the plugin.
+pub type HsmStaticStr = *const c_char;

@@ -1,0 +1,189 @@
+//! The function tables: host callbacks, the plugin table and one table per interface.
+
+use crate::{HsmBuffer, HsmInstance, HsmKeyValue, HsmSlice, HsmStaticStr, HsmStatus};
+use abi_stable::StableAbi;
+
+/// First member of every table: lets a reader of another version know what it holds.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HsmTableHeader {
+    /// ABI major version the table was built for.
+    pub abi_major: u16,
+    /// ABI minor version the table was built for.
+    pub abi_minor: u16,
+    /// `sizeof` the table as its author compiled it; entries beyond it do not exist.
+    pub struct_size: u32,
+}
+
+impl HsmTableHeader {
+    /// The header for a table of type `T` at this crate's ABI version.
+    pub const fn current<T>() -> Self {
+        HsmTableHeader {
+            abi_major: crate::HSM_ABI_MAJOR,
+            abi_minor: crate::HSM_ABI_MINOR,
+            struct_size: std::mem::size_of::<T>() as u32,
+        }
+    }
+}
+
+/// Callbacks the host offers every plugin. Valid for the life of the process.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct HsmHostApi {
+    /// Version and size of this table.
+    pub header: HsmTableHeader,
+    /// Writes one log line through the host's logger. `level` is one of the `HSM_LOG_*`
+    /// constants; `message` is UTF-8 and must never contain a secret. May be called from
+    /// any thread.
+    pub log: Option<extern "C" fn(level: u32, message: HsmSlice)>,
+}
+
+/// The entry symbol's signature. `host_major`/`host_minor` are the versions the host speaks,
+/// `host` its callbacks. The plugin writes its table to `*out_table` (even on a major
+/// mismatch, so that the host can name the plugin's version) and returns `HSM_OK`,
+/// `HSM_ERR_ABI_MISMATCH`, or another error (then the host reads no message: the entry has
+/// no instance).
+pub type HsmPluginEntryFn = unsafe extern "C" fn(
+    host_major: u16,
+    host_minor: u16,
+    host: *const HsmHostApi,
+    out_table: *mut *const HsmPluginTable,
+) -> HsmStatus;
+
+/// Signature of [`crate::HSM_LAYOUT_SYMBOL`]: returns the abi_stable layout of the plugin's
+/// [`HsmPluginTable`] and the ABI minor it was built with.
+pub type HsmLayoutFn =
+    unsafe extern "C" fn(out_minor: *mut u16) -> &'static abi_stable::type_layout::TypeLayout;
+
+/// The plugin's root table, returned by the entry symbol. Static for the life of the process.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct HsmPluginTable {
+    /// Version and size of this table.
+    pub header: HsmTableHeader,
+    /// Short name used to select the plugin (`dice`, `tpm-sim`, `pkcs11`, ...).
+    pub name: HsmStaticStr,
+    /// Plugin version, free form (semver recommended).
+    pub version: HsmStaticStr,
+    /// Who made it.
+    pub vendor: HsmStaticStr,
+    /// One line saying what it is.
+    pub description: HsmStaticStr,
+    /// `HSM_CAP_*` bits of the interfaces this plugin implements.
+    pub capabilities: u32,
+    /// `HSM_THREADING_*`: whether one instance may be called concurrently.
+    pub threading: u32,
+    /// Creates an instance from `config_len` settings. On success writes the instance to
+    /// `*out_instance`. On failure may write a readable message to `*out_error` (release it
+    /// with `release_buffer`).
+    pub create: unsafe extern "C" fn(
+        config: *const HsmKeyValue,
+        config_len: usize,
+        out_instance: *mut *mut HsmInstance,
+        out_error: *mut HsmBuffer,
+    ) -> HsmStatus,
+    /// Destroys an instance. NULL is a no-op.
+    pub destroy: unsafe extern "C" fn(instance: *mut HsmInstance),
+    /// Copies the message of the instance's last failed call into `*out_message` (UTF-8).
+    pub last_error:
+        unsafe extern "C" fn(instance: *mut HsmInstance, out_message: *mut HsmBuffer) -> HsmStatus,
+    /// Releases a buffer this plugin produced. An empty buffer is a no-op.
+    pub release_buffer: unsafe extern "C" fn(buffer: *mut HsmBuffer),
+    /// TPM interface, or NULL.
+    pub tpm: *const HsmTpmTable,
+    /// X.509 interface, or NULL.
+    pub x509: *const HsmX509Table,
+    /// Symmetric-key interface, or NULL.
+    pub symmetric_key: *const HsmSymmetricKeyTable,
+}
+
+// SAFETY: the table is immutable static data (string literals and function pointers); the
+// raw pointers it holds point to other immutable statics.
+unsafe impl Sync for HsmPluginTable {}
+
+/// TPM attestation as DPS uses it.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct HsmTpmTable {
+    /// Version and size of this table.
+    pub header: HsmTableHeader,
+    /// Endorsement key as a marshalled `TPM2B_PUBLIC` (2-byte big-endian size + TPMT_PUBLIC).
+    /// Stable for the life of the device.
+    pub get_endorsement_key:
+        unsafe extern "C" fn(instance: *mut HsmInstance, out_key: *mut HsmBuffer) -> HsmStatus,
+    /// Storage root key as a marshalled `TPM2B_PUBLIC`.
+    pub get_storage_root_key:
+        unsafe extern "C" fn(instance: *mut HsmInstance, out_key: *mut HsmBuffer) -> HsmStatus,
+    /// Activates and stores the identity key from a DPS `authenticationKey` blob
+    /// (credential blob, EK-encrypted secret, duplicate, SRK-encrypted seed, public).
+    /// A later call replaces the key.
+    pub activate_identity_key:
+        unsafe extern "C" fn(instance: *mut HsmInstance, blob: HsmSlice) -> HsmStatus,
+    /// HMAC-SHA256 of `data` with the identity key (32 bytes out). `HSM_ERR_INVALID_STATE`
+    /// before any identity key was activated.
+    pub sign_with_identity: unsafe extern "C" fn(
+        instance: *mut HsmInstance,
+        data: HsmSlice,
+        out_signature: *mut HsmBuffer,
+    ) -> HsmStatus,
+}
+
+// SAFETY: immutable static data, see HsmPluginTable.
+unsafe impl Sync for HsmTpmTable {}
+
+/// X.509 attestation: a certificate chain and a device key that signs in place.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct HsmX509Table {
+    /// Version and size of this table.
+    pub header: HsmTableHeader,
+    /// Certificate chain as PEM, leaf first (UTF-8, no terminating NUL counted in `len`).
+    pub get_certificate_chain:
+        unsafe extern "C" fn(instance: *mut HsmInstance, out_pem: *mut HsmBuffer) -> HsmStatus,
+    /// Common name of the leaf: the DPS registration id.
+    pub get_common_name:
+        unsafe extern "C" fn(instance: *mut HsmInstance, out_name: *mut HsmBuffer) -> HsmStatus,
+    /// Signs `digest` with the leaf's private key using `algorithm` (`HSM_SIGN_*`); the
+    /// signature is DER for ECDSA and the raw modulus-sized block for RSA.
+    pub sign_digest: unsafe extern "C" fn(
+        instance: *mut HsmInstance,
+        algorithm: u32,
+        digest: HsmSlice,
+        out_signature: *mut HsmBuffer,
+    ) -> HsmStatus,
+    /// Exports the leaf private key as PKCS#8 PEM where the backend and its configuration
+    /// allow it; `HSM_ERR_NOT_SUPPORTED` otherwise (the default everywhere).
+    pub export_private_key:
+        unsafe extern "C" fn(instance: *mut HsmInstance, out_pem: *mut HsmBuffer) -> HsmStatus,
+}
+
+// SAFETY: immutable static data, see HsmPluginTable.
+unsafe impl Sync for HsmX509Table {}
+
+/// Symmetric-key attestation: an HMAC key held inside the plugin.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct HsmSymmetricKeyTable {
+    /// Version and size of this table.
+    pub header: HsmTableHeader,
+    /// The DPS registration id this key belongs to (UTF-8).
+    pub get_registration_id:
+        unsafe extern "C" fn(instance: *mut HsmInstance, out_id: *mut HsmBuffer) -> HsmStatus,
+    /// HMAC-SHA256 of `data` with the held key (32 bytes out). `HSM_ERR_NOT_FOUND` when no
+    /// key is held yet.
+    pub sign: unsafe extern "C" fn(
+        instance: *mut HsmInstance,
+        data: HsmSlice,
+        out_signature: *mut HsmBuffer,
+    ) -> HsmStatus,
+    /// Stores `key` (raw bytes, not base64) as the held key, replacing any previous one, for
+    /// `registration_id` (empty = keep the current one). The plugin copies both.
+    pub import_key: unsafe extern "C" fn(
+        instance: *mut HsmInstance,
+        registration_id: HsmSlice,
+        key: HsmSlice,
+    ) -> HsmStatus,
+}
+
+// SAFETY: immutable static data, see HsmPluginTable.
+unsafe impl Sync for HsmSymmetricKeyTable {}

@@ -1,0 +1,1 @@
+//! hsmkit-c-example-plugin (work in progress).

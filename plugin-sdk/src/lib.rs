@@ -1,0 +1,1 @@
+//! hsm-plugin-sdk (work in progress).

@@ -1,0 +1,1 @@
+//! provisioning-core (work in progress).
