@@ -98,8 +98,11 @@ pub struct HsmPluginTable {
 }
 
 // SAFETY: the table is immutable static data (string literals and function pointers); the
-// raw pointers it holds point to other immutable statics.
+// raw pointers it holds point to other immutable statics, so sharing or moving it between
+// threads cannot race.
 unsafe impl Sync for HsmPluginTable {}
+// SAFETY: as above.
+unsafe impl Send for HsmPluginTable {}
 
 /// TPM attestation as DPS uses it.
 #[repr(C)]

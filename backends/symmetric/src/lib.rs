@@ -1,1 +1,162 @@
-//! hsmkit-plugin-symmetric (work in progress).
+//! Software symmetric-key HSM: the key DPS symmetric-key attestation signs with, held in a
+//! 0600 file in the state folder and never handed out through the ABI.
+//!
+//! Settings: `state_dir` (the host passes it), `registration_id` (overrides the stored one).
+//! Files: `<state_dir>/symmetric/key` (raw key, 0600), `<state_dir>/symmetric/registration-id`.
+
+#![deny(missing_docs)]
+
+mod store;
+
+use hmac::{Hmac, Mac};
+use hsm_plugin_sdk::{
+    export_plugin, HsmError, HsmPlugin, PluginConfig, PluginInfo, SymmetricKeyHsm,
+};
+use sha2::Sha256;
+use store::KeyStore;
+use zeroize::Zeroizing;
+
+/// Longest registration id DPS accepts.
+const MAX_REGISTRATION_ID_LEN: usize = 128;
+
+/// One instance: the key store and the registration id in use.
+pub struct SymmetricKeyPlugin {
+    store: KeyStore,
+    registration_id_override: Option<String>,
+}
+
+impl HsmPlugin for SymmetricKeyPlugin {
+    const INFO: PluginInfo = PluginInfo {
+        name: "symmetric",
+        version: env!("CARGO_PKG_VERSION"),
+        vendor: "hsmkit",
+        description:
+            "Software symmetric key for DPS symmetric-key attestation (key in a 0600 file)",
+    };
+
+    fn create(config: &PluginConfig) -> Result<Self, HsmError> {
+        let registration_id_override = match config.get("registration_id") {
+            Some(id) => Some(validate_registration_id(id)?.to_string()),
+            None => None,
+        };
+        let store = KeyStore::new(config.state_dir()?.join("symmetric"));
+        Ok(SymmetricKeyPlugin {
+            store,
+            registration_id_override,
+        })
+    }
+}
+
+impl SymmetricKeyHsm for SymmetricKeyPlugin {
+    fn registration_id(&mut self) -> Result<String, HsmError> {
+        if let Some(id) = &self.registration_id_override {
+            return Ok(id.clone());
+        }
+        self.store.registration_id()?.ok_or_else(|| {
+            HsmError::not_found(
+                "no registration id: set `registration_id` in the plugin configuration or import a key with one",
+            )
+        })
+    }
+
+    fn sign(&mut self, data: &[u8]) -> Result<Vec<u8>, HsmError> {
+        let key = self.store.key()?;
+        hmac_sha256(&key, data)
+    }
+
+    fn import_key(&mut self, registration_id: Option<&str>, key: &[u8]) -> Result<(), HsmError> {
+        if key.len() < 16 || key.len() > 64 {
+            return Err(HsmError::invalid_argument(format!(
+                "symmetric keys must be 16 to 64 bytes, got {}",
+                key.len()
+            )));
+        }
+        let id = registration_id.map(validate_registration_id).transpose()?;
+        self.store.save(Zeroizing::new(key.to_vec()), id)?;
+        if let Some(id) = id {
+            self.registration_id_override = Some(id.to_string());
+        }
+        Ok(())
+    }
+}
+
+/// HMAC-SHA256 of `data` under `key`.
+pub fn hmac_sha256(key: &[u8], data: &[u8]) -> Result<Vec<u8>, HsmError> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key)
+        .map_err(|_| HsmError::internal("HMAC key of invalid length"))?;
+    mac.update(data);
+    Ok(mac.finalize().into_bytes().to_vec())
+}
+
+/// Checks DPS's registration id rules: 1..=128 of lowercase a-z, 0-9, `-`, `.`, `_`, `:`.
+pub fn validate_registration_id(id: &str) -> Result<&str, HsmError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_REGISTRATION_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._:".contains(&b));
+    if ok {
+        Ok(id)
+    } else {
+        Err(HsmError::invalid_argument(format!(
+            "invalid registration id `{id}`: DPS accepts 1 to 128 characters of a-z, 0-9, '-', '.', '_', ':'"
+        )))
+    }
+}
+
+export_plugin!(SymmetricKeyPlugin, symmetric_key);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hsm_plugin_sdk::ErrorCode;
+
+    fn plugin(dir: &std::path::Path, id: Option<&str>) -> SymmetricKeyPlugin {
+        let mut pairs = vec![("state_dir".to_string(), dir.display().to_string())];
+        if let Some(id) = id {
+            pairs.push(("registration_id".into(), id.into()));
+        }
+        SymmetricKeyPlugin::create(&PluginConfig::from_pairs(pairs)).unwrap()
+    }
+
+    #[test]
+    fn sign_matches_rfc4231_case_2_shape_and_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = plugin(dir.path(), None);
+        assert_eq!(p.sign(b"x").unwrap_err().code(), ErrorCode::NotFound);
+        assert_eq!(p.registration_id().unwrap_err().code(), ErrorCode::NotFound);
+        let key = [0x0bu8; 20];
+        p.import_key(Some("device-1"), &key).unwrap();
+        // RFC 4231 test case 1.
+        let expected = "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7";
+        let sig = p.sign(b"Hi There").unwrap();
+        assert_eq!(hex(&sig), expected);
+        // A new instance on the same state folder sees the same key and id.
+        let mut q = plugin(dir.path(), None);
+        assert_eq!(q.registration_id().unwrap(), "device-1");
+        assert_eq!(hex(&q.sign(b"Hi There").unwrap()), expected);
+    }
+
+    #[test]
+    fn bad_inputs_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = plugin(dir.path(), Some("dev"));
+        assert_eq!(
+            p.import_key(None, &[1; 4]).unwrap_err().code(),
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            p.import_key(Some("Bad Id"), &[1; 32]).unwrap_err().code(),
+            ErrorCode::InvalidArgument
+        );
+        let cfg = PluginConfig::from_pairs([
+            ("state_dir", dir.path().display().to_string()),
+            ("registration_id", "UPPER".to_string()),
+        ]);
+        assert!(SymmetricKeyPlugin::create(&cfg).is_err());
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+}

@@ -1,0 +1,428 @@
+//! The C side of the SDK: generic `extern "C"` functions the export macro puts in the tables.
+//! Everything here is an implementation detail of [`crate::export_plugin`].
+
+pub mod symmetric_key;
+pub mod tpm;
+pub mod x509;
+
+use crate::{HsmError, HsmPlugin, PluginConfig};
+use hsm_api::*;
+use std::any::Any;
+use std::ffi::CString;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use zeroize::Zeroize;
+
+pub use abi_stable::type_layout::TypeLayout;
+
+/// The interface tables a plugin exports; NULL for an interface it does not implement.
+#[derive(Clone, Copy)]
+pub struct Interfaces {
+    /// TPM table or NULL.
+    pub tpm: *const HsmTpmTable,
+    /// X.509 table or NULL.
+    pub x509: *const HsmX509Table,
+    /// Symmetric-key table or NULL.
+    pub symmetric_key: *const HsmSymmetricKeyTable,
+}
+
+impl Interfaces {
+    /// No interface.
+    pub const NONE: Interfaces = Interfaces {
+        tpm: std::ptr::null(),
+        x509: std::ptr::null(),
+        symmetric_key: std::ptr::null(),
+    };
+
+    fn capabilities(&self) -> u32 {
+        let mut caps = 0;
+        if !self.tpm.is_null() {
+            caps |= HSM_CAP_TPM;
+        }
+        if !self.x509.is_null() {
+            caps |= HSM_CAP_X509;
+        }
+        if !self.symmetric_key.is_null() {
+            caps |= HSM_CAP_SYMMETRIC_KEY;
+        }
+        caps
+    }
+}
+
+/// What an `*mut HsmInstance` really points to for an SDK plugin.
+struct InstanceBox<T> {
+    inner: Mutex<T>,
+    last_error: Mutex<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic in an earlier call poisoned the lock; the panic was reported, carry on.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+fn leak_cstr(s: &str) -> HsmStaticStr {
+    let cleaned: String = s.chars().filter(|c| *c != '\0').collect();
+    // Interior NULs were removed above, so CString::new cannot fail; fall back to empty.
+    CString::new(cleaned).unwrap_or_default().into_raw()
+}
+
+/// The entry point body: installs the host logger, builds the table once, runs `on_load`.
+///
+/// # Safety
+/// `host` is NULL or valid for the life of the process; `out_table` is NULL or writable.
+pub unsafe fn entry<T: HsmPlugin>(
+    host_major: u16,
+    _host_minor: u16,
+    host: *const HsmHostApi,
+    out_table: *mut *const HsmPluginTable,
+    table: &'static OnceLock<HsmPluginTable>,
+    interfaces: Interfaces,
+) -> HsmStatus {
+    if out_table.is_null() {
+        return HSM_ERR_INVALID_ARGUMENT;
+    }
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        if !host.is_null() {
+            // SAFETY: non-NULL host pointers are valid per the entry contract; the header is
+            // read first so that an older, smaller host table is never over-read.
+            let header = unsafe { (*host).header };
+            if header.abi_major == HSM_ABI_MAJOR
+                && header.struct_size as usize >= std::mem::size_of::<HsmHostApi>()
+            {
+                // SAFETY: same pointer, size checked above.
+                crate::log::install(unsafe { (*host).log });
+            }
+        }
+        let t = table.get_or_init(|| HsmPluginTable {
+            header: HsmTableHeader::current::<HsmPluginTable>(),
+            name: leak_cstr(T::INFO.name),
+            version: leak_cstr(T::INFO.version),
+            vendor: leak_cstr(T::INFO.vendor),
+            description: leak_cstr(T::INFO.description),
+            capabilities: interfaces.capabilities(),
+            threading: HSM_THREADING_CONCURRENT,
+            create: create::<T>,
+            destroy: destroy::<T>,
+            last_error: last_error::<T>,
+            release_buffer,
+            tpm: interfaces.tpm,
+            x509: interfaces.x509,
+            symmetric_key: interfaces.symmetric_key,
+        });
+        // SAFETY: out_table checked non-NULL above.
+        unsafe { *out_table = t };
+        if host_major != HSM_ABI_MAJOR {
+            return HSM_ERR_ABI_MISMATCH;
+        }
+        match T::on_load() {
+            Ok(()) => HSM_OK,
+            Err(e) => {
+                crate::log::error(&format!("plugin initialisation failed: {e}"));
+                e.code().status()
+            }
+        }
+    }));
+    match result {
+        Ok(status) => status,
+        Err(payload) => {
+            crate::log::error(&format!(
+                "plugin panicked while loading: {}",
+                panic_message(payload.as_ref())
+            ));
+            HSM_ERR_PANIC
+        }
+    }
+}
+
+/// The layout export body.
+///
+/// # Safety
+/// `out_minor` is NULL or valid for one write.
+pub unsafe fn abi_layout(out_minor: *mut u16) -> &'static TypeLayout {
+    if !out_minor.is_null() {
+        // SAFETY: checked non-NULL; the caller guarantees it is writable.
+        unsafe { *out_minor = HSM_ABI_MINOR };
+    }
+    <HsmPluginTable as abi_stable::StableAbi>::LAYOUT
+}
+
+/// Moves `bytes` into a plugin-owned buffer written to `out`.
+///
+/// # Safety
+/// `out` is valid for one write.
+unsafe fn put_buffer(out: *mut HsmBuffer, bytes: Vec<u8>) {
+    let boxed = bytes.into_boxed_slice();
+    let len = boxed.len();
+    let data = if len == 0 {
+        std::ptr::null_mut()
+    } else {
+        Box::into_raw(boxed) as *mut u8
+    };
+    // SAFETY: caller guarantees `out` is writable.
+    unsafe {
+        *out = HsmBuffer {
+            data,
+            len,
+            reserved: 0,
+        }
+    };
+}
+
+/// Releases a buffer made by [`put_buffer`], wiping it first: outputs can be secrets.
+///
+/// # Safety
+/// `buffer` is NULL or points to a buffer this plugin produced and did not release yet.
+pub unsafe extern "C" fn release_buffer(buffer: *mut HsmBuffer) {
+    if buffer.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: checked non-NULL; the caller hands back a buffer we produced.
+        let b = unsafe { &mut *buffer };
+        if !b.data.is_null() && b.len > 0 {
+            // SAFETY: data/len came from Box<[u8]>::into_raw in put_buffer.
+            let mut boxed =
+                unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(b.data, b.len)) };
+            boxed.zeroize();
+            drop(boxed);
+        }
+        *b = HsmBuffer::EMPTY;
+    }));
+}
+
+/// Borrows an ABI slice as a Rust slice; `None` for a NULL pointer with a non-zero length.
+///
+/// # Safety
+/// A non-NULL `ptr` is valid for `len` bytes for the duration of the call.
+unsafe fn slice<'a>(s: HsmSlice) -> Option<&'a [u8]> {
+    if s.len == 0 {
+        Some(&[])
+    } else if s.ptr.is_null() {
+        None
+    } else {
+        // SAFETY: per the caller's contract.
+        Some(unsafe { std::slice::from_raw_parts(s.ptr, s.len) })
+    }
+}
+
+/// Runs `f` on the instance behind `instance`, with panics caught, the error message kept on
+/// the instance and the output moved into `out` (when given).
+///
+/// # Safety
+/// `instance` is NULL or a live instance made by `create::<T>`; `out` is NULL or writable.
+unsafe fn with_instance<T: HsmPlugin>(
+    instance: *mut HsmInstance,
+    out: *mut HsmBuffer,
+    f: impl FnOnce(&mut T) -> Result<Vec<u8>, HsmError>,
+) -> HsmStatus {
+    if instance.is_null() {
+        return HSM_ERR_INVALID_ARGUMENT;
+    }
+    // SAFETY: non-NULL instances are live InstanceBox<T> per the contract.
+    let boxed = unsafe { &*(instance as *const InstanceBox<T>) };
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let mut inner = lock(&boxed.inner);
+        f(&mut inner)
+    }));
+    let outcome = match result {
+        Ok(Ok(bytes)) => {
+            if !out.is_null() {
+                // SAFETY: out checked non-NULL and writable per contract.
+                unsafe { put_buffer(out, bytes) };
+            }
+            return HSM_OK;
+        }
+        Ok(Err(e)) => (e.code().status(), e.message().to_string()),
+        Err(payload) => (
+            HSM_ERR_PANIC,
+            format!("plugin panicked: {}", panic_message(payload.as_ref())),
+        ),
+    };
+    *lock(&boxed.last_error) = outcome.1;
+    outcome.0
+}
+
+/// Checks an output pointer and clears it, so that a failure leaves an empty buffer.
+///
+/// # Safety
+/// `out` is NULL or writable.
+unsafe fn prepare_out(out: *mut HsmBuffer) -> bool {
+    if out.is_null() {
+        return false;
+    }
+    // SAFETY: non-NULL per check; writable per contract.
+    unsafe { *out = HsmBuffer::EMPTY };
+    true
+}
+
+/// `create` for plugin type `T`.
+///
+/// # Safety
+/// ABI contract of `HsmPluginTable::create`.
+pub unsafe extern "C" fn create<T: HsmPlugin>(
+    config: *const HsmKeyValue,
+    config_len: usize,
+    out_instance: *mut *mut HsmInstance,
+    out_error: *mut HsmBuffer,
+) -> HsmStatus {
+    // SAFETY: out_error is NULL or writable.
+    let have_error_out = unsafe { prepare_out(out_error) };
+    let fail = |status: HsmStatus, message: String| {
+        if have_error_out {
+            // SAFETY: checked writable above.
+            unsafe { put_buffer(out_error, message.into_bytes()) };
+        }
+        status
+    };
+    if out_instance.is_null() || (config.is_null() && config_len > 0) {
+        return fail(
+            HSM_ERR_INVALID_ARGUMENT,
+            "create: NULL output or configuration pointer".into(),
+        );
+    }
+    let mut pairs = Vec::with_capacity(config_len);
+    for i in 0..config_len {
+        // SAFETY: config points to config_len entries per contract.
+        let kv = unsafe { &*config.add(i) };
+        // SAFETY: entries' slices are valid for the call per contract.
+        let (k, v) = match unsafe { (slice(kv.key), slice(kv.value)) } {
+            (Some(k), Some(v)) => (k, v),
+            _ => {
+                return fail(
+                    HSM_ERR_INVALID_ARGUMENT,
+                    format!("create: configuration entry {i} has a NULL pointer"),
+                )
+            }
+        };
+        match (std::str::from_utf8(k), std::str::from_utf8(v)) {
+            (Ok(k), Ok(v)) => pairs.push((k.to_string(), v.to_string())),
+            _ => {
+                return fail(
+                    HSM_ERR_INVALID_ARGUMENT,
+                    format!("create: configuration entry {i} is not UTF-8"),
+                )
+            }
+        }
+    }
+    let config = PluginConfig::from_pairs(pairs);
+    match catch_unwind(AssertUnwindSafe(|| T::create(&config))) {
+        Ok(Ok(inner)) => {
+            let boxed = Box::new(InstanceBox {
+                inner: Mutex::new(inner),
+                last_error: Mutex::new(String::new()),
+            });
+            // SAFETY: out_instance checked non-NULL.
+            unsafe { *out_instance = Box::into_raw(boxed) as *mut HsmInstance };
+            HSM_OK
+        }
+        Ok(Err(e)) => fail(e.code().status(), e.message().to_string()),
+        Err(payload) => fail(
+            HSM_ERR_PANIC,
+            format!(
+                "plugin panicked in create: {}",
+                panic_message(payload.as_ref())
+            ),
+        ),
+    }
+}
+
+/// `destroy` for plugin type `T`.
+///
+/// # Safety
+/// `instance` is NULL or a live instance made by `create::<T>`, not used afterwards.
+pub unsafe extern "C" fn destroy<T: HsmPlugin>(instance: *mut HsmInstance) {
+    if instance.is_null() {
+        return;
+    }
+    // SAFETY: the instance was made by Box::into_raw in create::<T>.
+    let boxed = unsafe { Box::from_raw(instance as *mut InstanceBox<T>) };
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(boxed))) {
+        crate::log::error(&format!(
+            "plugin panicked while destroying an instance: {}",
+            panic_message(payload.as_ref())
+        ));
+    }
+}
+
+/// `last_error` for plugin type `T`.
+///
+/// # Safety
+/// ABI contract of `HsmPluginTable::last_error`.
+pub unsafe extern "C" fn last_error<T: HsmPlugin>(
+    instance: *mut HsmInstance,
+    out_message: *mut HsmBuffer,
+) -> HsmStatus {
+    // SAFETY: forwarded contract.
+    if instance.is_null() || !unsafe { prepare_out(out_message) } {
+        return HSM_ERR_INVALID_ARGUMENT;
+    }
+    // SAFETY: non-NULL instances are live InstanceBox<T>.
+    let boxed = unsafe { &*(instance as *const InstanceBox<T>) };
+    let message = lock(&boxed.last_error).clone();
+    // SAFETY: out_message checked writable.
+    unsafe { put_buffer(out_message, message.into_bytes()) };
+    HSM_OK
+}
+
+/// Shared body of every interface call that produces bytes.
+///
+/// # Safety
+/// `instance` NULL or live; `out` NULL or writable.
+pub(crate) unsafe fn call_with_output<T: HsmPlugin>(
+    instance: *mut HsmInstance,
+    out: *mut HsmBuffer,
+    f: impl FnOnce(&mut T) -> Result<Vec<u8>, HsmError>,
+) -> HsmStatus {
+    // SAFETY: forwarded contract.
+    if !unsafe { prepare_out(out) } {
+        return record_invalid::<T>(instance, "output pointer is NULL");
+    }
+    // SAFETY: forwarded contract.
+    unsafe { with_instance(instance, out, f) }
+}
+
+/// Shared body of every interface call without output bytes.
+///
+/// # Safety
+/// `instance` NULL or live.
+pub(crate) unsafe fn call_without_output<T: HsmPlugin>(
+    instance: *mut HsmInstance,
+    f: impl FnOnce(&mut T) -> Result<(), HsmError>,
+) -> HsmStatus {
+    // SAFETY: forwarded contract.
+    unsafe {
+        with_instance(instance, std::ptr::null_mut(), |t: &mut T| {
+            f(t).map(|()| Vec::new())
+        })
+    }
+}
+
+/// Borrows an input slice, or records an invalid-argument error naming `what`.
+///
+/// # Safety
+/// Contract of [`slice`].
+pub(crate) unsafe fn input<'a>(s: HsmSlice, what: &str) -> Result<&'a [u8], HsmError> {
+    // SAFETY: forwarded contract.
+    unsafe { slice(s) }.ok_or_else(|| {
+        HsmError::invalid_argument(format!("{what}: NULL pointer with length {}", s.len))
+    })
+}
+
+unsafe fn record_invalid<T: HsmPlugin>(instance: *mut HsmInstance, message: &str) -> HsmStatus {
+    if !instance.is_null() {
+        // SAFETY: non-NULL instances are live InstanceBox<T>.
+        let boxed = unsafe { &*(instance as *const InstanceBox<T>) };
+        *lock(&boxed.last_error) = message.to_string();
+    }
+    HSM_ERR_INVALID_ARGUMENT
+}
