@@ -1,1 +1,29 @@
-//! hsmkit-plugin-dice (work in progress).
+//! hsmkit's software DICE backend: an X.509 identity chain derived from a per-device UDS.
+//!
+//! Unlike the Azure C SDK's DICE emulator, every device gets its own identity (its own UDS,
+//! created from 32 random bytes on first use), keys are derived the way google/open-dice
+//! derives them (HKDF-SHA512, HMAC-DRBG P-256, IDs from public keys) so the results can be
+//! reproduced on other platforms, and the private key signs in place instead of being handed
+//! out.
+//!
+//! The chain returned through the X.509 interface, leaf first:
+//! 1. TLS client certificate, CN = DPS registration id, signed by the CDI key;
+//! 2. CDI certificate in open-dice's X.509 profile, signed by the DeviceID key;
+//! 3. DeviceID certificate (UDS-derived key), signed by the development root CA;
+//! 4. the self-signed development root CA, for DPS group enrollment by CA.
+
+#![deny(missing_docs)]
+
+pub mod certificates;
+pub mod chain;
+pub mod derive;
+pub mod error;
+pub mod plugin;
+pub mod settings;
+pub mod state;
+
+pub use chain::{build_chain, DeviceChain};
+pub use error::DiceError;
+pub use plugin::DicePlugin;
+
+// TMP hsm_plugin_sdk::export_plugin!(DicePlugin, x509);
