@@ -164,8 +164,13 @@ pub fn derive_cdis(
 
     let mut attest = [0u8; CDI_SIZE];
     let mut seal = [0u8; CDI_SIZE];
-    let result = kdf(current_attest.expose(), &attest_hash, b"CDI_Attest", &mut attest)
-        .and_then(|()| kdf(current_seal.expose(), &seal_hash, b"CDI_Seal", &mut seal));
+    let result = kdf(
+        current_attest.expose(),
+        &attest_hash,
+        b"CDI_Attest",
+        &mut attest,
+    )
+    .and_then(|()| kdf(current_seal.expose(), &seal_hash, b"CDI_Seal", &mut seal));
     let cdis = Cdis {
         attest: Secret32::new(attest),
         seal: Secret32::new(seal),
@@ -236,7 +241,9 @@ pub fn p256_key_from_seed(seed: &Secret32) -> Result<SigningKey, DiceError> {
             return Ok(key);
         }
     }
-    Err(DiceError::Derivation("HMAC-DRBG found no valid P-256 scalar"))
+    Err(DiceError::Derivation(
+        "HMAC-DRBG found no valid P-256 scalar",
+    ))
 }
 
 /// `DiceDeriveCdiCertificateId`: 20 bytes from the raw public key X||Y, top bit cleared so the

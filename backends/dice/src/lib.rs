@@ -26,4 +26,4 @@ pub use chain::{build_chain, DeviceChain};
 pub use error::DiceError;
 pub use plugin::DicePlugin;
 
-// TMP hsm_plugin_sdk::export_plugin!(DicePlugin, x509);
+hsm_plugin_sdk::export_plugin!(DicePlugin, x509);

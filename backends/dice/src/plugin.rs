@@ -46,10 +46,7 @@ impl DicePlugin {
 
 /// ECDSA P-256 over a 32-byte digest with `key`, DER `Ecdsa-Sig-Value` out. RFC 6979: the
 /// same digest gives the same signature. Shared by the plugin and the benchmark baseline.
-pub fn sign_p256_digest(
-    key: &p256::ecdsa::SigningKey,
-    digest: &[u8],
-) -> Result<Vec<u8>, HsmError> {
+pub fn sign_p256_digest(key: &p256::ecdsa::SigningKey, digest: &[u8]) -> Result<Vec<u8>, HsmError> {
     if digest.len() != 32 {
         return Err(HsmError::invalid_argument(format!(
             "ECDSA P-256/SHA-256 signs a 32-byte digest, got {} bytes",

@@ -166,7 +166,9 @@ mod tests {
         assert!(e.contains("uds_hex") && !e.contains(&secret), "{e}");
         let e = settings(&[("uds_hex", "00")]).unwrap_err().to_string();
         assert!(e.contains("64 hex characters"), "{e}");
-        let e = settings(&[("code_hash_hex", "00")]).unwrap_err().to_string();
+        let e = settings(&[("code_hash_hex", "00")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("code_hash_hex") && e.contains("128"), "{e}");
         let e = settings(&[("mode", "turbo")]).unwrap_err().to_string();
         assert!(e.contains("mode"), "{e}");

@@ -12,8 +12,7 @@ use super::{extension, id_name, named, Template};
 use crate::error::DiceError;
 
 /// id-kp-clientAuth (RFC 5280 §4.2.1.12).
-const CLIENT_AUTH: spki::ObjectIdentifier =
-    spki::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.2");
+const CLIENT_AUTH: spki::ObjectIdentifier = spki::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.2");
 
 /// Builds the leaf certificate of `leaf_key` (ID `leaf_id`) for `registration_id`, signed by
 /// the CDI key `cdi_key` (ID `cdi_id`).
@@ -44,8 +43,12 @@ pub fn leaf_certificate(
             false,
         )
         .map_err(fail)?,
-        extension(&KeyUsage(KeyUsages::DigitalSignature.into()), &subject, true)
-            .map_err(fail)?,
+        extension(
+            &KeyUsage(KeyUsages::DigitalSignature.into()),
+            &subject,
+            true,
+        )
+        .map_err(fail)?,
         extension(
             &BasicConstraints {
                 ca: false,

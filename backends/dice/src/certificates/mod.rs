@@ -16,8 +16,7 @@ pub use leaf::leaf_certificate;
 pub use root_ca::{root_ca_certificate, root_ca_name};
 
 use der::asn1::{
-    BitString, GeneralizedTime, OctetString, PrintableStringRef, SetOfVec, UtcTime,
-    Utf8StringRef,
+    BitString, GeneralizedTime, OctetString, PrintableStringRef, SetOfVec, UtcTime, Utf8StringRef,
 };
 use der::{asn1::Any, DateTime, Encode};
 use p256::ecdsa::{signature::Signer, DerSignature, SigningKey, VerifyingKey};
@@ -204,6 +203,5 @@ pub(crate) fn ca_extensions(
 /// PEM of one DER certificate.
 pub fn to_pem(der: &[u8]) -> Result<String, DiceError> {
     use der::pem::{encode_string, LineEnding};
-    encode_string("CERTIFICATE", LineEnding::LF, der)
-        .map_err(|e| DiceError::certificate("PEM", e))
+    encode_string("CERTIFICATE", LineEnding::LF, der).map_err(|e| DiceError::certificate("PEM", e))
 }
