@@ -1,1 +1,209 @@
-//! hsmkit-plugin-pkcs11 (work in progress).
+//! hsmkit plugin for any PKCS#11 token (SoftHSM2, tpm2-pkcs11, vendor modules).
+//!
+//! - X.509: certificate chain from token objects or a PEM file, signatures made by the
+//!   token's private key (ECDSA P-256, RSA PKCS#1 v1.5 and PSS), common name from the leaf.
+//!   The private key is never exported.
+//! - Symmetric key: HMAC-SHA256 with a generic-secret key held in the token; imported keys are
+//!   stored sensitive and non-extractable.
+//!
+//! Configuration keys are described in [`config`]. Calls on one instance are serialized by the
+//! SDK, and each instance has its own session, so instances can be used from different
+//! threads; all instances of one module share one initialized module ([`session`]).
+
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod error;
+pub mod provision;
+pub mod session;
+#[cfg(feature = "softhsm-harness")]
+pub mod softhsm;
+pub mod symmetric;
+pub mod uri;
+pub mod x509;
+
+use config::Pkcs11Config;
+use cryptoki::object::ObjectHandle;
+use error::{Pkcs11Error, Result};
+use hsm_plugin_sdk::{
+    export_plugin, HsmError, HsmPlugin, PluginConfig, PluginInfo, SignAlgorithm, SymmetricKeyHsm,
+    X509Hsm,
+};
+use session::TokenSession;
+use uri::Pkcs11Uri;
+use x509::TokenKey;
+
+/// One plugin instance: a logged-in session on the configured token.
+#[derive(Debug)]
+pub struct Pkcs11Plugin {
+    session: TokenSession,
+    config: Pkcs11Config,
+    key: Option<TokenKey>,
+    hmac_key: Option<ObjectHandle>,
+    /// Where the HMAC key is: the configured URI, or the label of a key imported through us.
+    hmac_uri: Option<Pkcs11Uri>,
+    registration_id: Option<String>,
+}
+
+impl Pkcs11Plugin {
+    /// Opens the token the configuration names and logs in.
+    pub fn open(config: Pkcs11Config) -> Result<Self> {
+        let pin = config.pin.read()?;
+        let session = TokenSession::open(&config.module, &config.token, &pin)?;
+        Ok(Self {
+            session,
+            hmac_uri: config.hmac_key.clone(),
+            registration_id: config.registration_id.clone(),
+            config,
+            key: None,
+            hmac_key: None,
+        })
+    }
+
+    /// The session (for tools and benchmarks that talk to the same token).
+    pub fn token_session(&self) -> &TokenSession {
+        &self.session
+    }
+
+    fn token_key(&mut self) -> Result<TokenKey> {
+        if let Some(k) = self.key {
+            return Ok(k);
+        }
+        let uri =
+            self.config.key.as_ref().ok_or_else(|| {
+                Pkcs11Error::not_found("no private key configured: set `key_uri`")
+            })?;
+        let key = TokenKey::find(&self.session, uri)?;
+        self.key = Some(key);
+        Ok(key)
+    }
+
+    fn chain(&self) -> Result<Vec<x509_cert::Certificate>> {
+        let source = self.config.cert.as_ref().ok_or_else(|| {
+            Pkcs11Error::not_found("no certificate configured: set `cert_uri` or `cert_file`")
+        })?;
+        x509::load_chain(&self.session, source)
+    }
+
+    fn hmac_handle(&mut self) -> Result<ObjectHandle> {
+        if let Some(h) = self.hmac_key {
+            return Ok(h);
+        }
+        let uri = self.hmac_uri.as_ref().ok_or_else(|| {
+            Pkcs11Error::not_found("no HMAC key: set `hmac_key_uri` or import a key first")
+        })?;
+        let handle = symmetric::find_hmac_key(&self.session, uri)?;
+        self.hmac_key = Some(handle);
+        Ok(handle)
+    }
+
+    /// Signs a digest with the token key (the X.509 interface without the SDK error type).
+    pub fn sign_digest_raw(&mut self, algorithm: SignAlgorithm, digest: &[u8]) -> Result<Vec<u8>> {
+        let key = self.token_key()?;
+        key.sign_digest(&self.session, algorithm, digest)
+    }
+
+    /// HMAC-SHA256 with the token's secret key.
+    pub fn hmac(&mut self, data: &[u8]) -> Result<Vec<u8>> {
+        let key = self.hmac_handle()?;
+        symmetric::hmac_sha256(&self.session, key, data)
+    }
+
+    /// Imports an HMAC key, labelled by the configured URI's label or else the registration id.
+    pub fn import_hmac(&mut self, registration_id: Option<&str>, key: &[u8]) -> Result<()> {
+        if let Some(id) = registration_id {
+            if id.is_empty() {
+                return Err(Pkcs11Error::invalid_argument(
+                    "the registration id is empty",
+                ));
+            }
+        }
+        let wanted_id = registration_id
+            .map(str::to_string)
+            .or_else(|| self.registration_id.clone());
+        let configured = self.config.hmac_key.clone();
+        let label = configured
+            .as_ref()
+            .and_then(|u| u.object.clone())
+            .or_else(|| wanted_id.clone())
+            .ok_or_else(|| {
+                Pkcs11Error::invalid_argument(
+                    "no label for the key: set `hmac_key_uri` with `object=` or pass a registration id",
+                )
+            })?;
+        let id = configured.as_ref().and_then(|u| u.id.clone());
+        let handle = symmetric::import_hmac_key(&self.session, &label, id.as_deref(), key)?;
+        self.hmac_key = Some(handle);
+        if configured.is_none() {
+            self.hmac_uri = Some(Pkcs11Uri {
+                object: Some(label),
+                ..Pkcs11Uri::default()
+            });
+        }
+        if wanted_id.is_some() {
+            self.registration_id = wanted_id;
+        }
+        Ok(())
+    }
+}
+
+impl HsmPlugin for Pkcs11Plugin {
+    const INFO: PluginInfo = PluginInfo {
+        name: "pkcs11",
+        version: env!("CARGO_PKG_VERSION"),
+        vendor: "hsmkit",
+        description: "Any PKCS#11 token: X.509 with non-extractable keys, HMAC symmetric keys",
+    };
+
+    fn create(config: &PluginConfig) -> std::result::Result<Self, HsmError> {
+        let config = Pkcs11Config::from_lookup(|k| config.get(k))?;
+        Ok(Self::open(config)?)
+    }
+}
+
+impl X509Hsm for Pkcs11Plugin {
+    fn certificate_chain_pem(&mut self) -> std::result::Result<String, HsmError> {
+        Ok(x509::chain_to_pem(&self.chain()?)?)
+    }
+
+    fn common_name(&mut self) -> std::result::Result<String, HsmError> {
+        let chain = self.chain()?;
+        let leaf = chain
+            .first()
+            .ok_or_else(|| Pkcs11Error::not_found("the certificate chain is empty"))?;
+        Ok(x509::common_name(leaf)?)
+    }
+
+    fn sign_digest(
+        &mut self,
+        algorithm: SignAlgorithm,
+        digest: &[u8],
+    ) -> std::result::Result<Vec<u8>, HsmError> {
+        Ok(self.sign_digest_raw(algorithm, digest)?)
+    }
+    // export_private_key_pem keeps the SDK default: never supported.
+}
+
+impl SymmetricKeyHsm for Pkcs11Plugin {
+    fn registration_id(&mut self) -> std::result::Result<String, HsmError> {
+        if let Some(id) = &self.registration_id {
+            return Ok(id.clone());
+        }
+        let key = self.hmac_handle()?;
+        Ok(symmetric::key_label(&self.session, key)?)
+    }
+
+    fn sign(&mut self, data: &[u8]) -> std::result::Result<Vec<u8>, HsmError> {
+        Ok(self.hmac(data)?)
+    }
+
+    fn import_key(
+        &mut self,
+        registration_id: Option<&str>,
+        key: &[u8],
+    ) -> std::result::Result<(), HsmError> {
+        Ok(self.import_hmac(registration_id, key)?)
+    }
+}
+
+export_plugin!(Pkcs11Plugin, x509, symmetric_key);

@@ -1,0 +1,197 @@
+//! SoftHSM2 test harness (feature `softhsm-harness`): a token folder per test binary, selected
+//! through `SOFTHSM2_CONF`, and tokens with unique labels initialized through the module itself.
+//!
+//! `SOFTHSM2_CONF` is process-global and SoftHSM reads it at `C_Initialize`, so it is set once
+//! per process (before any token exists) and every token of the binary lives in one folder.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+/// A harness failure, with what to install when a tool is missing.
+#[derive(Debug, thiserror::Error)]
+#[error("SoftHSM2 harness: {0}")]
+pub struct HarnessError(String);
+
+const INSTALL_HINT: &str =
+    "install SoftHSM2 with `apt-get install softhsm2` (the project's .ci/install-deps does)";
+
+/// Where SoftHSM2's module is: `$SOFTHSM2_MODULE`, else the usual Debian/Ubuntu paths.
+pub fn module_path() -> Result<PathBuf, HarnessError> {
+    if let Some(p) = std::env::var_os("SOFTHSM2_MODULE") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(HarnessError(format!(
+                "SOFTHSM2_MODULE={} does not exist",
+                p.display()
+            )))
+        };
+    }
+    [
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/local/lib/softhsm/libsofthsm2.so",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+    .ok_or_else(|| HarnessError(format!("libsofthsm2.so not found; {INSTALL_HINT}")))
+}
+
+/// The process's SoftHSM folder (holding `softhsm2.conf` and `tokens/`), created on first use.
+pub fn softhsm_dir() -> Result<&'static Path, HarnessError> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        remove_stale_dirs();
+        let dir = std::env::temp_dir().join(format!("hsmkit-softhsm-{}", std::process::id()));
+        let tokens = dir.join("tokens");
+        std::fs::create_dir_all(&tokens).map_err(|e| format!("creating {}: {e}", tokens.display()))?;
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+                tokens.display()
+            ),
+        )
+        .map_err(|e| format!("writing {}: {e}", conf.display()))?;
+        // Set before any module is initialized in this process (this runs first).
+        std::env::set_var("SOFTHSM2_CONF", &conf);
+        Ok(dir)
+    })
+    .as_ref()
+    .map(PathBuf::as_path)
+    .map_err(|e| HarnessError(e.clone()))
+}
+
+/// Folders of earlier test processes that have exited: statics are never dropped, so each
+/// process cleans up after its dead predecessors instead.
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("hsmkit-softhsm-"))
+        else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// A freshly initialized token.
+#[derive(Debug, Clone)]
+pub struct TestToken {
+    /// The module path.
+    pub module: PathBuf,
+    /// The token label (unique in the process).
+    pub label: String,
+    /// The user PIN (test tokens only).
+    pub pin: String,
+    /// A file holding the user PIN (mode 0600).
+    pub pin_file: PathBuf,
+}
+
+impl TestToken {
+    /// `pkcs11:token=LABEL`.
+    pub fn uri(&self) -> String {
+        format!("pkcs11:token={}", self.label)
+    }
+}
+
+/// Creates a token labelled `<prefix>-<pid>-<n>` with a per-token test PIN.
+pub fn create_token(prefix: &str) -> Result<TestToken, HarnessError> {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let module = module_path()?;
+    let dir = softhsm_dir()?;
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    // Token labels are at most 32 bytes.
+    let mut label = format!("{prefix}-{}-{n}", std::process::id());
+    label.truncate(32);
+    let pin = format!("user-{n}-pin");
+    init_token_in_process(&module, &label, &pin)?;
+    let pin_file = dir.join(format!("{label}.pin"));
+    write_private(&pin_file, pin.as_bytes())?;
+    Ok(TestToken {
+        module,
+        label,
+        pin,
+        pin_file,
+    })
+}
+
+/// Initializes a token in SoftHSM's free slot through this process's own module context.
+///
+/// `softhsm2-util` would write the token to disk, but a SoftHSM instance that is already
+/// initialized in this process (another test holding it) does not rescan its token folder, so
+/// the new token would stay invisible. `C_InitToken` through the shared context avoids that;
+/// SoftHSM then offers a fresh free slot for the next token. Creation is serialized because two
+/// threads would otherwise pick the same free slot.
+fn init_token_in_process(module: &Path, label: &str, pin: &str) -> Result<(), HarnessError> {
+    use crate::session::ModuleLease;
+    use cryptoki::session::UserType;
+    use cryptoki::types::AuthPin;
+    static CREATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = CREATE.lock().unwrap_or_else(|p| p.into_inner());
+    let fail = |what: &str, e: cryptoki::error::Error| {
+        HarnessError(format!(
+            "{what}: {}",
+            crate::error::Pkcs11Error::from_cryptoki(what, e)
+        ))
+    };
+    let lease =
+        ModuleLease::acquire(module).map_err(|e| HarnessError(format!("{e}; {INSTALL_HINT}")))?;
+    let ctx = lease.context();
+    let slots = ctx
+        .get_slots_with_token()
+        .map_err(|e| fail("listing slots", e))?;
+    let mut free = None;
+    for slot in slots {
+        let info = ctx
+            .get_token_info(slot)
+            .map_err(|e| fail("reading token info", e))?;
+        if !info.token_initialized() {
+            free = Some(slot);
+            break;
+        }
+    }
+    let slot = free.ok_or_else(|| HarnessError("SoftHSM offers no free slot".into()))?;
+    let so_pin = AuthPin::new("so-pin-1234".into());
+    ctx.init_token(slot, &so_pin, label)
+        .map_err(|e| fail("C_InitToken", e))?;
+    let session = ctx
+        .open_rw_session(slot)
+        .map_err(|e| fail("opening a session", e))?;
+    session
+        .login(UserType::So, Some(&so_pin))
+        .map_err(|e| fail("SO login", e))?;
+    session
+        .init_pin(&AuthPin::new(pin.into()))
+        .map_err(|e| fail("C_InitPIN", e))?;
+    session.logout().map_err(|e| fail("SO logout", e))?;
+    drop(session);
+    drop(lease);
+    Ok(())
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), HarnessError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| HarnessError(format!("writing {}: {e}", path.display())))?;
+    f.write_all(bytes)
+        .map_err(|e| HarnessError(format!("writing {}: {e}", path.display())))
+}
