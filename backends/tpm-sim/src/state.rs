@@ -1,0 +1,179 @@
+//! The simulated TPM's persistent state: EK and SRK private keys and the imported identity
+//! key, in one 0600 file with a small versioned binary layout.
+
+use std::path::{Path, PathBuf};
+
+use hsm_plugin_sdk::{secret_file, ErrorCode, HsmError};
+use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
+use rsa::RsaPrivateKey;
+use zeroize::Zeroizing;
+
+/// First bytes of a state file; the last byte is the format version.
+const MAGIC: &[u8; 14] = b"HSMKIT-TPMSIM\x01";
+/// Largest field the decoder accepts, so a corrupt length cannot allocate without bound.
+const MAX_FIELD: usize = 16 * 1024;
+
+/// The identity key DPS gave the device.
+pub struct IdentityKey {
+    /// TPMT_PUBLIC of the key as DPS sent it.
+    pub public: Vec<u8>,
+    /// The HMAC key.
+    pub key: Zeroizing<Vec<u8>>,
+}
+
+/// Everything the simulated TPM keeps across restarts.
+pub struct SimState {
+    /// Endorsement key (RSA-2048).
+    pub ek: RsaPrivateKey,
+    /// Storage root key (RSA-2048).
+    pub srk: RsaPrivateKey,
+    /// The activated identity key, if any.
+    pub identity: Option<IdentityKey>,
+}
+
+fn corrupt(path: &Path, why: &str) -> HsmError {
+    HsmError::device(format!(
+        "simulated TPM state {} is corrupt ({why}); move it away to start with a new TPM",
+        path.display()
+    ))
+}
+
+fn put_field(out: &mut Vec<u8>, bytes: &[u8]) {
+    // Fields are bounded by MAX_FIELD, far below u32::MAX.
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn take_field<'a>(rest: &mut &'a [u8], path: &Path) -> Result<&'a [u8], HsmError> {
+    let (len, tail) = rest
+        .split_first_chunk::<4>()
+        .ok_or_else(|| corrupt(path, "truncated length"))?;
+    let len = u32::from_be_bytes(*len) as usize;
+    if len > MAX_FIELD || len > tail.len() {
+        return Err(corrupt(path, "field length out of range"));
+    }
+    let (field, tail) = tail.split_at(len);
+    *rest = tail;
+    Ok(field)
+}
+
+impl SimState {
+    /// A new TPM: fresh random EK and SRK, no identity key.
+    pub fn generate() -> Result<Self, HsmError> {
+        let mut rng = rand::rngs::OsRng;
+        let gen = |rng: &mut rand::rngs::OsRng| {
+            RsaPrivateKey::new(rng, 2048)
+                .map_err(|e| HsmError::internal(format!("RSA key generation failed: {e}")))
+        };
+        Ok(Self {
+            ek: gen(&mut rng)?,
+            srk: gen(&mut rng)?,
+            identity: None,
+        })
+    }
+
+    /// Serializes the state.
+    pub fn encode(&self) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+        let der = |k: &RsaPrivateKey| {
+            k.to_pkcs1_der()
+                .map_err(|e| HsmError::internal(format!("cannot encode RSA key: {e}")))
+        };
+        let ek = der(&self.ek)?;
+        let srk = der(&self.srk)?;
+        let mut out = Zeroizing::new(Vec::with_capacity(3000));
+        out.extend_from_slice(MAGIC);
+        put_field(&mut out, ek.as_bytes());
+        put_field(&mut out, srk.as_bytes());
+        match &self.identity {
+            Some(id) => {
+                put_field(&mut out, &id.public);
+                put_field(&mut out, &id.key);
+            }
+            None => {
+                put_field(&mut out, &[]);
+                put_field(&mut out, &[]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Parses a state file's bytes (`path` only names it in errors).
+    pub fn decode(bytes: &[u8], path: &Path) -> Result<Self, HsmError> {
+        let mut rest = bytes
+            .strip_prefix(MAGIC.as_slice())
+            .ok_or_else(|| corrupt(path, "not a tpm-sim state file or unknown version"))?;
+        let key = |der: &[u8]| {
+            RsaPrivateKey::from_pkcs1_der(der).map_err(|_| corrupt(path, "bad RSA key"))
+        };
+        let ek = key(take_field(&mut rest, path)?)?;
+        let srk = key(take_field(&mut rest, path)?)?;
+        let public = take_field(&mut rest, path)?;
+        let hmac_key = take_field(&mut rest, path)?;
+        if !rest.is_empty() {
+            return Err(corrupt(path, "trailing bytes"));
+        }
+        let identity = match (public.is_empty(), hmac_key.is_empty()) {
+            (true, true) => None,
+            (false, false) => Some(IdentityKey {
+                public: public.to_vec(),
+                key: Zeroizing::new(hmac_key.to_vec()),
+            }),
+            _ => return Err(corrupt(path, "half an identity key")),
+        };
+        Ok(Self { ek, srk, identity })
+    }
+}
+
+/// Where the state lives: `<state_dir>/tpm-sim/state`, or `<state_dir>/tpm-sim/<instance>/state`
+/// when an instance name is set (several simulated devices sharing one state folder).
+pub fn state_path(state_dir: &Path, instance: Option<&str>) -> Result<PathBuf, HsmError> {
+    let base = state_dir.join("tpm-sim");
+    match instance {
+        None => Ok(base.join("state")),
+        Some(name) => {
+            let valid = !name.is_empty()
+                && name.len() <= 64
+                && !name.starts_with('.')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid {
+                return Err(HsmError::invalid_argument(
+                    "setting `instance` must be 1-64 characters of A-Z a-z 0-9 - _ . and not start with a dot",
+                ));
+            }
+            Ok(base.join(name).join("state"))
+        }
+    }
+}
+
+/// Loads the state at `path`, creating a new TPM there when none exists. Creation is
+/// race-free: the new file is linked into place only if no other instance got there first,
+/// in which case that instance's TPM is loaded instead.
+pub fn load_or_create(path: &Path) -> Result<SimState, HsmError> {
+    match secret_file::read(path) {
+        Ok(bytes) => return SimState::decode(&bytes, path),
+        Err(e) if e.code() == ErrorCode::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let state = SimState::generate()?;
+    let tmp = path.with_extension(format!("new{}", std::process::id()));
+    secret_file::write(&tmp, &state.encode()?)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(state),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            SimState::decode(&secret_file::read(path)?, path)
+        }
+        Err(e) => Err(HsmError::device(format!(
+            "cannot create {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Writes the state back (atomically, 0600).
+pub fn save(path: &Path, state: &SimState) -> Result<(), HsmError> {
+    secret_file::write(path, &state.encode()?)
+}
