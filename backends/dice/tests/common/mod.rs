@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 use hsm_plugin_sdk::hsm_api::{
-    HsmBuffer, HsmInstance, HsmKeyValue, HsmPluginTable, HsmSlice, HsmStatus, HsmX509Table,
-    HSM_ABI_MAJOR, HSM_ABI_MINOR, HSM_OK,
+    HsmBuffer, HsmInstance, HsmKeyValue, HsmPluginEntryFn, HsmPluginTable, HsmSlice, HsmStatus,
+    HsmX509Table, HSM_ABI_MAJOR, HSM_ABI_MINOR, HSM_OK,
 };
 
 /// A failed ABI call: status code and the plugin's message.
@@ -22,17 +22,11 @@ pub struct AbiInstance {
     instance: *mut HsmInstance,
 }
 
-fn plugin_table() -> &'static HsmPluginTable {
+/// The plugin table from an entry point (the linked one, or one found with dlsym).
+pub fn plugin_table(entry: HsmPluginEntryFn) -> &'static HsmPluginTable {
     let mut table: *const HsmPluginTable = std::ptr::null();
     // SAFETY: valid out pointer; NULL host table is allowed (no host logger).
-    let status = unsafe {
-        hsmkit_plugin_dice::hsm_plugin_entry(
-            HSM_ABI_MAJOR,
-            HSM_ABI_MINOR,
-            std::ptr::null(),
-            &mut table,
-        )
-    };
+    let status = unsafe { entry(HSM_ABI_MAJOR, HSM_ABI_MINOR, std::ptr::null(), &mut table) };
     assert_eq!(status, HSM_OK, "hsm_plugin_entry failed");
     assert!(!table.is_null());
     // SAFETY: the plugin returns a pointer to its static table.
@@ -63,7 +57,14 @@ fn text(bytes: Vec<u8>) -> String {
 impl AbiInstance {
     /// `create` with the given settings.
     pub fn create(settings: &[(&str, &str)]) -> Result<Self, AbiError> {
-        let table = plugin_table();
+        Self::create_from(plugin_table(hsmkit_plugin_dice::hsm_plugin_entry), settings)
+    }
+
+    /// `create` through a given plugin table.
+    pub fn create_from(
+        table: &'static HsmPluginTable,
+        settings: &[(&str, &str)],
+    ) -> Result<Self, AbiError> {
         // SAFETY: the x509 table of a plugin exporting `x509` is a static.
         let x509 = unsafe { table.x509.as_ref() }.expect("no X.509 table");
         let pairs: Vec<HsmKeyValue> = settings
