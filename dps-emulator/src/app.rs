@@ -1,0 +1,148 @@
+//! Request routing and the shared state handlers run against.
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+use crate::config::EmulatorConfig;
+use crate::faults::{Fault, Faults};
+use crate::http::{ApiError, Resp};
+use crate::store::Store;
+use crate::tpm::Challenges;
+use crate::{device_api, service_api};
+
+/// api-versions of the device API the emulator speaks.
+pub const DEVICE_API_VERSIONS: &[&str] = &["2019-03-31", "2021-06-01", "2021-10-01"];
+/// api-versions of the service API the emulator speaks (SDKs pin older ones too).
+pub const SERVICE_API_VERSIONS: &[&str] = &[
+    "2017-11-15",
+    "2018-04-01",
+    "2018-09-01-preview",
+    "2019-03-31",
+    "2021-06-01",
+    "2021-10-01",
+];
+
+/// Everything a handler needs.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    pub config: EmulatorConfig,
+    pub hubs: Vec<String>,
+    pub store: Store,
+    pub faults: Faults,
+    pub service_key_b64: Zeroizing<String>,
+    pub tpm: Challenges,
+}
+
+/// What the connection layer should do with a request's outcome.
+#[derive(Debug)]
+pub(crate) struct DropConnection;
+
+impl std::fmt::Display for DropConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by fault injection")
+    }
+}
+impl std::error::Error for DropConnection {}
+
+/// The per-connection facts: the client's certificate chain, leaf first (empty without mTLS).
+pub(crate) type PeerChain = Arc<Vec<Vec<u8>>>;
+
+/// Entry point for every request.
+pub(crate) async fn handle(
+    app: Arc<AppState>,
+    chain: PeerChain,
+    req: Request<Incoming>,
+) -> Result<Resp, DropConnection> {
+    let path = req.uri().path().to_string();
+    let segments: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let is_device = seg.get(1) == Some(&"registrations") && seg.len() >= 3;
+    if is_device {
+        let delay = app.faults.delay();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        match app.faults.take() {
+            Some(Fault::Drop) => return Err(DropConnection),
+            Some(Fault::Fail) => {
+                return Ok(ApiError::internal("injected failure").into_response());
+            }
+            Some(Fault::Throttle(secs)) => {
+                let mut e =
+                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, 429001, "injected throttling");
+                e.retry_after = Some(secs);
+                return Ok(e.into_response());
+            }
+            None => {}
+        }
+    }
+    let result = route(app, chain, req, &seg).await;
+    Ok(result.unwrap_or_else(ApiError::into_response))
+}
+
+async fn route(
+    app: Arc<AppState>,
+    chain: PeerChain,
+    req: Request<Incoming>,
+    seg: &[&str],
+) -> Result<Resp, ApiError> {
+    let method = req.method().clone();
+    match seg {
+        [scope, "registrations", reg, "register"] if method == Method::PUT => {
+            device_api::register(app, chain, req, scope, reg).await
+        }
+        [scope, "registrations", reg, "operations", op] if method == Method::GET => {
+            device_api::operation_status(app, chain, req, scope, reg, op).await
+        }
+        [scope, "registrations", reg] if method == Method::POST => {
+            device_api::status_lookup(app, chain, req, scope, reg).await
+        }
+        [kind @ ("enrollments" | "enrollmentGroups"), "query"] if method == Method::POST => {
+            service_api::query(app, req, kind).await
+        }
+        [kind @ ("enrollments" | "enrollmentGroups" | "registrations"), id] => {
+            service_api::item(app, req, kind, id).await
+        }
+        [_, "registrations", ..] | ["enrollments" | "enrollmentGroups" | "registrations", ..] => {
+            Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                405000,
+                format!("method {method} is not supported on this path"),
+            ))
+        }
+        _ => Err(ApiError::not_found(404000, "unknown path")),
+    }
+}
+
+/// Checks `api-version` against `allowed`.
+pub(crate) fn check_api_version(req: &Request<Incoming>, allowed: &[&str]) -> Result<(), ApiError> {
+    match crate::http::query_param(req.uri().query(), "api-version") {
+        None => Err(ApiError::bad_request(
+            "the api-version query parameter is required",
+        )),
+        Some(v) if allowed.contains(&v.as_str()) => Ok(()),
+        Some(v) => Err(ApiError::bad_request(format!(
+            "api-version {v:?} is not supported; use one of {}",
+            allowed.join(", ")
+        ))),
+    }
+}
+
+/// Runs blocking work (SQLite, OpenSSL, RSA) off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::internal("a worker task failed"))?
+}

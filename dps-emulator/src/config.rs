@@ -1,0 +1,58 @@
+//! What an emulator instance is started with.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Configuration of one emulator instance.
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    /// Where to listen; port 0 picks a free port (see `RunningEmulator::addr`).
+    pub listen: SocketAddr,
+    /// The state folder (created 0700): dev CA, server certificate, service key, database.
+    pub state_dir: PathBuf,
+    /// The DPS id scope devices put in their paths and SAS scopes.
+    pub id_scope: String,
+    /// IoT hub host names to allocate devices to (a bare name gets `.azure-devices.net`).
+    pub hubs: Vec<String>,
+    /// How long an operation stays "assigning" before its final status is visible.
+    pub assignment_delay: Duration,
+    /// The Retry-After (seconds) sent with 202 assigning answers.
+    pub retry_after_secs: u64,
+    /// Extra host names or IPs for the server certificate (localhost and 127.0.0.1 are always in).
+    pub server_names: Vec<String>,
+    /// Largest accepted request body, bytes.
+    pub max_body_bytes: usize,
+    /// Most simultaneous connections; more are closed at once.
+    pub max_connections: usize,
+    /// Name of the service API's shared access policy.
+    pub service_policy_name: String,
+}
+
+impl EmulatorConfig {
+    /// Defaults for a state folder: loopback with a free port, scope `0ne00000001`, one hub, no
+    /// assignment delay, Retry-After 1 s, 64 KiB bodies, 512 connections.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            state_dir: state_dir.into(),
+            id_scope: "0ne00000001".to_string(),
+            hubs: vec!["emulated-hub.azure-devices.net".to_string()],
+            assignment_delay: Duration::ZERO,
+            retry_after_secs: 1,
+            server_names: Vec::new(),
+            max_body_bytes: 64 * 1024,
+            max_connections: 512,
+            service_policy_name: "provisioningserviceowner".to_string(),
+        }
+    }
+}
+
+/// Normalises a hub name: a bare name becomes `<name>.azure-devices.net`.
+pub fn hub_host_name(name: &str) -> String {
+    if name.contains('.') {
+        name.to_string()
+    } else {
+        format!("{name}.azure-devices.net")
+    }
+}

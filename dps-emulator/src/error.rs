@@ -1,0 +1,56 @@
+//! Typed errors of the emulator library.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong when starting the emulator or using its stores.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    /// A file or folder in the state directory could not be read or written.
+    #[error("state file {path}: {source}")]
+    StateIo {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The listening socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The requested address.
+        addr: std::net::SocketAddr,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The embedded database failed.
+    #[error("database: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// A stored record could not be decoded (the database was edited or corrupted).
+    #[error("stored record is corrupt: {0}")]
+    CorruptRecord(String),
+    /// Certificate or key generation or parsing failed.
+    #[error("certificate: {0}")]
+    Certificate(String),
+    /// The TLS configuration could not be built.
+    #[error("tls: {0}")]
+    Tls(#[from] rustls::Error),
+    /// An enrollment given programmatically or from a file is invalid.
+    #[error("invalid enrollment: {0}")]
+    InvalidEnrollment(String),
+    /// An enrollment that was asked for does not exist.
+    #[error("enrollment {0} not found")]
+    EnrollmentNotFound(String),
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// Shorthand used across the crate.
+pub type Result<T, E = EmulatorError> = std::result::Result<T, E>;
+
+/// Wraps an I/O error with the path it concerns.
+pub(crate) fn io_at(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> EmulatorError {
+    let path = path.into();
+    move |source| EmulatorError::StateIo { path, source }
+}

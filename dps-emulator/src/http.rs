@@ -1,0 +1,164 @@
+//! HTTP plumbing shared by the device and service APIs: the error body every 4xx/5xx carries,
+//! JSON answers, bounded body reading.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+use crate::timeutil::{now_rfc3339, random_guid};
+
+/// The response type of every handler.
+pub(crate) type Resp = Response<Full<Bytes>>;
+
+/// An error answer: status, DPS error code, message (never secret), optional Retry-After.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    pub status: StatusCode,
+    pub code: u32,
+    pub message: String,
+    pub retry_after: Option<u64>,
+    /// Extra top-level fields (the TPM challenge rides on a 401).
+    pub extra: Option<serde_json::Map<String, Value>>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: u32, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+            extra: None,
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, 400004, message)
+    }
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, 401002, message)
+    }
+    pub fn not_found(code: u32, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, 500000, message)
+    }
+
+    pub fn into_response(self) -> Resp {
+        let mut body = json!({
+            "errorCode": self.code,
+            "trackingId": random_guid(),
+            "message": self.message,
+            "timestampUtc": now_rfc3339(),
+        });
+        if let (Some(extra), Some(obj)) = (self.extra, body.as_object_mut()) {
+            obj.extend(extra);
+        }
+        let mut r = json_response(self.status, &body);
+        if let Ok(v) = HeaderValue::from_str(&self.code.to_string()) {
+            r.headers_mut().insert("x-ms-error-code", v);
+        }
+        if let Some(s) = self.retry_after {
+            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
+        }
+        r
+    }
+}
+
+impl From<crate::error::EmulatorError> for ApiError {
+    fn from(e: crate::error::EmulatorError) -> Self {
+        use crate::error::EmulatorError as E;
+        match e {
+            E::InvalidEnrollment(m) => ApiError::bad_request(m),
+            E::EnrollmentNotFound(id) => {
+                ApiError::not_found(404201, format!("enrollment {id} not found"))
+            }
+            other => {
+                tracing::error!(error = %other, "internal error");
+                ApiError::internal("internal error in the emulator's store")
+            }
+        }
+    }
+}
+
+/// A JSON answer.
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Resp {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut r = Response::new(Full::new(Bytes::from(bytes)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r
+}
+
+/// An empty answer (204 on delete).
+pub(crate) fn empty_response(status: StatusCode) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
+/// Reads the body, refusing more than `limit` bytes with 413.
+pub(crate) async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    let too_big = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            413001,
+            format!("request body larger than {limit} bytes"),
+        )
+    };
+    if let Some(len) = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit as u64 {
+            return Err(too_big());
+        }
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_big()),
+        Err(_) => Err(ApiError::bad_request("the request body could not be read")),
+    }
+}
+
+/// Parses a JSON body into `T`, with a 400 naming the problem (serde's message names fields and
+/// positions, not values).
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        // serde's data errors can quote values (a key sent with the wrong type): only messages
+        // known to name fields alone are passed on.
+        let what = match e.classify() {
+            serde_json::error::Category::Data if e.to_string().starts_with("missing field") => {
+                e.to_string()
+            }
+            serde_json::error::Category::Data => "a field has the wrong type or value".to_string(),
+            serde_json::error::Category::Eof => "unexpected end of input".to_string(),
+            _ => "syntax error".to_string(),
+        };
+        ApiError::bad_request(format!(
+            "malformed JSON: {what} (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+/// The query parameter `name`, decoded.
+pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then(|| {
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}

@@ -1,0 +1,275 @@
+//! The HTTPS server: accept loop with a connection limit, TLS handshake with a timeout, HTTP/1.1
+//! per connection, graceful shutdown.
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use zeroize::Zeroizing;
+
+use crate::app::{handle, AppState, PeerChain};
+use crate::config::{hub_host_name, EmulatorConfig};
+use crate::error::{EmulatorError, Result};
+use crate::faults::Faults;
+use crate::model::RegistrationState;
+use crate::store::Store;
+use crate::tpm::Challenges;
+use crate::{state, tls};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Starts emulators.
+#[derive(Debug)]
+pub struct Emulator;
+
+/// A running emulator. Dropping it stops accepting connections (like `shutdown`, without waiting).
+#[derive(Debug)]
+pub struct RunningEmulator {
+    addr: SocketAddr,
+    ca_cert_pem: String,
+    ca_cert_path: PathBuf,
+    app: Arc<AppState>,
+    shutdown: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Emulator {
+    /// Prepares the state folder, opens the database and starts serving on `config.listen`.
+    /// Must be called inside a Tokio runtime.
+    pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator> {
+        if config.id_scope.is_empty() || !crate::validate::is_valid_id(&config.id_scope) {
+            return Err(EmulatorError::Config(
+                "the id scope is empty or malformed".into(),
+            ));
+        }
+        if config.max_connections == 0 || config.max_body_bytes == 0 {
+            return Err(EmulatorError::Config(
+                "max_connections and max_body_bytes must be positive".into(),
+            ));
+        }
+        let dir = config.state_dir.clone();
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| EmulatorError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| EmulatorError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let mut names = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+        ];
+        if !addr.ip().is_unspecified() && !names.contains(&addr.ip().to_string()) {
+            names.push(addr.ip().to_string());
+        }
+        for n in &config.server_names {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+        let (ca, ca_cert_path, server, service_key, store) =
+            tokio::task::spawn_blocking(move || -> Result<_> {
+                let (ca, ca_path) = state::load_or_create_ca(&dir)?;
+                let server = state::issue_server_cert(&dir, &ca, &names)?;
+                let key = state::load_or_create_service_key(&dir)?;
+                let store = Store::open(&dir.join(state::DATABASE_FILE))?;
+                Ok((ca, ca_path, server, key, store))
+            })
+            .await
+            .map_err(|e| EmulatorError::Config(format!("startup task failed: {e}")))??;
+        let tls_config = tls::server_config(&server, &ca)?;
+        let hubs = config.hubs.iter().map(|h| hub_host_name(h)).collect();
+        let app = Arc::new(AppState {
+            config,
+            hubs,
+            store,
+            faults: Faults::default(),
+            service_key_b64: service_key,
+            tpm: Challenges::default(),
+        });
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(
+            listener,
+            TlsAcceptor::from(tls_config),
+            app.clone(),
+            rx,
+        ));
+        tracing::info!(%addr, "DPS emulator listening");
+        Ok(RunningEmulator {
+            addr,
+            ca_cert_pem: ca.cert_pem(),
+            ca_cert_path,
+            app,
+            shutdown: tx,
+            task: Some(task),
+        })
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    app: Arc<AppState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let limit = Arc::new(Semaphore::new(app.config.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.changed() => break,
+            r = listener.accept() => r,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection limit reached, closing");
+            drop(tcp);
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let chain: PeerChain = Arc::new(
+                tls.get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|c| c.iter().map(|d| d.to_vec()).collect())
+                    .unwrap_or_default(),
+            );
+            let svc = service_fn(move |req| handle(app.clone(), chain.clone(), req));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(64 * 1024)
+                .serve_connection(TokioIo::new(tls), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
+        });
+    }
+}
+
+impl RunningEmulator {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `https://127.0.0.1:PORT` (or the bound address): the global endpoint for device clients.
+    pub fn endpoint(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// The id scope.
+    pub fn id_scope(&self) -> &str {
+        &self.app.config.id_scope
+    }
+
+    /// The hubs it allocates to (normalised host names).
+    pub fn hubs(&self) -> &[String] {
+        &self.app.hubs
+    }
+
+    /// The dev CA certificate clients must trust, PEM.
+    pub fn ca_cert_pem(&self) -> &str {
+        &self.ca_cert_pem
+    }
+
+    /// Where the dev CA certificate is stored.
+    pub fn ca_cert_path(&self) -> &Path {
+        &self.ca_cert_path
+    }
+
+    /// The store of enrollments and registration records.
+    pub fn enrollments(&self) -> Store {
+        self.app.store.clone()
+    }
+
+    /// Every registration record.
+    pub fn registration_records(&self) -> Result<Vec<RegistrationState>> {
+        self.app.store.registrations()
+    }
+
+    /// Fault injection for the device API, adjustable while running.
+    pub fn faults(&self) -> &Faults {
+        &self.app.faults
+    }
+
+    /// A service connection string for `host` (the name clients connect to), as the portal
+    /// shows it. Secret: do not log it.
+    pub fn service_connection_string(&self, host: &str) -> Zeroizing<String> {
+        Zeroizing::new(format!(
+            "HostName={host};SharedAccessKeyName={};SharedAccessKey={}",
+            self.app.config.service_policy_name,
+            self.app.service_key_b64.as_str()
+        ))
+    }
+
+    /// A service-API SAS token for `host`, valid for `ttl`.
+    pub fn service_sas_token(&self, host: &str, ttl: Duration) -> Result<Zeroizing<String>> {
+        crate::sas::create_token(
+            host,
+            &self.app.service_key_b64,
+            Some(&self.app.config.service_policy_name),
+            crate::timeutil::unix_now() + ttl.as_secs(),
+        )
+        .map(Zeroizing::new)
+        .map_err(|e| EmulatorError::Config(e.to_string()))
+    }
+
+    /// Stops accepting, lets open connections finish their current request, and waits.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for RunningEmulator {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}

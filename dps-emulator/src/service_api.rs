@@ -1,0 +1,161 @@
+//! The service API (what the official service SDKs call): individual enrollments, enrollment
+//! groups and registration records, authenticated with the shared access policy's SAS.
+
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, IF_MATCH};
+use hyper::{Method, Request, StatusCode};
+use serde_json::Value;
+use std::sync::Arc;
+
+use crate::app::{blocking, check_api_version, AppState, SERVICE_API_VERSIONS};
+use crate::http::{empty_response, json_response, parse_json, read_body, ApiError, Resp};
+use crate::model::{EnrollmentGroup, IndividualEnrollment};
+use crate::sas::SasToken;
+use crate::store::PutOutcome;
+use crate::timeutil::unix_now;
+
+fn authorize(app: &AppState, req: &Request<Incoming>) -> Result<(), ApiError> {
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("the service API needs a SharedAccessSignature"))?
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("the Authorization header is not ASCII"))?;
+    let token = SasToken::parse(header).map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    token
+        .check_claims(None, Some(&app.config.service_policy_name), unix_now())
+        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    token
+        .verify_signature_b64(&app.service_key_b64)
+        .map_err(|e| ApiError::unauthorized(e.to_string()))
+}
+
+fn if_match(req: &Request<Incoming>) -> Option<String> {
+    req.headers()
+        .get(IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+fn precondition_failed() -> ApiError {
+    ApiError::new(
+        StatusCode::PRECONDITION_FAILED,
+        412001,
+        "the etag in If-Match does not match the stored record",
+    )
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// PUT/GET/DELETE on `enrollments/{id}`, `enrollmentGroups/{id}`, GET/DELETE `registrations/{id}`.
+pub(crate) async fn item(
+    app: Arc<AppState>,
+    req: Request<Incoming>,
+    kind: &str,
+    id: &str,
+) -> Result<Resp, ApiError> {
+    check_api_version(&req, SERVICE_API_VERSIONS)?;
+    authorize(&app, &req)?;
+    let method = req.method().clone();
+    let etag = if_match(&req);
+    let id = id.to_string();
+    let kind = kind.to_string();
+    let body = if method == Method::PUT {
+        Some(read_body(req, app.config.max_body_bytes).await?)
+    } else {
+        None
+    };
+    blocking(move || {
+        let store = &app.store;
+        let etag = etag.as_deref();
+        match (kind.as_str(), method) {
+            ("enrollments", Method::PUT) => {
+                let e: IndividualEnrollment = parse_json(body.as_deref().unwrap_or_default())?;
+                if e.registration_id != id {
+                    return Err(ApiError::bad_request(
+                        "registrationId in the body differs from the one in the path",
+                    ));
+                }
+                match store.put_individual(e, etag)? {
+                    PutOutcome::Written(e) => Ok(json_response(StatusCode::OK, &to_json(&e))),
+                    PutOutcome::EtagMismatch => Err(precondition_failed()),
+                }
+            }
+            ("enrollmentGroups", Method::PUT) => {
+                let g: EnrollmentGroup = parse_json(body.as_deref().unwrap_or_default())?;
+                if g.enrollment_group_id != id {
+                    return Err(ApiError::bad_request(
+                        "enrollmentGroupId in the body differs from the one in the path",
+                    ));
+                }
+                match store.put_group(g, etag)? {
+                    PutOutcome::Written(g) => Ok(json_response(StatusCode::OK, &to_json(&g))),
+                    PutOutcome::EtagMismatch => Err(precondition_failed()),
+                }
+            }
+            ("enrollments", Method::GET) => match store.individual(&id)? {
+                Some(e) => Ok(json_response(StatusCode::OK, &to_json(&e))),
+                None => Err(ApiError::not_found(
+                    404201,
+                    format!("enrollment {id} not found"),
+                )),
+            },
+            ("enrollmentGroups", Method::GET) => match store.group(&id)? {
+                Some(g) => Ok(json_response(StatusCode::OK, &to_json(&g))),
+                None => Err(ApiError::not_found(
+                    404201,
+                    format!("enrollment group {id} not found"),
+                )),
+            },
+            ("registrations", Method::GET) => match store.registration(&id)? {
+                Some(r) => Ok(json_response(StatusCode::OK, &to_json(&r))),
+                None => Err(ApiError::not_found(
+                    404202,
+                    format!("registration {id} not found"),
+                )),
+            },
+            ("enrollments", Method::DELETE) => match store.delete_individual(&id, etag)? {
+                PutOutcome::Written(()) => Ok(empty_response(StatusCode::NO_CONTENT)),
+                PutOutcome::EtagMismatch => Err(precondition_failed()),
+            },
+            ("enrollmentGroups", Method::DELETE) => match store.delete_group(&id, etag)? {
+                PutOutcome::Written(()) => Ok(empty_response(StatusCode::NO_CONTENT)),
+                PutOutcome::EtagMismatch => Err(precondition_failed()),
+            },
+            (_, m) => Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                405000,
+                format!("method {m} is not supported on {kind}/{{id}}"),
+            )),
+        }
+    })
+    .await
+}
+
+/// POST `enrollments/query` and `enrollmentGroups/query`: every record (the query text is
+/// accepted but, as SELECT * is all the SDKs send by default, not interpreted).
+pub(crate) async fn query(
+    app: Arc<AppState>,
+    req: Request<Incoming>,
+    kind: &str,
+) -> Result<Resp, ApiError> {
+    check_api_version(&req, SERVICE_API_VERSIONS)?;
+    authorize(&app, &req)?;
+    let body = read_body(req, app.config.max_body_bytes).await?;
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let _: Value = parse_json(&body)?;
+    }
+    let kind = kind.to_string();
+    blocking(move || {
+        let items = if kind == "enrollments" {
+            to_json(&app.store.individuals()?)
+        } else {
+            to_json(&app.store.groups()?)
+        };
+        Ok(json_response(StatusCode::OK, &items))
+    })
+    .await
+}

@@ -1,0 +1,392 @@
+//! Persistence in SQLite (WAL, synchronous=FULL: a write is on disk before it is acknowledged,
+//! so a kill after an answer loses nothing). Records are stored as their JSON documents.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::{io_at, EmulatorError, Result};
+use crate::model::{EnrollmentGroup, IndividualEnrollment, RegistrationState};
+use crate::timeutil::{now_rfc3339, random_guid, random_hex};
+use crate::validate;
+
+/// Result of a conditional write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PutOutcome<T> {
+    /// Written; the stored document (with etag and timestamps).
+    Written(T),
+    /// The caller's If-Match did not match the stored etag.
+    EtagMismatch,
+}
+
+/// A stored registration operation: the answer the device gets once `ready_at_ms` has passed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Operation {
+    /// The operation id.
+    pub operation_id: String,
+    /// Its registration id.
+    pub registration_id: String,
+    /// When the operation turns from assigning to its final status (Unix ms).
+    pub ready_at_ms: i64,
+    /// The final registration state.
+    pub state: RegistrationState,
+}
+
+/// Handle on the emulator's database: enrollments, groups, registration records, operations.
+/// Cheap to clone; all clones share one connection.
+#[derive(Clone, Debug)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS enrollments (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS enrollment_groups (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS registrations (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS operations (id TEXT PRIMARY KEY, registration_id TEXT NOT NULL,
+    ready_at_ms INTEGER NOT NULL, body TEXT NOT NULL);
+";
+
+fn corrupt(e: serde_json::Error) -> EmulatorError {
+    EmulatorError::CorruptRecord(e.to_string())
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(corrupt)
+}
+
+fn random_key_b64() -> String {
+    let mut k = zeroize::Zeroizing::new([0u8; 64]);
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, k.as_mut());
+    B64.encode(k.as_ref())
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file at `path`, mode 0600.
+    pub fn open(path: &Path) -> Result<Self> {
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Create it 0600 before SQLite does, so it never exists with a looser mode.
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(io_at(path))?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(EmulatorError::Config(format!(
+                "the database refused WAL mode (got {mode})"
+            )));
+        }
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
+        // back), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get_body(&self, table: &str, id: &str) -> Result<Option<String>> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                &format!("SELECT body FROM {table} WHERE id = ?1"),
+                params![id],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?)
+    }
+
+    fn list_bodies(&self, table: &str) -> Result<Vec<String>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(&format!("SELECT body FROM {table} ORDER BY id"))?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+    }
+
+    fn delete(&self, table: &str, id: &str, if_match: Option<&str>) -> Result<PutOutcome<()>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let existing: Option<String> = tx
+            .query_row(
+                &format!("SELECT body FROM {table} WHERE id = ?1"),
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(body) = existing else {
+            return Err(EmulatorError::EnrollmentNotFound(id.to_string()));
+        };
+        if let Some(want) = if_match.filter(|m| *m != "*") {
+            let v: serde_json::Value = serde_json::from_str(&body).map_err(corrupt)?;
+            if v.get("etag").and_then(|e| e.as_str()) != Some(want) {
+                return Ok(PutOutcome::EtagMismatch);
+            }
+        }
+        tx.execute(&format!("DELETE FROM {table} WHERE id = ?1"), params![id])?;
+        tx.commit()?;
+        Ok(PutOutcome::Written(()))
+    }
+
+    /// Checks the etag precondition and returns the stored created time, inside a transaction.
+    fn precondition(
+        tx: &rusqlite::Transaction<'_>,
+        table: &str,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<std::result::Result<Option<String>, ()>> {
+        let existing: Option<String> = tx
+            .query_row(
+                &format!("SELECT body FROM {table} WHERE id = ?1"),
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let existing: Option<serde_json::Value> = existing
+            .map(|b| serde_json::from_str(&b))
+            .transpose()
+            .map_err(corrupt)?;
+        if let Some(want) = if_match.filter(|m| *m != "*") {
+            let have = existing
+                .as_ref()
+                .and_then(|v| v.get("etag"))
+                .and_then(|e| e.as_str());
+            if have != Some(want) {
+                return Ok(Err(()));
+            }
+        }
+        Ok(Ok(existing.and_then(|v| {
+            v.get("createdDateTimeUtc")
+                .and_then(|c| c.as_str())
+                .map(str::to_string)
+        })))
+    }
+
+    /// Creates or replaces an individual enrollment after validating it. Missing symmetric keys
+    /// are generated, as the service does.
+    pub fn put_individual(
+        &self,
+        mut e: IndividualEnrollment,
+        if_match: Option<&str>,
+    ) -> Result<PutOutcome<IndividualEnrollment>> {
+        validate::individual(&e)?;
+        if let Some(sk) = e.attestation.symmetric_key.as_mut() {
+            sk.primary_key.get_or_insert_with(random_key_b64);
+            sk.secondary_key.get_or_insert_with(random_key_b64);
+        }
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let created = match Self::precondition(&tx, "enrollments", &e.registration_id, if_match)? {
+            Ok(c) => c,
+            Err(()) => return Ok(PutOutcome::EtagMismatch),
+        };
+        let now = now_rfc3339();
+        e.common.created_date_time_utc = Some(created.unwrap_or_else(|| now.clone()));
+        e.common.last_updated_date_time_utc = Some(now);
+        e.common.etag = Some(random_etag());
+        tx.execute(
+            "INSERT OR REPLACE INTO enrollments (id, body) VALUES (?1, ?2)",
+            params![e.registration_id, to_json(&e)?],
+        )?;
+        tx.commit()?;
+        Ok(PutOutcome::Written(e))
+    }
+
+    /// Creates or replaces an enrollment group after validating it.
+    pub fn put_group(
+        &self,
+        mut g: EnrollmentGroup,
+        if_match: Option<&str>,
+    ) -> Result<PutOutcome<EnrollmentGroup>> {
+        validate::group(&g)?;
+        if let Some(sk) = g.attestation.symmetric_key.as_mut() {
+            sk.primary_key.get_or_insert_with(random_key_b64);
+            sk.secondary_key.get_or_insert_with(random_key_b64);
+        }
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let created =
+            match Self::precondition(&tx, "enrollment_groups", &g.enrollment_group_id, if_match)? {
+                Ok(c) => c,
+                Err(()) => return Ok(PutOutcome::EtagMismatch),
+            };
+        let now = now_rfc3339();
+        g.common.created_date_time_utc = Some(created.unwrap_or_else(|| now.clone()));
+        g.common.last_updated_date_time_utc = Some(now);
+        g.common.etag = Some(random_etag());
+        tx.execute(
+            "INSERT OR REPLACE INTO enrollment_groups (id, body) VALUES (?1, ?2)",
+            params![g.enrollment_group_id, to_json(&g)?],
+        )?;
+        tx.commit()?;
+        Ok(PutOutcome::Written(g))
+    }
+
+    /// Creates or replaces an individual enrollment unconditionally.
+    pub fn create_individual(&self, e: IndividualEnrollment) -> Result<IndividualEnrollment> {
+        match self.put_individual(e, None)? {
+            PutOutcome::Written(e) => Ok(e),
+            PutOutcome::EtagMismatch => Err(EmulatorError::Config("unexpected etag".into())),
+        }
+    }
+
+    /// Creates or replaces an enrollment group unconditionally.
+    pub fn create_group(&self, g: EnrollmentGroup) -> Result<EnrollmentGroup> {
+        match self.put_group(g, None)? {
+            PutOutcome::Written(g) => Ok(g),
+            PutOutcome::EtagMismatch => Err(EmulatorError::Config("unexpected etag".into())),
+        }
+    }
+
+    /// One individual enrollment.
+    pub fn individual(&self, registration_id: &str) -> Result<Option<IndividualEnrollment>> {
+        self.get_body("enrollments", registration_id)?
+            .map(|b| serde_json::from_str(&b).map_err(corrupt))
+            .transpose()
+    }
+
+    /// One enrollment group.
+    pub fn group(&self, group_id: &str) -> Result<Option<EnrollmentGroup>> {
+        self.get_body("enrollment_groups", group_id)?
+            .map(|b| serde_json::from_str(&b).map_err(corrupt))
+            .transpose()
+    }
+
+    /// Every individual enrollment, by id.
+    pub fn individuals(&self) -> Result<Vec<IndividualEnrollment>> {
+        self.list_bodies("enrollments")?
+            .iter()
+            .map(|b| serde_json::from_str(b).map_err(corrupt))
+            .collect()
+    }
+
+    /// Every enrollment group, by id.
+    pub fn groups(&self) -> Result<Vec<EnrollmentGroup>> {
+        self.list_bodies("enrollment_groups")?
+            .iter()
+            .map(|b| serde_json::from_str(b).map_err(corrupt))
+            .collect()
+    }
+
+    /// Deletes an individual enrollment (and, as the service does, its registration record).
+    pub fn delete_individual(&self, id: &str, if_match: Option<&str>) -> Result<PutOutcome<()>> {
+        let out = self.delete("enrollments", id, if_match)?;
+        if out == PutOutcome::Written(()) {
+            self.lock()
+                .execute("DELETE FROM registrations WHERE id = ?1", params![id])?;
+        }
+        Ok(out)
+    }
+
+    /// Deletes an enrollment group.
+    pub fn delete_group(&self, id: &str, if_match: Option<&str>) -> Result<PutOutcome<()>> {
+        self.delete("enrollment_groups", id, if_match)
+    }
+
+    /// Stores the outcome of a registration attempt: the registration record (keeping its
+    /// creation time) and the operation the device polls, in one transaction. Returns the
+    /// operation as stored.
+    pub fn record_registration(
+        &self,
+        mut state: RegistrationState,
+        ready_at_ms: i64,
+    ) -> Result<Operation> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let previous: Option<String> = tx
+            .query_row(
+                "SELECT body FROM registrations WHERE id = ?1",
+                params![state.registration_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(prev) = previous {
+            let prev: RegistrationState = serde_json::from_str(&prev).map_err(corrupt)?;
+            state.created_date_time_utc = prev.created_date_time_utc;
+            if state.status == "assigned" && prev.status == "assigned" {
+                state.substatus = Some(if prev.assigned_hub == state.assigned_hub {
+                    "initialAssignment".to_string()
+                } else {
+                    "deviceDataMigrated".to_string()
+                });
+            }
+        }
+        let body = to_json(&state)?;
+        let op_id = format!("5.{}.{}", random_hex(8), random_guid());
+        tx.execute(
+            "INSERT OR REPLACE INTO registrations (id, body) VALUES (?1, ?2)",
+            params![state.registration_id, body],
+        )?;
+        tx.execute(
+            "INSERT INTO operations (id, registration_id, ready_at_ms, body) VALUES (?1, ?2, ?3, ?4)",
+            params![op_id, state.registration_id, ready_at_ms, body],
+        )?;
+        tx.commit()?;
+        Ok(Operation {
+            operation_id: op_id,
+            registration_id: state.registration_id.clone(),
+            ready_at_ms,
+            state,
+        })
+    }
+
+    /// One operation.
+    pub fn operation(&self, operation_id: &str) -> Result<Option<Operation>> {
+        let conn = self.lock();
+        let row: Option<(String, i64, String)> = conn
+            .query_row(
+                "SELECT registration_id, ready_at_ms, body FROM operations WHERE id = ?1",
+                params![operation_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        row.map(|(registration_id, ready_at_ms, body)| {
+            Ok(Operation {
+                operation_id: operation_id.to_string(),
+                registration_id,
+                ready_at_ms,
+                state: serde_json::from_str(&body).map_err(corrupt)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// One registration record.
+    pub fn registration(&self, registration_id: &str) -> Result<Option<RegistrationState>> {
+        self.get_body("registrations", registration_id)?
+            .map(|b| serde_json::from_str(&b).map_err(corrupt))
+            .transpose()
+    }
+
+    /// Every registration record, by id.
+    pub fn registrations(&self) -> Result<Vec<RegistrationState>> {
+        self.list_bodies("registrations")?
+            .iter()
+            .map(|b| serde_json::from_str(b).map_err(corrupt))
+            .collect()
+    }
+}
+
+fn random_etag() -> String {
+    let mut b = [0u8; 8];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+    B64.encode(b)
+}

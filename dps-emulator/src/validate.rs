@@ -1,0 +1,125 @@
+//! Validation of enrollments before they are stored: every problem becomes a typed error naming
+//! the field, so the service API can answer 400 with a useful message.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+
+use crate::error::{EmulatorError, Result};
+use crate::model::{AttestationMechanism, EnrollmentGroup, IndividualEnrollment};
+use crate::pki::parse_certificates;
+
+fn invalid(msg: impl Into<String>) -> EmulatorError {
+    EmulatorError::InvalidEnrollment(msg.into())
+}
+
+/// DPS ids: 1..=128 characters of alphanumerics and `-._:`.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
+}
+
+fn check_key(name: &str, key: Option<&str>) -> Result<()> {
+    if let Some(k) = key {
+        let raw = B64
+            .decode(k.trim())
+            .map_err(|_| invalid(format!("{name} is not valid base64")))?;
+        if !(16..=64).contains(&raw.len()) {
+            return Err(invalid(format!("{name} must be 16 to 64 bytes")));
+        }
+    }
+    Ok(())
+}
+
+fn check_attestation(a: &AttestationMechanism, group: bool) -> Result<()> {
+    match a.kind.as_str() {
+        "tpm" => {
+            if group {
+                return Err(invalid("enrollment groups do not support TPM attestation"));
+            }
+            let tpm = a
+                .tpm
+                .as_ref()
+                .ok_or_else(|| invalid("attestation.tpm is required for type tpm"))?;
+            let ek = B64
+                .decode(tpm.endorsement_key.trim())
+                .map_err(|_| invalid("attestation.tpm.endorsementKey is not valid base64"))?;
+            if ek.len() < 4 {
+                return Err(invalid("attestation.tpm.endorsementKey is too short"));
+            }
+        }
+        "x509" => {
+            let x = a
+                .x509
+                .as_ref()
+                .ok_or_else(|| invalid("attestation.x509 is required for type x509"))?;
+            if x.ca_references.is_some() {
+                return Err(invalid(
+                    "caReferences are not supported by the emulator: put the CA in signingCertificates",
+                ));
+            }
+            let (field, certs) = if group {
+                ("signingCertificates", x.signing_certificates.as_ref())
+            } else {
+                ("clientCertificates", x.client_certificates.as_ref())
+            };
+            let texts = certs.map(|c| c.texts()).unwrap_or_default();
+            if texts.is_empty() {
+                return Err(invalid(format!(
+                    "attestation.x509.{field}.primary.certificate is required"
+                )));
+            }
+            for t in texts {
+                parse_certificates(t)
+                    .map_err(|e| invalid(format!("attestation.x509.{field}: {e}")))?;
+            }
+        }
+        "symmetricKey" => {
+            if let Some(sk) = &a.symmetric_key {
+                check_key(
+                    "attestation.symmetricKey.primaryKey",
+                    sk.primary_key.as_deref(),
+                )?;
+                check_key(
+                    "attestation.symmetricKey.secondaryKey",
+                    sk.secondary_key.as_deref(),
+                )?;
+            }
+        }
+        other => {
+            return Err(invalid(format!(
+                "attestation.type {other:?} is not one of tpm, x509, symmetricKey"
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// Checks an individual enrollment.
+pub fn individual(e: &IndividualEnrollment) -> Result<()> {
+    if !is_valid_id(&e.registration_id) {
+        return Err(invalid(
+            "registrationId must be 1-128 characters of a-z A-Z 0-9 - . _ :",
+        ));
+    }
+    if let Some(d) = &e.device_id {
+        if !is_valid_id(d) {
+            return Err(invalid(
+                "deviceId must be 1-128 characters of a-z A-Z 0-9 - . _ :",
+            ));
+        }
+    }
+    check_attestation(&e.attestation, false)
+}
+
+/// Checks an enrollment group.
+pub fn group(g: &EnrollmentGroup) -> Result<()> {
+    if !is_valid_id(&g.enrollment_group_id) {
+        return Err(invalid(
+            "enrollmentGroupId must be 1-128 characters of a-z A-Z 0-9 - . _ :",
+        ));
+    }
+    check_attestation(&g.attestation, true)
+}
