@@ -58,7 +58,7 @@ fn verify_chain(chain: &[Vec<u8>], anchors: &[Vec<u8>]) -> Result<(), X509AuthEr
         store.add_cert(load(a)?).map_err(err)?;
     }
     store
-        .set_flags(X509VerifyFlags::PARTIAL_CHAIN | X509VerifyFlags::X509_STRICT)
+        .set_flags(X509VerifyFlags::PARTIAL_CHAIN)
         .map_err(err)?;
     let store = store.build();
     let mut untrusted = Stack::new().map_err(err)?;

@@ -1,0 +1,149 @@
+//! Helpers shared by the integration tests: an emulator in a temp state folder, HTTPS clients
+//! that trust its dev CA (optionally with a client certificate), device-API calls.
+#![allow(dead_code)]
+
+use dps_emulator::pki::CertifiedKey;
+use dps_emulator::sas::create_token;
+use dps_emulator::{Emulator, EmulatorConfig, RunningEmulator};
+use reqwest::StatusCode;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const API: &str = "2021-06-01";
+
+pub struct Env {
+    pub emu: RunningEmulator,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn start() -> Env {
+    start_with(|_| {}).await
+}
+
+pub async fn start_with(f: impl FnOnce(&mut EmulatorConfig)) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = EmulatorConfig::new(dir.path().join("state"));
+    cfg.hubs = vec!["hub-a".into(), "hub-b".into()];
+    f(&mut cfg);
+    let emu = Emulator::start(cfg).await.unwrap();
+    Env { emu, dir }
+}
+
+/// An HTTPS client trusting the emulator's CA, presenting `identity` (leaf first chain + key).
+pub fn client(emu: &RunningEmulator, identity: Option<(&[&CertifiedKey], &CertifiedKey)>) -> reqwest::Client {
+    client_for_ca(emu.ca_cert_pem(), identity)
+}
+
+pub fn client_for_ca(ca_pem: &str, identity: Option<(&[&CertifiedKey], &CertifiedKey)>) -> reqwest::Client {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let cfg = match identity {
+        None => builder.with_no_client_auth(),
+        Some((chain, key)) => {
+            let certs = chain
+                .iter()
+                .map(|c| CertificateDer::from(c.cert_der().to_vec()))
+                .collect();
+            let k = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.key_pkcs8_der().unwrap().to_vec()));
+            builder.with_client_auth_cert(certs, k).unwrap()
+        }
+    };
+    reqwest::Client::builder()
+        .use_preconfigured_tls(cfg)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+pub fn device_sas(emu: &RunningEmulator, reg: &str, key_b64: &str, expiry: u64) -> String {
+    create_token(
+        &format!("{}/registrations/{reg}", emu.id_scope()),
+        key_b64,
+        Some("registration"),
+        expiry,
+    )
+    .unwrap()
+}
+
+pub fn in_an_hour() -> u64 {
+    dps_emulator::timeutil::unix_now() + 3600
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+pub async fn send(rb: reqwest::RequestBuilder) -> Answer {
+    let r = rb.send().await.unwrap();
+    let status = r.status();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap();
+    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    Answer { status, body, headers }
+}
+
+pub async fn put_register(c: &reqwest::Client, emu: &RunningEmulator, reg: &str, body: Value, auth: Option<&str>) -> Answer {
+    let url = format!("{}/{}/registrations/{reg}/register?api-version={API}", emu.endpoint(), emu.id_scope());
+    let mut rb = c.put(url).json(&body);
+    if let Some(a) = auth {
+        rb = rb.header("authorization", a);
+    }
+    send(rb).await
+}
+
+pub async fn get_operation(c: &reqwest::Client, emu: &RunningEmulator, reg: &str, op: &str, auth: Option<&str>) -> Answer {
+    let url = format!("{}/{}/registrations/{reg}/operations/{op}?api-version={API}", emu.endpoint(), emu.id_scope());
+    let mut rb = c.get(url);
+    if let Some(a) = auth {
+        rb = rb.header("authorization", a);
+    }
+    send(rb).await
+}
+
+/// Registers and polls until the operation leaves "assigning"; returns the final answer.
+pub async fn register(c: &reqwest::Client, emu: &RunningEmulator, reg: &str, body: Value, auth: Option<&str>) -> Answer {
+    let a = put_register(c, emu, reg, body, auth).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "register answered {}: {}", a.status, a.body);
+    assert_eq!(a.body["status"], "assigning");
+    let op = a.body["operationId"].as_str().unwrap().to_string();
+    for _ in 0..100 {
+        let s = get_operation(c, emu, reg, &op, auth).await;
+        if s.status == StatusCode::OK {
+            assert_eq!(s.body["operationId"], op.as_str());
+            return s;
+        }
+        assert_eq!(s.status, StatusCode::ACCEPTED, "{}", s.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("operation {op} never completed");
+}
+
+pub fn assert_error_body(a: &Answer, status: StatusCode) {
+    assert_eq!(a.status, status, "body: {}", a.body);
+    assert!(a.body["errorCode"].as_u64().is_some(), "no errorCode in {}", a.body);
+    assert!(a.body["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", a.body);
+    assert!(a.body["trackingId"].as_str().is_some(), "{}", a.body);
+    assert!(a.body["timestampUtc"].as_str().is_some(), "{}", a.body);
+}
+
+pub fn body_reg(reg: &str) -> Value {
+    json!({ "registrationId": reg })
+}
+
+/// A service-API request with a valid SAS.
+pub fn service(c: &reqwest::Client, emu: &RunningEmulator, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    let token = emu.service_sas_token("localhost", Duration::from_secs(600)).unwrap();
+    c.request(method, format!("{}/{path}?api-version=2021-10-01", emu.endpoint()))
+        .header("authorization", token.as_str())
+}
