@@ -15,7 +15,7 @@
 use std::path::PathBuf;
 
 use hsm_plugin_sdk::PluginConfig;
-use zeroize::Zeroize;
+use zeroize::Zeroizing;
 
 use crate::derive::{DiceInputs, Mode, Secret32, CDI_SIZE, HASH_SIZE};
 use crate::error::DiceError;
@@ -50,7 +50,10 @@ pub struct DiceSettings {
 }
 
 /// Decodes `hex` of exactly `N` bytes; the error names the key but never echoes the value.
-fn fixed_hex<const N: usize>(key: &'static str, hex: &str) -> Result<[u8; N], DiceError> {
+fn fixed_hex<const N: usize>(
+    key: &'static str,
+    hex: &str,
+) -> Result<Zeroizing<[u8; N]>, DiceError> {
     let hex = hex.trim();
     if hex.len() != 2 * N {
         return Err(DiceError::setting(
@@ -62,15 +65,16 @@ fn fixed_hex<const N: usize>(key: &'static str, hex: &str) -> Result<[u8; N], Di
             ),
         ));
     }
-    let mut out = [0u8; N];
-    hex::decode_to_slice(hex, &mut out)
+    // Zeroizing also wipes a partly decoded secret when decoding fails half way.
+    let mut out = Zeroizing::new([0u8; N]);
+    hex::decode_to_slice(hex, &mut out[..])
         .map_err(|_| DiceError::setting(key, "is not hexadecimal"))?;
     Ok(out)
 }
 
 fn optional_hash(config: &PluginConfig, key: &'static str) -> Result<[u8; HASH_SIZE], DiceError> {
     match config.get(key) {
-        Some(value) => fixed_hex::<HASH_SIZE>(key, value),
+        Some(value) => fixed_hex::<HASH_SIZE>(key, value).map(|hash| *hash),
         None => Ok([0; HASH_SIZE]),
     }
 }
@@ -104,10 +108,8 @@ impl DiceSettings {
     pub fn from_config(config: &PluginConfig) -> Result<Self, DiceError> {
         let uds = match config.get("uds_hex") {
             Some(value) => {
-                let mut raw = fixed_hex::<CDI_SIZE>("uds_hex", value)?;
-                let secret = Secret32::new(raw);
-                raw.zeroize();
-                UdsSource::Configured(secret)
+                let raw = fixed_hex::<CDI_SIZE>("uds_hex", value)?;
+                UdsSource::Configured(Secret32::new(*raw))
             }
             None => UdsSource::StateFile,
         };
