@@ -1,0 +1,247 @@
+//! Errors from loading plugins and from calls into them.
+
+use hsm_api as abi;
+use std::fmt;
+use std::path::PathBuf;
+
+/// Why a plugin file was refused. Every variant names the file and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The path does not exist or cannot be read.
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// Not a regular file (a folder, a device, a socket...).
+    #[error("{path}: not a regular file")]
+    NotRegularFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Other users could replace or change the file or its folder.
+    #[error("{path}: refused because {reason}")]
+    InsecurePermissions {
+        /// The file.
+        path: PathBuf,
+        /// Which permission is wrong and how to fix it.
+        reason: String,
+    },
+    /// The file is not an ELF shared library.
+    #[error("{path}: not a shared library ({reason})")]
+    NotSharedLibrary {
+        /// The file.
+        path: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
+    /// An ELF file built for another machine.
+    #[error("{path}: built for {found}, this host is {expected}")]
+    WrongArchitecture {
+        /// The file.
+        path: PathBuf,
+        /// The host's architecture.
+        expected: String,
+        /// The file's architecture.
+        found: String,
+    },
+    /// The dynamic loader refused the file.
+    #[error("{path}: dlopen failed: {message}")]
+    Dlopen {
+        /// The file.
+        path: PathBuf,
+        /// The loader's message.
+        message: String,
+    },
+    /// The library has no `hsm_plugin_entry` symbol.
+    #[error("{path}: no `{symbol}` symbol: not an hsmkit plugin (export it with C linkage, or use hsm_plugin_sdk::export_plugin!)")]
+    MissingEntry {
+        /// The file.
+        path: PathBuf,
+        /// The symbol looked for.
+        symbol: &'static str,
+    },
+    /// Host and plugin speak different ABI majors.
+    #[error("{path}: plugin ABI {plugin_major}.{plugin_minor} is incompatible with host ABI {host_major}.{host_minor} (major versions differ); rebuild the plugin against hsm-api {host_major}.x")]
+    AbiMajorMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Plugin's major.
+        plugin_major: u16,
+        /// Plugin's minor.
+        plugin_minor: u16,
+        /// Host's major.
+        host_major: u16,
+        /// Host's minor.
+        host_minor: u16,
+    },
+    /// The abi_stable layout check found a difference.
+    #[error("{path}: type layout differs from the host's hsm-api: {details}")]
+    LayoutMismatch {
+        /// The file.
+        path: PathBuf,
+        /// abi_stable's report, naming the type and field.
+        details: String,
+    },
+    /// The plugin panicked inside its entry point.
+    #[error("{path}: the plugin panicked in its entry point (see the log for its message)")]
+    EntryPanicked {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The entry point returned an error.
+    #[error("{path}: the entry point failed with {code}")]
+    EntryFailed {
+        /// The file.
+        path: PathBuf,
+        /// The status it returned.
+        code: PluginErrorCode,
+    },
+    /// The plugin's tables break the ABI contract.
+    #[error("{path}: malformed plugin table: {reason}")]
+    MalformedTable {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl LoadError {
+    /// A short machine-readable kind, used in `--json` output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LoadError::Io { .. } => "io",
+            LoadError::NotRegularFile { .. } => "not-regular-file",
+            LoadError::InsecurePermissions { .. } => "insecure-permissions",
+            LoadError::NotSharedLibrary { .. } => "not-shared-library",
+            LoadError::WrongArchitecture { .. } => "wrong-architecture",
+            LoadError::Dlopen { .. } => "dlopen",
+            LoadError::MissingEntry { .. } => "missing-entry",
+            LoadError::AbiMajorMismatch { .. } => "abi-major-mismatch",
+            LoadError::LayoutMismatch { .. } => "layout-mismatch",
+            LoadError::EntryPanicked { .. } => "entry-panicked",
+            LoadError::EntryFailed { .. } => "entry-failed",
+            LoadError::MalformedTable { .. } => "malformed-table",
+        }
+    }
+}
+
+/// The ABI status of a failed call, as a Rust enum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PluginErrorCode {
+    /// `HSM_ERR_INVALID_ARGUMENT`.
+    InvalidArgument,
+    /// `HSM_ERR_NOT_SUPPORTED`.
+    NotSupported,
+    /// `HSM_ERR_NOT_FOUND`.
+    NotFound,
+    /// `HSM_ERR_DEVICE`.
+    Device,
+    /// `HSM_ERR_AUTHENTICATION`.
+    Authentication,
+    /// `HSM_ERR_INVALID_STATE`.
+    InvalidState,
+    /// `HSM_ERR_INTERNAL`.
+    Internal,
+    /// `HSM_ERR_PANIC`.
+    Panic,
+    /// `HSM_ERR_ABI_MISMATCH`.
+    AbiMismatch,
+    /// A code this host does not know.
+    Unknown(i32),
+}
+
+impl PluginErrorCode {
+    /// Maps an ABI status (not `HSM_OK`) to a code.
+    pub fn from_status(status: abi::HsmStatus) -> Self {
+        match status {
+            abi::HSM_ERR_INVALID_ARGUMENT => Self::InvalidArgument,
+            abi::HSM_ERR_NOT_SUPPORTED => Self::NotSupported,
+            abi::HSM_ERR_NOT_FOUND => Self::NotFound,
+            abi::HSM_ERR_DEVICE => Self::Device,
+            abi::HSM_ERR_AUTHENTICATION => Self::Authentication,
+            abi::HSM_ERR_INVALID_STATE => Self::InvalidState,
+            abi::HSM_ERR_INTERNAL => Self::Internal,
+            abi::HSM_ERR_PANIC => Self::Panic,
+            abi::HSM_ERR_ABI_MISMATCH => Self::AbiMismatch,
+            other => Self::Unknown(other),
+        }
+    }
+
+    /// The stable name used in messages and JSON.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "invalid-argument",
+            Self::NotSupported => "not-supported",
+            Self::NotFound => "not-found",
+            Self::Device => "device-error",
+            Self::Authentication => "authentication",
+            Self::InvalidState => "invalid-state",
+            Self::Internal => "internal",
+            Self::Panic => "panic",
+            Self::AbiMismatch => "abi-mismatch",
+            Self::Unknown(_) => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for PluginErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unknown(c) => write!(f, "unknown status {c}"),
+            other => f.write_str(other.as_str()),
+        }
+    }
+}
+
+/// A failed call into a loaded plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The plugin returned an error status.
+    #[error("plugin `{plugin}`: {operation} failed ({code}): {message}")]
+    Call {
+        /// Plugin name.
+        plugin: String,
+        /// The ABI operation.
+        operation: &'static str,
+        /// The status.
+        code: PluginErrorCode,
+        /// The plugin's message (`last_error`), or a note that it gave none.
+        message: String,
+    },
+    /// The plugin does not implement an interface the caller needs.
+    #[error(
+        "plugin `{plugin}` does not implement the {interface} interface (it offers: {offered})"
+    )]
+    InterfaceMissing {
+        /// Plugin name.
+        plugin: String,
+        /// The interface asked for.
+        interface: &'static str,
+        /// The interfaces it does offer.
+        offered: String,
+    },
+    /// The plugin broke the ABI contract in its answer.
+    #[error("plugin `{plugin}`: {operation} broke the ABI contract: {reason}")]
+    Contract {
+        /// Plugin name.
+        plugin: String,
+        /// The ABI operation.
+        operation: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+impl PluginError {
+    /// The status code, for call failures.
+    pub fn code(&self) -> Option<PluginErrorCode> {
+        match self {
+            PluginError::Call { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! A live plugin instance and the calling convention shared by every interface handle.
+
+use super::interfaces::{SymmetricKeyHandle, TpmHandle, X509Handle};
+use super::{LoadedPlugin, PluginError, PluginErrorCode};
+use hsm_api::*;
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex, MutexGuard};
+use zeroize::Zeroizing;
+
+/// One instance of a loaded plugin, destroyed when dropped. Instances of the same plugin are
+/// independent; calls on one instance are serialized here unless the plugin declares itself
+/// safe for concurrent calls.
+pub struct PluginInstance {
+    plugin: Arc<LoadedPlugin>,
+    raw: NonNull<HsmInstance>,
+    serial: Option<Mutex<()>>,
+}
+
+// SAFETY: the ABI allows an instance to be used from any thread; concurrent use is either
+// declared safe by the plugin or serialized by `serial`.
+unsafe impl Send for PluginInstance {}
+// SAFETY: as above.
+unsafe impl Sync for PluginInstance {}
+
+impl std::fmt::Debug for PluginInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginInstance")
+            .field("plugin", &self.plugin.name())
+            .finish()
+    }
+}
+
+impl PluginInstance {
+    /// Creates an instance with `config` settings (keys and values as the plugin documents).
+    pub fn create<K: AsRef<str>, V: AsRef<str>>(
+        plugin: &Arc<LoadedPlugin>,
+        config: &[(K, V)],
+    ) -> Result<PluginInstance, PluginError> {
+        let entries: Vec<HsmKeyValue> = config
+            .iter()
+            .map(|(k, v)| HsmKeyValue {
+                key: HsmSlice::from_bytes(k.as_ref().as_bytes()),
+                value: HsmSlice::from_bytes(v.as_ref().as_bytes()),
+            })
+            .collect();
+        let table = plugin.table();
+        let mut raw: *mut HsmInstance = std::ptr::null_mut();
+        let mut err = HsmBuffer::EMPTY;
+        // SAFETY: entries and out pointers are valid for the call; `config` outlives it.
+        let status = unsafe { (table.create)(entries.as_ptr(), entries.len(), &mut raw, &mut err) };
+        let message = take_buffer(plugin, err);
+        if status != HSM_OK {
+            return Err(PluginError::Call {
+                plugin: plugin.name().to_string(),
+                operation: "create",
+                code: PluginErrorCode::from_status(status),
+                message: message_or_note(message),
+            });
+        }
+        let raw = NonNull::new(raw).ok_or_else(|| PluginError::Contract {
+            plugin: plugin.name().to_string(),
+            operation: "create",
+            reason: "returned HSM_OK without an instance".into(),
+        })?;
+        Ok(PluginInstance {
+            plugin: plugin.clone(),
+            raw,
+            serial: (!plugin.metadata().thread_safe).then(|| Mutex::new(())),
+        })
+    }
+
+    /// The plugin this instance belongs to.
+    pub fn plugin(&self) -> &Arc<LoadedPlugin> {
+        &self.plugin
+    }
+
+    /// The TPM interface, or an error naming the interfaces the plugin does offer.
+    pub fn tpm(&self) -> Result<TpmHandle<'_>, PluginError> {
+        // SAFETY: a non-NULL table pointer was validated at load and lives forever.
+        match unsafe { self.plugin.table().tpm.as_ref() } {
+            Some(t) => Ok(TpmHandle::new(self, t)),
+            None => Err(self.missing("TPM")),
+        }
+    }
+
+    /// The X.509 interface.
+    pub fn x509(&self) -> Result<X509Handle<'_>, PluginError> {
+        // SAFETY: as in `tpm`.
+        match unsafe { self.plugin.table().x509.as_ref() } {
+            Some(t) => Ok(X509Handle::new(self, t)),
+            None => Err(self.missing("X.509")),
+        }
+    }
+
+    /// The symmetric-key interface.
+    pub fn symmetric_key(&self) -> Result<SymmetricKeyHandle<'_>, PluginError> {
+        // SAFETY: as in `tpm`.
+        match unsafe { self.plugin.table().symmetric_key.as_ref() } {
+            Some(t) => Ok(SymmetricKeyHandle::new(self, t)),
+            None => Err(self.missing("symmetric-key")),
+        }
+    }
+
+    fn missing(&self, interface: &'static str) -> PluginError {
+        let offered = self.plugin.metadata().capabilities.names();
+        PluginError::InterfaceMissing {
+            plugin: self.plugin.name().to_string(),
+            interface,
+            offered: if offered.is_empty() {
+                "none".into()
+            } else {
+                offered.join(", ")
+            },
+        }
+    }
+
+    fn serialize(&self) -> Option<MutexGuard<'_, ()>> {
+        self.serial
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Runs one ABI call that fills an output buffer and returns the bytes.
+    pub(crate) fn call_output(
+        &self,
+        operation: &'static str,
+        f: impl FnOnce(*mut HsmInstance, *mut HsmBuffer) -> HsmStatus,
+    ) -> Result<Zeroizing<Vec<u8>>, PluginError> {
+        let _guard = self.serialize();
+        let mut out = HsmBuffer::EMPTY;
+        let status = f(self.raw.as_ptr(), &mut out);
+        let bytes = take_buffer(&self.plugin, out);
+        if status != HSM_OK {
+            return Err(self.call_error(operation, status));
+        }
+        Ok(bytes)
+    }
+
+    /// Runs one ABI call without output.
+    pub(crate) fn call(
+        &self,
+        operation: &'static str,
+        f: impl FnOnce(*mut HsmInstance) -> HsmStatus,
+    ) -> Result<(), PluginError> {
+        let _guard = self.serialize();
+        let status = f(self.raw.as_ptr());
+        if status != HSM_OK {
+            return Err(self.call_error(operation, status));
+        }
+        Ok(())
+    }
+
+    /// Builds the error for a failed call, with the plugin's own message.
+    fn call_error(&self, operation: &'static str, status: HsmStatus) -> PluginError {
+        let mut out = HsmBuffer::EMPTY;
+        // SAFETY: live instance, valid out pointer.
+        let s = unsafe { (self.plugin.table().last_error)(self.raw.as_ptr(), &mut out) };
+        let message = take_buffer(&self.plugin, out);
+        PluginError::Call {
+            plugin: self.plugin.name().to_string(),
+            operation,
+            code: PluginErrorCode::from_status(status),
+            message: if s == HSM_OK {
+                message_or_note(message)
+            } else {
+                "(the plugin gave no message)".into()
+            },
+        }
+    }
+}
+
+impl Drop for PluginInstance {
+    fn drop(&mut self) {
+        // SAFETY: the instance is live and never used after this.
+        unsafe { (self.plugin.table().destroy)(self.raw.as_ptr()) };
+    }
+}
+
+/// Copies a plugin buffer into host memory and hands it back to the plugin for release.
+fn take_buffer(plugin: &LoadedPlugin, mut buf: HsmBuffer) -> Zeroizing<Vec<u8>> {
+    let bytes = if buf.data.is_null() || buf.len == 0 {
+        Vec::new()
+    } else {
+        // SAFETY: the plugin produced `len` readable bytes at `data` (ABI contract).
+        unsafe { std::slice::from_raw_parts(buf.data, buf.len) }.to_vec()
+    };
+    if !buf.data.is_null() {
+        // SAFETY: the buffer came from this plugin and is released exactly once.
+        unsafe { (plugin.table().release_buffer)(&mut buf) };
+    }
+    Zeroizing::new(bytes)
+}
+
+fn message_or_note(message: Zeroizing<Vec<u8>>) -> String {
+    if message.is_empty() {
+        "(the plugin gave no message)".into()
+    } else {
+        String::from_utf8_lossy(&message).into_owned()
+    }
+}

@@ -1,0 +1,224 @@
+//! Safe handles over one instance's interface tables.
+
+use super::{PluginError, PluginInstance};
+use hsm_api::*;
+use zeroize::Zeroizing;
+
+/// Signature algorithms an X.509 plugin may be asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignAlgorithm {
+    /// ECDSA P-256 over a SHA-256 digest; DER signature out.
+    EcdsaP256Sha256,
+    /// ECDSA P-384 over a SHA-384 digest; DER signature out.
+    EcdsaP384Sha384,
+    /// RSA PKCS#1 v1.5 over a SHA-256 digest.
+    RsaPkcs1Sha256,
+    /// RSA-PSS (MGF1-SHA256, salt 32) over a SHA-256 digest.
+    RsaPssSha256,
+}
+
+impl SignAlgorithm {
+    fn abi(self) -> u32 {
+        match self {
+            SignAlgorithm::EcdsaP256Sha256 => HSM_SIGN_ECDSA_P256_SHA256,
+            SignAlgorithm::EcdsaP384Sha384 => HSM_SIGN_ECDSA_P384_SHA384,
+            SignAlgorithm::RsaPkcs1Sha256 => HSM_SIGN_RSA_PKCS1_SHA256,
+            SignAlgorithm::RsaPssSha256 => HSM_SIGN_RSA_PSS_SHA256,
+        }
+    }
+}
+
+fn utf8(
+    instance: &PluginInstance,
+    operation: &'static str,
+    bytes: Zeroizing<Vec<u8>>,
+) -> Result<String, PluginError> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| PluginError::Contract {
+        plugin: instance.plugin().name().to_string(),
+        operation,
+        reason: "returned text that is not UTF-8".into(),
+    })
+}
+
+/// The TPM interface of one instance.
+pub struct TpmHandle<'a> {
+    instance: &'a PluginInstance,
+    table: &'static HsmTpmTable,
+}
+
+impl std::fmt::Debug for TpmHandle<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TpmHandle")
+            .field("plugin", &self.instance.plugin().name())
+            .finish()
+    }
+}
+
+impl<'a> TpmHandle<'a> {
+    pub(crate) fn new(instance: &'a PluginInstance, table: &'static HsmTpmTable) -> Self {
+        TpmHandle { instance, table }
+    }
+
+    /// The endorsement key as a marshalled `TPM2B_PUBLIC`.
+    pub fn endorsement_key(&self) -> Result<Vec<u8>, PluginError> {
+        let f = self.table.get_endorsement_key;
+        // SAFETY: live instance and valid out pointer, per the closure's caller.
+        let out = self
+            .instance
+            .call_output("get_endorsement_key", |i, o| unsafe { f(i, o) })?;
+        Ok(out.to_vec())
+    }
+
+    /// The storage root key as a marshalled `TPM2B_PUBLIC`.
+    pub fn storage_root_key(&self) -> Result<Vec<u8>, PluginError> {
+        let f = self.table.get_storage_root_key;
+        // SAFETY: as above.
+        let out = self
+            .instance
+            .call_output("get_storage_root_key", |i, o| unsafe { f(i, o) })?;
+        Ok(out.to_vec())
+    }
+
+    /// Activates the identity key from a decoded DPS `authenticationKey` blob.
+    pub fn activate_identity_key(&self, blob: &[u8]) -> Result<(), PluginError> {
+        let f = self.table.activate_identity_key;
+        // SAFETY: the slice borrows `blob` for the duration of the call.
+        self.instance.call("activate_identity_key", |i| unsafe {
+            f(i, HsmSlice::from_bytes(blob))
+        })
+    }
+
+    /// HMAC-SHA256 of `data` with the identity key.
+    pub fn sign_with_identity(&self, data: &[u8]) -> Result<Vec<u8>, PluginError> {
+        let f = self.table.sign_with_identity;
+        // SAFETY: as above.
+        let out = self
+            .instance
+            .call_output("sign_with_identity", |i, o| unsafe {
+                f(i, HsmSlice::from_bytes(data), o)
+            })?;
+        Ok(out.to_vec())
+    }
+}
+
+/// The X.509 interface of one instance.
+pub struct X509Handle<'a> {
+    instance: &'a PluginInstance,
+    table: &'static HsmX509Table,
+}
+
+impl std::fmt::Debug for X509Handle<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("X509Handle")
+            .field("plugin", &self.instance.plugin().name())
+            .finish()
+    }
+}
+
+impl<'a> X509Handle<'a> {
+    pub(crate) fn new(instance: &'a PluginInstance, table: &'static HsmX509Table) -> Self {
+        X509Handle { instance, table }
+    }
+
+    /// The certificate chain as PEM, leaf first.
+    pub fn certificate_chain_pem(&self) -> Result<String, PluginError> {
+        let f = self.table.get_certificate_chain;
+        // SAFETY: live instance and valid out pointer.
+        let out = self
+            .instance
+            .call_output("get_certificate_chain", |i, o| unsafe { f(i, o) })?;
+        utf8(self.instance, "get_certificate_chain", out)
+    }
+
+    /// The leaf's common name: the registration id.
+    pub fn common_name(&self) -> Result<String, PluginError> {
+        let f = self.table.get_common_name;
+        // SAFETY: as above.
+        let out = self
+            .instance
+            .call_output("get_common_name", |i, o| unsafe { f(i, o) })?;
+        utf8(self.instance, "get_common_name", out)
+    }
+
+    /// Signs a digest with the device key, inside the plugin.
+    pub fn sign_digest(
+        &self,
+        algorithm: SignAlgorithm,
+        digest: &[u8],
+    ) -> Result<Vec<u8>, PluginError> {
+        let f = self.table.sign_digest;
+        // SAFETY: the slice borrows `digest` for the call.
+        let out = self.instance.call_output("sign_digest", |i, o| unsafe {
+            f(i, algorithm.abi(), HsmSlice::from_bytes(digest), o)
+        })?;
+        Ok(out.to_vec())
+    }
+
+    /// The private key as PKCS#8 PEM, where the plugin allows it (usually refused).
+    pub fn export_private_key_pem(&self) -> Result<Zeroizing<String>, PluginError> {
+        let f = self.table.export_private_key;
+        // SAFETY: live instance and valid out pointer.
+        let out = self
+            .instance
+            .call_output("export_private_key", |i, o| unsafe { f(i, o) })?;
+        Ok(Zeroizing::new(utf8(
+            self.instance,
+            "export_private_key",
+            out,
+        )?))
+    }
+}
+
+/// The symmetric-key interface of one instance.
+pub struct SymmetricKeyHandle<'a> {
+    instance: &'a PluginInstance,
+    table: &'static HsmSymmetricKeyTable,
+}
+
+impl std::fmt::Debug for SymmetricKeyHandle<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SymmetricKeyHandle")
+            .field("plugin", &self.instance.plugin().name())
+            .finish()
+    }
+}
+
+impl<'a> SymmetricKeyHandle<'a> {
+    pub(crate) fn new(instance: &'a PluginInstance, table: &'static HsmSymmetricKeyTable) -> Self {
+        SymmetricKeyHandle { instance, table }
+    }
+
+    /// The registration id the key belongs to.
+    pub fn registration_id(&self) -> Result<String, PluginError> {
+        let f = self.table.get_registration_id;
+        // SAFETY: live instance and valid out pointer.
+        let out = self
+            .instance
+            .call_output("get_registration_id", |i, o| unsafe { f(i, o) })?;
+        utf8(self.instance, "get_registration_id", out)
+    }
+
+    /// HMAC-SHA256 of `data` with the held key.
+    pub fn sign(&self, data: &[u8]) -> Result<Vec<u8>, PluginError> {
+        let f = self.table.sign;
+        // SAFETY: the slice borrows `data` for the call.
+        let out = self.instance.call_output("sign", |i, o| unsafe {
+            f(i, HsmSlice::from_bytes(data), o)
+        })?;
+        Ok(out.to_vec())
+    }
+
+    /// Stores `key` (raw bytes) in the plugin, for `registration_id` when given.
+    pub fn import_key(&self, registration_id: Option<&str>, key: &[u8]) -> Result<(), PluginError> {
+        let f = self.table.import_key;
+        let id = registration_id.unwrap_or("");
+        // SAFETY: both slices borrow caller data for the call.
+        self.instance.call("import_key", |i| unsafe {
+            f(
+                i,
+                HsmSlice::from_bytes(id.as_bytes()),
+                HsmSlice::from_bytes(key),
+            )
+        })
+    }
+}

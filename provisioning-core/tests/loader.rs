@@ -1,0 +1,268 @@
+//! The loader against real plugins: the bundled Rust plugin, the plain-C example, and fixture
+//! libraries that are broken in exactly one way each.
+
+mod support;
+
+use hmac::{Hmac, Mac};
+use provisioning_core::plugin::{
+    LoadError, LoadedPlugin, PluginErrorCode, PluginInstance, PluginSearchPath,
+};
+use sha2::Sha256;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use support::*;
+
+fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    m.update(data);
+    m.finalize().into_bytes().to_vec()
+}
+
+fn state_config(dir: &Path) -> Vec<(String, String)> {
+    vec![("state_dir".into(), dir.display().to_string())]
+}
+
+#[test]
+fn rust_plugin_loads_with_layout_checked_and_signs_like_software_hmac() {
+    let plugin = LoadedPlugin::load(&bundled_plugin("symmetric")).unwrap();
+    let meta = plugin.metadata();
+    assert_eq!(meta.name, "symmetric");
+    assert!(meta.layout_checked, "SDK plugins export their layout");
+    assert!(meta.capabilities.symmetric_key && !meta.capabilities.tpm);
+    assert_eq!(meta.abi_version, "1.0");
+
+    let state = tempfile::tempdir().unwrap();
+    let inst = PluginInstance::create(&plugin, &state_config(state.path())).unwrap();
+    let sym = inst.symmetric_key().unwrap();
+    let err = sym.sign(b"x").unwrap_err();
+    assert_eq!(err.code(), Some(PluginErrorCode::NotFound));
+    assert!(err.to_string().contains("no symmetric key"), "{err}");
+    let key = [7u8; 32];
+    sym.import_key(Some("device-a"), &key).unwrap();
+    assert_eq!(sym.registration_id().unwrap(), "device-a");
+    assert_eq!(sym.sign(b"scope\n123").unwrap(), hmac(&key, b"scope\n123"));
+    let tpm_err = inst.tpm().unwrap_err();
+    assert!(tpm_err.to_string().contains("symmetricKey"), "{tpm_err}");
+}
+
+#[test]
+fn several_instances_of_one_plugin_are_independent() {
+    let plugin = LoadedPlugin::load(&bundled_plugin("symmetric")).unwrap();
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = PluginInstance::create(&plugin, &state_config(a_dir.path())).unwrap();
+    let b = PluginInstance::create(&plugin, &state_config(b_dir.path())).unwrap();
+    a.symmetric_key()
+        .unwrap()
+        .import_key(Some("a"), &[1; 32])
+        .unwrap();
+    b.symmetric_key()
+        .unwrap()
+        .import_key(Some("b"), &[2; 32])
+        .unwrap();
+    let threads: Vec<_> = [(a, [1u8; 32]), (b, [2u8; 32])]
+        .into_iter()
+        .map(|(inst, key)| {
+            std::thread::spawn(move || {
+                for i in 0..200u32 {
+                    let data = i.to_be_bytes();
+                    assert_eq!(
+                        inst.symmetric_key().unwrap().sign(&data).unwrap(),
+                        hmac(&key, &data)
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn plain_c_plugin_implements_the_abi() {
+    let path = Path::new(hsmkit_c_example_plugin::PLUGIN_PATH);
+    let dir = plugin_dir_with(&[path]);
+    let plugin = LoadedPlugin::load(&dir.path().join(path.file_name().unwrap())).unwrap();
+    assert_eq!(plugin.name(), "c-example");
+    assert!(
+        !plugin.metadata().layout_checked,
+        "C plugins cannot export abi_stable layouts"
+    );
+    assert!(!plugin.metadata().thread_safe);
+    let missing = PluginInstance::create(&plugin, &[("other", "x")]).unwrap_err();
+    assert!(missing.to_string().contains("registration_id"), "{missing}");
+    let inst = PluginInstance::create(&plugin, &[("registration_id", "c-device")]).unwrap();
+    let sym = inst.symmetric_key().unwrap();
+    assert_eq!(sym.registration_id().unwrap(), "c-device");
+    let e = sym.sign(b"data").unwrap_err();
+    assert_eq!(e.code(), Some(PluginErrorCode::NotFound));
+    assert!(e.to_string().contains("no key imported"), "{e}");
+    let key = [9u8; 32];
+    sym.import_key(None, &key).unwrap();
+    assert_eq!(sym.sign(b"data").unwrap(), hmac(&key, b"data"));
+    assert_eq!(
+        sym.import_key(None, &[1; 3]).unwrap_err().code(),
+        Some(PluginErrorCode::InvalidArgument)
+    );
+}
+
+#[test]
+fn a_text_file_is_not_a_shared_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("libhsmkit_plugin_fake.so");
+    std::fs::write(&f, "#!/bin/sh\necho not a library\n").unwrap();
+    let e = LoadedPlugin::load(&f).unwrap_err();
+    assert!(matches!(e, LoadError::NotSharedLibrary { .. }), "{e}");
+    assert!(e.to_string().contains("not a shared library"), "{e}");
+}
+
+#[test]
+fn a_library_for_another_architecture_is_refused_before_dlopen() {
+    // A real library with its ELF machine field switched to another architecture: exactly what
+    // copying an aarch64 build onto an x86-64 device looks like to the loader.
+    let mut bytes = std::fs::read(bundled_plugin("symmetric")).unwrap();
+    let other: u16 = if cfg!(target_arch = "aarch64") {
+        62
+    } else {
+        183
+    };
+    bytes[18..20].copy_from_slice(&other.to_le_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("libhsmkit_plugin_foreign.so");
+    std::fs::write(&f, bytes).unwrap();
+    let e = LoadedPlugin::load(&f).unwrap_err();
+    assert!(matches!(e, LoadError::WrongArchitecture { .. }), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("aarch64") || text.contains("x86-64"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_library_without_the_entry_symbol_is_refused() {
+    let e = LoadedPlugin::load(Path::new(hsm_fixture_loader_c::MISSING_ENTRY)).unwrap_err();
+    assert!(matches!(e, LoadError::MissingEntry { .. }), "{e}");
+    assert!(e.to_string().contains("hsm_plugin_entry"), "{e}");
+}
+
+#[test]
+fn an_abi_major_mismatch_names_both_versions() {
+    let e = LoadedPlugin::load(Path::new(hsm_fixture_loader_c::ABI_MAJOR_2)).unwrap_err();
+    assert!(matches!(e, LoadError::AbiMajorMismatch { .. }), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("plugin ABI 2.3") && text.contains("host ABI 1.0"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_layout_mismatch_names_the_type_and_field() {
+    let e = LoadedPlugin::load(&built_library("hsm_fixture_layout_mismatch")).unwrap_err();
+    assert!(matches!(e, LoadError::LayoutMismatch { .. }), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("HsmPluginTable"), "{text}");
+    assert!(text.contains("capabilities"), "{text}");
+}
+
+#[test]
+fn a_panic_in_the_entry_point_is_caught_and_refused() {
+    let e = LoadedPlugin::load(&built_library("hsm_fixture_panic_entry")).unwrap_err();
+    assert!(matches!(e, LoadError::EntryPanicked { .. }), "{e}");
+}
+
+#[test]
+fn a_declared_capability_without_its_table_is_refused() {
+    let e = LoadedPlugin::load(Path::new(hsm_fixture_loader_c::BAD_CAPABILITIES)).unwrap_err();
+    assert!(matches!(e, LoadError::MalformedTable { .. }), "{e}");
+    assert!(e.to_string().contains("TPM table is NULL"), "{e}");
+}
+
+#[test]
+fn a_newer_minor_is_accepted_and_its_trailing_entries_ignored() {
+    let plugin = LoadedPlugin::load(Path::new(hsm_fixture_loader_c::NEWER_MINOR)).unwrap();
+    assert_eq!(plugin.metadata().abi_version, "1.7");
+    let inst = PluginInstance::create(&plugin, &[("k", "v")]).unwrap();
+    assert_eq!(
+        inst.symmetric_key().unwrap().registration_id().unwrap(),
+        "newer-minor-device"
+    );
+}
+
+#[test]
+fn plugins_writable_by_others_are_refused() {
+    let dir = plugin_dir_with(&[&bundled_plugin("symmetric")]);
+    let f = dir.path().join("libhsmkit_plugin_symmetric.so");
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let e = LoadedPlugin::load(&f).unwrap_err();
+    assert!(matches!(e, LoadError::InsecurePermissions { .. }), "{e}");
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let e = LoadedPlugin::load(&f).unwrap_err();
+    assert!(e.to_string().contains("its folder"), "{e}");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    LoadedPlugin::load(&f).unwrap();
+}
+
+#[test]
+fn discovery_reports_every_file_and_finds_by_name() {
+    let dir = plugin_dir_with(&[
+        &bundled_plugin("symmetric"),
+        Path::new(hsmkit_c_example_plugin::PLUGIN_PATH),
+        Path::new(hsm_fixture_loader_c::MISSING_ENTRY),
+    ]);
+    std::fs::write(dir.path().join("notes.txt"), "stray file").unwrap();
+    let search = PluginSearchPath::resolve_with(Some(dir.path()), None, None, None);
+    let scan = search.scan();
+    assert_eq!(scan.candidates.len(), 4);
+    let loaded: Vec<_> = scan
+        .candidates
+        .iter()
+        .filter_map(|c| c.result.as_ref().ok().map(|p| p.name().to_string()))
+        .collect();
+    assert_eq!(loaded.len(), 2, "{loaded:?}");
+    assert!(search.find("c-example").is_ok());
+    let e = search.find("nope").unwrap_err().to_string();
+    assert!(
+        e.contains("no plugin named `nope`") && e.contains("hsm_plugin_entry"),
+        "{e}"
+    );
+}
+
+#[test]
+fn search_path_precedence() {
+    let exe = Some(std::path::PathBuf::from("/opt/hsmkit/bin/hsmkit"));
+    let p = PluginSearchPath::resolve_with(
+        Some(Path::new("/flag")),
+        Some(Path::new("/env")),
+        Some(Path::new("/cfg")),
+        exe.clone(),
+    );
+    assert_eq!(p.dirs.len(), 1);
+    assert_eq!(p.dirs[0].path, Path::new("/flag"));
+    let p = PluginSearchPath::resolve_with(
+        None,
+        Some(Path::new("/env")),
+        Some(Path::new("/cfg")),
+        exe.clone(),
+    );
+    assert_eq!(p.dirs[0].path, Path::new("/env"));
+    let p = PluginSearchPath::resolve_with(None, None, Some(Path::new("/cfg")), exe.clone());
+    assert_eq!(p.dirs[0].path, Path::new("/cfg"));
+    let p = PluginSearchPath::resolve_with(None, None, None, exe);
+    let dirs: Vec<_> = p
+        .dirs
+        .iter()
+        .map(|d| d.path.display().to_string())
+        .collect();
+    assert_eq!(
+        dirs,
+        [
+            "/opt/hsmkit/bin/plugins",
+            "/opt/hsmkit/bin",
+            "/usr/local/lib/hsmkit/plugins",
+            "/usr/lib/hsmkit/plugins"
+        ]
+    );
+}
