@@ -9,7 +9,7 @@ use crate::error::{Pkcs11Error, Result};
 use crate::uri::{ObjectType, Pkcs11Uri};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeInfo, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
@@ -151,8 +151,7 @@ pub fn find_slot(context: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot> {
     match found.as_slice() {
         [slot] => Ok(*slot),
         [] => Err(Pkcs11Error::not_found(format!(
-            "no token matches {} (token={}, serial={})",
-            "the token URI",
+            "no token matches the token URI (token={}, serial={})",
             uri.token.as_deref().unwrap_or("*"),
             uri.serial.as_deref().unwrap_or("*")
         ))),
@@ -264,6 +263,16 @@ impl TokenSession {
                 | Attribute::Modulus(v) => return Ok(v),
                 _ => {}
             }
+        }
+        // Tell a secret the token protects apart from an attribute the object lacks.
+        let info = self
+            .session
+            .get_attribute_info(object, &[kind])
+            .map_err(|e| Pkcs11Error::from_cryptoki(&format!("inspecting {kind:?}"), e))?;
+        if matches!(info.first(), Some(AttributeInfo::Sensitive)) {
+            return Err(Pkcs11Error::not_supported(format!(
+                "the token keeps the {kind:?} attribute secret (sensitive or non-extractable)"
+            )));
         }
         Err(Pkcs11Error::not_found(format!(
             "the object has no readable {kind:?} attribute"
