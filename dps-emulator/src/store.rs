@@ -188,6 +188,9 @@ impl Store {
         if_match: Option<&str>,
     ) -> Result<PutOutcome<IndividualEnrollment>> {
         validate::individual(&e)?;
+        if e.attestation.kind == "symmetricKey" && e.attestation.symmetric_key.is_none() {
+            e.attestation.symmetric_key = Some(Default::default());
+        }
         if let Some(sk) = e.attestation.symmetric_key.as_mut() {
             sk.primary_key.get_or_insert_with(random_key_b64);
             sk.secondary_key.get_or_insert_with(random_key_b64);
@@ -217,6 +220,9 @@ impl Store {
         if_match: Option<&str>,
     ) -> Result<PutOutcome<EnrollmentGroup>> {
         validate::group(&g)?;
+        if g.attestation.kind == "symmetricKey" && g.attestation.symmetric_key.is_none() {
+            g.attestation.symmetric_key = Some(Default::default());
+        }
         if let Some(sk) = g.attestation.symmetric_key.as_mut() {
             sk.primary_key.get_or_insert_with(random_key_b64);
             sk.secondary_key.get_or_insert_with(random_key_b64);
