@@ -20,6 +20,10 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 struct Entry {
     context: Pkcs11,
     users: usize,
+    /// True when our `C_Initialize` succeeded. When someone else in the process had already
+    /// initialized the module (another copy of this plugin, a host library), finalizing it
+    /// would pull it away from under them, so only the initializer finalizes.
+    owned: bool,
 }
 
 fn registry() -> MutexGuard<'static, HashMap<PathBuf, Entry>> {
@@ -59,22 +63,24 @@ impl ModuleLease {
         let context = Pkcs11::new(&canonical).map_err(|e| {
             Pkcs11Error::from_cryptoki(&format!("loading module {}", canonical.display()), e)
         })?;
-        match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) => {}
+        let owned = match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        {
+            Ok(()) => true,
             // Someone else in the process (another library) initialized it: share it.
-            Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => false,
             Err(e) => {
                 return Err(Pkcs11Error::from_cryptoki(
                     &format!("initializing module {}", canonical.display()),
                     e,
                 ))
             }
-        }
+        };
         map.insert(
             canonical.clone(),
             Entry {
                 context: context.clone(),
                 users: 1,
+                owned,
             },
         );
         Ok(Self {
@@ -102,6 +108,16 @@ impl ModuleLease {
     }
 }
 
+impl ModuleLease {
+    /// Whether this registry's `C_Initialize` of the module at `path` succeeded (`None` when
+    /// the module is not in use). A module finalized earlier initializes successfully again,
+    /// while one that was never finalized answers `CKR_CRYPTOKI_ALREADY_INITIALIZED`.
+    pub fn initialized_by_us(path: &Path) -> Option<bool> {
+        let canonical = std::fs::canonicalize(path).ok()?;
+        registry().get(&canonical).map(|e| e.owned)
+    }
+}
+
 impl Drop for ModuleLease {
     fn drop(&mut self) {
         let mut map = registry();
@@ -114,8 +130,10 @@ impl Drop for ModuleLease {
         };
         if last {
             if let Some(entry) = map.remove(&self.path) {
-                // Nothing to report to: a failed finalize leaves the process no worse off.
-                let _ = entry.context.finalize();
+                if entry.owned {
+                    // Nothing to report to: a failed finalize leaves the process no worse off.
+                    let _ = entry.context.finalize();
+                }
             }
         }
     }

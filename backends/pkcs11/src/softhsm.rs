@@ -136,7 +136,6 @@ pub fn create_token(prefix: &str) -> Result<TestToken, HarnessError> {
 /// SoftHSM then offers a fresh free slot for the next token. Creation is serialized because two
 /// threads would otherwise pick the same free slot.
 fn init_token_in_process(module: &Path, label: &str, pin: &str) -> Result<(), HarnessError> {
-    use crate::session::ModuleLease;
     use cryptoki::session::UserType;
     use cryptoki::types::AuthPin;
     static CREATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -147,8 +146,7 @@ fn init_token_in_process(module: &Path, label: &str, pin: &str) -> Result<(), Ha
             crate::error::Pkcs11Error::from_cryptoki(what, e)
         ))
     };
-    let lease =
-        ModuleLease::acquire(module).map_err(|e| HarnessError(format!("{e}; {INSTALL_HINT}")))?;
+    let lease = keep_alive(module)?;
     let ctx = lease.context();
     let slots = ctx
         .get_slots_with_token()
@@ -177,9 +175,21 @@ fn init_token_in_process(module: &Path, label: &str, pin: &str) -> Result<(), Ha
         .init_pin(&AuthPin::new(pin.into()))
         .map_err(|e| fail("C_InitPIN", e))?;
     session.logout().map_err(|e| fail("SO logout", e))?;
-    drop(session);
-    drop(lease);
     Ok(())
+}
+
+/// The harness keeps SoftHSM initialized for the whole test process. A test may also load this
+/// plugin as a shared library (a second copy with its own registry) in the same process; that
+/// copy then finds the module already initialized and never finalizes it, and neither does the
+/// harness, so no copy can finalize the module under another.
+fn keep_alive(module: &Path) -> Result<&'static crate::session::ModuleLease, HarnessError> {
+    static LEASE: OnceLock<Result<crate::session::ModuleLease, String>> = OnceLock::new();
+    LEASE
+        .get_or_init(|| {
+            crate::session::ModuleLease::acquire(module).map_err(|e| format!("{e}; {INSTALL_HINT}"))
+        })
+        .as_ref()
+        .map_err(|e| HarnessError(e.clone()))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), HarnessError> {
