@@ -1,0 +1,126 @@
+//! The simulated TPM instance and its TPM interface (everything but the C export, so the same
+//! code can be compiled into programs that also link another plugin).
+
+use std::path::PathBuf;
+
+use hmac::{Hmac, Mac};
+use hsm_plugin_sdk::{HsmError, HsmPlugin, PluginConfig, PluginInfo, TpmHsm};
+use hsm_tpm_common::dps::{open_dps_challenge, SoftwareTpmKeys};
+use hsm_tpm_common::public::{
+    ek_template_rsa2048, srk_template_rsa2048, with_rsa_modulus, PublicArea,
+};
+use hsm_tpm_common::TpmWireError;
+use rsa::traits::PublicKeyParts;
+use sha2::Sha256;
+
+use crate::state::{self, IdentityKey, SimState};
+
+/// One simulated TPM, bound to its state file.
+pub struct TpmSimPlugin {
+    path: PathBuf,
+    state: SimState,
+    ek_public: PublicArea,
+    srk_public: PublicArea,
+}
+
+impl std::fmt::Debug for TpmSimPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TpmSimPlugin")
+            .field("path", &self.path)
+            .field("activated", &self.state.identity.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maps a wire-library error to the plugin error codes: a blob that is not for this TPM is an
+/// authentication failure, a malformed one an invalid argument.
+fn wire_error(e: TpmWireError) -> HsmError {
+    match e {
+        TpmWireError::IntegrityCheckFailed { .. } | TpmWireError::Rsa { .. } => {
+            HsmError::authentication(format!(
+                "the authenticationKey was not made for this TPM's EK and SRK: {e}"
+            ))
+        }
+        TpmWireError::Ecc { .. } => HsmError::internal(e.to_string()),
+        _ => HsmError::invalid_argument(format!("malformed authenticationKey: {e}")),
+    }
+}
+
+impl TpmSimPlugin {
+    /// Opens (or creates) the simulated TPM whose state file is at `path`.
+    pub fn open(path: PathBuf) -> Result<Self, HsmError> {
+        let state = state::load_or_create(&path)?;
+        let ek_public = with_rsa_modulus(ek_template_rsa2048(), state.ek.n().to_bytes_be());
+        let srk_public = with_rsa_modulus(srk_template_rsa2048(), state.srk.n().to_bytes_be());
+        Ok(Self {
+            path,
+            state,
+            ek_public,
+            srk_public,
+        })
+    }
+
+    /// The state file this instance uses.
+    pub fn state_file(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl HsmPlugin for TpmSimPlugin {
+    const INFO: PluginInfo = PluginInfo {
+        name: "tpm-sim",
+        version: env!("CARGO_PKG_VERSION"),
+        vendor: "hsmkit",
+        description: "Software TPM 2.0 for DPS TPM attestation (state in a 0600 file)",
+    };
+
+    fn create(config: &PluginConfig) -> Result<Self, HsmError> {
+        let dir = config.state_dir()?;
+        Self::open(state::state_path(&dir, config.get("instance"))?)
+    }
+}
+
+impl TpmHsm for TpmSimPlugin {
+    fn endorsement_key(&mut self) -> Result<Vec<u8>, HsmError> {
+        self.ek_public
+            .to_tpm2b()
+            .map_err(|e| HsmError::internal(e.to_string()))
+    }
+
+    fn storage_root_key(&mut self) -> Result<Vec<u8>, HsmError> {
+        self.srk_public
+            .to_tpm2b()
+            .map_err(|e| HsmError::internal(e.to_string()))
+    }
+
+    fn activate_identity_key(&mut self, blob: &[u8]) -> Result<(), HsmError> {
+        let keys = SoftwareTpmKeys {
+            ek_private: &self.state.ek,
+            ek_public: &self.ek_public,
+            srk_private: &self.state.srk,
+            srk_public: &self.srk_public,
+        };
+        let imported = open_dps_challenge(&keys, blob).map_err(wire_error)?;
+        let previous = self.state.identity.replace(IdentityKey {
+            public: imported.public,
+            key: imported.key,
+        });
+        if let Err(e) = state::save(&self.path, &self.state) {
+            // Keep memory and disk in agreement: the new key counts only once persisted.
+            self.state.identity = previous;
+            return Err(e);
+        }
+        hsm_plugin_sdk::log::info("tpm-sim: identity key imported and persisted");
+        Ok(())
+    }
+
+    fn sign_with_identity(&mut self, data: &[u8]) -> Result<Vec<u8>, HsmError> {
+        let identity = self.state.identity.as_ref().ok_or_else(|| {
+            HsmError::invalid_state("no identity key yet: activate the DPS authenticationKey first")
+        })?;
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&identity.key)
+            .map_err(|_| HsmError::internal("identity key rejected by HMAC"))?;
+        mac.update(data);
+        Ok(mac.finalize().into_bytes().to_vec())
+    }
+}

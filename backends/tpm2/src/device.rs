@@ -1,0 +1,317 @@
+//! One open TPM (a tss-esapi context) and the operations DPS attestation needs: EK and SRK
+//! created when missing, the DPS import flow, and HMAC with the identity key.
+//!
+//! Every transient object and session this code creates is flushed before the call returns,
+//! on success and on failure, so a long-running host does not exhaust TPM slots.
+
+use std::str::FromStr;
+
+use hsm_plugin_sdk::HsmError;
+use hsm_tpm_common::dps::AuthenticationKeyBlob;
+use hsm_tpm_common::marshal::tpm2b;
+use hsm_tpm_common::public::{ek_template_rsa2048, srk_template_rsa2048, PublicArea};
+use tss_esapi::constants::response_code::Tss2ResponseCodeKind;
+use tss_esapi::constants::{PropertyTag, SessionType};
+use tss_esapi::handles::{
+    AuthHandle, KeyHandle, ObjectHandle, PersistentTpmHandle, SessionHandle, TpmHandle,
+};
+use tss_esapi::interface_types::algorithm::HashingAlgorithm;
+use tss_esapi::interface_types::dynamic_handles::Persistent;
+use tss_esapi::interface_types::resource_handles::{Hierarchy, Provision};
+use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
+use tss_esapi::structures::{
+    Auth, Data, Digest, EncryptedSecret, IdObject, MaxBuffer, Nonce, Private, Public,
+    SymmetricDefinition, SymmetricDefinitionObject,
+};
+use tss_esapi::traits::{Marshall, UnMarshall};
+use tss_esapi::{Context, TctiNameConf};
+
+use crate::config::{Tpm2Config, EK_HANDLE, SRK_HANDLE};
+
+/// Largest TPM2B_MAX_BUFFER tss-esapi marshals (TPM2_MAX_DIGEST_BUFFER).
+const MAX_BUFFER: usize = 1024;
+
+/// An error for an authenticationKey part that a TPM structure cannot hold.
+fn invalid(what: &'static str) -> impl Fn(tss_esapi::Error) -> HsmError {
+    move |e| HsmError::invalid_argument(format!("authenticationKey {what} does not fit: {e}"))
+}
+
+/// A TPM failure as a plugin error; the TSS message names the response code, never secrets.
+pub fn tpm_error(action: &str, e: tss_esapi::Error) -> HsmError {
+    HsmError::device(format!("TPM {action} failed: {e}"))
+}
+
+fn persistent(handle: u32) -> Result<PersistentTpmHandle, HsmError> {
+    PersistentTpmHandle::new(handle)
+        .map_err(|e| HsmError::invalid_argument(format!("bad persistent handle {handle:#x}: {e}")))
+}
+
+/// Converts a wire-library template into the tss-esapi type by marshalling, so the TPM gets
+/// byte for byte the template the rest of hsmkit uses.
+fn public_from_template(area: &PublicArea) -> Result<Public, HsmError> {
+    let bytes = area
+        .to_tpmt()
+        .map_err(|e| HsmError::internal(format!("template: {e}")))?;
+    Public::unmarshall(&bytes).map_err(|e| HsmError::internal(format!("template: {e}")))
+}
+
+/// An open TPM.
+pub struct TpmDevice {
+    ctx: Context,
+    owner_auth: Auth,
+    endorsement_auth: Auth,
+    identity_handle: u32,
+}
+
+impl TpmDevice {
+    /// Connects through the configured TCTI and sets the hierarchy authValues.
+    pub fn open(config: &Tpm2Config) -> Result<Self, HsmError> {
+        let tcti = TctiNameConf::from_str(&config.tcti).map_err(|e| {
+            HsmError::invalid_argument(format!("setting `tcti` `{}` is invalid: {e}", config.tcti))
+        })?;
+        let ctx = Context::new(tcti).map_err(|e| {
+            HsmError::device(format!(
+                "cannot open the TPM through TCTI `{}`: {e} (is the TPM or simulator running \
+                 and the TCTI library, libtss2-tcti-*, installed?)",
+                config.tcti
+            ))
+        })?;
+        let auth = |bytes: &[u8], key: &str| {
+            Auth::try_from(bytes.to_vec())
+                .map_err(|_| HsmError::invalid_argument(format!("setting `{key}` is too long")))
+        };
+        Ok(Self {
+            ctx,
+            owner_auth: auth(&config.owner_auth, "owner_auth")?,
+            endorsement_auth: auth(&config.endorsement_auth, "endorsement_auth")?,
+            identity_handle: config.identity_handle,
+        })
+    }
+
+    /// The underlying context, for tests that drive the TPM directly.
+    pub fn context(&mut self) -> &mut Context {
+        &mut self.ctx
+    }
+
+    fn set_hierarchy_auth(&mut self) -> Result<(), HsmError> {
+        self.ctx
+            .tr_set_auth(ObjectHandle::Owner, self.owner_auth.clone())
+            .map_err(|e| tpm_error("setting owner auth", e))?;
+        self.ctx
+            .tr_set_auth(ObjectHandle::Endorsement, self.endorsement_auth.clone())
+            .map_err(|e| tpm_error("setting endorsement auth", e))
+    }
+
+    /// The ESYS handle of a persistent object, or `None` when nothing is stored there.
+    fn find_persistent(&mut self, handle: u32) -> Result<Option<ObjectHandle>, HsmError> {
+        let tpm_handle = TpmHandle::Persistent(persistent(handle)?);
+        match self.ctx.tr_from_tpm_public(tpm_handle) {
+            Ok(h) => Ok(Some(h)),
+            // TPM_RC_HANDLE: nothing persisted at that handle. Anything else is a real failure.
+            Err(tss_esapi::Error::Tss2Error(rc))
+                if rc.kind() == Some(Tss2ResponseCodeKind::Handle) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(tpm_error("reading a persistent handle", e)),
+        }
+    }
+
+    /// The key at `handle`, created from `template` under `hierarchy` and persisted when
+    /// missing, as the Azure C SDK does.
+    fn ensure_primary(
+        &mut self,
+        handle: u32,
+        hierarchy: Hierarchy,
+        template: &PublicArea,
+    ) -> Result<KeyHandle, HsmError> {
+        if let Some(existing) = self.find_persistent(handle)? {
+            return Ok(existing.into());
+        }
+        self.set_hierarchy_auth()?;
+        let public = public_from_template(template)?;
+        let created = self
+            .ctx
+            .execute_with_nullauth_session(|ctx| {
+                ctx.create_primary(hierarchy, public, None, None, None, None)
+            })
+            .map_err(|e| tpm_error("CreatePrimary", e))?
+            .key_handle;
+        let target = Persistent::Persistent(persistent(handle)?);
+        let persisted = self.ctx.execute_with_nullauth_session(|ctx| {
+            ctx.evict_control(Provision::Owner, created.into(), target)
+        });
+        let flushed = self.ctx.flush_context(created.into());
+        let persisted = persisted.map_err(|e| tpm_error("EvictControl", e))?;
+        flushed.map_err(|e| tpm_error("FlushContext", e))?;
+        hsm_plugin_sdk::log::info(&format!(
+            "tpm2: created and persisted primary key at {handle:#010x}"
+        ));
+        Ok(persisted.into())
+    }
+
+    /// The EK at 0x81010001 (TCG RSA-2048 template), created when missing.
+    pub fn endorsement_key(&mut self) -> Result<KeyHandle, HsmError> {
+        self.ensure_primary(EK_HANDLE, Hierarchy::Endorsement, &ek_template_rsa2048())
+    }
+
+    /// The SRK at 0x81000001 (TCG RSA-2048 template), created when missing.
+    pub fn storage_root_key(&mut self) -> Result<KeyHandle, HsmError> {
+        self.ensure_primary(SRK_HANDLE, Hierarchy::Owner, &srk_template_rsa2048())
+    }
+
+    /// The marshalled TPM2B_PUBLIC of a loaded key.
+    pub fn public_tpm2b(&mut self, key: KeyHandle) -> Result<Vec<u8>, HsmError> {
+        let (public, _, _) = self
+            .ctx
+            .read_public(key)
+            .map_err(|e| tpm_error("ReadPublic", e))?;
+        let tpmt = public
+            .marshall()
+            .map_err(|e| tpm_error("marshalling TPMT_PUBLIC", e))?;
+        tpm2b(&tpmt, "TPM2B_PUBLIC").map_err(|e| HsmError::internal(e.to_string()))
+    }
+
+    /// ActivateCredential under a PolicySecret(endorsement) session, which the EK's policy
+    /// demands. The policy session is flushed whatever happens.
+    fn activate_credential(
+        &mut self,
+        ek: KeyHandle,
+        srk: KeyHandle,
+        parts: &AuthenticationKeyBlob<'_>,
+    ) -> Result<Digest, HsmError> {
+        let id_object =
+            IdObject::try_from(parts.id_object.to_vec()).map_err(invalid("credential"))?;
+        let secret = EncryptedSecret::try_from(parts.ek_encrypted_secret.to_vec())
+            .map_err(invalid("EK secret"))?;
+        self.set_hierarchy_auth()?;
+        let session = self
+            .ctx
+            .start_auth_session(
+                None,
+                None,
+                None,
+                SessionType::Policy,
+                SymmetricDefinition::AES_128_CFB,
+                HashingAlgorithm::Sha256,
+            )
+            .map_err(|e| tpm_error("StartAuthSession", e))?
+            .ok_or_else(|| HsmError::device("TPM returned no policy session"))?;
+        let result = (|| {
+            let policy =
+                PolicySession::try_from(session).map_err(|e| tpm_error("policy session", e))?;
+            self.ctx
+                .execute_with_nullauth_session(|ctx| {
+                    ctx.policy_secret(
+                        policy,
+                        AuthHandle::Endorsement,
+                        Nonce::default(),
+                        Digest::default(),
+                        Nonce::default(),
+                        None,
+                    )
+                })
+                .map_err(|e| tpm_error("PolicySecret(endorsement)", e))?;
+            self.ctx
+                .execute_with_sessions((Some(AuthSession::Password), Some(session), None), |ctx| {
+                    ctx.activate_credential(srk, ek, id_object, secret)
+                })
+                .map_err(|e| {
+                    HsmError::authentication(format!(
+                        "ActivateCredential refused the authenticationKey (not made for this \
+                         TPM's EK and SRK?): {e}"
+                    ))
+                })
+        })();
+        // A failed command may already have freed the session; nothing more to do then.
+        let _ = self.ctx.flush_context(SessionHandle::from(session).into());
+        result
+    }
+
+    /// The DPS flow: ActivateCredential, Import, Load, and persisting the identity key at the
+    /// configured handle in place of any earlier one.
+    pub fn import_dps_blob(&mut self, parts: &AuthenticationKeyBlob<'_>) -> Result<(), HsmError> {
+        let public = Public::unmarshall(parts.identity_public).map_err(invalid("public key"))?;
+        let duplicate =
+            Private::try_from(parts.duplicate.to_vec()).map_err(invalid("duplicate"))?;
+        let seed = EncryptedSecret::try_from(parts.srk_encrypted_secret.to_vec())
+            .map_err(invalid("SRK seed"))?;
+        let ek = self.endorsement_key()?;
+        let srk = self.storage_root_key()?;
+        let inner_key = self.activate_credential(ek, srk, parts)?;
+        let inner_key = Data::try_from(inner_key.value().to_vec())
+            .map_err(|e| HsmError::invalid_argument(format!("credential too long: {e}")))?;
+        let private = self
+            .ctx
+            .execute_with_nullauth_session(|ctx| {
+                ctx.import(
+                    srk.into(),
+                    Some(inner_key),
+                    public.clone(),
+                    duplicate,
+                    seed,
+                    SymmetricDefinitionObject::AES_128_CFB,
+                )
+            })
+            .map_err(|e| {
+                HsmError::authentication(format!("Import refused the identity key: {e}"))
+            })?;
+        let loaded = self
+            .ctx
+            .execute_with_nullauth_session(|ctx| ctx.load(srk, private, public))
+            .map_err(|e| tpm_error("Load", e))?;
+        let persisted = self.replace_identity(loaded);
+        let flushed = self.ctx.flush_context(loaded.into());
+        persisted?;
+        flushed.map_err(|e| tpm_error("FlushContext", e))
+    }
+
+    fn replace_identity(&mut self, loaded: KeyHandle) -> Result<(), HsmError> {
+        self.set_hierarchy_auth()?;
+        let target = Persistent::Persistent(persistent(self.identity_handle)?);
+        if let Some(old) = self.find_persistent(self.identity_handle)? {
+            self.ctx
+                .execute_with_nullauth_session(|ctx| {
+                    ctx.evict_control(Provision::Owner, old, target)
+                })
+                .map_err(|e| tpm_error("EvictControl (removing the old identity key)", e))?;
+        }
+        self.ctx
+            .execute_with_nullauth_session(|ctx| {
+                ctx.evict_control(Provision::Owner, loaded.into(), target)
+            })
+            .map_err(|e| tpm_error("EvictControl (persisting the identity key)", e))?;
+        Ok(())
+    }
+
+    /// The persisted identity key, or `InvalidState` when none was activated.
+    pub fn identity_key(&mut self) -> Result<ObjectHandle, HsmError> {
+        self.find_persistent(self.identity_handle)?.ok_or_else(|| {
+            HsmError::invalid_state(format!(
+                "no identity key at {:#010x}: activate the DPS authenticationKey first",
+                self.identity_handle
+            ))
+        })
+    }
+
+    /// The largest input TPM2_HMAC takes in one command on this TPM.
+    pub fn input_buffer_limit(&mut self) -> Result<usize, HsmError> {
+        let reported = self
+            .ctx
+            .get_tpm_property(PropertyTag::InputBuffer)
+            .map_err(|e| tpm_error("GetCapability(TPM_PT_INPUT_BUFFER)", e))?;
+        Ok(reported.map_or(MAX_BUFFER, |v| (v as usize).min(MAX_BUFFER)))
+    }
+
+    /// TPM2_HMAC with the identity key, for input within [`TpmDevice::input_buffer_limit`].
+    pub fn hmac_single(&mut self, key: ObjectHandle, data: &[u8]) -> Result<Vec<u8>, HsmError> {
+        let buffer = MaxBuffer::try_from(data.to_vec()).map_err(|e| {
+            HsmError::invalid_argument(format!("input too long for TPM2_HMAC: {e}"))
+        })?;
+        let digest = self
+            .ctx
+            .execute_with_nullauth_session(|ctx| ctx.hmac(key, buffer, HashingAlgorithm::Sha256))
+            .map_err(|e| tpm_error("HMAC", e))?;
+        Ok(digest.value().to_vec())
+    }
+}

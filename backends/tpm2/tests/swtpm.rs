@@ -1,0 +1,219 @@
+//! The tpm2 plugin against a real TPM 2.0 implementation: swtpm, started per test on free
+//! loopback ports (fails with an install hint when swtpm is missing). Includes the
+//! cross-checks that tie the wire library to a real TPM in both directions.
+
+use hmac::{Hmac, Mac};
+use hsm_plugin_sdk::{ErrorCode, HsmPlugin, PluginConfig, TpmHsm};
+use hsm_tpm_common::dps::{make_dps_challenge, make_dps_challenge_for_key};
+use hsm_tpm_common::public::{
+    ek_template_rsa2048, srk_template_rsa2048, with_rsa_modulus, PublicArea, EK_ATTRIBUTES,
+    SRK_ATTRIBUTES,
+};
+use hsm_tpm_common::registration_id_from_ek;
+use hsm_tpm_common::swtpm::Swtpm;
+use hsmkit_plugin_tpm2::Tpm2Plugin;
+use rsa::traits::PublicKeyParts;
+use sha2::Sha256;
+
+fn start_swtpm() -> Swtpm {
+    Swtpm::start().unwrap_or_else(|e| panic!("cannot run the swtpm tests: {e}"))
+}
+
+fn plugin(tpm: &Swtpm, extra: &[(&str, &str)]) -> Tpm2Plugin {
+    let tcti = tpm.tcti();
+    let mut pairs = vec![("tcti", tcti.as_str())];
+    pairs.extend_from_slice(extra);
+    Tpm2Plugin::create(&PluginConfig::from_pairs(pairs)).unwrap()
+}
+
+/// The EK and SRK (TPM2B_PUBLIC) of some other device, made in software.
+fn software_ek_and_srk() -> (Vec<u8>, Vec<u8>) {
+    let mut rng = rand::thread_rng();
+    let mut public = |template| {
+        let key = rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap();
+        with_rsa_modulus(template, key.n().to_bytes_be())
+            .to_tpm2b()
+            .unwrap()
+    };
+    (
+        public(ek_template_rsa2048()),
+        public(srk_template_rsa2048()),
+    )
+}
+
+fn software_hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap();
+    mac.update(data);
+    mac.finalize().into_bytes().to_vec()
+}
+
+#[test]
+fn ek_and_srk_are_created_once_follow_templates_and_survive_restart() {
+    let mut tpm = start_swtpm();
+    let mut p = plugin(&tpm, &[]);
+    let ek = p.endorsement_key().unwrap();
+    let srk = p.storage_root_key().unwrap();
+    let ek_area = PublicArea::from_tpm2b(&ek).unwrap();
+    let srk_area = PublicArea::from_tpm2b(&srk).unwrap();
+    assert_eq!(ek_area.object_attributes, EK_ATTRIBUTES);
+    assert_eq!(srk_area.object_attributes, SRK_ATTRIBUTES);
+    assert_ne!(ek, srk);
+    assert_eq!(registration_id_from_ek(&ek).len(), 52);
+    drop(p);
+
+    tpm.restart().unwrap();
+    let mut again = plugin(&tpm, &[]);
+    assert_eq!(again.endorsement_key().unwrap(), ek);
+    assert_eq!(again.storage_root_key().unwrap(), srk);
+}
+
+#[test]
+fn wire_library_challenge_is_accepted_by_swtpm_and_hmac_matches_software() {
+    let tpm = start_swtpm();
+    let mut p = plugin(&tpm, &[]);
+    assert_eq!(
+        p.sign_with_identity(b"too early").unwrap_err().code(),
+        ErrorCode::InvalidState
+    );
+    let ek = p.endorsement_key().unwrap();
+    let srk = p.storage_root_key().unwrap();
+    let challenge = make_dps_challenge(&ek, &srk).unwrap();
+    p.activate_identity_key(&challenge.blob).unwrap();
+
+    let long: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let exact = vec![7u8; 1024];
+    for data in [
+        &b""[..],
+        b"0ne00000A0A/registrations/abc\n1700000000",
+        &exact,
+        &long,
+    ] {
+        assert_eq!(
+            p.sign_with_identity(data).unwrap(),
+            software_hmac(&challenge.identity_key, data),
+            "input of {} bytes",
+            data.len()
+        );
+    }
+    // After the sequence path the plugin reconnects transparently.
+    assert_eq!(
+        p.sign_with_identity(b"again").unwrap(),
+        software_hmac(&challenge.identity_key, b"again")
+    );
+}
+
+#[test]
+fn reimport_replaces_the_persisted_key_and_it_survives_restart() {
+    let mut tpm = start_swtpm();
+    let mut p = plugin(&tpm, &[("identity_handle", "0x81000123")]);
+    let ek = p.endorsement_key().unwrap();
+    let srk = p.storage_root_key().unwrap();
+    let first = make_dps_challenge_for_key(&ek, &srk, &[1u8; 32]).unwrap();
+    let second = make_dps_challenge_for_key(&ek, &srk, &[2u8; 32]).unwrap();
+    p.activate_identity_key(&first.blob).unwrap();
+    assert_eq!(
+        p.sign_with_identity(b"d").unwrap(),
+        software_hmac(&[1u8; 32], b"d")
+    );
+    p.activate_identity_key(&second.blob).unwrap();
+    assert_eq!(
+        p.sign_with_identity(b"d").unwrap(),
+        software_hmac(&[2u8; 32], b"d")
+    );
+    drop(p);
+    tpm.restart().unwrap();
+    let mut again = plugin(&tpm, &[("identity_handle", "0x81000123")]);
+    assert_eq!(
+        again.sign_with_identity(b"d").unwrap(),
+        software_hmac(&[2u8; 32], b"d")
+    );
+    // The default handle was never used.
+    let mut default = plugin(&tpm, &[]);
+    drop(again);
+    assert_eq!(
+        default.sign_with_identity(b"d").unwrap_err().code(),
+        ErrorCode::InvalidState
+    );
+}
+
+#[test]
+fn foreign_and_malformed_blobs_are_refused_without_losing_the_key() {
+    let tpm = start_swtpm();
+    let mut p = plugin(&tpm, &[]);
+    let ek = p.endorsement_key().unwrap();
+    let srk = p.storage_root_key().unwrap();
+    let good = make_dps_challenge_for_key(&ek, &srk, &[9u8; 32]).unwrap();
+    p.activate_identity_key(&good.blob).unwrap();
+
+    let (other_ek, other_srk) = software_ek_and_srk();
+    let foreign = make_dps_challenge(&other_ek, &other_srk).unwrap();
+    let err = p.activate_identity_key(&foreign.blob).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Authentication, "{}", err.message());
+
+    for cut in [0, 3, good.blob.len() / 2, good.blob.len() - 1] {
+        let err = p.activate_identity_key(&good.blob[..cut]).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidArgument);
+    }
+    assert_eq!(
+        p.sign_with_identity(b"d").unwrap(),
+        software_hmac(&[9u8; 32], b"d")
+    );
+}
+
+#[test]
+fn hierarchy_auth_from_config_is_used() {
+    let tpm = start_swtpm();
+    {
+        let mut p = plugin(&tpm, &[]);
+        let ctx = p.device().unwrap().context();
+        for handle in [
+            tss_esapi::handles::AuthHandle::Owner,
+            tss_esapi::handles::AuthHandle::Endorsement,
+        ] {
+            ctx.execute_with_session(
+                Some(tss_esapi::interface_types::session_handles::AuthSession::Password),
+                |ctx| {
+                    ctx.hierarchy_change_auth(
+                        handle,
+                        tss_esapi::structures::Auth::try_from(b"hunter2".to_vec()).unwrap(),
+                    )
+                },
+            )
+            .unwrap();
+        }
+    }
+    let mut wrong = plugin(&tpm, &[]);
+    let err = wrong.endorsement_key().unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Device);
+    drop(wrong);
+
+    let mut p = plugin(
+        &tpm,
+        &[
+            ("owner_auth", "hunter2"),
+            ("endorsement_auth", "hex:68756e74657232"),
+        ],
+    );
+    let ek = p.endorsement_key().unwrap();
+    let srk = p.storage_root_key().unwrap();
+    let challenge = make_dps_challenge(&ek, &srk).unwrap();
+    p.activate_identity_key(&challenge.blob).unwrap();
+    assert_eq!(
+        p.sign_with_identity(b"x").unwrap(),
+        software_hmac(&challenge.identity_key, b"x")
+    );
+}
+
+#[test]
+fn unreachable_tpm_is_a_device_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tcti = format!("swtpm:host=127.0.0.1,port={port}");
+    let mut p = Tpm2Plugin::create(&PluginConfig::from_pairs([("tcti", tcti.as_str())])).unwrap();
+    let err = p.endorsement_key().unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Device);
+    assert!(err.message().contains("TCTI"), "{}", err.message());
+}
