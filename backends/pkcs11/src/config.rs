@@ -1,8 +1,25 @@
 //! Plugin settings, read from the host's key/value configuration.
 //!
-//! Keys: `module`, `token_uri`, `key_uri`, `cert_uri` (one or more URIs separated by white
-//! space, leaf first) or `cert_file`, `hmac_key_uri`, `registration_id`, `pin_file` or
-//! `pin_env`. A PIN value is never accepted in configuration.
+//! | key | meaning |
+//! |---|---|
+//! | `module` | path of the PKCS#11 library (required) |
+//! | `token_uri` | RFC 7512 token selector: `pkcs11:token=LABEL` or `pkcs11:serial=SERIAL` (required) |
+//! | `pin_file` / `pin_env` | file holding the user PIN, or the name of an environment variable (one required) |
+//! | `key_uri` | private key for X.509: `pkcs11:object=LABEL` and/or `id=%01` |
+//! | `cert_uri` | certificate objects, leaf first, separated by white space |
+//! | `cert_file` | PEM chain file, leaf first (instead of `cert_uri`) |
+//! | `hmac_key_uri` | generic-secret key for the symmetric-key interface |
+//! | `registration_id` | symmetric-key registration id (default: the key's label) |
+//!
+//! ```toml
+//! module = "/usr/lib/softhsm/libsofthsm2.so"
+//! token_uri = "pkcs11:token=device"
+//! pin_file = "/etc/hsmkit/token.pin"
+//! key_uri = "pkcs11:object=device;type=private"
+//! cert_uri = "pkcs11:object=device;type=cert"
+//! ```
+//!
+//! A PIN value is never accepted in configuration (nor `pin-value` in a URI).
 
 use crate::error::{Pkcs11Error, Result};
 use crate::uri::Pkcs11Uri;

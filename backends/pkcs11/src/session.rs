@@ -195,10 +195,15 @@ impl TokenSession {
     pub fn open(module: &Path, token: &Pkcs11Uri, pin: &str) -> Result<Self> {
         let lease = ModuleLease::acquire(module)?;
         let slot = find_slot(lease.context(), token)?;
-        let session = lease
-            .context()
-            .open_rw_session(slot)
-            .map_err(|e| Pkcs11Error::from_cryptoki("opening a session", e))?;
+        // Read/write is needed only for imports and device setup; a write-protected token
+        // still signs through a read-only session.
+        let session = match lease.context().open_rw_session(slot) {
+            Err(CkError::Pkcs11(RvError::TokenWriteProtected, _)) => {
+                lease.context().open_ro_session(slot)
+            }
+            other => other,
+        }
+        .map_err(|e| Pkcs11Error::from_cryptoki("opening a session", e))?;
         let auth = AuthPin::new(pin.into());
         match session.login(UserType::User, Some(&auth)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}

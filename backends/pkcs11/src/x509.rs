@@ -148,9 +148,16 @@ impl TokenKey {
     }
 }
 
-/// Converts a PKCS#11 ECDSA P-256 signature (r||s, 64 bytes) into DER.
+/// Converts a PKCS#11 ECDSA P-256 signature into DER. `CKM_ECDSA` specifies r||s (64 bytes),
+/// but some modules hand back DER already (tpm2-pkcs11 issue #277); that is accepted as is
+/// once it parses.
 pub fn raw_ecdsa_to_der(raw: &[u8]) -> Result<Vec<u8>> {
-    let sig = p256::ecdsa::Signature::from_slice(raw).map_err(|_| {
+    let sig = if raw.len() == 64 {
+        p256::ecdsa::Signature::from_slice(raw)
+    } else {
+        p256::ecdsa::Signature::from_der(raw)
+    }
+    .map_err(|_| {
         Pkcs11Error::device(format!(
             "the token returned a malformed ECDSA signature of {} bytes",
             raw.len()
@@ -265,5 +272,7 @@ mod tests {
         assert_eq!(e.kind(), crate::error::ErrorKind::Device);
         // r = 0 is not a valid signature scalar either.
         assert!(raw_ecdsa_to_der(&[0u8; 64]).is_err());
+        // A module that already answers in DER is accepted unchanged.
+        assert_eq!(raw_ecdsa_to_der(&der).unwrap(), der);
     }
 }
