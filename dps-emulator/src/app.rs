@@ -65,7 +65,18 @@ pub(crate) async fn handle(
                 .into_owned()
         })
         .collect();
-    let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
+    // The service API's collection names are case-insensitive (the Node SDK sends
+    // `enrollmentgroups` on some calls): map them to one spelling.
+    let seg: Vec<&str> = segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| match (i, s.to_ascii_lowercase().as_str()) {
+            (0, "enrollments") => "enrollments",
+            (0, "enrollmentgroups") => "enrollmentGroups",
+            (0, "registrations") => "registrations",
+            _ => s.as_str(),
+        })
+        .collect();
     let is_device = seg.get(1) == Some(&"registrations") && seg.len() >= 3;
     if is_device {
         let delay = app.faults.delay();

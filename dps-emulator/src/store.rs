@@ -382,6 +382,13 @@ impl Store {
             .transpose()
     }
 
+    /// Number of stored operations (one per acknowledged register request).
+    pub fn operation_count(&self) -> Result<u64> {
+        let conn = self.lock();
+        let n: i64 = conn.query_row("SELECT COUNT(*) FROM operations", [], |r| r.get(0))?;
+        Ok(n.max(0) as u64)
+    }
+
     /// Every registration record, by id.
     pub fn registrations(&self) -> Result<Vec<RegistrationState>> {
         self.list_bodies("registrations")?

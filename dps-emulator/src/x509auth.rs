@@ -153,9 +153,19 @@ pub fn certificate_info(der: &[u8]) -> Value {
         "sha1Thumbprint": sha1.map(|d| hex_upper(&d)),
         "sha256Thumbprint": sha256.map(|d| hex_upper(&d)),
         "issuerName": name_string(c.issuer_name()),
-        "notBeforeUtc": c.not_before().to_string(),
-        "notAfterUtc": c.not_after().to_string(),
+        "notBeforeUtc": rfc3339(c.not_before()),
+        "notAfterUtc": rfc3339(c.not_after()),
         "serialNumber": serial,
         "version": c.version() + 1,
     })
+}
+
+/// An ASN.1 time as RFC 3339 UTC (what the service returns), via its distance from the epoch.
+fn rfc3339(t: &openssl::asn1::Asn1TimeRef) -> Option<String> {
+    let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
+    let d = epoch.diff(t).ok()?;
+    let secs = i64::from(d.days) * 86400 + i64::from(d.secs);
+    let dt = time::OffsetDateTime::from_unix_timestamp(secs).ok()?;
+    dt.format(&time::format_description::well_known::Rfc3339)
+        .ok()
 }

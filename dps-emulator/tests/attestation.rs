@@ -15,17 +15,36 @@ const KEY: &str = "q83vEjRWeJq8p7Bm6x7Ntx0YhEorkqGSTd1U7Nl2JWc=";
 const OTHER_KEY: &str = "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seS0xMjM0NTY3OA==";
 
 fn attestation(kind: &str) -> AttestationMechanism {
-    AttestationMechanism { kind: kind.into(), tpm: None, x509: None, symmetric_key: None }
+    AttestationMechanism {
+        kind: kind.into(),
+        tpm: None,
+        x509: None,
+        symmetric_key: None,
+    }
 }
 
 fn symmetric_individual(reg: &str, key: &str) -> IndividualEnrollment {
     let mut a = attestation("symmetricKey");
-    a.symmetric_key = Some(SymmetricKeyAttestation { primary_key: Some(key.into()), secondary_key: None });
-    IndividualEnrollment { registration_id: reg.into(), device_id: None, attestation: a, common: Default::default() }
+    a.symmetric_key = Some(SymmetricKeyAttestation {
+        primary_key: Some(key.into()),
+        secondary_key: None,
+    });
+    IndividualEnrollment {
+        registration_id: reg.into(),
+        device_id: None,
+        attestation: a,
+        common: Default::default(),
+    }
 }
 
 fn certs(pem: String) -> X509Certificates {
-    X509Certificates { primary: Some(X509CertificateWithInfo { certificate: Some(pem), info: None }), secondary: None }
+    X509Certificates {
+        primary: Some(X509CertificateWithInfo {
+            certificate: Some(pem),
+            info: None,
+        }),
+        secondary: None,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,7 +58,14 @@ async fn symmetric_individual_registers_and_bad_tokens_get_401() {
 
     // Success, with the assigning phase visible because of the delay.
     let auth = device_sas(emu, "sym-dev-1", KEY, in_an_hour());
-    let first = put_register(&c, emu, "sym-dev-1", json!({"registrationId": "sym-dev-1", "payload": {"model": "m1"}}), Some(&auth)).await;
+    let first = put_register(
+        &c,
+        emu,
+        "sym-dev-1",
+        json!({"registrationId": "sym-dev-1", "payload": {"model": "m1"}}),
+        Some(&auth),
+    )
+    .await;
     assert_eq!(first.status, StatusCode::ACCEPTED);
     assert_eq!(first.headers["retry-after"], "1");
     let op = first.body["operationId"].as_str().unwrap().to_string();
@@ -53,41 +79,90 @@ async fn symmetric_individual_registers_and_bad_tokens_get_401() {
     assert_eq!(done.body["status"], "assigned");
     assert_eq!(st["registrationId"], "sym-dev-1");
     assert_eq!(st["deviceId"], "sym-dev-1");
-    assert!(emu.hubs().contains(&st["assignedHub"].as_str().unwrap().to_string()));
+    assert!(emu
+        .hubs()
+        .contains(&st["assignedHub"].as_str().unwrap().to_string()));
     assert_eq!(st["substatus"], "initialAssignment");
     assert_eq!(st["payload"], json!({"model": "m1"}));
     assert_eq!(st["initialTwin"]["tags"]["site"], "lab");
     assert!(st["symmetricKey"].is_object());
     for f in ["createdDateTimeUtc", "lastUpdatedDateTimeUtc", "etag"] {
-        assert!(st[f].as_str().is_some_and(|s| !s.is_empty()), "{f} missing in {st}");
+        assert!(
+            st[f].as_str().is_some_and(|s| !s.is_empty()),
+            "{f} missing in {st}"
+        );
     }
 
     // Status lookup returns the record.
-    let lookup = send(c.post(format!("{}/{}/registrations/sym-dev-1?api-version=2021-10-01", emu.endpoint(), emu.id_scope()))
-        .header("authorization", &auth).json(&body_reg("sym-dev-1"))).await;
+    let lookup = send(
+        c.post(format!(
+            "{}/{}/registrations/sym-dev-1?api-version=2021-10-01",
+            emu.endpoint(),
+            emu.id_scope()
+        ))
+        .header("authorization", &auth)
+        .json(&body_reg("sym-dev-1")),
+    )
+    .await;
     assert_eq!(lookup.status, StatusCode::OK, "{}", lookup.body);
     assert_eq!(lookup.body["assignedHub"], st["assignedHub"]);
 
     // Rejections: wrong key, expired, wrong scope, no token, garbage token, unknown device.
     let wrong_key = device_sas(emu, "sym-dev-1", OTHER_KEY, in_an_hour());
-    let expired = device_sas(emu, "sym-dev-1", KEY, dps_emulator::timeutil::unix_now() - 1);
-    let wrong_scope = dps_emulator::sas::create_token("0neOTHER/registrations/sym-dev-1", KEY, Some("registration"), in_an_hour()).unwrap();
-    for (what, token) in [("wrong key", Some(wrong_key.as_str())), ("expired", Some(&expired)), ("wrong scope", Some(&wrong_scope)), ("none", None), ("garbage", Some("SharedAccessSignature nonsense"))] {
+    let expired = device_sas(
+        emu,
+        "sym-dev-1",
+        KEY,
+        dps_emulator::timeutil::unix_now() - 1,
+    );
+    let wrong_scope = dps_emulator::sas::create_token(
+        "0neOTHER/registrations/sym-dev-1",
+        KEY,
+        Some("registration"),
+        in_an_hour(),
+    )
+    .unwrap();
+    for (what, token) in [
+        ("wrong key", Some(wrong_key.as_str())),
+        ("expired", Some(&expired)),
+        ("wrong scope", Some(&wrong_scope)),
+        ("none", None),
+        ("garbage", Some("SharedAccessSignature nonsense")),
+    ] {
         let a = put_register(&c, emu, "sym-dev-1", body_reg("sym-dev-1"), token).await;
         assert_error_body(&a, StatusCode::UNAUTHORIZED);
         assert!(!a.body.to_string().contains(KEY), "{what}: key leaked");
     }
     assert!(expired_msg(&c, emu, &expired).await.contains("expired"));
     let unknown = device_sas(emu, "nobody", KEY, in_an_hour());
-    assert_error_body(&put_register(&c, emu, "nobody", body_reg("nobody"), Some(&unknown)).await, StatusCode::UNAUTHORIZED);
+    assert_error_body(
+        &put_register(&c, emu, "nobody", body_reg("nobody"), Some(&unknown)).await,
+        StatusCode::UNAUTHORIZED,
+    );
     // Polling someone else's operation with one's own valid token is refused.
-    emu.enrollments().create_individual(symmetric_individual("sym-dev-2", OTHER_KEY)).unwrap();
+    emu.enrollments()
+        .create_individual(symmetric_individual("sym-dev-2", OTHER_KEY))
+        .unwrap();
     let other = device_sas(emu, "sym-dev-2", OTHER_KEY, in_an_hour());
-    assert_eq!(get_operation(&c, emu, "sym-dev-2", &op, Some(&other)).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get_operation(&c, emu, "sym-dev-2", &op, Some(&other))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
 }
 
-async fn expired_msg(c: &reqwest::Client, emu: &dps_emulator::RunningEmulator, token: &str) -> String {
-    put_register(c, emu, "sym-dev-1", body_reg("sym-dev-1"), Some(token)).await.body["message"].as_str().unwrap().to_string()
+async fn expired_msg(
+    c: &reqwest::Client,
+    emu: &dps_emulator::RunningEmulator,
+    token: &str,
+) -> String {
+    put_register(c, emu, "sym-dev-1", body_reg("sym-dev-1"), Some(token))
+        .await
+        .body["message"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,23 +170,65 @@ async fn symmetric_group_uses_derived_keys() {
     let env = start().await;
     let emu = &env.emu;
     let mut a = attestation("symmetricKey");
-    a.symmetric_key = Some(SymmetricKeyAttestation { primary_key: Some(KEY.into()), secondary_key: None });
-    emu.enrollments().create_group(EnrollmentGroup { enrollment_group_id: "fleet".into(), attestation: a, common: Default::default() }).unwrap();
+    a.symmetric_key = Some(SymmetricKeyAttestation {
+        primary_key: Some(KEY.into()),
+        secondary_key: None,
+    });
+    emu.enrollments()
+        .create_group(EnrollmentGroup {
+            enrollment_group_id: "fleet".into(),
+            attestation: a,
+            common: Default::default(),
+        })
+        .unwrap();
     let c = client(emu, None);
     let derived = dps_emulator::sas::derive_device_key(KEY, "fleet-dev-7").unwrap();
     let auth = device_sas(emu, "fleet-dev-7", &derived, in_an_hour());
     let done = register(&c, emu, "fleet-dev-7", body_reg("fleet-dev-7"), Some(&auth)).await;
     assert_eq!(done.body["status"], "assigned");
-    assert_eq!(done.body["registrationState"]["symmetricKey"]["enrollmentGroupId"], "fleet");
+    assert_eq!(
+        done.body["registrationState"]["symmetricKey"]["enrollmentGroupId"],
+        "fleet"
+    );
 
     // The group key itself is not a device key; another device's derived key is not this one's.
     let raw_group = device_sas(emu, "fleet-dev-7", KEY, in_an_hour());
-    assert_error_body(&put_register(&c, emu, "fleet-dev-7", body_reg("fleet-dev-7"), Some(&raw_group)).await, StatusCode::UNAUTHORIZED);
+    assert_error_body(
+        &put_register(
+            &c,
+            emu,
+            "fleet-dev-7",
+            body_reg("fleet-dev-7"),
+            Some(&raw_group),
+        )
+        .await,
+        StatusCode::UNAUTHORIZED,
+    );
     let other = dps_emulator::sas::derive_device_key(KEY, "fleet-dev-8").unwrap();
     let crossed = device_sas(emu, "fleet-dev-7", &other, in_an_hour());
-    assert_error_body(&put_register(&c, emu, "fleet-dev-7", body_reg("fleet-dev-7"), Some(&crossed)).await, StatusCode::UNAUTHORIZED);
+    assert_error_body(
+        &put_register(
+            &c,
+            emu,
+            "fleet-dev-7",
+            body_reg("fleet-dev-7"),
+            Some(&crossed),
+        )
+        .await,
+        StatusCode::UNAUTHORIZED,
+    );
     let expired = device_sas(emu, "fleet-dev-7", &derived, 1000);
-    assert_error_body(&put_register(&c, emu, "fleet-dev-7", body_reg("fleet-dev-7"), Some(&expired)).await, StatusCode::UNAUTHORIZED);
+    assert_error_body(
+        &put_register(
+            &c,
+            emu,
+            "fleet-dev-7",
+            body_reg("fleet-dev-7"),
+            Some(&expired),
+        )
+        .await,
+        StatusCode::UNAUTHORIZED,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,14 +248,38 @@ async fn disabled_and_unallocatable_enrollments_end_disabled_and_failed() {
     emu.enrollments().create_individual(pinned).unwrap();
     let c = client(emu, None);
 
-    let d = register(&c, emu, "off-dev", body_reg("off-dev"), Some(&device_sas(emu, "off-dev", KEY, in_an_hour()))).await;
+    let d = register(
+        &c,
+        emu,
+        "off-dev",
+        body_reg("off-dev"),
+        Some(&device_sas(emu, "off-dev", KEY, in_an_hour())),
+    )
+    .await;
     assert_eq!(d.body["status"], "disabled");
     assert!(d.body["registrationState"]["assignedHub"].is_null());
-    let f = register(&c, emu, "nowhere-dev", body_reg("nowhere-dev"), Some(&device_sas(emu, "nowhere-dev", KEY, in_an_hour()))).await;
+    let f = register(
+        &c,
+        emu,
+        "nowhere-dev",
+        body_reg("nowhere-dev"),
+        Some(&device_sas(emu, "nowhere-dev", KEY, in_an_hour())),
+    )
+    .await;
     assert_eq!(f.body["status"], "failed");
     assert_eq!(f.body["registrationState"]["errorCode"], 400208);
-    let p = register(&c, emu, "pinned-dev", body_reg("pinned-dev"), Some(&device_sas(emu, "pinned-dev", KEY, in_an_hour()))).await;
-    assert_eq!(p.body["registrationState"]["assignedHub"], "hub-b.azure-devices.net");
+    let p = register(
+        &c,
+        emu,
+        "pinned-dev",
+        body_reg("pinned-dev"),
+        Some(&device_sas(emu, "pinned-dev", KEY, in_an_hour())),
+    )
+    .await;
+    assert_eq!(
+        p.body["registrationState"]["assignedHub"],
+        "hub-b.azure-devices.net"
+    );
 }
 
 struct Pki {
@@ -148,7 +289,9 @@ struct Pki {
 
 fn pki() -> Pki {
     let root = CertifiedKey::new_root_ca("test device root", Duration::from_secs(86400)).unwrap();
-    let intermediate = root.issue_intermediate_ca("test device intermediate", Duration::from_secs(86400)).unwrap();
+    let intermediate = root
+        .issue_intermediate_ca("test device intermediate", Duration::from_secs(86400))
+        .unwrap();
     Pki { root, intermediate }
 }
 
@@ -157,21 +300,56 @@ async fn x509_individual_by_leaf_certificate() {
     let env = start().await;
     let emu = &env.emu;
     let p = pki();
-    let leaf = p.intermediate.issue_leaf("x509-dev-1", LeafUsage::Client, &[], Duration::from_secs(3600)).unwrap();
+    let leaf = p
+        .intermediate
+        .issue_leaf(
+            "x509-dev-1",
+            LeafUsage::Client,
+            &[],
+            Duration::from_secs(3600),
+        )
+        .unwrap();
     let mut a = attestation("x509");
-    a.x509 = Some(X509Attestation { client_certificates: Some(certs(leaf.cert_pem())), ..Default::default() });
-    emu.enrollments().create_individual(IndividualEnrollment { registration_id: "x509-dev-1".into(), device_id: Some("custom-device".into()), attestation: a, common: Default::default() }).unwrap();
+    a.x509 = Some(X509Attestation {
+        client_certificates: Some(certs(leaf.cert_pem())),
+        ..Default::default()
+    });
+    emu.enrollments()
+        .create_individual(IndividualEnrollment {
+            registration_id: "x509-dev-1".into(),
+            device_id: Some("custom-device".into()),
+            attestation: a,
+            common: Default::default(),
+        })
+        .unwrap();
 
     let c = client(emu, Some((&[&leaf, &p.intermediate], &leaf)));
     let done = register(&c, emu, "x509-dev-1", body_reg("x509-dev-1"), None).await;
     assert_eq!(done.body["status"], "assigned", "{}", done.body);
     let st = &done.body["registrationState"];
     assert_eq!(st["deviceId"], "custom-device");
-    assert_eq!(st["x509"]["certificateInfo"]["subjectName"], "CN=x509-dev-1");
-    assert_eq!(st["x509"]["certificateInfo"]["sha256Thumbprint"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        st["x509"]["certificateInfo"]["subjectName"],
+        "CN=x509-dev-1"
+    );
+    assert_eq!(
+        st["x509"]["certificateInfo"]["sha256Thumbprint"]
+            .as_str()
+            .unwrap()
+            .len(),
+        64
+    );
 
     // Same CN, same issuer, different certificate: not the enrolled one.
-    let impostor = p.intermediate.issue_leaf("x509-dev-1", LeafUsage::Client, &[], Duration::from_secs(3600)).unwrap();
+    let impostor = p
+        .intermediate
+        .issue_leaf(
+            "x509-dev-1",
+            LeafUsage::Client,
+            &[],
+            Duration::from_secs(3600),
+        )
+        .unwrap();
     let ci = client(emu, Some((&[&impostor, &p.intermediate], &impostor)));
     let a = put_register(&ci, emu, "x509-dev-1", body_reg("x509-dev-1"), None).await;
     assert_error_body(&a, StatusCode::UNAUTHORIZED);
@@ -180,18 +358,44 @@ async fn x509_individual_by_leaf_certificate() {
     assert_error_body(&a, StatusCode::UNAUTHORIZED);
     // No client certificate at all.
     let plain = client(emu, None);
-    assert_error_body(&put_register(&plain, emu, "x509-dev-1", body_reg("x509-dev-1"), None).await, StatusCode::UNAUTHORIZED);
+    assert_error_body(
+        &put_register(&plain, emu, "x509-dev-1", body_reg("x509-dev-1"), None).await,
+        StatusCode::UNAUTHORIZED,
+    );
 
     // An expired enrolled certificate is refused even though it is the enrolled one.
     let now = SystemTime::now();
-    let old = p.intermediate.issue_leaf_valid("x509-old", LeafUsage::Client, &[], now - Duration::from_secs(7200), now - Duration::from_secs(3600)).unwrap();
+    let old = p
+        .intermediate
+        .issue_leaf_valid(
+            "x509-old",
+            LeafUsage::Client,
+            &[],
+            now - Duration::from_secs(7200),
+            now - Duration::from_secs(3600),
+        )
+        .unwrap();
     let mut a = attestation("x509");
-    a.x509 = Some(X509Attestation { client_certificates: Some(certs(old.cert_pem())), ..Default::default() });
-    emu.enrollments().create_individual(IndividualEnrollment { registration_id: "x509-old".into(), device_id: None, attestation: a, common: Default::default() }).unwrap();
+    a.x509 = Some(X509Attestation {
+        client_certificates: Some(certs(old.cert_pem())),
+        ..Default::default()
+    });
+    emu.enrollments()
+        .create_individual(IndividualEnrollment {
+            registration_id: "x509-old".into(),
+            device_id: None,
+            attestation: a,
+            common: Default::default(),
+        })
+        .unwrap();
     let co = client(emu, Some((&[&old], &old)));
     let r = put_register(&co, emu, "x509-old", body_reg("x509-old"), None).await;
     assert_error_body(&r, StatusCode::UNAUTHORIZED);
-    assert!(r.body["message"].as_str().unwrap().contains("expired"), "{}", r.body);
+    assert!(
+        r.body["message"].as_str().unwrap().contains("expired"),
+        "{}",
+        r.body
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,38 +404,89 @@ async fn x509_group_by_ca_certificate() {
     let emu = &env.emu;
     let p = pki();
     let mut a = attestation("x509");
-    a.x509 = Some(X509Attestation { signing_certificates: Some(certs(p.root.cert_pem())), ..Default::default() });
-    emu.enrollments().create_group(EnrollmentGroup { enrollment_group_id: "x509-fleet".into(), attestation: a, common: Default::default() }).unwrap();
+    a.x509 = Some(X509Attestation {
+        signing_certificates: Some(certs(p.root.cert_pem())),
+        ..Default::default()
+    });
+    emu.enrollments()
+        .create_group(EnrollmentGroup {
+            enrollment_group_id: "x509-fleet".into(),
+            attestation: a,
+            common: Default::default(),
+        })
+        .unwrap();
 
-    let leaf = p.intermediate.issue_leaf("fleet-x-1", LeafUsage::Client, &[], Duration::from_secs(3600)).unwrap();
+    let leaf = p
+        .intermediate
+        .issue_leaf(
+            "fleet-x-1",
+            LeafUsage::Client,
+            &[],
+            Duration::from_secs(3600),
+        )
+        .unwrap();
     let c = client(emu, Some((&[&leaf, &p.intermediate], &leaf)));
     let done = register(&c, emu, "fleet-x-1", body_reg("fleet-x-1"), None).await;
     assert_eq!(done.body["status"], "assigned", "{}", done.body);
     let x = &done.body["registrationState"]["x509"];
     assert_eq!(x["enrollmentGroupId"], "x509-fleet");
-    assert_eq!(x["signingCertificateInfo"]["subjectName"], "CN=test device root");
+    assert_eq!(
+        x["signingCertificateInfo"]["subjectName"],
+        "CN=test device root"
+    );
 
     // Chain without the intermediate cannot be built up to the root.
     let short = client(emu, Some((&[&leaf], &leaf)));
-    assert_error_body(&put_register(&short, emu, "fleet-x-1", body_reg("fleet-x-1"), None).await, StatusCode::UNAUTHORIZED);
+    assert_error_body(
+        &put_register(&short, emu, "fleet-x-1", body_reg("fleet-x-1"), None).await,
+        StatusCode::UNAUTHORIZED,
+    );
     // A device from another PKI with the same names.
     let q = pki();
-    let stranger = q.intermediate.issue_leaf("fleet-x-1", LeafUsage::Client, &[], Duration::from_secs(3600)).unwrap();
+    let stranger = q
+        .intermediate
+        .issue_leaf(
+            "fleet-x-1",
+            LeafUsage::Client,
+            &[],
+            Duration::from_secs(3600),
+        )
+        .unwrap();
     let cs = client(emu, Some((&[&stranger, &q.intermediate], &stranger)));
-    assert_error_body(&put_register(&cs, emu, "fleet-x-1", body_reg("fleet-x-1"), None).await, StatusCode::UNAUTHORIZED);
+    assert_error_body(
+        &put_register(&cs, emu, "fleet-x-1", body_reg("fleet-x-1"), None).await,
+        StatusCode::UNAUTHORIZED,
+    );
     // CN must equal the registration id.
-    assert_error_body(&put_register(&c, emu, "fleet-x-2", body_reg("fleet-x-2"), None).await, StatusCode::UNAUTHORIZED);
+    assert_error_body(
+        &put_register(&c, emu, "fleet-x-2", body_reg("fleet-x-2"), None).await,
+        StatusCode::UNAUTHORIZED,
+    );
     // Expired device certificate under the right CA.
     let now = SystemTime::now();
-    let old = p.intermediate.issue_leaf_valid("fleet-x-3", LeafUsage::Client, &[], now - Duration::from_secs(7200), now - Duration::from_secs(60)).unwrap();
+    let old = p
+        .intermediate
+        .issue_leaf_valid(
+            "fleet-x-3",
+            LeafUsage::Client,
+            &[],
+            now - Duration::from_secs(7200),
+            now - Duration::from_secs(60),
+        )
+        .unwrap();
     let co = client(emu, Some((&[&old, &p.intermediate], &old)));
-    assert_error_body(&put_register(&co, emu, "fleet-x-3", body_reg("fleet-x-3"), None).await, StatusCode::UNAUTHORIZED);
+    assert_error_body(
+        &put_register(&co, emu, "fleet-x-3", body_reg("fleet-x-3"), None).await,
+        StatusCode::UNAUTHORIZED,
+    );
 }
 
 mod tpm {
     use super::*;
     use hsm_tpm_common::dps::{open_dps_challenge, SoftwareTpmKeys};
-    use hsm_tpm_common::public::{ek_template_rsa2048, srk_template_rsa2048, with_rsa_modulus, PublicArea};
+    use hsm_tpm_common::public::{
+        ek_template_rsa2048, srk_template_rsa2048, with_rsa_modulus, PublicArea,
+    };
     use rsa::traits::PublicKeyParts;
     use rsa::RsaPrivateKey;
 
@@ -249,7 +504,12 @@ mod tpm {
             let srk = RsaPrivateKey::new(&mut rng, 2048).unwrap();
             let ek_pub = with_rsa_modulus(ek_template_rsa2048(), ek.n().to_bytes_be());
             let srk_pub = with_rsa_modulus(srk_template_rsa2048(), srk.n().to_bytes_be());
-            Self { ek, ek_pub, srk, srk_pub }
+            Self {
+                ek,
+                ek_pub,
+                srk,
+                srk_pub,
+            }
         }
         fn ek_b64(&self) -> String {
             B64.encode(self.ek_pub.to_tpm2b().unwrap())
@@ -258,7 +518,12 @@ mod tpm {
             B64.encode(self.srk_pub.to_tpm2b().unwrap())
         }
         fn keys(&self) -> SoftwareTpmKeys<'_> {
-            SoftwareTpmKeys { ek_private: &self.ek, ek_public: &self.ek_pub, srk_private: &self.srk, srk_public: &self.srk_pub }
+            SoftwareTpmKeys {
+                ek_private: &self.ek,
+                ek_public: &self.ek_pub,
+                srk_private: &self.srk,
+                srk_public: &self.srk_pub,
+            }
         }
     }
 
@@ -270,8 +535,18 @@ mod tpm {
         let other = SoftTpm::new();
         let reg = hsm_tpm_common::registration_id_from_ek(&dev.ek_pub.to_tpm2b().unwrap());
         let mut a = attestation("tpm");
-        a.tpm = Some(TpmAttestation { endorsement_key: dev.ek_b64(), storage_root_key: None });
-        emu.enrollments().create_individual(IndividualEnrollment { registration_id: reg.clone(), device_id: None, attestation: a, common: Default::default() }).unwrap();
+        a.tpm = Some(TpmAttestation {
+            endorsement_key: dev.ek_b64(),
+            storage_root_key: None,
+        });
+        emu.enrollments()
+            .create_individual(IndividualEnrollment {
+                registration_id: reg.clone(),
+                device_id: None,
+                attestation: a,
+                common: Default::default(),
+            })
+            .unwrap();
         let c = client(emu, None);
         let body = json!({"registrationId": reg, "tpm": {"endorsementKey": dev.ek_b64(), "storageRootKey": dev.srk_b64()}});
 
@@ -279,9 +554,16 @@ mod tpm {
         let ch = put_register(&c, emu, &reg, body.clone(), None).await;
         assert_eq!(ch.status, StatusCode::UNAUTHORIZED, "{}", ch.body);
         assert_eq!(ch.body["keyName"], "registration");
-        let blob = B64.decode(ch.body["authenticationKey"].as_str().unwrap()).unwrap();
+        let blob = B64
+            .decode(ch.body["authenticationKey"].as_str().unwrap())
+            .unwrap();
         // Another TPM cannot open it.
-        let wrong = SoftwareTpmKeys { ek_private: &other.ek, ek_public: &dev.ek_pub, srk_private: &dev.srk, srk_public: &dev.srk_pub };
+        let wrong = SoftwareTpmKeys {
+            ek_private: &other.ek,
+            ek_public: &dev.ek_pub,
+            srk_private: &dev.srk,
+            srk_public: &dev.srk_pub,
+        };
         assert!(open_dps_challenge(&wrong, &blob).is_err());
         let imported = open_dps_challenge(&dev.keys(), &blob).unwrap();
         let key_b64 = B64.encode(imported.key.as_slice());
@@ -289,18 +571,32 @@ mod tpm {
         // 2. Wrong signature, expired token, wrong scope: 401.
         let forged = device_sas(emu, &reg, KEY, in_an_hour());
         let expired = device_sas(emu, &reg, &key_b64, 10);
-        let scope = dps_emulator::sas::create_token(&format!("otherscope/registrations/{reg}"), &key_b64, Some("registration"), in_an_hour()).unwrap();
+        let scope = dps_emulator::sas::create_token(
+            &format!("otherscope/registrations/{reg}"),
+            &key_b64,
+            Some("registration"),
+            in_an_hour(),
+        )
+        .unwrap();
         for t in [&forged, &expired, &scope] {
             let r = put_register(&c, emu, &reg, body.clone(), Some(t)).await;
             assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
-            assert!(r.body.get("authenticationKey").is_none(), "a bad token must not get a new challenge");
+            assert!(
+                r.body.get("authenticationKey").is_none(),
+                "a bad token must not get a new challenge"
+            );
         }
 
         // 3. The SAS signed with the duplicated identity key is accepted.
         let good = device_sas(emu, &reg, &key_b64, in_an_hour());
         let done = register(&c, emu, &reg, body.clone(), Some(&good)).await;
         assert_eq!(done.body["status"], "assigned", "{}", done.body);
-        assert_eq!(done.body["registrationState"]["tpm"]["authenticationKey"].as_str().unwrap(), B64.encode(&blob));
+        assert_eq!(
+            done.body["registrationState"]["tpm"]["authenticationKey"]
+                .as_str()
+                .unwrap(),
+            B64.encode(&blob)
+        );
 
         // A device presenting a different EK for this registration id gets no challenge.
         let bad = json!({"registrationId": reg, "tpm": {"endorsementKey": other.ek_b64(), "storageRootKey": other.srk_b64()}});
@@ -309,6 +605,9 @@ mod tpm {
         assert!(r.body.get("authenticationKey").is_none());
         // A malformed SRK is a 400, not a crash.
         let junk = json!({"registrationId": reg, "tpm": {"endorsementKey": dev.ek_b64(), "storageRootKey": B64.encode(b"\x00\x10short")}});
-        assert_error_body(&put_register(&c, emu, &reg, junk, None).await, StatusCode::BAD_REQUEST);
+        assert_error_body(
+            &put_register(&c, emu, &reg, junk, None).await,
+            StatusCode::BAD_REQUEST,
+        );
     }
 }

@@ -28,10 +28,31 @@ async fn enrollments_and_records_survive_a_restart() {
     let emu = Emulator::start(cfg()).await.unwrap();
     let ca_before = emu.ca_cert_pem().to_string();
     let conn_before = emu.service_connection_string("localhost").to_string();
-    let mut a = AttestationMechanism { kind: "symmetricKey".into(), tpm: None, x509: None, symmetric_key: None };
-    a.symmetric_key = Some(SymmetricKeyAttestation { primary_key: Some(KEY.into()), secondary_key: None });
-    emu.enrollments().create_individual(IndividualEnrollment { registration_id: "keep-me".into(), device_id: None, attestation: a.clone(), common: Default::default() }).unwrap();
-    emu.enrollments().create_group(EnrollmentGroup { enrollment_group_id: "keep-group".into(), attestation: a, common: Default::default() }).unwrap();
+    let mut a = AttestationMechanism {
+        kind: "symmetricKey".into(),
+        tpm: None,
+        x509: None,
+        symmetric_key: None,
+    };
+    a.symmetric_key = Some(SymmetricKeyAttestation {
+        primary_key: Some(KEY.into()),
+        secondary_key: None,
+    });
+    emu.enrollments()
+        .create_individual(IndividualEnrollment {
+            registration_id: "keep-me".into(),
+            device_id: None,
+            attestation: a.clone(),
+            common: Default::default(),
+        })
+        .unwrap();
+    emu.enrollments()
+        .create_group(EnrollmentGroup {
+            enrollment_group_id: "keep-group".into(),
+            attestation: a,
+            common: Default::default(),
+        })
+        .unwrap();
     let c = client(&emu, None);
     let auth = device_sas(&emu, "keep-me", KEY, in_an_hour());
     let first = register(&c, &emu, "keep-me", body_reg("keep-me"), Some(&auth)).await;
@@ -41,14 +62,24 @@ async fn enrollments_and_records_survive_a_restart() {
     // Mode of the secrets on disk.
     use std::os::unix::fs::PermissionsExt;
     for f in ["dev-ca.key.pem", "service-policy.key", "dps.sqlite3"] {
-        let m = std::fs::metadata(state.join(f)).unwrap().permissions().mode() & 0o777;
+        let m = std::fs::metadata(state.join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(m, 0o600, "{f} has mode {m:o}");
     }
-    assert_eq!(std::fs::metadata(&state).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        std::fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
 
     let emu = Emulator::start(cfg()).await.unwrap();
     assert_eq!(emu.ca_cert_pem(), ca_before, "the dev CA must be reused");
-    assert_eq!(emu.service_connection_string("localhost").as_str(), conn_before);
+    assert_eq!(
+        emu.service_connection_string("localhost").as_str(),
+        conn_before
+    );
     assert!(emu.enrollments().individual("keep-me").unwrap().is_some());
     assert!(emu.enrollments().group("keep-group").unwrap().is_some());
     let records = emu.registration_records().unwrap();
@@ -58,9 +89,15 @@ async fn enrollments_and_records_survive_a_restart() {
     let c = client(&emu, None);
     let old = get_operation(&c, &emu, "keep-me", &op, Some(&auth)).await;
     assert_eq!(old.status, StatusCode::OK);
-    assert_eq!(old.body["registrationState"]["assignedHub"], first.body["registrationState"]["assignedHub"]);
+    assert_eq!(
+        old.body["registrationState"]["assignedHub"],
+        first.body["registrationState"]["assignedHub"]
+    );
     let again = register(&c, &emu, "keep-me", body_reg("keep-me"), Some(&auth)).await;
-    assert_eq!(again.body["registrationState"]["createdDateTimeUtc"], first.body["registrationState"]["createdDateTimeUtc"]);
+    assert_eq!(
+        again.body["registrationState"]["createdDateTimeUtc"],
+        first.body["registrationState"]["createdDateTimeUtc"]
+    );
     emu.shutdown().await;
 }
 
@@ -70,7 +107,11 @@ fn bin() -> Command {
 
 fn run_cli(args: &[&str]) -> String {
     let out = bin().args(args).output().unwrap();
-    assert!(out.status.success(), "dps-emulator {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "dps-emulator {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -88,14 +129,25 @@ impl Drop for Served {
 
 fn serve(state: &Path) -> Served {
     let mut child = bin()
-        .args(["serve", "--listen", "127.0.0.1:0", "--state", state.to_str().unwrap(), "--hub", "hub-a"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--state",
+            state.to_str().unwrap(),
+            "--hub",
+            "hub-a",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
-    let endpoint = first.strip_prefix("listening: ").unwrap_or_else(|| panic!("unexpected first line {first:?}")).to_string();
+    let endpoint = first
+        .strip_prefix("listening: ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_string();
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     Served { child, endpoint }
@@ -106,7 +158,16 @@ async fn kill_minus_nine_loses_no_acknowledged_registration() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let s = state.to_str().unwrap();
-    run_cli(&["group", "symmetric", "--group-id", "fleet", "--primary-key", KEY, "--state", s]);
+    run_cli(&[
+        "group",
+        "symmetric",
+        "--group-id",
+        "fleet",
+        "--primary-key",
+        KEY,
+        "--state",
+        s,
+    ]);
     let mut served = serve(&state);
     let ca = std::fs::read_to_string(state.join(dps_emulator::CA_CERT_FILE)).unwrap();
     let c = client_for_ca(&ca, None);
@@ -118,12 +179,32 @@ async fn kill_minus_nine_loses_no_acknowledged_registration() {
             for i in 0.. {
                 let reg = format!("kill-{w}-{i}");
                 let key = dps_emulator::sas::derive_device_key(KEY, &reg).unwrap();
-                let token = dps_emulator::sas::create_token(&format!("0ne00000001/registrations/{reg}"), &key, Some("registration"), in_an_hour()).unwrap();
-                let url = format!("{endpoint}/0ne00000001/registrations/{reg}/register?api-version=2021-10-01");
-                match c.put(url).header("authorization", token).json(&body_reg(&reg)).send().await {
+                let token = dps_emulator::sas::create_token(
+                    &format!("0ne00000001/registrations/{reg}"),
+                    &key,
+                    Some("registration"),
+                    in_an_hour(),
+                )
+                .unwrap();
+                let url = format!(
+                    "{endpoint}/0ne00000001/registrations/{reg}/register?api-version=2021-10-01"
+                );
+                match c
+                    .put(url)
+                    .header("authorization", token)
+                    .json(&body_reg(&reg))
+                    .send()
+                    .await
+                {
                     Ok(r) if r.status() == StatusCode::ACCEPTED => {
-                        let v: Value = match r.json().await { Ok(v) => v, Err(_) => return };
-                        acked.lock().unwrap().push((reg, v["operationId"].as_str().unwrap_or_default().to_string()));
+                        let v: Value = match r.json().await {
+                            Ok(v) => v,
+                            Err(_) => return,
+                        };
+                        acked.lock().unwrap().push((
+                            reg,
+                            v["operationId"].as_str().unwrap_or_default().to_string(),
+                        ));
                     }
                     Ok(r) => panic!("unexpected status {}", r.status()),
                     Err(_) => return, // the server is gone
@@ -143,13 +224,23 @@ async fn kill_minus_nine_loses_no_acknowledged_registration() {
         t.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 60, "only {} registrations were acknowledged", acked.len());
+    assert!(
+        acked.len() >= 60,
+        "only {} registrations were acknowledged",
+        acked.len()
+    );
 
     let store = dps_emulator::open_store(&state).unwrap();
     for (reg, op) in &acked {
-        let r = store.registration(reg).unwrap().unwrap_or_else(|| panic!("acknowledged {reg} lost"));
+        let r = store
+            .registration(reg)
+            .unwrap()
+            .unwrap_or_else(|| panic!("acknowledged {reg} lost"));
         assert_eq!(r.status, "assigned");
-        assert!(store.operation(op).unwrap().is_some(), "operation of {reg} lost");
+        assert!(
+            store.operation(op).unwrap().is_some(),
+            "operation of {reg} lost"
+        );
     }
     drop(store);
 
@@ -157,10 +248,26 @@ async fn kill_minus_nine_loses_no_acknowledged_registration() {
     let served = serve(&state);
     let (reg, op) = &acked[0];
     let key = dps_emulator::sas::derive_device_key(KEY, reg).unwrap();
-    let token = dps_emulator::sas::create_token(&format!("0ne00000001/registrations/{reg}"), &key, Some("registration"), in_an_hour()).unwrap();
-    let a = send(c.get(format!("{}/0ne00000001/registrations/{reg}/operations/{op}?api-version=2021-10-01", served.endpoint)).header("authorization", token)).await;
+    let token = dps_emulator::sas::create_token(
+        &format!("0ne00000001/registrations/{reg}"),
+        &key,
+        Some("registration"),
+        in_an_hour(),
+    )
+    .unwrap();
+    let a = send(
+        c.get(format!(
+            "{}/0ne00000001/registrations/{reg}/operations/{op}?api-version=2021-10-01",
+            served.endpoint
+        ))
+        .header("authorization", token),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
-    assert_eq!(a.body["registrationState"]["assignedHub"], "hub-a.azure-devices.net");
+    assert_eq!(
+        a.body["registrationState"]["assignedHub"],
+        "hub-a.azure-devices.net"
+    );
 }
 
 #[test]
@@ -169,54 +276,148 @@ fn cli_enrolls_from_enroll_info_folders_and_lists() {
     let state = dir.path().join("state");
     let s = state.to_str().unwrap();
     let root = CertifiedKey::new_root_ca("cli root", Duration::from_secs(3600)).unwrap();
-    let leaf = root.issue_leaf("cli-x509", LeafUsage::Client, &[], Duration::from_secs(3600)).unwrap();
+    let leaf = root
+        .issue_leaf(
+            "cli-x509",
+            LeafUsage::Client,
+            &[],
+            Duration::from_secs(3600),
+        )
+        .unwrap();
 
     // X.509 folder: JSON without inline PEMs, companion files instead.
     let x = dir.path().join("x509");
     std::fs::create_dir(&x).unwrap();
-    std::fs::write(x.join("enrollment.json"), json!({"registrationId": "cli-x509", "attestation": "x509"}).to_string()).unwrap();
+    std::fs::write(
+        x.join("enrollment.json"),
+        json!({"registrationId": "cli-x509", "attestation": "x509"}).to_string(),
+    )
+    .unwrap();
     std::fs::write(x.join("leaf.pem"), leaf.cert_pem()).unwrap();
     std::fs::write(x.join("root-ca.pem"), root.cert_pem()).unwrap();
     run_cli(&["enroll", "--from", x.to_str().unwrap(), "--state", s]);
-    run_cli(&["enroll", "--from", x.to_str().unwrap(), "--group", "cli-group", "--state", s, "--disabled"]);
+    run_cli(&[
+        "enroll",
+        "--from",
+        x.to_str().unwrap(),
+        "--group",
+        "cli-group",
+        "--state",
+        s,
+        "--disabled",
+    ]);
 
     // Symmetric folder with the key inline.
     let k = dir.path().join("sym");
     std::fs::create_dir(&k).unwrap();
-    std::fs::write(k.join("enrollment.json"), json!({"registrationId": "cli-sym", "attestation": "symmetricKey", "primaryKey": KEY}).to_string()).unwrap();
-    run_cli(&["enroll", "--from", k.to_str().unwrap(), "--state", s, "--hub", "hub-z", "--allocation", "static"]);
+    std::fs::write(
+        k.join("enrollment.json"),
+        json!({"registrationId": "cli-sym", "attestation": "symmetricKey", "primaryKey": KEY})
+            .to_string(),
+    )
+    .unwrap();
+    run_cli(&[
+        "enroll",
+        "--from",
+        k.to_str().unwrap(),
+        "--state",
+        s,
+        "--hub",
+        "hub-z",
+        "--allocation",
+        "static",
+    ]);
 
     // TPM folder with ek.b64.
     let t = dir.path().join("tpm");
     std::fs::create_dir(&t).unwrap();
-    std::fs::write(t.join("enrollment.json"), json!({"registrationId": "cli-tpm", "attestation": "tpm"}).to_string()).unwrap();
-    std::fs::write(t.join("ek.b64"), "AToAAQALAAMAsgAgg3GXZ0SEs/gakMyNRqXXJP1S124GUgtk8qHaGzMUaaoABgCAAEMAEAgAAAAAAAEA\n").unwrap();
+    std::fs::write(
+        t.join("enrollment.json"),
+        json!({"registrationId": "cli-tpm", "attestation": "tpm"}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        t.join("ek.b64"),
+        "AToAAQALAAMAsgAgg3GXZ0SEs/gakMyNRqXXJP1S124GUgtk8qHaGzMUaaoABgCAAEMAEAgAAAAAAAEA\n",
+    )
+    .unwrap();
     run_cli(&["enroll", "--from", t.to_str().unwrap(), "--state", s]);
     // TPM cannot be a group.
-    let out = bin().args(["enroll", "--from", t.to_str().unwrap(), "--group", "g", "--state", s]).output().unwrap();
+    let out = bin()
+        .args([
+            "enroll",
+            "--from",
+            t.to_str().unwrap(),
+            "--group",
+            "g",
+            "--state",
+            s,
+        ])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("individually"));
     // Broken folder: clear error.
     let b = dir.path().join("broken");
     std::fs::create_dir(&b).unwrap();
     std::fs::write(b.join("enrollment.json"), "{not json").unwrap();
-    let out = bin().args(["enroll", "--from", b.to_str().unwrap(), "--state", s]).output().unwrap();
+    let out = bin()
+        .args(["enroll", "--from", b.to_str().unwrap(), "--state", s])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("enrollment.json"));
 
-    run_cli(&["enroll", "symmetric", "--registration-id", "cli-gen", "--state", s]);
+    run_cli(&[
+        "enroll",
+        "symmetric",
+        "--registration-id",
+        "cli-gen",
+        "--state",
+        s,
+    ]);
     let listed: Value = serde_json::from_str(&run_cli(&["list", "--json", "--state", s])).unwrap();
-    let ids: Vec<&str> = listed["enrollments"].as_array().unwrap().iter().map(|e| e["registrationId"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = listed["enrollments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["registrationId"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["cli-gen", "cli-sym", "cli-tpm", "cli-x509"]);
-    assert_eq!(listed["enrollmentGroups"][0]["enrollmentGroupId"], "cli-group");
-    assert_eq!(listed["enrollmentGroups"][0]["provisioningStatus"], "disabled");
-    assert!(!listed.to_string().contains(KEY), "list must not print keys");
+    assert_eq!(
+        listed["enrollmentGroups"][0]["enrollmentGroupId"],
+        "cli-group"
+    );
+    assert_eq!(
+        listed["enrollmentGroups"][0]["provisioningStatus"],
+        "disabled"
+    );
+    assert!(
+        !listed.to_string().contains(KEY),
+        "list must not print keys"
+    );
     let store = dps_emulator::open_store(&state).unwrap();
     let sym = store.individual("cli-sym").unwrap().unwrap();
-    assert_eq!(sym.attestation.symmetric_key.unwrap().primary_key.as_deref(), Some(KEY));
+    assert_eq!(
+        sym.attestation
+            .symmetric_key
+            .unwrap()
+            .primary_key
+            .as_deref(),
+        Some(KEY)
+    );
     assert_eq!(sym.common.iot_hubs, ["hub-z"]);
     let g = store.group("cli-group").unwrap().unwrap();
-    assert!(g.attestation.x509.unwrap().signing_certificates.unwrap().texts()[0].contains("BEGIN CERTIFICATE"));
+    assert!(g
+        .attestation
+        .x509
+        .unwrap()
+        .signing_certificates
+        .unwrap()
+        .texts()[0]
+        .contains("BEGIN CERTIFICATE"));
     let cs = run_cli(&["connection-string", "--state", s, "--host", "localhost"]);
-    assert!(cs.starts_with("HostName=localhost;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey="));
+    assert!(cs.starts_with(
+        "HostName=localhost;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey="
+    ));
 }

@@ -32,11 +32,17 @@ pub async fn start_with(f: impl FnOnce(&mut EmulatorConfig)) -> Env {
 }
 
 /// An HTTPS client trusting the emulator's CA, presenting `identity` (leaf first chain + key).
-pub fn client(emu: &RunningEmulator, identity: Option<(&[&CertifiedKey], &CertifiedKey)>) -> reqwest::Client {
+pub fn client(
+    emu: &RunningEmulator,
+    identity: Option<(&[&CertifiedKey], &CertifiedKey)>,
+) -> reqwest::Client {
     client_for_ca(emu.ca_cert_pem(), identity)
 }
 
-pub fn client_for_ca(ca_pem: &str, identity: Option<(&[&CertifiedKey], &CertifiedKey)>) -> reqwest::Client {
+pub fn client_for_ca(
+    ca_pem: &str,
+    identity: Option<(&[&CertifiedKey], &CertifiedKey)>,
+) -> reqwest::Client {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
@@ -53,7 +59,9 @@ pub fn client_for_ca(ca_pem: &str, identity: Option<(&[&CertifiedKey], &Certifie
                 .iter()
                 .map(|c| CertificateDer::from(c.cert_der().to_vec()))
                 .collect();
-            let k = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.key_pkcs8_der().unwrap().to_vec()));
+            let k = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+                key.key_pkcs8_der().unwrap().to_vec(),
+            ));
             builder.with_client_auth_cert(certs, k).unwrap()
         }
     };
@@ -89,12 +97,30 @@ pub async fn send(rb: reqwest::RequestBuilder) -> Answer {
     let status = r.status();
     let headers = r.headers().clone();
     let text = r.text().await.unwrap();
-    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-    Answer { status, body, headers }
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    Answer {
+        status,
+        body,
+        headers,
+    }
 }
 
-pub async fn put_register(c: &reqwest::Client, emu: &RunningEmulator, reg: &str, body: Value, auth: Option<&str>) -> Answer {
-    let url = format!("{}/{}/registrations/{reg}/register?api-version={API}", emu.endpoint(), emu.id_scope());
+pub async fn put_register(
+    c: &reqwest::Client,
+    emu: &RunningEmulator,
+    reg: &str,
+    body: Value,
+    auth: Option<&str>,
+) -> Answer {
+    let url = format!(
+        "{}/{}/registrations/{reg}/register?api-version={API}",
+        emu.endpoint(),
+        emu.id_scope()
+    );
     let mut rb = c.put(url).json(&body);
     if let Some(a) = auth {
         rb = rb.header("authorization", a);
@@ -102,8 +128,18 @@ pub async fn put_register(c: &reqwest::Client, emu: &RunningEmulator, reg: &str,
     send(rb).await
 }
 
-pub async fn get_operation(c: &reqwest::Client, emu: &RunningEmulator, reg: &str, op: &str, auth: Option<&str>) -> Answer {
-    let url = format!("{}/{}/registrations/{reg}/operations/{op}?api-version={API}", emu.endpoint(), emu.id_scope());
+pub async fn get_operation(
+    c: &reqwest::Client,
+    emu: &RunningEmulator,
+    reg: &str,
+    op: &str,
+    auth: Option<&str>,
+) -> Answer {
+    let url = format!(
+        "{}/{}/registrations/{reg}/operations/{op}?api-version={API}",
+        emu.endpoint(),
+        emu.id_scope()
+    );
     let mut rb = c.get(url);
     if let Some(a) = auth {
         rb = rb.header("authorization", a);
@@ -112,9 +148,21 @@ pub async fn get_operation(c: &reqwest::Client, emu: &RunningEmulator, reg: &str
 }
 
 /// Registers and polls until the operation leaves "assigning"; returns the final answer.
-pub async fn register(c: &reqwest::Client, emu: &RunningEmulator, reg: &str, body: Value, auth: Option<&str>) -> Answer {
+pub async fn register(
+    c: &reqwest::Client,
+    emu: &RunningEmulator,
+    reg: &str,
+    body: Value,
+    auth: Option<&str>,
+) -> Answer {
     let a = put_register(c, emu, reg, body, auth).await;
-    assert_eq!(a.status, StatusCode::ACCEPTED, "register answered {}: {}", a.status, a.body);
+    assert_eq!(
+        a.status,
+        StatusCode::ACCEPTED,
+        "register answered {}: {}",
+        a.status,
+        a.body
+    );
     assert_eq!(a.body["status"], "assigning");
     let op = a.body["operationId"].as_str().unwrap().to_string();
     for _ in 0..100 {
@@ -131,8 +179,16 @@ pub async fn register(c: &reqwest::Client, emu: &RunningEmulator, reg: &str, bod
 
 pub fn assert_error_body(a: &Answer, status: StatusCode) {
     assert_eq!(a.status, status, "body: {}", a.body);
-    assert!(a.body["errorCode"].as_u64().is_some(), "no errorCode in {}", a.body);
-    assert!(a.body["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", a.body);
+    assert!(
+        a.body["errorCode"].as_u64().is_some(),
+        "no errorCode in {}",
+        a.body
+    );
+    assert!(
+        a.body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{}",
+        a.body
+    );
     assert!(a.body["trackingId"].as_str().is_some(), "{}", a.body);
     assert!(a.body["timestampUtc"].as_str().is_some(), "{}", a.body);
 }
@@ -142,8 +198,18 @@ pub fn body_reg(reg: &str) -> Value {
 }
 
 /// A service-API request with a valid SAS.
-pub fn service(c: &reqwest::Client, emu: &RunningEmulator, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-    let token = emu.service_sas_token("localhost", Duration::from_secs(600)).unwrap();
-    c.request(method, format!("{}/{path}?api-version=2021-10-01", emu.endpoint()))
-        .header("authorization", token.as_str())
+pub fn service(
+    c: &reqwest::Client,
+    emu: &RunningEmulator,
+    method: reqwest::Method,
+    path: &str,
+) -> reqwest::RequestBuilder {
+    let token = emu
+        .service_sas_token("localhost", Duration::from_secs(600))
+        .unwrap();
+    c.request(
+        method,
+        format!("{}/{path}?api-version=2021-10-01", emu.endpoint()),
+    )
+    .header("authorization", token.as_str())
 }

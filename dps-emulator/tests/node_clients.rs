@@ -1,0 +1,169 @@
+//! Interoperability with the official Azure IoT Node SDK: the service client creates enrollments,
+//! the device client registers with symmetric keys (individual and group) and X.509.
+//! Needs node and the packages `.ci/install-node-deps` installs; fails with that hint otherwise.
+
+mod common;
+
+use common::*;
+use dps_emulator::model::*;
+use dps_emulator::pki::{CertifiedKey, LeafUsage};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+const SYM_KEY: &str = "Zm9yIHRoZSBub2RlIHNkayBpbnRlcm9wIHRlc3Qgb25seQ==";
+const GROUP_KEY: &str = "q83vEjRWeJq8p7Bm6x7Ntx0YhEorkqGSTd1U7Nl2JWc=";
+
+fn node_tests_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("node-tests")
+}
+
+fn require_node() {
+    let ok = Command::new("node")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(ok, "node is not installed: run .ci/install-node-deps (installs nodejs, npm and the Azure IoT SDK packages)");
+    for pkg in [
+        "azure-iot-provisioning-device-http",
+        "azure-iot-provisioning-service",
+        "azure-iot-security-symmetric-key",
+        "azure-iot-security-x509",
+        "azure-iot-http-base",
+    ] {
+        let p = node_tests_dir().join("node_modules").join(pkg);
+        assert!(
+            p.is_dir(),
+            "npm package {pkg} is missing ({}): run .ci/install-node-deps",
+            p.display()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_node_clients_register_and_manage_enrollments() {
+    require_node();
+    let env = start().await;
+    let emu = &env.emu;
+    let dir = env.dir.path();
+
+    // The X.509 device is enrolled through the library; the symmetric ones by the Node service SDK.
+    let root = CertifiedKey::new_root_ca("node interop root", Duration::from_secs(3600)).unwrap();
+    let leaf = root
+        .issue_leaf(
+            "node-x509-dev",
+            LeafUsage::Client,
+            &[],
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+    let mut a = AttestationMechanism {
+        kind: "x509".into(),
+        tpm: None,
+        x509: None,
+        symmetric_key: None,
+    };
+    a.x509 = Some(X509Attestation {
+        client_certificates: Some(X509Certificates {
+            primary: Some(X509CertificateWithInfo {
+                certificate: Some(leaf.cert_pem()),
+                info: None,
+            }),
+            secondary: None,
+        }),
+        ..Default::default()
+    });
+    emu.enrollments()
+        .create_individual(IndividualEnrollment {
+            registration_id: "node-x509-dev".into(),
+            device_id: None,
+            attestation: a,
+            common: Default::default(),
+        })
+        .unwrap();
+    let cert_file = dir.join("leaf.pem");
+    let key_file = dir.join("leaf.key.pem");
+    std::fs::write(&cert_file, leaf.cert_pem()).unwrap();
+    std::fs::write(&key_file, leaf.key_pem().unwrap().as_bytes()).unwrap();
+
+    let cs = emu.service_connection_string("localhost");
+    let out = tokio::task::spawn_blocking({
+        let (cert_file, key_file, ca) = (
+            cert_file.clone(),
+            key_file.clone(),
+            emu.ca_cert_path().to_path_buf(),
+        );
+        let (port, scope, cs) = (
+            emu.addr().port().to_string(),
+            emu.id_scope().to_string(),
+            cs.to_string(),
+        );
+        move || {
+            Command::new("node")
+                .arg(node_tests_dir().join("official-clients.js"))
+                .env("NODE_EXTRA_CA_CERTS", ca)
+                .env("DPS_HOST", "localhost")
+                .env("DPS_PORT", port)
+                .env("ID_SCOPE", scope)
+                .env("SERVICE_CONNECTION_STRING", cs)
+                .env("SYM_REG_ID", "node-sym-dev")
+                .env("SYM_KEY", SYM_KEY)
+                .env("GROUP_ID", "node-group")
+                .env("GROUP_KEY", GROUP_KEY)
+                .env("GROUP_REG_ID", "node-group-dev-1")
+                .env("X509_REG_ID", "node-x509-dev")
+                .env("X509_CERT_FILE", cert_file)
+                .env("X509_KEY_FILE", key_file)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "node failed\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+
+    // Service SDK: created, read back, etag set, keys as given.
+    assert_eq!(v["serviceCreate"]["registrationId"], "node-sym-dev");
+    assert!(v["serviceCreate"]["etag"].is_string());
+    assert_eq!(
+        v["serviceGet"]["attestation"]["symmetricKey"]["primaryKey"],
+        SYM_KEY
+    );
+    assert_eq!(v["serviceGroup"]["enrollmentGroupId"], "node-group");
+    let stored = emu
+        .enrollments()
+        .individual("node-sym-dev")
+        .unwrap()
+        .expect("enrollment created by the Node service SDK");
+    assert_eq!(
+        stored.common.initial_twin.unwrap()["tags"]["createdBy"],
+        "node-service-sdk"
+    );
+    assert!(
+        emu.enrollments().group("node-group").unwrap().is_none(),
+        "deleted by the Node service SDK"
+    );
+
+    // Device SDK: all three registered and assigned.
+    for (k, id) in [
+        ("symmetric", "node-sym-dev"),
+        ("group", "node-group-dev-1"),
+        ("x509", "node-x509-dev"),
+    ] {
+        assert_eq!(v[k]["deviceId"], id, "{k}: {}", v[k]);
+        let hub = v[k]["assignedHub"].as_str().unwrap_or_default().to_string();
+        assert!(emu.hubs().contains(&hub), "{k}: hub {hub}");
+    }
+    assert_eq!(v["wrongKey"], "rejected");
+    let records = emu.registration_records().unwrap();
+    let ids: Vec<&str> = records.iter().map(|r| r.registration_id.as_str()).collect();
+    assert_eq!(ids, ["node-group-dev-1", "node-sym-dev", "node-x509-dev"]);
+}
