@@ -40,6 +40,7 @@ impl PinSource {
     pub fn read(&self) -> Result<Zeroizing<String>> {
         let pin = match self {
             PinSource::File(path) => {
+                warn_if_readable_by_others(path);
                 let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| {
                     Pkcs11Error::invalid_argument(format!(
                         "cannot read the PIN file {}: {e}",
@@ -76,6 +77,20 @@ impl PinSource {
         match self {
             PinSource::File(p) => format!("file {}", p.display()),
             PinSource::Env(n) => format!("environment variable {n}"),
+        }
+    }
+}
+
+/// A PIN file others can read is a leak waiting to happen; say so (without refusing, since
+/// some deployments hand the file over through a group on purpose).
+fn warn_if_readable_by_others(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            hsm_plugin_sdk::log::warn(&format!(
+                "the PIN file {} is accessible to group or others; chmod 600 it",
+                path.display()
+            ));
         }
     }
 }

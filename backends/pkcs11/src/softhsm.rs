@@ -4,6 +4,7 @@
 //! `SOFTHSM2_CONF` is process-global and SoftHSM reads it at `C_Initialize`, so it is set once
 //! per process (before any token exists) and every token of the binary lives in one folder.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -48,7 +49,13 @@ pub fn softhsm_dir() -> Result<&'static Path, HarnessError> {
         remove_stale_dirs();
         let dir = std::env::temp_dir().join(format!("hsmkit-softhsm-{}", std::process::id()));
         let tokens = dir.join("tokens");
-        std::fs::create_dir_all(&tokens).map_err(|e| format!("creating {}: {e}", tokens.display()))?;
+        for d in [&dir, &tokens] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d)
+                .map_err(|e| format!("creating {}: {e}", d.display()))?;
+        }
         let conf = dir.join("softhsm2.conf");
         std::fs::write(
             &conf,

@@ -70,15 +70,18 @@ fn init_and_import_hmac_with_the_tool() {
         base64::engine::general_purpose::STANDARD.encode(key),
     )
     .unwrap();
+    // The PIN from an environment variable, given to the child only (setting it in this
+    // multi-threaded test process would race other threads' environment reads).
     let out = Command::new(tool)
+        .env("HSMKIT_TEST_CLI_PIN", &tok.pin)
         .args([
             "import-hmac",
             "--module",
             &module,
             "--token-uri",
             &tok.uri(),
-            "--pin-file",
-            &pin_file,
+            "--pin-env",
+            "HSMKIT_TEST_CLI_PIN",
         ])
         .args([
             "--label",

@@ -142,15 +142,13 @@ fn rsa_pkcs1_and_pss_through_the_abi() {
 #[test]
 fn hmac_import_through_the_abi_matches_software() {
     let tok = token("abi-hmac");
+    let token_uri = tok.uri();
     let settings = [
-        ("module", tok.module.to_str().unwrap().to_string()),
-        ("token_uri", tok.uri()),
-        ("pin_env", "HSMKIT_TEST_PKCS11_ABI_PIN".to_string()),
-        ("hmac_key_uri", "pkcs11:object=sym-abi".to_string()),
+        ("module", tok.module.to_str().unwrap()),
+        ("token_uri", token_uri.as_str()),
+        ("pin_file", tok.pin_file.to_str().unwrap()),
+        ("hmac_key_uri", "pkcs11:object=sym-abi"),
     ];
-    // Each test uses its own variable name, so setting it cannot disturb a parallel test.
-    std::env::set_var("HSMKIT_TEST_PKCS11_ABI_PIN", &tok.pin);
-    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let p = AbiInstance::create(&settings).unwrap();
     let e = p.hmac(b"x").unwrap_err();
     assert_eq!(e.status, HSM_ERR_NOT_FOUND, "{e:?}");
