@@ -7,4 +7,7 @@
 
 #![deny(missing_docs)]
 
+pub mod dps;
 pub mod plugin;
+pub mod provisioning;
+pub mod state_dir;

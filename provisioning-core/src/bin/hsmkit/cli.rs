@@ -1,0 +1,102 @@
+//! Command-line definitions.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Prove a device's identity to Azure IoT Hub DPS with whatever secure hardware it has.
+///
+/// The HSM is a plugin (a shared library) picked by name: dice, tpm-sim, tpm2, pkcs11,
+/// symmetric, or a vendor's. Settings come from a TOML file (--config or HSMKIT_CONFIG),
+/// and every plugin setting can also be given with --set key=value.
+#[derive(Debug, Parser)]
+#[command(name = "hsmkit", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Configuration file (TOML). See hsmkit.example.toml.
+    #[arg(long, global = true, env = "HSMKIT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Folder holding plugins (overrides the config and the defaults).
+    #[arg(long, global = true, env = "HSMKIT_PLUGIN_DIR", value_name = "DIR")]
+    pub plugin_dir: Option<PathBuf>,
+    /// State folder (keys, simulated TPM, provisioning result).
+    #[arg(long, global = true, env = "HSMKIT_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Which plugin and its settings.
+#[derive(Debug, Args, Clone)]
+pub struct PluginArgs {
+    /// Plugin name (dice, tpm-sim, tpm2, pkcs11, symmetric, ...) or path to a .so.
+    #[arg(long, short = 'p', value_name = "NAME|PATH")]
+    pub plugin: Option<String>,
+    /// A plugin setting, repeatable: --set tcti=swtpm:port=2321. Overrides [plugins.NAME].
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub settings: Vec<(String, String)>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect the plugins hsmkit can find.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+    /// Print (and write) what a DPS enrollment for this device needs.
+    EnrollInfo(EnrollInfoArgs),
+}
+
+/// `hsmkit plugins ...`
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// Every file in the plugin folders: loaded, or refused and why.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Details of one plugin.
+    Info {
+        /// Plugin name or path.
+        name: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `hsmkit enroll-info`
+#[derive(Debug, Args)]
+pub struct EnrollInfoArgs {
+    #[command(flatten)]
+    pub plugin: PluginArgs,
+    /// Attestation to describe when the plugin offers several (tpm, x509, symmetric-key).
+    #[arg(long, value_name = "KIND")]
+    pub attestation: Option<String>,
+    /// Symmetric key: derive this device's key from an enrollment-group key (base64) instead of
+    /// generating one.
+    #[arg(long, value_name = "BASE64", env = "HSMKIT_GROUP_KEY", hide_env_values = true)]
+    pub group_key: Option<String>,
+    /// Also write enrollment.json and PEM/base64 files into this folder.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got `{s}`")),
+    }
+}

@@ -1,0 +1,203 @@
+//! `hsmkit enroll-info`: what a DPS enrollment for this device needs.
+
+use crate::cli::EnrollInfoArgs;
+use crate::output::print_json;
+use crate::plugin_setup::{AttestationKind, Context_};
+use anyhow::{bail, Context, Result};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use provisioning_core::plugin::{PluginErrorCode, PluginInstance};
+use serde::Serialize;
+use std::path::Path;
+use std::process::ExitCode;
+use x509_cert::der::{pem::LineEnding, DecodePem, EncodePem};
+use zeroize::Zeroizing;
+
+/// The enrollment information, in the shape `dps-emulator enroll --from DIR` reads.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrollmentInfo {
+    pub plugin: String,
+    pub attestation: &'static str,
+    pub registration_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endorsement_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificates: Option<Certificates>,
+    /// Only when enroll-info generated or derived the key just now: the one moment the key
+    /// exists outside the HSM, so that it can be registered with DPS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary_key: Option<Zeroizing<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Certificates {
+    pub leaf_pem: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_ca_pem: Option<String>,
+}
+
+pub fn run(ctx: &Context_, args: &EnrollInfoArgs) -> Result<ExitCode> {
+    let plugin = ctx.load_plugin(&args.plugin)?;
+    let kind = AttestationKind::choose(&plugin, args.attestation.as_deref())?;
+    let instance = ctx.create_instance(&plugin, &args.plugin)?;
+    let info = collect(&instance, kind, args.group_key.as_deref())?;
+    if let Some(dir) = &args.out {
+        write_files(dir, &info)?;
+    }
+    if args.json {
+        print_json(&info)?;
+    } else {
+        print_human(&info, args.out.as_deref());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the enrollment information through the plugin.
+pub fn collect(
+    instance: &PluginInstance,
+    kind: AttestationKind,
+    group_key_b64: Option<&str>,
+) -> Result<EnrollmentInfo> {
+    let plugin = instance.plugin().name().to_string();
+    let mut info = EnrollmentInfo {
+        plugin,
+        attestation: kind.json_name(),
+        registration_id: String::new(),
+        endorsement_key: None,
+        certificates: None,
+        primary_key: None,
+        note: None,
+    };
+    match kind {
+        AttestationKind::Tpm => {
+            let ek = instance.tpm()?.endorsement_key()?;
+            info.registration_id = hsm_tpm_common::registration_id_from_ek(&ek);
+            info.endorsement_key = Some(B64.encode(&ek));
+        }
+        AttestationKind::X509 => {
+            let x509 = instance.x509()?;
+            let chain = x509.certificate_chain_pem()?;
+            let (leaf, root) = split_chain(&chain)?;
+            info.registration_id = x509.common_name()?;
+            info.certificates = Some(Certificates {
+                leaf_pem: leaf,
+                root_ca_pem: root,
+            });
+        }
+        AttestationKind::SymmetricKey => {
+            let sym = instance.symmetric_key()?;
+            info.registration_id = sym.registration_id()?;
+            let has_key = match sym.sign(b"hsmkit key probe") {
+                Ok(_) => true,
+                Err(e) if e.code() == Some(PluginErrorCode::NotFound) => false,
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(group_key) = group_key_b64 {
+                let group_key = Zeroizing::new(
+                    B64.decode(group_key.trim())
+                        .context("--group-key is not valid base64")?,
+                );
+                let device_key = hmac_sha256(&group_key, info.registration_id.as_bytes());
+                sym.import_key(Some(&info.registration_id), &device_key)?;
+                info.primary_key = Some(Zeroizing::new(B64.encode(&*device_key)));
+                info.note = Some("device key derived from the enrollment-group key and imported into the HSM".into());
+            } else if !has_key {
+                let mut key = Zeroizing::new([0u8; 32]);
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut *key);
+                sym.import_key(Some(&info.registration_id), &*key)?;
+                info.primary_key = Some(Zeroizing::new(B64.encode(*key)));
+                info.note = Some("new key generated and imported into the HSM; register primaryKey with DPS now, it is not shown again".into());
+            } else {
+                info.note = Some("the HSM already holds a key; it cannot be read back (create the enrollment with the key you imported, or re-key with --group-key)".into());
+            }
+        }
+    }
+    Ok(info)
+}
+
+fn hmac_sha256(key: &[u8], data: &[u8]) -> Zeroizing<Vec<u8>> {
+    use hmac::{Hmac, Mac};
+    // HMAC accepts keys of any length, so new_from_slice cannot fail here.
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(data);
+    Zeroizing::new(mac.finalize().into_bytes().to_vec())
+}
+
+/// Splits a leaf-first PEM chain into the leaf and, when the last certificate is
+/// self-signed, the root CA.
+fn split_chain(chain_pem: &str) -> Result<(String, Option<String>)> {
+    let certs = x509_cert::Certificate::load_pem_chain(chain_pem.as_bytes())
+        .context("the plugin's certificate chain is not valid PEM")?;
+    let Some(leaf) = certs.first() else {
+        bail!("the plugin returned an empty certificate chain");
+    };
+    let leaf_pem = leaf.to_pem(LineEnding::LF)?;
+    let root = match certs.last() {
+        Some(last) if certs.len() > 1 && last.tbs_certificate.issuer == last.tbs_certificate.subject => {
+            Some(last.to_pem(LineEnding::LF)?)
+        }
+        _ => None,
+    };
+    // Parse once more so a malformed leaf is reported here rather than by DPS.
+    x509_cert::Certificate::from_pem(leaf_pem.as_bytes()).context("leaf certificate")?;
+    Ok((leaf_pem, root))
+}
+
+fn write_files(dir: &Path, info: &EnrollmentInfo) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let write = |name: &str, text: &[u8], secret: bool| -> Result<()> {
+        let path = dir.join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(if secret { 0o600 } else { 0o644 })
+            .open(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        f.write_all(text)?;
+        Ok(())
+    };
+    let json = serde_json::to_vec_pretty(info)?;
+    write("enrollment.json", &json, info.primary_key.is_some())?;
+    if let Some(ek) = &info.endorsement_key {
+        write("ek.b64", ek.as_bytes(), false)?;
+    }
+    if let Some(c) = &info.certificates {
+        write("leaf.pem", c.leaf_pem.as_bytes(), false)?;
+        if let Some(root) = &c.root_ca_pem {
+            write("root-ca.pem", root.as_bytes(), false)?;
+        }
+    }
+    Ok(())
+}
+
+fn print_human(info: &EnrollmentInfo, out: Option<&Path>) {
+    println!("Plugin:          {}", info.plugin);
+    println!("Attestation:     {}", info.attestation);
+    println!("Registration Id: {}", info.registration_id);
+    if let Some(ek) = &info.endorsement_key {
+        println!("Endorsement Key: {ek}");
+    }
+    if let Some(c) = &info.certificates {
+        println!("Leaf certificate (individual enrollment):\n{}", c.leaf_pem.trim_end());
+        if let Some(root) = &c.root_ca_pem {
+            println!("Root CA certificate (group enrollment):\n{}", root.trim_end());
+        }
+    }
+    if let Some(k) = &info.primary_key {
+        println!("Primary Key:     {}", k.as_str());
+    }
+    if let Some(n) = &info.note {
+        println!("Note:            {n}");
+    }
+    if let Some(dir) = out {
+        println!("Files written to {}", dir.display());
+    }
+}

@@ -1,0 +1,123 @@
+//! Turning flags and the config file into a loaded plugin instance.
+
+use crate::cli::{GlobalArgs, PluginArgs};
+use crate::config::ConfigFile;
+use anyhow::{anyhow, bail, Context, Result};
+use provisioning_core::plugin::{LoadedPlugin, PluginInstance, PluginSearchPath};
+use provisioning_core::state_dir::{default_state_dir, prepare_state_dir};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Everything resolved from flags, environment and config.
+pub struct Context_ {
+    pub config: ConfigFile,
+    pub search: PluginSearchPath,
+    pub state_dir: PathBuf,
+}
+
+impl Context_ {
+    pub fn new(global: &GlobalArgs) -> Result<Self> {
+        let config = ConfigFile::load(global.config.as_deref())?;
+        let search =
+            PluginSearchPath::resolve(global.plugin_dir.as_deref(), config.plugin_dir.as_deref());
+        let state_dir = global
+            .state_dir
+            .clone()
+            .or_else(|| config.state_dir.clone())
+            .or_else(default_state_dir)
+            .ok_or_else(|| anyhow!("no state folder: pass --state-dir or set HSMKIT_STATE_DIR"))?;
+        Ok(Context_ {
+            config,
+            search,
+            state_dir,
+        })
+    }
+
+    /// Loads the plugin named by --plugin or the config.
+    pub fn load_plugin(&self, args: &PluginArgs) -> Result<Arc<LoadedPlugin>> {
+        let name = args
+            .plugin
+            .clone()
+            .or_else(|| self.config.plugin.clone())
+            .ok_or_else(|| {
+                anyhow!("no plugin selected: pass --plugin NAME (see `hsmkit plugins list`) or set `plugin` in the config")
+            })?;
+        Ok(self.search.find(&name)?)
+    }
+
+    /// Creates an instance with `[plugins.NAME]` settings, --set overrides and the state folder.
+    pub fn create_instance(
+        &self,
+        plugin: &Arc<LoadedPlugin>,
+        args: &PluginArgs,
+    ) -> Result<Arc<PluginInstance>> {
+        prepare_state_dir(&self.state_dir)?;
+        let mut settings = self.config.plugin_settings(plugin.name());
+        settings.extend(args.settings.iter().cloned());
+        if !settings.iter().any(|(k, _)| k == "state_dir") {
+            settings.push(("state_dir".into(), self.state_dir.display().to_string()));
+        }
+        let instance = PluginInstance::create(plugin, &settings)
+            .with_context(|| format!("cannot start plugin `{}`", plugin.name()))?;
+        Ok(Arc::new(instance))
+    }
+}
+
+/// Which attestation to use: the flag, or the only one the plugin offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttestationKind {
+    Tpm,
+    X509,
+    SymmetricKey,
+}
+
+impl AttestationKind {
+    pub fn json_name(self) -> &'static str {
+        match self {
+            AttestationKind::Tpm => "tpm",
+            AttestationKind::X509 => "x509",
+            AttestationKind::SymmetricKey => "symmetricKey",
+        }
+    }
+
+    pub fn choose(plugin: &LoadedPlugin, requested: Option<&str>) -> Result<Self> {
+        let caps = plugin.metadata().capabilities;
+        let offered: Vec<AttestationKind> = [
+            (caps.tpm, AttestationKind::Tpm),
+            (caps.x509, AttestationKind::X509),
+            (caps.symmetric_key, AttestationKind::SymmetricKey),
+        ]
+        .into_iter()
+        .filter_map(|(has, k)| has.then_some(k))
+        .collect();
+        let kind = match requested {
+            Some(r) => match r.to_ascii_lowercase().replace(['-', '_'], "").as_str() {
+                "tpm" => AttestationKind::Tpm,
+                "x509" => AttestationKind::X509,
+                "symmetrickey" | "symmetric" => AttestationKind::SymmetricKey,
+                other => bail!("unknown attestation `{other}`: use tpm, x509 or symmetric-key"),
+            },
+            None => match offered.as_slice() {
+                [only] => *only,
+                [] => bail!("plugin `{}` implements no interface", plugin.name()),
+                several => bail!(
+                    "plugin `{}` offers several attestations ({}); choose one with --attestation",
+                    plugin.name(),
+                    several
+                        .iter()
+                        .map(|k| k.json_name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
+        };
+        if !offered.contains(&kind) {
+            bail!(
+                "plugin `{}` does not implement {} attestation",
+                plugin.name(),
+                kind.json_name()
+            );
+        }
+        Ok(kind)
+    }
+}
