@@ -60,7 +60,7 @@ fn main() {
         // Baseline: the same clients doing unauthenticated round trips that end in 404.
         let t0 = Instant::now();
         let mut tasks = Vec::new();
-        for c in clients.iter().cloned() {
+        for c in clients.clone() {
             let url = format!("{}/baseline", emu.endpoint());
             tasks.push(tokio::spawn(async move {
                 for _ in 0..per_device * 2 {
