@@ -11,7 +11,7 @@ use hsm_tpm_common::dps::AuthenticationKeyBlob;
 use hsm_tpm_common::marshal::tpm2b;
 use hsm_tpm_common::public::{ek_template_rsa2048, srk_template_rsa2048, PublicArea};
 use tss_esapi::constants::response_code::Tss2ResponseCodeKind;
-use tss_esapi::constants::{PropertyTag, SessionType};
+use tss_esapi::constants::{CapabilityType, PropertyTag, SessionType};
 use tss_esapi::handles::{
     AuthHandle, KeyHandle, ObjectHandle, PersistentTpmHandle, SessionHandle, TpmHandle,
 };
@@ -20,8 +20,8 @@ use tss_esapi::interface_types::dynamic_handles::Persistent;
 use tss_esapi::interface_types::resource_handles::{Hierarchy, Provision};
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
-    Auth, Data, Digest, EncryptedSecret, IdObject, MaxBuffer, Nonce, Private, Public,
-    SymmetricDefinition, SymmetricDefinitionObject,
+    Auth, CapabilityData, Data, Digest, EncryptedSecret, IdObject, MaxBuffer, Nonce, Private,
+    Public, SymmetricDefinition, SymmetricDefinitionObject,
 };
 use tss_esapi::traits::{Marshall, UnMarshall};
 use tss_esapi::{Context, TctiNameConf};
@@ -37,8 +37,27 @@ fn invalid(what: &'static str) -> impl Fn(tss_esapi::Error) -> HsmError {
 }
 
 /// A TPM failure as a plugin error; the TSS message names the response code, never secrets.
+/// A wrong hierarchy authValue (or a TPM in dictionary-attack lockout) is an authentication
+/// failure, so the host can tell a bad `owner_auth` from a broken TPM.
 pub fn tpm_error(action: &str, e: tss_esapi::Error) -> HsmError {
-    HsmError::device(format!("TPM {action} failed: {e}"))
+    let message = format!("TPM {action} failed: {e}");
+    match e {
+        tss_esapi::Error::Tss2Error(rc)
+            if matches!(
+                rc.kind(),
+                Some(
+                    Tss2ResponseCodeKind::BadAuth
+                        | Tss2ResponseCodeKind::AuthFail
+                        | Tss2ResponseCodeKind::Lockout
+                )
+            ) =>
+        {
+            HsmError::authentication(format!(
+                "{message} (check the `owner_auth` / `endorsement_auth` settings)"
+            ))
+        }
+        _ => HsmError::device(message),
+    }
 }
 
 fn persistent(handle: u32) -> Result<PersistentTpmHandle, HsmError> {
@@ -61,6 +80,8 @@ pub struct TpmDevice {
     owner_auth: Auth,
     endorsement_auth: Auth,
     identity_handle: u32,
+    /// ESYS handle of the persisted identity key, looked up once per connection.
+    identity: Option<ObjectHandle>,
 }
 
 impl TpmDevice {
@@ -85,6 +106,7 @@ impl TpmDevice {
             owner_auth: auth(&config.owner_auth, "owner_auth")?,
             endorsement_auth: auth(&config.endorsement_auth, "endorsement_auth")?,
             identity_handle: config.identity_handle,
+            identity: None,
         })
     }
 
@@ -102,19 +124,30 @@ impl TpmDevice {
             .map_err(|e| tpm_error("setting endorsement auth", e))
     }
 
+    /// Whether something is persisted at `handle`, asked with GetCapability so that a missing
+    /// key is an answer, not a TPM error (which the TSS would also log).
+    fn is_persisted(&mut self, handle: u32) -> Result<bool, HsmError> {
+        let wanted = TpmHandle::Persistent(persistent(handle)?);
+        let (data, _) = self
+            .ctx
+            .get_capability(CapabilityType::Handles, handle, 1)
+            .map_err(|e| tpm_error("GetCapability(handles)", e))?;
+        Ok(match data {
+            CapabilityData::Handles(list) => list.contains(&wanted),
+            _ => false,
+        })
+    }
+
     /// The ESYS handle of a persistent object, or `None` when nothing is stored there.
     fn find_persistent(&mut self, handle: u32) -> Result<Option<ObjectHandle>, HsmError> {
-        let tpm_handle = TpmHandle::Persistent(persistent(handle)?);
-        match self.ctx.tr_from_tpm_public(tpm_handle) {
-            Ok(h) => Ok(Some(h)),
-            // TPM_RC_HANDLE: nothing persisted at that handle. Anything else is a real failure.
-            Err(tss_esapi::Error::Tss2Error(rc))
-                if rc.kind() == Some(Tss2ResponseCodeKind::Handle) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(tpm_error("reading a persistent handle", e)),
+        if !self.is_persisted(handle)? {
+            return Ok(None);
         }
+        let tpm_handle = TpmHandle::Persistent(persistent(handle)?);
+        self.ctx
+            .tr_from_tpm_public(tpm_handle)
+            .map(Some)
+            .map_err(|e| tpm_error("reading a persistent handle", e))
     }
 
     /// The key at `handle`, created from `template` under `hierarchy` and persisted when
@@ -269,6 +302,8 @@ impl TpmDevice {
     fn replace_identity(&mut self, loaded: KeyHandle) -> Result<(), HsmError> {
         self.set_hierarchy_auth()?;
         let target = Persistent::Persistent(persistent(self.identity_handle)?);
+        // Whatever happens next, a cached handle to the old key is stale.
+        self.identity = None;
         if let Some(old) = self.find_persistent(self.identity_handle)? {
             self.ctx
                 .execute_with_nullauth_session(|ctx| {
@@ -276,22 +311,29 @@ impl TpmDevice {
                 })
                 .map_err(|e| tpm_error("EvictControl (removing the old identity key)", e))?;
         }
-        self.ctx
+        let persisted = self
+            .ctx
             .execute_with_nullauth_session(|ctx| {
                 ctx.evict_control(Provision::Owner, loaded.into(), target)
             })
             .map_err(|e| tpm_error("EvictControl (persisting the identity key)", e))?;
+        self.identity = Some(persisted);
         Ok(())
     }
 
     /// The persisted identity key, or `InvalidState` when none was activated.
     pub fn identity_key(&mut self) -> Result<ObjectHandle, HsmError> {
-        self.find_persistent(self.identity_handle)?.ok_or_else(|| {
+        if let Some(handle) = self.identity {
+            return Ok(handle);
+        }
+        let found = self.find_persistent(self.identity_handle)?.ok_or_else(|| {
             HsmError::invalid_state(format!(
                 "no identity key at {:#010x}: activate the DPS authenticationKey first",
                 self.identity_handle
             ))
-        })
+        })?;
+        self.identity = Some(found);
+        Ok(found)
     }
 
     /// The largest input TPM2_HMAC takes in one command on this TPM.
@@ -304,14 +346,23 @@ impl TpmDevice {
     }
 
     /// TPM2_HMAC with the identity key, for input within [`TpmDevice::input_buffer_limit`].
-    pub fn hmac_single(&mut self, key: ObjectHandle, data: &[u8]) -> Result<Vec<u8>, HsmError> {
+    pub fn hmac_identity(&mut self, data: &[u8]) -> Result<Vec<u8>, HsmError> {
+        let key = self.identity_key()?;
         let buffer = MaxBuffer::try_from(data.to_vec()).map_err(|e| {
             HsmError::invalid_argument(format!("input too long for TPM2_HMAC: {e}"))
         })?;
+        // The identity key has an empty authValue (DPS makes it so): a password session costs
+        // no extra TPM round trips, unlike an HMAC session.
         let digest = self
             .ctx
-            .execute_with_nullauth_session(|ctx| ctx.hmac(key, buffer, HashingAlgorithm::Sha256))
-            .map_err(|e| tpm_error("HMAC", e))?;
+            .execute_with_session(Some(AuthSession::Password), |ctx| {
+                ctx.hmac(key, buffer, HashingAlgorithm::Sha256)
+            })
+            .map_err(|e| {
+                // The key may have been evicted behind our back: look it up again next time.
+                self.identity = None;
+                tpm_error("HMAC", e)
+            })?;
         Ok(digest.value().to_vec())
     }
 }

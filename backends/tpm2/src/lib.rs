@@ -116,10 +116,11 @@ impl TpmHsm for Tpm2Plugin {
 
     fn sign_with_identity(&mut self, data: &[u8]) -> Result<Vec<u8>, HsmError> {
         let device = self.device()?;
-        let key = device.identity_key()?;
+        // Fails with InvalidState before activation, whichever path the input takes.
+        device.identity_key()?;
         let limit = device.input_buffer_limit()?;
         if data.len() <= limit {
-            return device.hmac_single(key, data);
+            return device.hmac_identity(data);
         }
         // The sequence path needs the TPM connection to itself.
         self.disconnect();

@@ -184,7 +184,8 @@ fn hierarchy_auth_from_config_is_used() {
     }
     let mut wrong = plugin(&tpm, &[]);
     let err = wrong.endorsement_key().unwrap_err();
-    assert_eq!(err.code(), ErrorCode::Device);
+    assert_eq!(err.code(), ErrorCode::Authentication, "{}", err.message());
+    assert!(!err.message().contains("hunter2"));
     drop(wrong);
 
     let mut p = plugin(
