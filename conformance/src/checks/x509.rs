@@ -1,0 +1,468 @@
+//! X.509 attestation: the chain verifies, the leaf's key verifies what sign_digest produces,
+//! the common name is a valid DPS registration id.
+
+use super::instance;
+use crate::check::{CheckResult, Verdict};
+use crate::context::CheckContext;
+use crate::ops::ok;
+use crate::raw::{status_name, RawInstance};
+use crate::register;
+use const_oid::db::rfc5280::ID_KP_CLIENT_AUTH;
+use der::Decode;
+use hsm_api::*;
+use openssl::hash::MessageDigest;
+use openssl::pkey::{Id, PKey, Public};
+use openssl::x509::X509;
+use sha2::{Digest, Sha256};
+use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages};
+use x509_cert::Certificate;
+
+register!(
+    "x509.chain-parses",
+    X509,
+    X509,
+    true,
+    "the chain is UTF-8 PEM of CERTIFICATE blocks only, each parsing as X.509",
+    chain_parses
+);
+register!(
+    "x509.chain-verifies",
+    X509,
+    X509,
+    true,
+    "each certificate is issued and signed by the next; a self-signed last one verifies itself",
+    chain_verifies
+);
+register!(
+    "x509.ca-constraints",
+    X509,
+    X509,
+    true,
+    "every certificate after the leaf is a CA (basicConstraints CA:TRUE)",
+    ca_constraints
+);
+register!(
+    "x509.validity",
+    X509,
+    X509,
+    true,
+    "every certificate is valid now",
+    validity
+);
+register!(
+    "x509.leaf-usage",
+    X509,
+    X509,
+    true,
+    "the leaf may sign (digitalSignature if keyUsage is present, clientAuth if EKU is present)",
+    leaf_usage
+);
+register!(
+    "x509.common-name",
+    X509,
+    X509,
+    true,
+    "get_common_name equals the leaf CN and is a valid DPS registration id",
+    common_name
+);
+register!(
+    "x509.sign-verifies",
+    X509,
+    X509,
+    true,
+    "sign_digest output verifies against the leaf's public key",
+    sign_verifies
+);
+register!(
+    "x509.sign-bad-digest",
+    X509,
+    X509,
+    true,
+    "sign_digest refuses a digest of the wrong length with HSM_ERR_INVALID_ARGUMENT",
+    sign_bad_digest
+);
+register!("x509.sign-unknown-algorithm", X509, X509, true,
+    "sign_digest refuses an unknown algorithm with HSM_ERR_NOT_SUPPORTED or HSM_ERR_INVALID_ARGUMENT", sign_unknown_algorithm);
+register!("x509.export-policy", X509, X509, true,
+    "export_private_key is refused with HSM_ERR_NOT_SUPPORTED, or returns a PKCS#8 key matching the leaf", export_policy);
+register!(
+    "x509.outputs-stable",
+    X509,
+    X509,
+    true,
+    "the chain and the common name are the same on every call and in every instance",
+    outputs_stable
+);
+
+/// The parsed chain: openssl objects for signature checks, x509-cert ones for extensions.
+struct Chain {
+    ssl: Vec<X509>,
+    rust: Vec<Certificate>,
+}
+
+fn chain(inst: &RawInstance) -> Result<Chain, Verdict> {
+    let bytes = ok(inst.chain()?, "get_certificate_chain")?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| Verdict::fail("a UTF-8 PEM chain", "bytes that are not UTF-8"))?;
+    let text = text.trim_end_matches('\0');
+    let mut labels = Vec::new();
+    for line in text.lines() {
+        if let Some(label) = line.trim().strip_prefix("-----BEGIN ") {
+            labels.push(label.trim_end_matches('-').to_string());
+        }
+    }
+    if labels.is_empty() {
+        return Err(Verdict::fail("at least one PEM block", "none"));
+    }
+    if let Some(other) = labels.iter().find(|l| l.as_str() != "CERTIFICATE") {
+        return Err(Verdict::fail(
+            "only CERTIFICATE blocks",
+            format!("a `{other}` block"),
+        ));
+    }
+    let ssl = X509::stack_from_pem(text.as_bytes())
+        .map_err(|e| Verdict::fail("every block to parse as X.509", e.to_string()))?;
+    if ssl.len() != labels.len() {
+        return Err(Verdict::fail(
+            format!("{} certificates", labels.len()),
+            format!("{} parsed", ssl.len()),
+        ));
+    }
+    let mut rust = Vec::new();
+    for (i, c) in ssl.iter().enumerate() {
+        let der = c
+            .to_der()
+            .map_err(|e| Verdict::fail("DER re-encoding", e.to_string()))?;
+        rust.push(Certificate::from_der(&der).map_err(|e| {
+            Verdict::fail(
+                format!("certificate {i} to be strict DER X.509"),
+                e.to_string(),
+            )
+        })?);
+    }
+    Ok(Chain { ssl, rust })
+}
+
+fn leaf_key(c: &Chain) -> Result<PKey<Public>, Verdict> {
+    c.ssl[0]
+        .public_key()
+        .map_err(|e| Verdict::fail("a leaf public key openssl can read", e.to_string()))
+}
+
+fn chain_parses(ctx: &mut CheckContext) -> CheckResult {
+    let c = chain(&instance(ctx)?)?;
+    Ok(Verdict::pass(format!("{} certificate(s)", c.ssl.len())))
+}
+
+fn chain_verifies(ctx: &mut CheckContext) -> CheckResult {
+    let c = chain(&instance(ctx)?)?;
+    for i in 0..c.ssl.len() {
+        let cert = &c.ssl[i];
+        let issuer = match c.ssl.get(i + 1) {
+            Some(next) => next,
+            None if cert.issuer_name_hash() == cert.subject_name_hash() => cert,
+            // The last certificate is issued by a root the device does not carry: fine.
+            None => break,
+        };
+        if cert.issuer_name_hash() != issuer.subject_name_hash() {
+            return Err(Verdict::fail(
+                format!("certificate {i}'s issuer to be the subject of the next"),
+                "different names",
+            ));
+        }
+        let key = issuer
+            .public_key()
+            .map_err(|e| Verdict::fail("an issuer key openssl can read", e.to_string()))?;
+        if !cert.verify(&key).unwrap_or(false) {
+            return Err(Verdict::fail(
+                format!("certificate {i}'s signature to verify with its issuer's key"),
+                "it does not",
+            ));
+        }
+    }
+    Ok(Verdict::pass(format!("{} certificate(s)", c.ssl.len())))
+}
+
+fn ca_constraints(ctx: &mut CheckContext) -> CheckResult {
+    let c = chain(&instance(ctx)?)?;
+    for (i, cert) in c.rust.iter().enumerate().skip(1) {
+        match cert.tbs_certificate.get::<BasicConstraints>() {
+            Ok(Some((_, bc))) if bc.ca => {}
+            Ok(_) => {
+                return Err(Verdict::fail(
+                    format!("certificate {i} (an issuer) to have basicConstraints CA:TRUE"),
+                    "no CA flag",
+                ))
+            }
+            Err(e) => {
+                return Err(Verdict::fail(
+                    format!("certificate {i}'s basicConstraints to parse"),
+                    e.to_string(),
+                ))
+            }
+        }
+    }
+    Ok(Verdict::pass(""))
+}
+
+fn validity(ctx: &mut CheckContext) -> CheckResult {
+    let c = chain(&instance(ctx)?)?;
+    let now = openssl::asn1::Asn1Time::days_from_now(0)
+        .map_err(|e| Verdict::skip(format!("no clock: {e}")))?;
+    for (i, cert) in c.ssl.iter().enumerate() {
+        if cert.not_before() > now || cert.not_after() < now {
+            return Err(Verdict::fail(
+                format!("certificate {i} valid now"),
+                format!("valid {} to {}", cert.not_before(), cert.not_after()),
+            ));
+        }
+    }
+    Ok(Verdict::pass(""))
+}
+
+fn leaf_usage(ctx: &mut CheckContext) -> CheckResult {
+    let c = chain(&instance(ctx)?)?;
+    let tbs = &c.rust[0].tbs_certificate;
+    match tbs.get::<KeyUsage>() {
+        Ok(Some((_, ku))) if !ku.0.contains(KeyUsages::DigitalSignature) => {
+            return Err(Verdict::fail(
+                "leaf keyUsage with digitalSignature",
+                format!("{:?}", ku.0),
+            ))
+        }
+        Err(e) => return Err(Verdict::fail("a leaf keyUsage that parses", e.to_string())),
+        _ => {}
+    }
+    match tbs.get::<ExtendedKeyUsage>() {
+        Ok(Some((_, eku))) if !eku.0.contains(&ID_KP_CLIENT_AUTH) => {
+            return Err(Verdict::fail(
+                "leaf extendedKeyUsage with clientAuth",
+                "no clientAuth",
+            ))
+        }
+        Err(e) => {
+            return Err(Verdict::fail(
+                "a leaf extendedKeyUsage that parses",
+                e.to_string(),
+            ))
+        }
+        _ => {}
+    }
+    Ok(Verdict::pass(""))
+}
+
+/// DPS registration ids: 1 to 128 of lowercase letters, digits and `- . _ :`.
+pub(crate) fn registration_id_problem(id: &str) -> Option<String> {
+    if id.is_empty() || id.len() > 128 {
+        return Some(format!("{} characters (1 to 128 allowed)", id.len()));
+    }
+    id.chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "-._:".contains(*c)))
+        .map(|c| format!("character {c:?} (lowercase letters, digits, - . _ : only)"))
+}
+
+fn common_name(ctx: &mut CheckContext) -> CheckResult {
+    let inst = instance(ctx)?;
+    let c = chain(&inst)?;
+    let bytes = ok(inst.common_name()?, "get_common_name")?;
+    let name = String::from_utf8(bytes)
+        .map_err(|_| Verdict::fail("a UTF-8 common name", "invalid UTF-8"))?;
+    let name = name.trim_end_matches('\0');
+    let leaf_cn = c.ssl[0]
+        .subject_name()
+        .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+        .next()
+        .and_then(|e| e.data().to_string().ok());
+    let Some(leaf_cn) = leaf_cn else {
+        return Err(Verdict::fail("a CN in the leaf subject", "none"));
+    };
+    if leaf_cn != name {
+        return Err(Verdict::fail(
+            format!("get_common_name equal to the leaf CN `{leaf_cn}`"),
+            format!("`{name}`"),
+        ));
+    }
+    if let Some(problem) = registration_id_problem(name) {
+        return Err(Verdict::fail(
+            "a valid DPS registration id",
+            format!("`{name}`: {problem}"),
+        ));
+    }
+    Ok(Verdict::pass(name.to_string()))
+}
+
+/// The algorithms the leaf key can do, as (ABI value, openssl verifier setup).
+fn algorithms_for(key: &PKey<Public>) -> Vec<u32> {
+    match key.id() {
+        Id::EC => match key.ec_key().ok().and_then(|k| k.group().curve_name()) {
+            Some(openssl::nid::Nid::X9_62_PRIME256V1) => vec![HSM_SIGN_ECDSA_P256_SHA256],
+            Some(openssl::nid::Nid::SECP384R1) => vec![HSM_SIGN_ECDSA_P384_SHA384],
+            _ => vec![],
+        },
+        Id::RSA => vec![HSM_SIGN_RSA_PKCS1_SHA256, HSM_SIGN_RSA_PSS_SHA256],
+        _ => vec![],
+    }
+}
+
+fn verify(key: &PKey<Public>, algorithm: u32, digest: &[u8], sig: &[u8]) -> Result<bool, String> {
+    use openssl::pkey_ctx::PkeyCtx;
+    use openssl::rsa::Padding;
+    let mut ctx = PkeyCtx::new(key).map_err(|e| e.to_string())?;
+    ctx.verify_init().map_err(|e| e.to_string())?;
+    match algorithm {
+        HSM_SIGN_RSA_PKCS1_SHA256 => {
+            ctx.set_rsa_padding(Padding::PKCS1)
+                .map_err(|e| e.to_string())?;
+            ctx.set_signature_md(openssl::md::Md::sha256())
+                .map_err(|e| e.to_string())?;
+        }
+        HSM_SIGN_RSA_PSS_SHA256 => {
+            ctx.set_rsa_padding(Padding::PKCS1_PSS)
+                .map_err(|e| e.to_string())?;
+            ctx.set_signature_md(openssl::md::Md::sha256())
+                .map_err(|e| e.to_string())?;
+            ctx.set_rsa_pss_saltlen(openssl::sign::RsaPssSaltlen::custom(32))
+                .map_err(|e| e.to_string())?;
+        }
+        _ => {}
+    }
+    Ok(ctx.verify(digest, sig).unwrap_or(false))
+}
+
+fn sign_verifies(ctx: &mut CheckContext) -> CheckResult {
+    let inst = instance(ctx)?;
+    let c = chain(&inst)?;
+    let key = leaf_key(&c)?;
+    let algs = algorithms_for(&key);
+    if algs.is_empty() {
+        return Err(Verdict::skip(
+            "the leaf key is neither P-256, P-384 nor RSA",
+        ));
+    }
+    for alg in algs {
+        for msg in [&b"tls 1.3 client certificate verify"[..], b"second message"] {
+            let digest = if alg == HSM_SIGN_ECDSA_P384_SHA384 {
+                openssl::hash::hash(MessageDigest::sha384(), msg)
+                    .map_err(|e| Verdict::skip(e.to_string()))?
+                    .to_vec()
+            } else {
+                Sha256::digest(msg).to_vec()
+            };
+            let sig = ok(
+                inst.sign_digest(alg, &digest)?,
+                &format!("sign_digest (algorithm {alg})"),
+            )?;
+            match verify(&key, alg, &digest, &sig) {
+                Ok(true) => {}
+                Ok(false) => return Err(Verdict::fail(
+                    format!(
+                        "a signature (algorithm {alg}) that verifies with the leaf's public key"
+                    ),
+                    format!("{} bytes that do not verify", sig.len()),
+                )),
+                Err(e) => return Err(Verdict::fail("a verifiable signature", e)),
+            }
+        }
+    }
+    Ok(Verdict::pass(""))
+}
+
+fn sign_bad_digest(ctx: &mut CheckContext) -> CheckResult {
+    let inst = instance(ctx)?;
+    let c = chain(&inst)?;
+    let Some(alg) = algorithms_for(&leaf_key(&c)?).first().copied() else {
+        return Err(Verdict::skip(
+            "the leaf key is neither P-256, P-384 nor RSA",
+        ));
+    };
+    for len in [0usize, 31, 33, 64] {
+        if let Some(status) = inst
+            .sign_digest(alg, &vec![1u8; len])?
+            .err()
+            .map(|e| e.status)
+        {
+            if status != HSM_ERR_INVALID_ARGUMENT {
+                return Err(Verdict::fail(
+                    format!("HSM_ERR_INVALID_ARGUMENT for a {len}-byte digest"),
+                    status_name(status),
+                ));
+            }
+        } else {
+            return Err(Verdict::fail(
+                format!("a {len}-byte digest to be refused for algorithm {alg}"),
+                "HSM_OK",
+            ));
+        }
+    }
+    Ok(Verdict::pass(""))
+}
+
+fn sign_unknown_algorithm(ctx: &mut CheckContext) -> CheckResult {
+    let inst = instance(ctx)?;
+    match inst.sign_digest(0xdead, &[0u8; 32])? {
+        Ok(_) => Err(Verdict::fail("algorithm 0xdead to be refused", "HSM_OK")),
+        Err(e) if e.status == HSM_ERR_NOT_SUPPORTED || e.status == HSM_ERR_INVALID_ARGUMENT => {
+            Ok(Verdict::pass(status_name(e.status)))
+        }
+        Err(e) => Err(Verdict::fail(
+            "HSM_ERR_NOT_SUPPORTED or HSM_ERR_INVALID_ARGUMENT for algorithm 0xdead",
+            e.to_string(),
+        )),
+    }
+}
+
+fn export_policy(ctx: &mut CheckContext) -> CheckResult {
+    let inst = instance(ctx)?;
+    let c = chain(&inst)?;
+    match inst.export_key()? {
+        Err(e) if e.status == HSM_ERR_NOT_SUPPORTED => Ok(Verdict::pass("export refused")),
+        Err(e) => Err(Verdict::fail(
+            "HSM_ERR_NOT_SUPPORTED or a key",
+            e.to_string(),
+        )),
+        Ok(pem) => {
+            let pem = zeroize::Zeroizing::new(pem);
+            let key = PKey::private_key_from_pem(&pem)
+                .map_err(|e| Verdict::fail("a PKCS#8 PEM private key", e.to_string()))?;
+            let leaf = leaf_key(&c)?;
+            let ours = key
+                .public_key_to_der()
+                .map_err(|e| Verdict::fail("a usable key", e.to_string()))?;
+            let theirs = leaf
+                .public_key_to_der()
+                .map_err(|e| Verdict::fail("a usable leaf key", e.to_string()))?;
+            if ours != theirs {
+                return Err(Verdict::fail(
+                    "the exported key to match the leaf certificate",
+                    "another key",
+                ));
+            }
+            Ok(Verdict::pass("export allowed, key matches the leaf"))
+        }
+    }
+}
+
+fn outputs_stable(ctx: &mut CheckContext) -> CheckResult {
+    let a = instance(ctx)?;
+    let first = (
+        ok(a.chain()?, "get_certificate_chain")?,
+        ok(a.common_name()?, "get_common_name")?,
+    );
+    let again = (
+        ok(a.chain()?, "get_certificate_chain")?,
+        ok(a.common_name()?, "get_common_name")?,
+    );
+    drop(a);
+    let b = instance(ctx)?;
+    let other = (
+        ok(b.chain()?, "get_certificate_chain")?,
+        ok(b.common_name()?, "get_common_name")?,
+    );
+    if first != again || first != other {
+        return Err(Verdict::fail(
+            "the same chain and name on every call and instance",
+            "different output",
+        ));
+    }
+    Ok(Verdict::pass(""))
+}

@@ -1,0 +1,129 @@
+//! `hsm-conformance PLUGIN`: runs every applicable check against a plugin, each in its own
+//! child process, and says which contract points it breaks.
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use hsm_conformance::runner::parse_setting;
+use hsm_conformance::{all_checks, child, run, RunOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Conformance harness for hsmkit HSM plugins.
+#[derive(Parser, Debug)]
+#[command(name = "hsm-conformance", version)]
+struct Cli {
+    /// The plugin: a path to its .so, or a name found in the plugins folders
+    /// (HSMKIT_PLUGIN_DIR, plugins/ next to this program, system folders).
+    #[arg(required_unless_present = "list")]
+    plugin: Option<String>,
+    /// A setting passed to the plugin's create (repeatable), e.g. `--config tcti=swtpm:port=2321`.
+    /// Without `state_dir`, every check gets a private copy of a prepared state folder.
+    #[arg(long = "config", value_name = "K=V", value_parser = parse_setting)]
+    config: Vec<(String, String)>,
+    /// Run only checks matching PATTERN (an id, a group like `tpm`, or a glob like `*.ek-*`).
+    #[arg(long, value_name = "PATTERN")]
+    only: Vec<String>,
+    /// Leave out checks matching PATTERN.
+    #[arg(long, value_name = "PATTERN")]
+    skip: Vec<String>,
+    /// List the checks and exit.
+    #[arg(long)]
+    list: bool,
+    /// Write a JSON report to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write a JUnit XML report to FILE.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Checks run at the same time (use 1 against a single-connection TPM such as swtpm).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    jobs: u32,
+    /// Seconds one check may take before it is killed and reported as a timeout.
+    #[arg(long, default_value_t = 20.0)]
+    timeout: f64,
+    /// Internal: run one check in this process and print its result.
+    #[arg(long, hide = true, value_name = "ID")]
+    run_check: Option<String>,
+    /// Internal: load the plugin in this process and print what it declares.
+    #[arg(long, hide = true)]
+    probe: bool,
+}
+
+fn resolve_plugin(arg: &str) -> Result<PathBuf> {
+    let as_path = PathBuf::from(arg);
+    if arg.contains('/') || arg.ends_with(".so") || as_path.is_file() {
+        return std::fs::canonicalize(&as_path).with_context(|| format!("plugin {arg}"));
+    }
+    // By name, without loading anything in this process: a broken plugin must only ever be
+    // run inside a check's child process.
+    let file = format!(
+        "{}{}.so",
+        provisioning_core::plugin::PLUGIN_FILE_PREFIX,
+        arg.replace('-', "_")
+    );
+    let search = provisioning_core::plugin::PluginSearchPath::resolve(None, None);
+    search
+        .candidates()
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|n| n == file.as_str()))
+        .with_context(|| {
+            format!(
+                "no plugin named `{arg}` ({file}) in the plugins folders; pass its path instead"
+            )
+        })
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if cli.list {
+        for c in all_checks() {
+            println!(
+                "{:<44} {:<13} {}",
+                c.id,
+                c.interface.as_str(),
+                c.description
+            );
+        }
+        return Ok(());
+    }
+    let plugin_arg = cli.plugin.clone().context("a plugin is required")?;
+    if let Some(id) = &cli.run_check {
+        std::process::exit(child::run_check(id, PathBuf::from(plugin_arg), cli.config));
+    }
+    if cli.probe {
+        std::process::exit(child::run_probe(PathBuf::from(plugin_arg), cli.config));
+    }
+    if !(cli.timeout.is_finite() && cli.timeout > 0.0) {
+        bail!("--timeout must be a positive number of seconds");
+    }
+    let plugin = resolve_plugin(&plugin_arg)?;
+    let options = RunOptions {
+        plugin: plugin.clone(),
+        config: cli.config,
+        only: cli.only,
+        skip: cli.skip,
+        jobs: cli.jobs as usize,
+        timeout: Duration::from_secs_f64(cli.timeout),
+        exe: std::env::current_exe().context("finding this program to run checks")?,
+    };
+    println!("hsm-conformance: {}", plugin.display());
+    let print = |r: &hsm_conformance::CheckReport| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", r.line());
+    };
+    let report = run(&options, &print)?;
+    if let Some(e) = &report.load_error {
+        println!("note: the plugin did not load, so only the loading checks ran: {e}");
+    }
+    println!("{}", report.summary());
+    if let Some(path) = &cli.json {
+        std::fs::write(path, report.to_json())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &cli.junit {
+        std::fs::write(path, report.to_junit())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    std::process::exit(if report.success() { 0 } else { 1 });
+}

@@ -1,0 +1,224 @@
+//! Raw access to a plugin's C ABI, for checks that must do what the safe host never does:
+//! pass NULL, call with a wrong host major, hold several buffers at once, count releases.
+//! Only ever used inside a check's child process.
+
+use hsm_api::*;
+use std::ffi::CStr;
+use std::path::Path;
+
+/// Why the library could not be opened or its entry found.
+#[derive(Debug, thiserror::Error)]
+pub enum RawError {
+    /// dlopen refused the file.
+    #[error("dlopen failed: {0}")]
+    Open(String),
+    /// No `hsm_plugin_entry` symbol.
+    #[error("no `{HSM_ENTRY_SYMBOL}` symbol exported")]
+    NoEntry,
+}
+
+/// An opened plugin library (never closed, like the real host does).
+pub struct RawLibrary {
+    entry: HsmPluginEntryFn,
+}
+
+impl std::fmt::Debug for RawLibrary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RawLibrary")
+    }
+}
+
+impl RawLibrary {
+    /// `dlopen(RTLD_NOW | RTLD_LOCAL)` and `dlsym(hsm_plugin_entry)`.
+    pub fn open(path: &Path) -> Result<Self, RawError> {
+        use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
+        // SAFETY: loading runs the library's initializers; checking that code is this
+        // harness's job, and it runs in a disposable child process.
+        let lib = unsafe { Library::open(Some(path), RTLD_NOW | RTLD_LOCAL) }
+            .map_err(|e| RawError::Open(e.to_string()))?;
+        // SAFETY: the symbol's type is fixed by the ABI the plugin claims to implement.
+        let entry = unsafe { lib.get::<HsmPluginEntryFn>(b"hsm_plugin_entry\0") }
+            .map(|s| *s)
+            .map_err(|_| RawError::NoEntry)?;
+        std::mem::forget(lib);
+        Ok(RawLibrary { entry })
+    }
+
+    /// Calls the entry point as a host speaking `major.minor` would.
+    pub fn call_entry(&self, major: u16, minor: u16) -> (HsmStatus, *const HsmPluginTable) {
+        let mut table: *const HsmPluginTable = std::ptr::null();
+        // SAFETY: a NULL host table is allowed by the ABI (no logger); valid out pointer.
+        let status = unsafe { (self.entry)(major, minor, std::ptr::null(), &mut table) };
+        (status, table)
+    }
+
+    /// The table for this host's version, when the entry accepts it.
+    pub fn table(&self) -> Option<&'static HsmPluginTable> {
+        let (status, table) = self.call_entry(HSM_ABI_MAJOR, HSM_ABI_MINOR);
+        if status != HSM_OK {
+            return None;
+        }
+        // SAFETY: a table returned with HSM_OK is static for the process lifetime.
+        unsafe { table.as_ref() }
+    }
+}
+
+/// Reads a table string (NUL-terminated static), `None` when NULL.
+pub fn table_string(p: HsmStaticStr) -> Option<Result<String, std::str::Utf8Error>> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: non-NULL table strings are NUL-terminated statics per the ABI.
+    Some(unsafe { CStr::from_ptr(p) }.to_str().map(str::to_owned))
+}
+
+/// One instance made through the raw table, destroyed on drop.
+pub struct RawInstance {
+    /// The plugin table.
+    pub table: &'static HsmPluginTable,
+    /// The instance pointer.
+    pub ptr: *mut HsmInstance,
+}
+
+impl std::fmt::Debug for RawInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RawInstance")
+    }
+}
+
+/// A failed raw call: status and the plugin's message.
+#[derive(Debug, Clone)]
+pub struct RawFailure {
+    /// The status.
+    pub status: HsmStatus,
+    /// The plugin's message (or a note that none came).
+    pub message: String,
+}
+
+impl std::fmt::Display for RawFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", status_name(self.status), self.message)
+    }
+}
+
+/// The ABI name of a status code.
+pub fn status_name(status: HsmStatus) -> String {
+    match status {
+        HSM_OK => "HSM_OK".into(),
+        HSM_ERR_INVALID_ARGUMENT => "HSM_ERR_INVALID_ARGUMENT".into(),
+        HSM_ERR_NOT_SUPPORTED => "HSM_ERR_NOT_SUPPORTED".into(),
+        HSM_ERR_NOT_FOUND => "HSM_ERR_NOT_FOUND".into(),
+        HSM_ERR_DEVICE => "HSM_ERR_DEVICE".into(),
+        HSM_ERR_AUTHENTICATION => "HSM_ERR_AUTHENTICATION".into(),
+        HSM_ERR_INVALID_STATE => "HSM_ERR_INVALID_STATE".into(),
+        HSM_ERR_INTERNAL => "HSM_ERR_INTERNAL".into(),
+        HSM_ERR_PANIC => "HSM_ERR_PANIC".into(),
+        HSM_ERR_ABI_MISMATCH => "HSM_ERR_ABI_MISMATCH".into(),
+        other => format!("unknown status {other}"),
+    }
+}
+
+impl RawInstance {
+    /// `create` with `config`.
+    pub fn create(
+        table: &'static HsmPluginTable,
+        config: &[(String, String)],
+    ) -> Result<Self, RawFailure> {
+        let entries: Vec<HsmKeyValue> = config
+            .iter()
+            .map(|(k, v)| HsmKeyValue {
+                key: HsmSlice::from_bytes(k.as_bytes()),
+                value: HsmSlice::from_bytes(v.as_bytes()),
+            })
+            .collect();
+        let mut ptr: *mut HsmInstance = std::ptr::null_mut();
+        let mut err = HsmBuffer::EMPTY;
+        // SAFETY: entries, out pointers valid for the call.
+        let status = unsafe { (table.create)(entries.as_ptr(), entries.len(), &mut ptr, &mut err) };
+        let message = take(table, err);
+        if status != HSM_OK {
+            return Err(RawFailure {
+                status,
+                message: text_or_note(&message),
+            });
+        }
+        if ptr.is_null() {
+            return Err(RawFailure {
+                status,
+                message: "create returned HSM_OK but no instance".into(),
+            });
+        }
+        Ok(RawInstance { table, ptr })
+    }
+
+    /// Runs a call that fills one output buffer; on success the bytes (buffer released).
+    pub fn output(
+        &self,
+        f: impl FnOnce(*mut HsmInstance, *mut HsmBuffer) -> HsmStatus,
+    ) -> Result<Vec<u8>, RawFailure> {
+        let mut out = HsmBuffer::EMPTY;
+        let status = f(self.ptr, &mut out);
+        let bytes = take(self.table, out);
+        if status != HSM_OK {
+            return Err(self.failure(status));
+        }
+        Ok(bytes)
+    }
+
+    /// Runs a call without output.
+    pub fn status(&self, f: impl FnOnce(*mut HsmInstance) -> HsmStatus) -> Result<(), RawFailure> {
+        let status = f(self.ptr);
+        if status != HSM_OK {
+            return Err(self.failure(status));
+        }
+        Ok(())
+    }
+
+    /// The failure for `status`, with the instance's `last_error` message.
+    pub fn failure(&self, status: HsmStatus) -> RawFailure {
+        let mut out = HsmBuffer::EMPTY;
+        // SAFETY: live instance, valid out pointer.
+        let s = unsafe { (self.table.last_error)(self.ptr, &mut out) };
+        let message = take(self.table, out);
+        RawFailure {
+            status,
+            message: if s == HSM_OK {
+                text_or_note(&message)
+            } else {
+                format!("(last_error itself failed with {})", status_name(s))
+            },
+        }
+    }
+}
+
+impl Drop for RawInstance {
+    fn drop(&mut self) {
+        // SAFETY: created by this table, destroyed once.
+        unsafe { (self.table.destroy)(self.ptr) };
+    }
+}
+
+/// Copies a plugin buffer and releases it.
+pub fn take(table: &HsmPluginTable, mut buf: HsmBuffer) -> Vec<u8> {
+    let bytes = if buf.data.is_null() || buf.len == 0 {
+        Vec::new()
+    } else {
+        // SAFETY: the plugin produced `len` readable bytes at `data`.
+        unsafe { std::slice::from_raw_parts(buf.data, buf.len) }.to_vec()
+    };
+    if !buf.data.is_null() {
+        // SAFETY: the buffer came from this plugin and is released once.
+        unsafe { (table.release_buffer)(&mut buf) };
+    }
+    bytes
+}
+
+fn text_or_note(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        "(no message)".into()
+    } else {
+        String::from_utf8_lossy(bytes)
+            .trim_end_matches('\0')
+            .to_string()
+    }
+}
