@@ -24,7 +24,7 @@ pub mod x509;
 
 use config::Pkcs11Config;
 use cryptoki::object::ObjectHandle;
-use error::{Pkcs11Error, Result};
+use error::{ErrorKind, Pkcs11Error, Result};
 use hsm_plugin_sdk::{
     export_plugin, HsmError, HsmPlugin, PluginConfig, PluginInfo, SignAlgorithm, SymmetricKeyHsm,
     X509Hsm,
@@ -100,13 +100,30 @@ impl Pkcs11Plugin {
     /// Signs a digest with the token key (the X.509 interface without the SDK error type).
     pub fn sign_digest_raw(&mut self, algorithm: SignAlgorithm, digest: &[u8]) -> Result<Vec<u8>> {
         let key = self.token_key()?;
-        key.sign_digest(&self.session, algorithm, digest)
+        match key.sign_digest(&self.session, algorithm, digest) {
+            // The cached handle went stale (the key was replaced, by another process perhaps):
+            // look the key up again once.
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.key = None;
+                let key = self.token_key()?;
+                key.sign_digest(&self.session, algorithm, digest)
+            }
+            other => other,
+        }
     }
 
     /// HMAC-SHA256 with the token's secret key.
     pub fn hmac(&mut self, data: &[u8]) -> Result<Vec<u8>> {
         let key = self.hmac_handle()?;
-        symmetric::hmac_sha256(&self.session, key, data)
+        match symmetric::hmac_sha256(&self.session, key, data) {
+            // A re-import elsewhere replaces the object: look it up again once.
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.hmac_key = None;
+                let key = self.hmac_handle()?;
+                symmetric::hmac_sha256(&self.session, key, data)
+            }
+            other => other,
+        }
     }
 
     /// Imports an HMAC key, labelled by the configured URI's label or else the registration id.

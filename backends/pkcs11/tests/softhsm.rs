@@ -172,7 +172,10 @@ fn hmac_of_imported_key_equals_software_hmac() {
     assert_eq!(q.registration_id().unwrap(), "renamed-id");
     let mut soft = Hmac::<Sha256>::new_from_slice(&key2).unwrap();
     soft.update(data);
-    assert_eq!(q.sign(data).unwrap(), soft.finalize().into_bytes().to_vec());
+    let expected = soft.finalize().into_bytes().to_vec();
+    assert_eq!(q.sign(data).unwrap(), expected);
+    // p's cached handle now points at the destroyed key: it finds the new one by its URI.
+    assert_eq!(p.sign(data).unwrap(), expected);
 
     // The key is stored sensitive and non-extractable: its value cannot be read back.
     let s = q.token_session();
