@@ -60,8 +60,7 @@ impl SymmetricKeyHsm for SymmetricKeyPlugin {
     }
 
     fn sign(&mut self, data: &[u8]) -> Result<Vec<u8>, HsmError> {
-        let key = self.store.key()?;
-        hmac_sha256(&key, data)
+        hmac_sha256(self.store.key()?, data)
     }
 
     fn import_key(&mut self, registration_id: Option<&str>, key: &[u8]) -> Result<(), HsmError> {

@@ -5,7 +5,6 @@ use super::{LoadedPlugin, PluginError, PluginErrorCode};
 use hsm_api::*;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, MutexGuard};
-use zeroize::Zeroizing;
 
 /// One instance of a loaded plugin, destroyed when dropped. Instances of the same plugin are
 /// independent; calls on one instance are serialized here unless the plugin declares itself
@@ -125,7 +124,7 @@ impl PluginInstance {
         &self,
         operation: &'static str,
         f: impl FnOnce(*mut HsmInstance, *mut HsmBuffer) -> HsmStatus,
-    ) -> Result<Zeroizing<Vec<u8>>, PluginError> {
+    ) -> Result<Vec<u8>, PluginError> {
         let _guard = self.serialize();
         let mut out = HsmBuffer::EMPTY;
         let status = f(self.raw.as_ptr(), &mut out);
@@ -177,7 +176,8 @@ impl Drop for PluginInstance {
 }
 
 /// Copies a plugin buffer into host memory and hands it back to the plugin for release.
-fn take_buffer(plugin: &LoadedPlugin, mut buf: HsmBuffer) -> Zeroizing<Vec<u8>> {
+/// Callers that receive secrets wrap the result in `Zeroizing` at once (a move, not a copy).
+fn take_buffer(plugin: &LoadedPlugin, mut buf: HsmBuffer) -> Vec<u8> {
     let bytes = if buf.data.is_null() || buf.len == 0 {
         Vec::new()
     } else {
@@ -188,10 +188,10 @@ fn take_buffer(plugin: &LoadedPlugin, mut buf: HsmBuffer) -> Zeroizing<Vec<u8>> 
         // SAFETY: the buffer came from this plugin and is released exactly once.
         unsafe { (plugin.table().release_buffer)(&mut buf) };
     }
-    Zeroizing::new(bytes)
+    bytes
 }
 
-fn message_or_note(message: Zeroizing<Vec<u8>>) -> String {
+fn message_or_note(message: Vec<u8>) -> String {
     if message.is_empty() {
         "(the plugin gave no message)".into()
     } else {

@@ -31,12 +31,16 @@ impl SignAlgorithm {
 fn utf8(
     instance: &PluginInstance,
     operation: &'static str,
-    bytes: Zeroizing<Vec<u8>>,
+    bytes: Vec<u8>,
 ) -> Result<String, PluginError> {
-    String::from_utf8(bytes.to_vec()).map_err(|_| PluginError::Contract {
-        plugin: instance.plugin().name().to_string(),
-        operation,
-        reason: "returned text that is not UTF-8".into(),
+    String::from_utf8(bytes).map_err(|e| {
+        // The bytes may be a private key: wipe them before they are dropped.
+        drop(Zeroizing::new(e.into_bytes()));
+        PluginError::Contract {
+            plugin: instance.plugin().name().to_string(),
+            operation,
+            reason: "returned text that is not UTF-8".into(),
+        }
     })
 }
 
@@ -66,7 +70,7 @@ impl<'a> TpmHandle<'a> {
         let out = self
             .instance
             .call_output("get_endorsement_key", |i, o| unsafe { f(i, o) })?;
-        Ok(out.to_vec())
+        Ok(out)
     }
 
     /// The storage root key as a marshalled `TPM2B_PUBLIC`.
@@ -76,7 +80,7 @@ impl<'a> TpmHandle<'a> {
         let out = self
             .instance
             .call_output("get_storage_root_key", |i, o| unsafe { f(i, o) })?;
-        Ok(out.to_vec())
+        Ok(out)
     }
 
     /// Activates the identity key from a decoded DPS `authenticationKey` blob.
@@ -97,7 +101,7 @@ impl<'a> TpmHandle<'a> {
             .call_output("sign_with_identity", |i, o| unsafe {
                 f(i, HsmSlice::from_bytes(data), o)
             })?;
-        Ok(out.to_vec())
+        Ok(out)
     }
 }
 
@@ -151,7 +155,7 @@ impl<'a> X509Handle<'a> {
         let out = self.instance.call_output("sign_digest", |i, o| unsafe {
             f(i, algorithm.abi(), HsmSlice::from_bytes(digest), o)
         })?;
-        Ok(out.to_vec())
+        Ok(out)
     }
 
     /// The private key as PKCS#8 PEM, where the plugin allows it (usually refused).
@@ -205,7 +209,7 @@ impl<'a> SymmetricKeyHandle<'a> {
         let out = self.instance.call_output("sign", |i, o| unsafe {
             f(i, HsmSlice::from_bytes(data), o)
         })?;
-        Ok(out.to_vec())
+        Ok(out)
     }
 
     /// Stores `key` (raw bytes) in the plugin, for `registration_id` when given.
