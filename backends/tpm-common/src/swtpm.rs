@@ -102,7 +102,7 @@ impl Swtpm {
         for _ in 0..5 {
             let port = free_port_pair()?;
             let mut child = spawn(self.state_dir.path(), port)?;
-            match wait_ready(&mut child, port) {
+            match wait_ready(&mut child, port, self.state_dir.path()) {
                 Ok(()) => {
                     self.child = Some(child);
                     self.port = port;
@@ -154,8 +154,15 @@ impl Swtpm {
     }
 }
 
+/// swtpm's diagnostics go to a file next to its state rather than a pipe nobody drains
+/// while it runs (a full pipe would stall it).
+fn log_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("swtpm-stderr.log")
+}
+
 fn spawn(state_dir: &Path, port: u16) -> Result<Child, SwtpmError> {
     let state: PathBuf = state_dir.to_path_buf();
+    let log = std::fs::File::create(log_path(state_dir))?;
     Command::new("swtpm")
         .arg("socket")
         .arg("--tpm2")
@@ -169,7 +176,7 @@ fn spawn(state_dir: &Path, port: u16) -> Result<Child, SwtpmError> {
         .arg("not-need-init,startup-clear")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::from(log))
         .spawn()
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => SwtpmError::NotInstalled(e),
@@ -177,15 +184,12 @@ fn spawn(state_dir: &Path, port: u16) -> Result<Child, SwtpmError> {
         })
 }
 
-fn wait_ready(child: &mut Child, port: u16) -> Result<(), String> {
+fn wait_ready(child: &mut Child, port: u16, state_dir: &Path) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
+            let err = std::fs::read_to_string(log_path(state_dir)).unwrap_or_default();
             return Err(format!("swtpm exited with {status}: {}", err.trim()));
         }
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
