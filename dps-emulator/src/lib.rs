@@ -39,6 +39,6 @@ pub use app::{DEVICE_API_VERSIONS, SERVICE_API_VERSIONS};
 pub use config::EmulatorConfig;
 pub use error::{EmulatorError, Result};
 pub use faults::{Fault, Faults};
-pub use server::{Emulator, RunningEmulator};
+pub use server::{BackgroundEmulator, Emulator, RunningEmulator};
 pub use state::{open_store, service_key, CA_CERT_FILE, DATABASE_FILE};
 pub use store::Store;

@@ -261,6 +261,10 @@ impl RunningEmulator {
 
     /// Stops accepting, lets open connections finish their current request, and waits.
     pub async fn shutdown(mut self) {
+        self.stop().await;
+    }
+
+    async fn stop(&mut self) {
         let _ = self.shutdown.send(true);
         if let Some(t) = self.task.take() {
             let _ = t.await;
@@ -271,5 +275,63 @@ impl RunningEmulator {
 impl Drop for RunningEmulator {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
+    }
+}
+
+/// An emulator running on its own Tokio runtime, for synchronous callers (`hsmkit demo`, plain
+/// `#[test]`s). Derefs to [`RunningEmulator`]; dropping it stops the server and the runtime.
+#[derive(Debug)]
+pub struct BackgroundEmulator {
+    running: RunningEmulator,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Emulator {
+    /// Starts an emulator on a private two-thread runtime. Refused (with an error, not a panic)
+    /// when called from inside a Tokio runtime: use [`Emulator::start`] there.
+    pub fn start_in_background(config: EmulatorConfig) -> Result<BackgroundEmulator> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(EmulatorError::Config(
+                "start_in_background called inside a Tokio runtime; use Emulator::start".into(),
+            ));
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("dps-emulator")
+            .enable_all()
+            .build()
+            .map_err(|e| EmulatorError::Config(format!("cannot build a runtime: {e}")))?;
+        let running = runtime.block_on(Emulator::start(config))?;
+        Ok(BackgroundEmulator {
+            running,
+            runtime: Some(runtime),
+        })
+    }
+}
+
+impl std::ops::Deref for BackgroundEmulator {
+    type Target = RunningEmulator;
+
+    fn deref(&self) -> &RunningEmulator {
+        &self.running
+    }
+}
+
+impl BackgroundEmulator {
+    /// Stops the server, waits for open connections to finish, then stops the runtime.
+    pub fn shutdown(mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.block_on(self.running.stop());
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Drop for BackgroundEmulator {
+    fn drop(&mut self) {
+        let _ = self.running.shutdown.send(true);
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
     }
 }

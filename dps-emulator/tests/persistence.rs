@@ -421,3 +421,46 @@ fn cli_enrolls_from_enroll_info_folders_and_lists() {
         "HostName=localhost;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey="
     ));
 }
+
+#[test]
+fn background_emulator_serves_synchronous_callers() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start_in_background(EmulatorConfig::new(dir.path().join("state"))).unwrap();
+    let mut a = AttestationMechanism {
+        kind: "symmetricKey".into(),
+        tpm: None,
+        x509: None,
+        symmetric_key: None,
+    };
+    a.symmetric_key = Some(SymmetricKeyAttestation {
+        primary_key: Some(KEY.into()),
+        secondary_key: None,
+    });
+    emu.enrollments()
+        .create_individual(IndividualEnrollment {
+            registration_id: "bg-dev".into(),
+            device_id: None,
+            attestation: a,
+            common: Default::default(),
+        })
+        .unwrap();
+    let client_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = client_rt.block_on(async {
+        let c = client(&emu, None);
+        let auth = device_sas(&emu, "bg-dev", KEY, in_an_hour());
+        register(&c, &emu, "bg-dev", body_reg("bg-dev"), Some(&auth))
+            .await
+            .body["status"]
+            .clone()
+    });
+    assert_eq!(status, "assigned");
+    // Inside a runtime the blocking start is refused with an error.
+    let refused = client_rt.block_on(async {
+        Emulator::start_in_background(EmulatorConfig::new(dir.path().join("other"))).err()
+    });
+    assert!(refused.is_some_and(|e| e.to_string().contains("Emulator::start")));
+    emu.shutdown();
+}
