@@ -31,7 +31,9 @@ pub enum StateDirError {
         source: std::io::Error,
     },
     /// Other users can write to it.
-    #[error("state folder {path} is writable by other users (mode {mode:o}); run `chmod 700 {path}`")]
+    #[error(
+        "state folder {path} is writable by other users (mode {mode:o}); run `chmod 700 {path}`"
+    )]
     Insecure {
         /// The folder.
         path: PathBuf,

@@ -84,7 +84,12 @@ pub struct EnrollInfoArgs {
     pub attestation: Option<String>,
     /// Symmetric key: derive this device's key from an enrollment-group key (base64) instead of
     /// generating one.
-    #[arg(long, value_name = "BASE64", env = "HSMKIT_GROUP_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "BASE64",
+        env = "HSMKIT_GROUP_KEY",
+        hide_env_values = true
+    )]
     pub group_key: Option<String>,
     /// Also write enrollment.json and PEM/base64 files into this folder.
     #[arg(long, value_name = "DIR")]

@@ -104,7 +104,10 @@ pub fn collect(
                 let device_key = hmac_sha256(&group_key, info.registration_id.as_bytes());
                 sym.import_key(Some(&info.registration_id), &device_key)?;
                 info.primary_key = Some(Zeroizing::new(B64.encode(&*device_key)));
-                info.note = Some("device key derived from the enrollment-group key and imported into the HSM".into());
+                info.note = Some(
+                    "device key derived from the enrollment-group key and imported into the HSM"
+                        .into(),
+                );
             } else if !has_key {
                 let mut key = Zeroizing::new([0u8; 32]);
                 rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut *key);
@@ -138,7 +141,9 @@ fn split_chain(chain_pem: &str) -> Result<(String, Option<String>)> {
     };
     let leaf_pem = leaf.to_pem(LineEnding::LF)?;
     let root = match certs.last() {
-        Some(last) if certs.len() > 1 && last.tbs_certificate.issuer == last.tbs_certificate.subject => {
+        Some(last)
+            if certs.len() > 1 && last.tbs_certificate.issuer == last.tbs_certificate.subject =>
+        {
             Some(last.to_pem(LineEnding::LF)?)
         }
         _ => None,
@@ -186,9 +191,15 @@ fn print_human(info: &EnrollmentInfo, out: Option<&Path>) {
         println!("Endorsement Key: {ek}");
     }
     if let Some(c) = &info.certificates {
-        println!("Leaf certificate (individual enrollment):\n{}", c.leaf_pem.trim_end());
+        println!(
+            "Leaf certificate (individual enrollment):\n{}",
+            c.leaf_pem.trim_end()
+        );
         if let Some(root) = &c.root_ca_pem {
-            println!("Root CA certificate (group enrollment):\n{}", root.trim_end());
+            println!(
+                "Root CA certificate (group enrollment):\n{}",
+                root.trim_end()
+            );
         }
     }
     if let Some(k) = &info.primary_key {

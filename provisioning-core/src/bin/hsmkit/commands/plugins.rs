@@ -104,7 +104,14 @@ fn list(ctx: &Context_, json: bool) -> Result<ExitCode> {
         })
         .collect();
     print_table(
-        &["NAME", "STATUS", "VERSION", "INTERFACES", "VENDOR", "PATH / REASON"],
+        &[
+            "NAME",
+            "STATUS",
+            "VERSION",
+            "INTERFACES",
+            "VENDOR",
+            "PATH / REASON",
+        ],
         &table,
     );
     Ok(ExitCode::SUCCESS)
