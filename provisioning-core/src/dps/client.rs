@@ -1,0 +1,477 @@
+//! The registration flow: register, answer a TPM challenge, poll the operation, retry what is
+//! transient, all inside one overall deadline.
+
+use super::config::{base_url, is_valid_id, DpsClientConfig};
+use super::credentials::{dps_token, DeviceIdentity, SasKey};
+use super::error::DpsError;
+use super::http::{Answer, DpsHttp, TransportFailure};
+use super::model::{
+    Attestation, ErrorBody, OperationAnswer, ProgressEvent, RegisterBody, RegistrationResult,
+};
+use super::retry::backoff;
+use super::sas::expiry_from_now;
+use super::tls;
+use crate::plugin::PluginInstance;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How many TPM challenges one registration answers before giving up (a second one comes when
+/// the service restarted between the challenge and the answer).
+const MAX_TPM_CHALLENGES: u32 = 3;
+
+/// Registers the device with DPS through `instance` and returns the assignment.
+///
+/// `progress` is called for each step (for progress output; never given a secret). The whole
+/// call, retries and polls included, ends within `config.overall_timeout`.
+pub async fn register(
+    config: &DpsClientConfig,
+    instance: Arc<PluginInstance>,
+    attestation: Attestation,
+    progress: &(dyn Fn(&ProgressEvent) + Sync),
+) -> Result<RegistrationResult, DpsError> {
+    let last = Mutex::new(String::from("no failure, DPS did not finish in time"));
+    let flow = Flow::prepare(config, instance, attestation, progress, &last)?;
+    match tokio::time::timeout(config.overall_timeout, flow.run()).await {
+        Ok(result) => result,
+        Err(_) => Err(DpsError::Timeout {
+            after: config.overall_timeout,
+            last: last.lock().map(|s| s.clone()).unwrap_or_default(),
+        }),
+    }
+}
+
+/// Where the flow is.
+enum Step {
+    /// Send (or resend) the register request.
+    Register,
+    /// Poll this operation now.
+    Poll(String),
+    /// Poll this operation after a pause.
+    PollAfter(String, Duration),
+    /// Finished.
+    Done(Box<RegistrationResult>),
+}
+
+struct Flow<'a> {
+    config: &'a DpsClientConfig,
+    instance: Arc<PluginInstance>,
+    identity: DeviceIdentity,
+    http: DpsHttp,
+    base: String,
+    progress: &'a (dyn Fn(&ProgressEvent) + Sync),
+    last: &'a Mutex<String>,
+    /// TPM: the identity key is activated and SAS tokens can be signed.
+    tpm_activated: bool,
+    /// keyName from the TPM challenge.
+    key_name: String,
+    tpm_challenges: u32,
+    connect_failures: u32,
+    failures: u32,
+    register_attempts: u32,
+}
+
+impl<'a> Flow<'a> {
+    fn prepare(
+        config: &'a DpsClientConfig,
+        instance: Arc<PluginInstance>,
+        attestation: Attestation,
+        progress: &'a (dyn Fn(&ProgressEvent) + Sync),
+        last: &'a Mutex<String>,
+    ) -> Result<Self, DpsError> {
+        let config_err = |reason: String| DpsError::Config { reason };
+        let base = base_url(&config.endpoint).map_err(config_err)?;
+        if !is_valid_id(&config.id_scope) {
+            return Err(config_err(format!(
+                "the id scope `{}` is malformed; copy it from the DPS overview page (like 0ne00000001)",
+                config.id_scope
+            )));
+        }
+        let identity =
+            DeviceIdentity::read(&instance, attestation, config.registration_id.as_deref())?;
+        if !is_valid_id(&identity.registration_id) {
+            return Err(config_err(format!(
+                "the registration id `{}` is not valid for DPS (1-128 of a-z A-Z 0-9 - . _ :); set a valid one",
+                identity.registration_id.escape_debug()
+            )));
+        }
+        let roots = tls::root_store(config.extra_trust_pem.as_deref(), config.trust_public_roots)
+            .map_err(|e| config_err(e.to_string()))?;
+        let (tls_config, sign_failure) = match attestation {
+            Attestation::X509 => {
+                let (c, f) = tls::client_config_with_plugin_identity(instance.clone(), roots)
+                    .map_err(|e| match e {
+                        tls::TlsSetupError::Plugin(p) => DpsError::Plugin(p),
+                        other => config_err(other.to_string()),
+                    })?;
+                (c, Some(f))
+            }
+            _ => (
+                tls::client_config_without_identity(roots)
+                    .map_err(|e| config_err(e.to_string()))?,
+                None,
+            ),
+        };
+        let http = DpsHttp::new(
+            tls_config,
+            config.request_timeout,
+            config.retry.max_retry_after,
+            sign_failure,
+        )
+        .map_err(config_err)?;
+        Ok(Self {
+            config,
+            instance,
+            identity,
+            http,
+            base,
+            progress,
+            last,
+            tpm_activated: false,
+            key_name: "registration".into(),
+            tpm_challenges: 0,
+            connect_failures: 0,
+            failures: 0,
+            register_attempts: 0,
+        })
+    }
+
+    /// Logs a step; `last` keeps the latest failure, which is what a timeout message needs.
+    fn note(&self, what: String) {
+        tracing::debug!(registration_id = %self.identity.registration_id, "{what}");
+    }
+
+    fn note_failure(&self, what: String) {
+        tracing::debug!(registration_id = %self.identity.registration_id, "{what}");
+        if let Ok(mut l) = self.last.lock() {
+            *l = what;
+        }
+    }
+
+    fn url(&self, tail: &str) -> String {
+        format!(
+            "{}/{}/registrations/{}/{tail}?api-version={}",
+            self.base, self.config.id_scope, self.identity.registration_id, self.config.api_version
+        )
+    }
+
+    /// The Authorization header for the next request, if the attestation uses one.
+    fn authorization(&self) -> Result<Option<String>, DpsError> {
+        let key = match self.identity.attestation {
+            Attestation::SymmetricKey => SasKey::Symmetric,
+            Attestation::Tpm if self.tpm_activated => SasKey::TpmIdentity,
+            _ => return Ok(None),
+        };
+        Ok(Some(dps_token(
+            &self.instance,
+            key,
+            &self.config.id_scope,
+            &self.identity.registration_id,
+            expiry_from_now(self.config.sas_ttl),
+            &self.key_name,
+        )?))
+    }
+
+    async fn run(mut self) -> Result<RegistrationResult, DpsError> {
+        let mut step = Step::Register;
+        loop {
+            step = match step {
+                Step::Register => self.register_once().await?,
+                Step::Poll(op) => self.poll_once(op).await?,
+                Step::PollAfter(op, wait) => {
+                    (self.progress)(&ProgressEvent::Waiting {
+                        reason: "polling the operation".into(),
+                        wait,
+                    });
+                    tokio::time::sleep(wait).await;
+                    Step::Poll(op)
+                }
+                Step::Done(result) => return Ok(*result),
+            };
+        }
+    }
+
+    /// Waits before retrying after a failure; `retry_after` from the service wins over back-off.
+    async fn wait_after_failure(&mut self, reason: String, retry_after: Option<Duration>) {
+        self.failures += 1;
+        let wait = retry_after.unwrap_or_else(|| backoff(&self.config.retry, self.failures));
+        self.note_failure(format!("{reason}; retried in {wait:?}"));
+        (self.progress)(&ProgressEvent::Waiting { reason, wait });
+        tokio::time::sleep(wait).await;
+    }
+
+    /// Sorts a transport failure: fatal ones become errors, others wait and return `Ok`.
+    async fn on_transport_failure(
+        &mut self,
+        what: &str,
+        f: TransportFailure,
+    ) -> Result<(), DpsError> {
+        match f {
+            TransportFailure::Tls(detail) => Err(DpsError::TlsTrust {
+                endpoint: self.base.clone(),
+                detail,
+            }),
+            TransportFailure::Plugin(p) => Err(DpsError::Plugin(p)),
+            TransportFailure::Connect(detail) => {
+                self.connect_failures += 1;
+                if self.connect_failures >= self.config.retry.max_connect_failures {
+                    return Err(DpsError::Unreachable {
+                        endpoint: self.base.clone(),
+                        detail,
+                    });
+                }
+                self.wait_after_failure(format!("{what}: cannot connect ({detail})"), None)
+                    .await;
+                Ok(())
+            }
+            TransportFailure::Transient(detail) => {
+                self.connect_failures = 0;
+                self.wait_after_failure(format!("{what}: {detail}"), None)
+                    .await;
+                Ok(())
+            }
+        }
+    }
+
+    async fn register_once(&mut self) -> Result<Step, DpsError> {
+        self.register_attempts += 1;
+        (self.progress)(&ProgressEvent::Registering {
+            registration_id: self.identity.registration_id.clone(),
+            attempt: self.register_attempts,
+        });
+        let body = RegisterBody {
+            registration_id: &self.identity.registration_id,
+            tpm: self.identity.tpm.clone(),
+            payload: self.config.payload.as_ref(),
+        };
+        let body = serde_json::to_vec(&body).map_err(|e| DpsError::Config {
+            reason: format!("the payload cannot be serialized: {e}"),
+        })?;
+        let auth = self.authorization()?;
+        let url = self.url("register");
+        self.note("sending the register request".into());
+        let answer = match self
+            .http
+            .send(reqwest::Method::PUT, &url, Some(body), auth.as_deref())
+            .await
+        {
+            Ok(a) => a,
+            Err(f) => {
+                self.on_transport_failure("register", f).await?;
+                return Ok(Step::Register);
+            }
+        };
+        self.connect_failures = 0;
+        match answer.status {
+            200..=299 => self.on_operation_answer(&answer, "register"),
+            401 => self.on_unauthorized(&answer).await,
+            _ => {
+                self.on_error_status(answer, "register", Step::Register)
+                    .await
+            }
+        }
+    }
+
+    async fn poll_once(&mut self, operation_id: String) -> Result<Step, DpsError> {
+        let auth = self.authorization()?;
+        let url = self.url(&format!("operations/{operation_id}"));
+        self.note(format!("polling operation {operation_id}"));
+        let answer = match self
+            .http
+            .send(reqwest::Method::GET, &url, None, auth.as_deref())
+            .await
+        {
+            Ok(a) => a,
+            Err(f) => {
+                self.on_transport_failure("operation status", f).await?;
+                return Ok(Step::Poll(operation_id));
+            }
+        };
+        self.connect_failures = 0;
+        match answer.status {
+            200..=299 => self.on_operation_answer(&answer, "operation status"),
+            401 => self.on_unauthorized(&answer).await,
+            // The operation is gone (the service forgot it): registering again is idempotent
+            // for one registration id, so it cannot create a second device.
+            404 if !self.is_scope_404(&answer) => {
+                self.note(format!(
+                    "operation {operation_id} is unknown; registering again"
+                ));
+                Ok(Step::Register)
+            }
+            _ => {
+                self.on_error_status(answer, "operation status", Step::Poll(operation_id))
+                    .await
+            }
+        }
+    }
+
+    fn is_scope_404(&self, answer: &Answer) -> bool {
+        let body: ErrorBody = serde_json::from_slice(&answer.body).unwrap_or_default();
+        body.message.is_some_and(|m| m.contains("scope"))
+    }
+
+    /// 202 or 200 with an operation: keep polling, or finish.
+    fn on_operation_answer(&mut self, answer: &Answer, what: &str) -> Result<Step, DpsError> {
+        let op: OperationAnswer =
+            serde_json::from_slice(&answer.body).map_err(|e| DpsError::Protocol {
+                detail: format!("{what} answer {} is not an operation: {e}", answer.status),
+            })?;
+        if op.operation_id.is_empty() || !is_valid_id(&op.operation_id) {
+            return Err(DpsError::Protocol {
+                detail: format!("{what} answer carries a malformed operationId"),
+            });
+        }
+        match op.status.as_str() {
+            "assigning" | "unassigned" => {
+                (self.progress)(&ProgressEvent::Assigning {
+                    operation_id: op.operation_id.clone(),
+                });
+                self.failures = 0;
+                let wait = answer
+                    .retry_after
+                    .unwrap_or(self.config.retry.default_poll_interval);
+                self.note(format!("operation {} is {}", op.operation_id, op.status));
+                Ok(Step::PollAfter(op.operation_id, wait))
+            }
+            _ => self.finish(op).map(|r| Step::Done(Box::new(r))),
+        }
+    }
+
+    /// The final registration state.
+    fn finish(&mut self, op: OperationAnswer) -> Result<RegistrationResult, DpsError> {
+        let state = op.registration_state.unwrap_or_default();
+        let status = state.status.clone().unwrap_or_else(|| op.status.clone());
+        let registration_id = self.identity.registration_id.clone();
+        match status.as_str() {
+            "assigned" => {}
+            "disabled" | "blacklisted" => return Err(DpsError::Disabled { registration_id }),
+            "failed" => {
+                return Err(DpsError::AssignmentFailed {
+                    registration_id,
+                    error_code: state.error_code.unwrap_or(0),
+                    message: state.error_message.unwrap_or_else(|| "(no message)".into()),
+                })
+            }
+            other => {
+                return Err(DpsError::Protocol {
+                    detail: format!("the operation ended with unknown status `{other}`"),
+                })
+            }
+        }
+        if state
+            .registration_id
+            .as_deref()
+            .is_some_and(|id| id != registration_id)
+        {
+            return Err(DpsError::Protocol {
+                detail: "the answer is for another registration id".into(),
+            });
+        }
+        let (Some(hub), Some(device_id)) = (state.assigned_hub, state.device_id) else {
+            return Err(DpsError::Protocol {
+                detail: "status is assigned but assignedHub or deviceId is missing".into(),
+            });
+        };
+        if self.identity.attestation == Attestation::Tpm {
+            // Like the C SDK: the assigned state carries the authenticationKey again, and the
+            // identity key the hub will trust is the one it holds.
+            if let Some(key) = state.tpm.and_then(|t| t.authentication_key) {
+                let blob = B64.decode(key.trim()).map_err(|_| DpsError::Protocol {
+                    detail: "registrationState.tpm.authenticationKey is not base64".into(),
+                })?;
+                self.instance.tpm()?.activate_identity_key(&blob)?;
+            }
+        }
+        (self.progress)(&ProgressEvent::Assigned {
+            assigned_hub: hub.clone(),
+            device_id: device_id.clone(),
+        });
+        Ok(RegistrationResult {
+            registration_id,
+            assigned_hub: hub,
+            device_id,
+            status,
+            substatus: state.substatus,
+            attestation: self.identity.attestation,
+            payload: state.payload,
+            created_date_time_utc: state.created_date_time_utc,
+            last_updated_date_time_utc: state.last_updated_date_time_utc,
+            etag: state.etag,
+            operation_id: op.operation_id,
+        })
+    }
+
+    /// 401: the TPM challenge, or refused credentials.
+    async fn on_unauthorized(&mut self, answer: &Answer) -> Result<Step, DpsError> {
+        let body: ErrorBody = serde_json::from_slice(&answer.body).unwrap_or_default();
+        if self.identity.attestation == Attestation::Tpm {
+            if let Some(key) = body.authentication_key.as_deref() {
+                self.tpm_challenges += 1;
+                if self.tpm_challenges > MAX_TPM_CHALLENGES {
+                    return Err(self.unauthorized(
+                        body,
+                        "the TPM challenge was answered but DPS keeps refusing the signature",
+                    ));
+                }
+                (self.progress)(&ProgressEvent::TpmChallenge);
+                self.note("activating the identity key from the TPM challenge".into());
+                let blob = B64.decode(key.trim()).map_err(|_| DpsError::Protocol {
+                    detail: "the TPM challenge's authenticationKey is not base64".into(),
+                })?;
+                self.instance.tpm()?.activate_identity_key(&blob)?;
+                self.tpm_activated = true;
+                if let Some(name) = body.key_name.filter(|n| !n.is_empty()) {
+                    self.key_name = name;
+                }
+                return Ok(Step::Register);
+            }
+        }
+        Err(self.unauthorized(body, "unauthorized"))
+    }
+
+    fn unauthorized(&self, body: ErrorBody, fallback: &str) -> DpsError {
+        DpsError::Unauthorized {
+            registration_id: self.identity.registration_id.clone(),
+            attestation: self.identity.attestation.as_str(),
+            message: body.message.unwrap_or_else(|| fallback.to_string()),
+            tracking_id: body.tracking_id.unwrap_or_else(|| "none".into()),
+        }
+    }
+
+    /// Any other status: 429 and 5xx are retried (Retry-After honoured), the rest are errors.
+    async fn on_error_status(
+        &mut self,
+        answer: Answer,
+        what: &str,
+        again: Step,
+    ) -> Result<Step, DpsError> {
+        let body: ErrorBody = serde_json::from_slice(&answer.body).unwrap_or_default();
+        let status = answer.status;
+        if status == 429 || status >= 500 {
+            let reason = if status == 429 {
+                format!("{what}: throttled (HTTP 429)")
+            } else {
+                format!("{what}: server error (HTTP {status})")
+            };
+            self.wait_after_failure(reason, answer.retry_after).await;
+            return Ok(again);
+        }
+        let message = body.message.unwrap_or_else(|| "(no message)".into());
+        let tracking_id = body.tracking_id.unwrap_or_else(|| "none".into());
+        if status == 404 {
+            return Err(DpsError::NotFound {
+                id_scope: self.config.id_scope.clone(),
+                message,
+                tracking_id,
+            });
+        }
+        Err(DpsError::Service {
+            status,
+            error_code: body.error_code.unwrap_or(0),
+            message,
+            tracking_id,
+        })
+    }
+}

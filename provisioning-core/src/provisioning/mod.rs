@@ -1,0 +1,75 @@
+//! After DPS: the provisioning record in the state folder (reused by later runs unless forced)
+//! and IoT Hub credentials from it.
+
+mod hub;
+mod record;
+
+pub use crate::dps::tls_client_config_signing_through_plugin;
+pub use hub::{hub_sas_token, HubTokenError};
+pub use record::{
+    load, record_path, save, ProvisioningRecord, RecordError, RECORD_FILE, RECORD_VERSION,
+};
+
+use crate::dps::{register, Attestation, DpsClientConfig, DpsError, ProgressEvent};
+use crate::plugin::PluginInstance;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Whether [`provision`] asked DPS or reused the saved record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The saved record matched and was used; DPS was not contacted.
+    Reused,
+    /// DPS was asked and the new record saved.
+    Registered,
+}
+
+/// Provisioning failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    /// Registration failed.
+    #[error(transparent)]
+    Dps(#[from] DpsError),
+    /// The record could not be read or written.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+}
+
+/// Provisions the device: reuses `<state_dir>/provisioning.json` when it is for the same id
+/// scope, endpoint, attestation and (when given) registration id, unless `force`; otherwise
+/// registers with DPS and saves the result atomically.
+pub async fn provision(
+    config: &DpsClientConfig,
+    instance: Arc<PluginInstance>,
+    attestation: Attestation,
+    state_dir: &Path,
+    force: bool,
+    progress: &(dyn Fn(&ProgressEvent) + Sync),
+) -> Result<(ProvisioningRecord, Outcome), ProvisionError> {
+    if !force {
+        if let Some(saved) = load(state_dir)? {
+            let same = saved.id_scope == config.id_scope
+                && saved.endpoint == config.endpoint
+                && saved.result.attestation == attestation
+                && config
+                    .registration_id
+                    .as_deref()
+                    .is_none_or(|id| id == saved.result.registration_id);
+            if same {
+                return Ok((saved, Outcome::Reused));
+            }
+        }
+    }
+    let plugin = instance.plugin().name().to_string();
+    let result = register(config, instance, attestation, progress).await?;
+    let record = ProvisioningRecord {
+        version: RECORD_VERSION,
+        endpoint: config.endpoint.clone(),
+        id_scope: config.id_scope.clone(),
+        plugin,
+        result,
+        provisioned_at_unix: crate::dps::sas::expiry_from_now(std::time::Duration::ZERO),
+    };
+    save(state_dir, &record)?;
+    Ok((record, Outcome::Registered))
+}
