@@ -53,6 +53,16 @@ pub enum Command {
     Plugins(PluginsCommand),
     /// Print (and write) what a DPS enrollment for this device needs.
     EnrollInfo(EnrollInfoArgs),
+    /// Set up a PKCS#11 token for this device (runs `hsmkit-pkcs11`: init, import-hmac).
+    ///
+    /// Example: hsmkit pkcs11 init --module /usr/lib/softhsm/libsofthsm2.so
+    /// --token-uri pkcs11:token=device --pin-file pin.txt --label device-key --common-name my-device
+    #[command(disable_help_flag = true)]
+    Pkcs11 {
+        /// Arguments for hsmkit-pkcs11 (try `hsmkit pkcs11 --help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
 }
 
 /// `hsmkit plugins ...`

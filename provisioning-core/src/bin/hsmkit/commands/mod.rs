@@ -1,6 +1,7 @@
 //! One module per command.
 
 mod enroll_info;
+mod pkcs11;
 mod plugins;
 
 use crate::cli::{Cli, Command};
@@ -13,5 +14,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Plugins(cmd) => plugins::run(&ctx, cmd),
         Command::EnrollInfo(args) => enroll_info::run(&ctx, &args),
+        Command::Pkcs11 { args } => pkcs11::run(&args),
     }
 }
