@@ -103,6 +103,8 @@ pub(crate) fn empty_response(status: StatusCode) -> Resp {
     r
 }
 
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Reads the body, refusing more than `limit` bytes with 413.
 pub(crate) async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
     let too_big = || {
@@ -122,10 +124,17 @@ pub(crate) async fn read_body(req: Request<Incoming>, limit: usize) -> Result<By
             return Err(too_big());
         }
     }
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_big()),
-        Err(_) => Err(ApiError::bad_request("the request body could not be read")),
+    // A body trickled in slowly would hold a connection slot forever: bound the whole read.
+    let read = Limited::new(req.into_body(), limit).collect();
+    match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            408001,
+            "the request body was not received in time",
+        )),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_big()),
+        Ok(Err(_)) => Err(ApiError::bad_request("the request body could not be read")),
     }
 }
 
