@@ -4,7 +4,8 @@
 //! (the parser neither drops nor invents bytes), and a public area that parses re-marshals
 //! to a TPMT_PUBLIC that parses to the same value.
 //!
-//! Run: `cd fuzz && cargo +nightly fuzz run authentication_key`.
+//! Run: `cd fuzz && cargo +nightly fuzz run authentication_key corpus/authentication_key seeds/authentication_key`
+//! (the seeds are a DPS-shaped blob with random content and an EK TPM2B_PUBLIC).
 
 #![no_main]
 
