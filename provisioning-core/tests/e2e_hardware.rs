@@ -1,0 +1,94 @@
+//! End to end with real components: the tpm2 plugin on swtpm (one swtpm per test) and the
+//! pkcs11 plugin on a SoftHSM2 token, against the emulator over TLS. Each starts what it needs
+//! and fails with an install hint when swtpm or SoftHSM2 is missing.
+
+#[path = "e2e_helpers.rs"]
+mod helpers;
+
+use base64::Engine;
+use helpers::*;
+use hsmkit_plugin_pkcs11::config::PinSource;
+use hsmkit_plugin_pkcs11::provision::{init_device, InitOptions};
+use hsmkit_plugin_pkcs11::uri::Pkcs11Uri;
+use provisioning_core::dps::{register, Attestation};
+use provisioning_core::provisioning::hub_sas_token;
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test]
+async fn tpm2_on_swtpm_provisions_and_signs_hub_tokens() {
+    let swtpm = hsm_tpm_common::swtpm::Swtpm::start().unwrap_or_else(|e| panic!("{e}"));
+    let env = emulator().await;
+    let state = tempfile::tempdir().unwrap();
+    let device = instance(
+        "tpm2",
+        &[
+            ("state_dir", state.path().display().to_string()),
+            ("tcti", swtpm.tcti()),
+        ],
+    );
+    let ek = device.tpm().unwrap().endorsement_key().unwrap();
+    let reg = provisioning_core::dps::tpm_registration_id(&ek);
+    individual(
+        &env.emu,
+        json!({"registrationId": reg, "attestation": {"type": "tpm", "tpm": {"endorsementKey": B64.encode(&ek)}}}),
+    );
+    let r = register(
+        &dps_config(&env.emu),
+        device.clone(),
+        Attestation::Tpm,
+        &|_| {},
+    )
+    .await
+    .expect("tpm2 registration on swtpm");
+    assert_eq!(r.registration_id, reg);
+    single_record(&env.emu, &reg);
+    let token = hub_sas_token(
+        &device,
+        Attestation::Tpm,
+        &r.assigned_hub,
+        &r.device_id,
+        Duration::from_secs(600),
+    )
+    .expect("hub token signed by the TPM identity key");
+    assert!(token.contains("&sig=") && !token.contains("skn="));
+}
+
+#[tokio::test]
+async fn pkcs11_on_softhsm_provisions_over_mutual_tls() {
+    let token =
+        hsmkit_plugin_pkcs11::softhsm::create_token("dps-e2e").unwrap_or_else(|e| panic!("{e}"));
+    let out = init_device(&InitOptions {
+        module: token.module.clone(),
+        token: Pkcs11Uri::parse(&token.uri()).expect("token URI"),
+        pin: PinSource::File(token.pin_file.clone()),
+        label: "dps-device".into(),
+        id: None,
+        common_name: "pkcs11-device-1".into(),
+        ca: None,
+        validity_days: 30,
+    })
+    .unwrap_or_else(|e| panic!("device init on SoftHSM: {e}"));
+    let env = emulator().await;
+    individual(
+        &env.emu,
+        json!({"registrationId": out.registration_id, "attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": out.certificate_pem}}}}}),
+    );
+    let state = tempfile::tempdir().unwrap();
+    let device = instance(
+        "pkcs11",
+        &[
+            ("state_dir", state.path().display().to_string()),
+            ("module", token.module.display().to_string()),
+            ("token_uri", token.uri()),
+            ("pin_file", token.pin_file.display().to_string()),
+            ("key_uri", out.key_uri.clone()),
+            ("cert_uri", out.cert_uri.clone()),
+        ],
+    );
+    let r = register(&dps_config(&env.emu), device, Attestation::X509, &|_| {})
+        .await
+        .expect("pkcs11 X.509 registration");
+    assert_eq!(r.device_id, "pkcs11-device-1");
+    single_record(&env.emu, "pkcs11-device-1");
+}
