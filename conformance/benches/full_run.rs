@@ -28,7 +28,10 @@ fn plugin(name: &str) -> PathBuf {
 fn full_run(plugin: &Path, config: &[(&str, &str)], jobs: usize) -> (Duration, usize) {
     let options = RunOptions {
         plugin: plugin.to_path_buf(),
-        config: config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        config: config
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         only: vec![],
         skip: vec![],
         jobs,
@@ -38,7 +41,11 @@ fn full_run(plugin: &Path, config: &[(&str, &str)], jobs: usize) -> (Duration, u
     let started = Instant::now();
     let report = run(&options, &|_| {}).unwrap_or_else(|e| panic!("run failed: {e}"));
     assert!(report.success(), "{}", report.summary());
-    let ran = report.results.iter().filter(|r| !r.duration.is_zero()).count();
+    let ran = report
+        .results
+        .iter()
+        .filter(|r| !r.duration.is_zero())
+        .count();
     (started.elapsed(), ran)
 }
 
@@ -48,13 +55,22 @@ fn main() {
         let n = 20;
         let t = Instant::now();
         for _ in 0..n {
-            let ok = Command::new(exe).arg("--list").output().map(|o| o.status.success());
+            let ok = Command::new(exe)
+                .arg("--list")
+                .output()
+                .map(|o| o.status.success());
             assert!(matches!(ok, Ok(true)), "cannot run {exe}");
         }
         t.elapsed() / n
     };
-    println!("one child process (hsm-conformance --list): {:.2} ms", spawn.as_secs_f64() * 1e3);
-    for (name, config) in [("tpm_sim", vec![]), ("symmetric", vec![("registration_id", "bench-device")])] {
+    println!(
+        "one child process (hsm-conformance --list): {:.2} ms",
+        spawn.as_secs_f64() * 1e3
+    );
+    for (name, config) in [
+        ("tpm_sim", vec![]),
+        ("symmetric", vec![("registration_id", "bench-device")]),
+    ] {
         let p = plugin(name);
         let (base, ran) = full_run(&p, &config, 1);
         let (two, _) = full_run(&p, &config, 2);

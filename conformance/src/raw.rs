@@ -64,11 +64,15 @@ impl RawLibrary {
 }
 
 /// Reads a table string (NUL-terminated static), `None` when NULL.
-pub fn table_string(p: HsmStaticStr) -> Option<Result<String, std::str::Utf8Error>> {
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string that lives for the process, as the
+/// ABI requires of the strings in a plugin table.
+pub unsafe fn table_string(p: HsmStaticStr) -> Option<Result<String, std::str::Utf8Error>> {
     if p.is_null() {
         return None;
     }
-    // SAFETY: non-NULL table strings are NUL-terminated statics per the ABI.
+    // SAFETY: the caller's contract: non-NULL means a NUL-terminated static string.
     Some(unsafe { CStr::from_ptr(p) }.to_str().map(str::to_owned))
 }
 

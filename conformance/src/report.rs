@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 /// The result of one check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Status {
     /// The contract point holds.

@@ -261,7 +261,9 @@ fn metadata(ctx: &mut CheckContext) -> CheckResult {
     ];
     let mut name = String::new();
     for (field, p) in fields {
-        match table_string(p) {
+        // SAFETY: table strings are NULL or NUL-terminated statics per the ABI; a plugin
+        // breaking that may crash this child, which is then reported as a crash.
+        match unsafe { table_string(p) } {
             None => return Err(Verdict::fail(format!("a non-NULL {field}"), "NULL")),
             Some(Err(_)) => {
                 return Err(Verdict::fail(format!("{field} in UTF-8"), "invalid UTF-8"))

@@ -86,7 +86,10 @@ fn identity_latency(ctx: &mut CheckContext) -> CheckResult {
 }
 
 /// One signing call of the plugin's first interface, set up so that it can succeed.
-fn signer(inst: &RawInstance) -> Result<Box<dyn Fn(&RawInstance) -> Result<(), Verdict>>, Verdict> {
+/// One signing call on an instance.
+type SignFn = Box<dyn Fn(&RawInstance) -> Result<(), Verdict>>;
+
+fn signer(inst: &RawInstance) -> Result<SignFn, Verdict> {
     if !inst.table.tpm.is_null() {
         let ek = ok(inst.ek()?, "get_endorsement_key")?;
         let srk = ok(inst.srk()?, "get_storage_root_key")?;

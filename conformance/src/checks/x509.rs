@@ -354,12 +354,14 @@ fn sign_verifies(ctx: &mut CheckContext) -> CheckResult {
             )?;
             match verify(&key, alg, &digest, &sig) {
                 Ok(true) => {}
-                Ok(false) => return Err(Verdict::fail(
-                    format!(
+                Ok(false) => {
+                    return Err(Verdict::fail(
+                        format!(
                         "a signature (algorithm {alg}) that verifies with the leaf's public key"
                     ),
-                    format!("{} bytes that do not verify", sig.len()),
-                )),
+                        format!("{} bytes that do not verify", sig.len()),
+                    ))
+                }
                 Err(e) => return Err(Verdict::fail("a verifiable signature", e)),
             }
         }

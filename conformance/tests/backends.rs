@@ -1,0 +1,97 @@
+//! Every bundled backend passes every check that applies to it: the software ones directly,
+//! tpm2 against a private swtpm, pkcs11 against a private SoftHSM2 token.
+
+mod support;
+
+use std::time::Duration;
+use support::*;
+
+#[test]
+fn symmetric_passes() {
+    let report = run_report(&options(
+        &bundled("symmetric"),
+        &[("registration_id", "conf-device")],
+    ));
+    assert_all_pass(&report, 30);
+}
+
+#[test]
+fn tpm_sim_passes_within_ten_seconds() {
+    let report = run_report(&options(&bundled("tpm_sim"), &[]));
+    assert_all_pass(&report, 35);
+    assert!(report.get("tpm.activate-and-sign").is_some());
+    // The done-when target; generous for a loaded CI machine running tests in parallel.
+    assert!(
+        report.total < Duration::from_secs(10),
+        "full run took {:?}",
+        report.total
+    );
+}
+
+#[test]
+fn dice_passes() {
+    let report = run_report(&options(&bundled("dice"), &[]));
+    assert_all_pass(&report, 35);
+}
+
+#[test]
+fn c_example_passes() {
+    let report = run_report(&options(
+        &bundled("c_example"),
+        &[("registration_id", "c-device")],
+    ));
+    assert_all_pass(&report, 25);
+}
+
+#[test]
+fn tpm2_on_swtpm_passes() {
+    let swtpm = hsm_tpm_common::swtpm::Swtpm::start().unwrap_or_else(|e| panic!("{e}"));
+    let tcti = swtpm.tcti();
+    let mut o = options(&bundled("tpm2"), &[("tcti", tcti.as_str())]);
+    // swtpm serves one connection at a time.
+    o.jobs = 1;
+    let report = run_report(&o);
+    assert_all_pass(&report, 35);
+    drop(swtpm);
+}
+
+#[test]
+fn pkcs11_on_softhsm_passes() {
+    use hsmkit_plugin_pkcs11::config::PinSource;
+    use hsmkit_plugin_pkcs11::provision::{init_device, InitOptions};
+    use hsmkit_plugin_pkcs11::softhsm::create_token;
+    use hsmkit_plugin_pkcs11::uri::Pkcs11Uri;
+    // Sets SOFTHSM2_CONF for this process, which the check processes inherit.
+    let token = create_token("conf").unwrap_or_else(|e| panic!("{e}"));
+    let device = init_device(&InitOptions {
+        module: token.module.clone(),
+        token: Pkcs11Uri::parse(&token.uri()).unwrap_or_else(|e| panic!("{e}")),
+        pin: PinSource::File(token.pin_file.clone()),
+        label: "device".into(),
+        id: None,
+        common_name: "conf-pkcs11-device".into(),
+        ca: None,
+        validity_days: 30,
+    })
+    .unwrap_or_else(|e| panic!("device init failed: {e}"));
+    let module = token.module.display().to_string();
+    let pin_file = token.pin_file.display().to_string();
+    let token_uri = token.uri();
+    let mut o = options(
+        &bundled("pkcs11"),
+        &[
+            ("module", module.as_str()),
+            ("token_uri", token_uri.as_str()),
+            ("pin_file", pin_file.as_str()),
+            ("key_uri", device.key_uri.as_str()),
+            ("cert_uri", device.cert_uri.as_str()),
+            ("registration_id", "conf-pkcs11-device"),
+        ],
+    );
+    // One token is state shared by every check process: checks that import keys into it
+    // must not interleave.
+    o.jobs = 1;
+    let report = run_report(&o);
+    assert_all_pass(&report, 40);
+    println!("{}", report.summary());
+}

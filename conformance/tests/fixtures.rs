@@ -1,0 +1,138 @@
+//! Each deliberately broken plugin gets exactly its expected failures, and the harness never
+//! crashes itself: segfaults, panics, hangs and refusals stay inside the checks' children.
+
+mod support;
+
+use hsm_conformance::Status;
+use std::path::PathBuf;
+use std::time::Duration;
+use support::*;
+
+/// The checks that reach the symmetric-key `sign` call.
+const SIGN_CHECKS: &[&str] = &[
+    "bad-input.large-input",
+    "performance.sign-throughput",
+    "symmetric-key.import-and-sign",
+    "symmetric-key.reimport-replaces",
+    "symmetric-key.sign-deterministic",
+];
+
+#[test]
+fn panicking_plugin_fails_exactly_the_checks_that_reach_the_panic() {
+    let report = run_report(&options(&fixture("conf_panic"), &[]));
+    assert_exactly(&report, Status::Fail, SIGN_CHECKS);
+    let r = report.get("symmetric-key.import-and-sign").expect("ran");
+    assert!(r.message.contains("HSM_ERR_PANIC"), "{}", r.message);
+}
+
+#[test]
+fn segfaulting_plugin_is_reported_as_crashes_and_the_run_goes_on() {
+    let report = run_report(&options(&fixture("conf_segfault"), &[]));
+    assert_exactly(&report, Status::Crash, SIGN_CHECKS);
+    let r = report.get("symmetric-key.sign-deterministic").expect("ran");
+    assert!(r.message.contains("SIGSEGV"), "{}", r.message);
+    assert!(report.counts().pass >= 25, "{}", report.summary());
+}
+
+#[test]
+fn hanging_plugin_is_killed_and_reported_as_timeouts() {
+    let mut o = options(&fixture("conf_hang"), &[]);
+    o.timeout = Duration::from_secs(2);
+    // The hung children only sleep: run them side by side to keep the test short.
+    o.jobs = 6;
+    let report = run_report(&o);
+    assert_exactly(&report, Status::Timeout, SIGN_CHECKS);
+    for id in SIGN_CHECKS {
+        let r = report.get(id).expect("ran");
+        assert!(
+            r.duration < Duration::from_secs(5),
+            "{id} took {:?}",
+            r.duration
+        );
+    }
+}
+
+#[test]
+fn unstable_ek_breaks_every_check_that_relies_on_a_stable_identity() {
+    let report = run_report(&options(&fixture("conf_unstable_ek"), &[]));
+    assert_exactly(
+        &report,
+        Status::Fail,
+        &[
+            "concurrency.instance-per-thread",
+            "concurrency.shared-instance",
+            "lifecycle.two-instances",
+            "memory.fresh-buffers",
+            "tpm.ek-stable",
+        ],
+    );
+    // Its challenge answers are right: the TPM checks that do not compare EKs pass.
+    assert_eq!(
+        report.get("tpm.activate-and-sign").map(|r| r.status),
+        Some(Status::Pass)
+    );
+}
+
+#[test]
+fn signatures_that_do_not_verify_are_caught() {
+    let report = run_report(&options(&fixture("conf_bad_signature"), &[]));
+    assert_exactly(&report, Status::Fail, &["x509.sign-verifies"]);
+}
+
+#[test]
+fn buffers_never_released_are_caught() {
+    let report = run_report(&options(&fixture("conf_leak"), &[]));
+    assert_exactly(&report, Status::Fail, &["memory.release-frees"]);
+}
+
+#[test]
+fn wrong_abi_major_fails_the_loading_checks_and_skips_the_rest() {
+    let plugin = PathBuf::from(hsm_fixture_loader_c::ABI_MAJOR_2);
+    let report = run_report(&options(&plugin, &[]));
+    assert_exactly(
+        &report,
+        Status::Fail,
+        &[
+            "loading.abi-version",
+            "loading.accepts-newer-minor",
+            "loading.host-loader",
+        ],
+    );
+    let load_error = report.load_error.clone().unwrap_or_default();
+    assert!(
+        load_error.contains("ABI 2.3") && load_error.contains("1.0"),
+        "{load_error}"
+    );
+    assert!(report
+        .results
+        .iter()
+        .filter(|r| !r.id.starts_with("loading."))
+        .all(|r| r.status == Status::Skip));
+}
+
+#[test]
+fn missing_entry_symbol_is_named() {
+    let plugin = PathBuf::from(hsm_fixture_loader_c::MISSING_ENTRY);
+    let report = run_report(&options(&plugin, &[]));
+    assert_exactly(
+        &report,
+        Status::Fail,
+        &["loading.entry-symbol", "loading.host-loader"],
+    );
+    let r = report.get("loading.entry-symbol").expect("ran");
+    assert!(r.message.contains("hsm_plugin_entry"), "{}", r.message);
+}
+
+#[test]
+fn panic_in_the_entry_point_is_reported_not_fatal() {
+    let report = run_report(&options(&fixture("panic_entry"), &[]));
+    assert_exactly(
+        &report,
+        Status::Fail,
+        &[
+            "loading.abi-version",
+            "loading.accepts-newer-minor",
+            "loading.host-loader",
+        ],
+    );
+}
