@@ -43,21 +43,23 @@ impl std::fmt::Debug for Swtpm {
 }
 
 /// Two consecutive free loopback ports (command, control): the swtpm TCTI always talks to the
-/// control channel on port + 1.
+/// control channel on port + 1. They are drawn at random below the kernel's ephemeral range
+/// (32768 and up on Linux), where outgoing connections and their TIME_WAIT leftovers would
+/// otherwise make a consecutive pair hard to find on a busy machine.
 fn free_port_pair() -> std::io::Result<u16> {
-    for _ in 0..64 {
-        let first = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-        let port = first.local_addr()?.port();
-        let Some(next) = port.checked_add(1) else {
-            continue;
-        };
-        if TcpListener::bind((Ipv4Addr::LOCALHOST, next)).is_ok() {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    for _ in 0..256 {
+        let port: u16 = rng.gen_range(10_000..32_000);
+        let first = TcpListener::bind((Ipv4Addr::LOCALHOST, port));
+        let second = TcpListener::bind((Ipv4Addr::LOCALHOST, port + 1));
+        if first.is_ok() && second.is_ok() {
             return Ok(port);
         }
     }
     Err(std::io::Error::new(
         std::io::ErrorKind::AddrInUse,
-        "no two consecutive free loopback ports found",
+        "no two consecutive free loopback ports found in 10000-32000",
     ))
 }
 
@@ -193,7 +195,13 @@ fn wait_ready(child: &mut Child, port: u16, state_dir: &Path) -> Result<(), Stri
             return Err(format!("swtpm exited with {status}: {}", err.trim()));
         }
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(());
+            // Someone else (another test's swtpm) may own the port while ours failed to bind
+            // it and is about to exit: only a swtpm still running a moment later is ours.
+            std::thread::sleep(Duration::from_millis(100));
+            if let Ok(None) = child.try_wait() {
+                return Ok(());
+            }
+            continue;
         }
         if Instant::now() > deadline {
             return Err("no connection within 10 s".into());

@@ -41,6 +41,27 @@ fn software_ek_and_srk() -> (Vec<u8>, Vec<u8>) {
     )
 }
 
+/// Transient objects and sessions currently loaded in the TPM (handles 0x80..., 0x02..., 0x03...).
+fn loaded_transients_and_sessions(p: &mut Tpm2Plugin) -> Vec<u32> {
+    use tss_esapi::constants::CapabilityType;
+    use tss_esapi::structures::CapabilityData;
+    let ctx = p.device().unwrap().context();
+    let mut found = Vec::new();
+    for first in [0x8000_0000u32, 0x0200_0000, 0x0300_0000] {
+        let (data, _) = ctx
+            .get_capability(CapabilityType::Handles, first, 64)
+            .unwrap();
+        if let CapabilityData::Handles(list) = data {
+            found.extend(
+                list.iter()
+                    .map(|h| u32::from(*h))
+                    .filter(|h| h >> 24 == first >> 24),
+            );
+        }
+    }
+    found
+}
+
 fn software_hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap();
     mac.update(data);
@@ -100,6 +121,7 @@ fn wire_library_challenge_is_accepted_by_swtpm_and_hmac_matches_software() {
         p.sign_with_identity(b"again").unwrap(),
         software_hmac(&challenge.identity_key, b"again")
     );
+    assert_eq!(loaded_transients_and_sessions(&mut p), Vec::<u32>::new());
 }
 
 #[test]
