@@ -53,6 +53,13 @@ pub enum Command {
     Plugins(PluginsCommand),
     /// Print (and write) what a DPS enrollment for this device needs.
     EnrollInfo(EnrollInfoArgs),
+    /// Register the device with DPS through the plugin and save the result.
+    Provision(ProvisionArgs),
+    /// Print an IoT Hub SAS token for the provisioned device, signed inside the HSM.
+    HubToken(HubTokenArgs),
+    /// Start a local DPS emulator, enroll every software plugin and provision each over TLS.
+    #[cfg(feature = "demo")]
+    Demo(DemoArgs),
     /// Set up a PKCS#11 token for this device (runs `hsmkit-pkcs11`: init, import-hmac).
     ///
     /// Example: hsmkit pkcs11 init --module /usr/lib/softhsm/libsofthsm2.so
@@ -113,5 +120,107 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
         _ => Err(format!("expected KEY=VALUE, got `{s}`")),
+    }
+}
+
+/// `hsmkit provision`
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    #[command(flatten)]
+    pub plugin: PluginArgs,
+    /// tpm, x509 or symmetricKey, when the plugin offers several.
+    #[arg(long, value_name = "KIND")]
+    pub attestation: Option<String>,
+    /// The DPS id scope (0ne...).
+    #[arg(long, value_name = "SCOPE")]
+    pub id_scope: Option<String>,
+    /// DPS host (or host:port, or https URL). Default: global.azure-devices-provisioning.net.
+    #[arg(long, value_name = "HOST")]
+    pub endpoint: Option<String>,
+    /// Extra CA certificate (PEM) to trust, e.g. the DPS emulator's dev CA.
+    #[arg(long, value_name = "PEM")]
+    pub trust_ca: Option<PathBuf>,
+    /// Use this registration id instead of the plugin's.
+    #[arg(long, value_name = "ID")]
+    pub registration_id: Option<String>,
+    /// Custom JSON payload for DPS (custom allocation).
+    #[arg(long, value_name = "JSON")]
+    pub payload: Option<String>,
+    /// DPS device API version: 2019-03-31, 2021-06-01 (default) or 2021-10-01.
+    #[arg(long, value_name = "VERSION")]
+    pub api_version: Option<String>,
+    /// Give up after this many seconds (retries and polling included). Default 120.
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Register again even when a saved result exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `hsmkit hub-token`
+#[derive(Debug, Args)]
+pub struct HubTokenArgs {
+    #[command(flatten)]
+    pub plugin: PluginArgs,
+    /// Token lifetime: 3600, 90s, 30m, 1h, 7d. Default 1h.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: std::time::Duration,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `hsmkit demo`
+#[cfg(feature = "demo")]
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the demo's state (emulator database, device keys) in this folder instead of a
+    /// temporary one.
+    #[arg(long, value_name = "DIR")]
+    pub keep_state: Option<PathBuf>,
+    /// Only these plugins (comma-separated). Default: dice,tpm-sim,symmetric.
+    #[arg(long, value_delimiter = ',', default_value = "dice,tpm-sim,symmetric")]
+    pub plugins: Vec<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `3600`, `90s`, `30m`, `1h`, `7d`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration `{s}`: use e.g. 3600, 90s, 30m, 1h, 7d"))?;
+    let secs = match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        _ => None,
+    }
+    .ok_or_else(|| format!("invalid duration `{s}`: use e.g. 3600, 90s, 30m, 1h, 7d"))?;
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("3600").unwrap().as_secs(), 3600);
+        assert_eq!(parse_duration("30m").unwrap().as_secs(), 1800);
+        assert_eq!(parse_duration("1h").unwrap().as_secs(), 3600);
+        assert_eq!(parse_duration("7d").unwrap().as_secs(), 604_800);
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("h").is_err());
     }
 }

@@ -3,6 +3,7 @@
 use crate::cli::{GlobalArgs, PluginArgs};
 use crate::config::ConfigFile;
 use anyhow::{anyhow, bail, Context, Result};
+use provisioning_core::dps::Attestation;
 use provisioning_core::plugin::{LoadedPlugin, PluginInstance, PluginSearchPath};
 use provisioning_core::state_dir::{default_state_dir, prepare_state_dir};
 use std::path::PathBuf;
@@ -64,60 +65,38 @@ impl Context_ {
 }
 
 /// Which attestation to use: the flag, or the only one the plugin offers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttestationKind {
-    Tpm,
-    X509,
-    SymmetricKey,
-}
-
-impl AttestationKind {
-    pub fn json_name(self) -> &'static str {
-        match self {
-            AttestationKind::Tpm => "tpm",
-            AttestationKind::X509 => "x509",
-            AttestationKind::SymmetricKey => "symmetricKey",
-        }
-    }
-
-    pub fn choose(plugin: &LoadedPlugin, requested: Option<&str>) -> Result<Self> {
-        let caps = plugin.metadata().capabilities;
-        let offered: Vec<AttestationKind> = [
-            (caps.tpm, AttestationKind::Tpm),
-            (caps.x509, AttestationKind::X509),
-            (caps.symmetric_key, AttestationKind::SymmetricKey),
-        ]
-        .into_iter()
-        .filter_map(|(has, k)| has.then_some(k))
-        .collect();
-        let kind = match requested {
-            Some(r) => match r.to_ascii_lowercase().replace(['-', '_'], "").as_str() {
-                "tpm" => AttestationKind::Tpm,
-                "x509" => AttestationKind::X509,
-                "symmetrickey" | "symmetric" => AttestationKind::SymmetricKey,
-                other => bail!("unknown attestation `{other}`: use tpm, x509 or symmetric-key"),
-            },
-            None => match offered.as_slice() {
-                [only] => *only,
-                [] => bail!("plugin `{}` implements no interface", plugin.name()),
-                several => bail!(
-                    "plugin `{}` offers several attestations ({}); choose one with --attestation",
-                    plugin.name(),
-                    several
-                        .iter()
-                        .map(|k| k.json_name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            },
-        };
-        if !offered.contains(&kind) {
-            bail!(
-                "plugin `{}` does not implement {} attestation",
+pub fn choose_attestation(plugin: &LoadedPlugin, requested: Option<&str>) -> Result<Attestation> {
+    let caps = plugin.metadata().capabilities;
+    let offered: Vec<Attestation> = [
+        (caps.tpm, Attestation::Tpm),
+        (caps.x509, Attestation::X509),
+        (caps.symmetric_key, Attestation::SymmetricKey),
+    ]
+    .into_iter()
+    .filter_map(|(has, k)| has.then_some(k))
+    .collect();
+    let kind = match requested {
+        Some(r) => r.parse::<Attestation>().map_err(|e| anyhow!(e))?,
+        None => match offered.as_slice() {
+            [only] => *only,
+            [] => bail!("plugin `{}` implements no interface", plugin.name()),
+            several => bail!(
+                "plugin `{}` offers several attestations ({}); choose one with --attestation",
                 plugin.name(),
-                kind.json_name()
-            );
-        }
-        Ok(kind)
+                several
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    };
+    if !offered.contains(&kind) {
+        bail!(
+            "plugin `{}` does not implement {} attestation",
+            plugin.name(),
+            kind.as_str()
+        );
     }
+    Ok(kind)
 }

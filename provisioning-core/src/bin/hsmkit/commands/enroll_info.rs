@@ -2,10 +2,11 @@
 
 use crate::cli::EnrollInfoArgs;
 use crate::output::print_json;
-use crate::plugin_setup::{AttestationKind, Context_};
+use crate::plugin_setup::{choose_attestation, Context_};
 use anyhow::{bail, Context, Result};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use provisioning_core::dps::Attestation;
 use provisioning_core::plugin::{PluginErrorCode, PluginInstance};
 use serde::Serialize;
 use std::path::Path;
@@ -42,7 +43,7 @@ pub struct Certificates {
 
 pub fn run(ctx: &Context_, args: &EnrollInfoArgs) -> Result<ExitCode> {
     let plugin = ctx.load_plugin(&args.plugin)?;
-    let kind = AttestationKind::choose(&plugin, args.attestation.as_deref())?;
+    let kind = choose_attestation(&plugin, args.attestation.as_deref())?;
     let instance = ctx.create_instance(&plugin, &args.plugin)?;
     let info = collect(&instance, kind, args.group_key.as_deref())?;
     if let Some(dir) = &args.out {
@@ -59,13 +60,13 @@ pub fn run(ctx: &Context_, args: &EnrollInfoArgs) -> Result<ExitCode> {
 /// Reads the enrollment information through the plugin.
 pub fn collect(
     instance: &PluginInstance,
-    kind: AttestationKind,
+    kind: Attestation,
     group_key_b64: Option<&str>,
 ) -> Result<EnrollmentInfo> {
     let plugin = instance.plugin().name().to_string();
     let mut info = EnrollmentInfo {
         plugin,
-        attestation: kind.json_name(),
+        attestation: kind.as_str(),
         registration_id: String::new(),
         endorsement_key: None,
         certificates: None,
@@ -73,12 +74,12 @@ pub fn collect(
         note: None,
     };
     match kind {
-        AttestationKind::Tpm => {
+        Attestation::Tpm => {
             let ek = instance.tpm()?.endorsement_key()?;
             info.registration_id = hsm_tpm_common::registration_id_from_ek(&ek);
             info.endorsement_key = Some(B64.encode(&ek));
         }
-        AttestationKind::X509 => {
+        Attestation::X509 => {
             let x509 = instance.x509()?;
             let chain = x509.certificate_chain_pem()?;
             let (leaf, root) = split_chain(&chain)?;
@@ -88,7 +89,7 @@ pub fn collect(
                 root_ca_pem: root,
             });
         }
-        AttestationKind::SymmetricKey => {
+        Attestation::SymmetricKey => {
             let sym = instance.symmetric_key()?;
             info.registration_id = sym.registration_id()?;
             let has_key = match sym.sign(b"hsmkit key probe") {
@@ -153,7 +154,7 @@ fn split_chain(chain_pem: &str) -> Result<(String, Option<String>)> {
     Ok((leaf_pem, root))
 }
 
-fn write_files(dir: &Path, info: &EnrollmentInfo) -> Result<()> {
+pub fn write_files(dir: &Path, info: &EnrollmentInfo) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

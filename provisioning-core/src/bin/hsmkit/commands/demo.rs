@@ -1,0 +1,204 @@
+//! `hsmkit demo`: the whole flow on one machine with no cloud and no hardware. A DPS emulator
+//! starts in-process over real TLS; each software plugin prints its enrollment information,
+//! which is enrolled in the emulator exactly as `dps-emulator enroll --from DIR` would; then
+//! each device provisions through its plugin and the results are printed as a table.
+
+use super::enroll_info::{collect, write_files};
+use super::provision::{print_progress, ProvisionSummary};
+use crate::cli::{DemoArgs, PluginArgs};
+use crate::output::{print_json, print_table};
+use crate::plugin_setup::{choose_attestation, Context_};
+use anyhow::{Context, Result};
+use dps_emulator::enroll_files::EnrollmentInfo as EnrollmentFiles;
+use dps_emulator::{Emulator, EmulatorConfig};
+use provisioning_core::dps::DpsClientConfig;
+use provisioning_core::provisioning::provision;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Serialize)]
+struct DemoRow {
+    #[serde(flatten)]
+    summary: Option<ProvisionSummary>,
+    plugin: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct DemoReport {
+    results: Vec<DemoRow>,
+    #[serde(rename = "emulatorEndpoint")]
+    emulator_endpoint: String,
+    #[serde(rename = "stateDir")]
+    state_dir: String,
+}
+
+pub fn run(ctx: &Context_, args: &DemoArgs) -> Result<ExitCode> {
+    let temp;
+    let root: PathBuf = match &args.keep_state {
+        Some(dir) => dir.clone(),
+        None => {
+            temp = tempfile::tempdir().context("cannot create a temporary folder")?;
+            temp.path().to_path_buf()
+        }
+    };
+    provisioning_core::state_dir::prepare_state_dir(&root)?;
+    let emulator = Emulator::start_in_background(EmulatorConfig::new(root.join("emulator")))
+        .context("cannot start the DPS emulator")?;
+    if !args.json {
+        eprintln!(
+            "DPS emulator on https://{} (id scope {}, dev CA {})",
+            emulator.addr(),
+            emulator.id_scope(),
+            emulator.ca_cert_path().display()
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+
+    let mut rows = Vec::new();
+    for name in &args.plugins {
+        let outcome = provision_one(ctx, &emulator, &runtime, &root, name, args.json);
+        rows.push(match outcome {
+            Ok(summary) => DemoRow {
+                plugin: summary.plugin.clone(),
+                summary: Some(summary),
+                error: None,
+            },
+            Err(e) => DemoRow {
+                plugin: name.clone(),
+                summary: None,
+                error: Some(format!("{e:#}")),
+            },
+        });
+    }
+    let failed = rows.iter().filter(|r| r.error.is_some()).count();
+    let report = DemoReport {
+        results: rows,
+        emulator_endpoint: emulator.endpoint(),
+        state_dir: root.display().to_string(),
+    };
+    if args.json {
+        // The rows name the plugin once, from the summary when there is one.
+        let mut value = serde_json::to_value(&report)?;
+        if let Some(results) = value.get_mut("results").and_then(|r| r.as_array_mut()) {
+            for r in results {
+                if r.get("error").is_none() {
+                    if let Some(obj) = r.as_object_mut() {
+                        obj.remove("error");
+                    }
+                }
+            }
+        }
+        print_json(&value)?;
+    } else {
+        let table: Vec<Vec<String>> = report
+            .results
+            .iter()
+            .map(|r| match (&r.summary, &r.error) {
+                (Some(s), _) => vec![
+                    s.plugin.clone(),
+                    s.attestation.clone(),
+                    s.registration_id.clone(),
+                    s.assigned_hub.clone(),
+                    s.status.clone(),
+                    format!("{} ms", s.millis),
+                ],
+                (None, e) => vec![
+                    r.plugin.clone(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "FAILED".into(),
+                    e.clone().unwrap_or_default(),
+                ],
+            })
+            .collect();
+        print_table(
+            &[
+                "PLUGIN",
+                "ATTESTATION",
+                "REGISTRATION ID",
+                "ASSIGNED HUB",
+                "STATUS",
+                "TIME",
+            ],
+            &table,
+        );
+    }
+    emulator.shutdown();
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn provision_one(
+    ctx: &Context_,
+    emulator: &dps_emulator::BackgroundEmulator,
+    runtime: &tokio::runtime::Runtime,
+    root: &std::path::Path,
+    name: &str,
+    quiet: bool,
+) -> Result<ProvisionSummary> {
+    let started = Instant::now();
+    let device_state = root.join("devices").join(name);
+    let device_ctx = Context_ {
+        config: Default::default(),
+        search: ctx.search.clone(),
+        state_dir: device_state.clone(),
+    };
+    let mut plugin_args = PluginArgs {
+        plugin: Some(name.to_string()),
+        settings: ctx.config.plugin_settings(name),
+    };
+    if name == "symmetric"
+        && !plugin_args
+            .settings
+            .iter()
+            .any(|(k, _)| k == "registration_id")
+    {
+        plugin_args
+            .settings
+            .push(("registration_id".into(), "demo-symmetric-device".into()));
+    }
+    let plugin = device_ctx.load_plugin(&plugin_args)?;
+    let attestation = choose_attestation(&plugin, None)?;
+    let instance = device_ctx.create_instance(&plugin, &plugin_args)?;
+
+    // Enrollment: the files enroll-info writes, read back by the emulator's own reader.
+    let info = collect(&instance, attestation, None)?;
+    let files = device_state.join("enrollment");
+    write_files(&files, &info)?;
+    let enrollment = EnrollmentFiles::read_dir(&files)
+        .with_context(|| format!("the emulator cannot read {}", files.display()))?;
+    emulator
+        .enrollments()
+        .create_individual(enrollment.individual())
+        .context("cannot create the enrollment")?;
+
+    let mut config = DpsClientConfig::new(emulator.id_scope());
+    config.endpoint = emulator.endpoint();
+    config.extra_trust_pem = Some(emulator.ca_cert_pem().as_bytes().to_vec());
+    config.trust_public_roots = false;
+    let progress = |e: &provisioning_core::dps::ProgressEvent| {
+        if !quiet {
+            print_progress(e)
+        }
+    };
+    let (record, outcome) = runtime.block_on(provision(
+        &config,
+        instance,
+        attestation,
+        &device_state,
+        true,
+        &progress,
+    ))?;
+    Ok(ProvisionSummary::new(&record, outcome, started.elapsed()))
+}

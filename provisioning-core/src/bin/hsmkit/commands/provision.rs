@@ -1,0 +1,140 @@
+//! `hsmkit provision`: register with DPS through the plugin, save and print the result.
+
+use crate::cli::ProvisionArgs;
+use crate::config::ProvisioningSection;
+use crate::output::print_json;
+use crate::plugin_setup::{choose_attestation, Context_};
+use anyhow::{anyhow, Context, Result};
+use provisioning_core::dps::{DpsClientConfig, ProgressEvent};
+use provisioning_core::provisioning::{provision, Outcome, ProvisioningRecord};
+use serde::Serialize;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// What `provision --json` prints (and the demo's rows reuse).
+#[derive(Serialize, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct ProvisionSummary {
+    pub plugin: String,
+    pub attestation: String,
+    pub registration_id: String,
+    pub assigned_hub: String,
+    pub device_id: String,
+    pub status: String,
+    pub reused: bool,
+    pub millis: u128,
+}
+
+impl ProvisionSummary {
+    pub fn new(record: &ProvisioningRecord, outcome: Outcome, elapsed: Duration) -> Self {
+        ProvisionSummary {
+            plugin: record.plugin.clone(),
+            attestation: record.result.attestation.as_str().to_string(),
+            registration_id: record.result.registration_id.clone(),
+            assigned_hub: record.result.assigned_hub.clone(),
+            device_id: record.result.device_id.clone(),
+            status: record.result.status.clone(),
+            reused: outcome == Outcome::Reused,
+            millis: elapsed.as_millis(),
+        }
+    }
+}
+
+/// Merges flags over the `[provisioning]` section into a client configuration.
+pub fn client_config(args: &ProvisionArgs, file: &ProvisioningSection) -> Result<DpsClientConfig> {
+    let id_scope = args
+        .id_scope
+        .clone()
+        .or_else(|| file.id_scope.clone())
+        .ok_or_else(|| anyhow!("no id scope: pass --id-scope (Azure portal: DPS > Overview > ID Scope) or set provisioning.id_scope"))?;
+    let mut config = DpsClientConfig::new(id_scope);
+    if let Some(e) = args.endpoint.clone().or_else(|| file.endpoint.clone()) {
+        config.endpoint = e;
+    }
+    if let Some(v) = args
+        .api_version
+        .clone()
+        .or_else(|| file.api_version.clone())
+    {
+        config.api_version = v.parse().map_err(|e: String| anyhow!(e))?;
+    }
+    if let Some(ca) = args.trust_ca.clone().or_else(|| file.trust_ca.clone()) {
+        let pem = std::fs::read(&ca)
+            .with_context(|| format!("cannot read the CA certificate {}", ca.display()))?;
+        config.extra_trust_pem = Some(pem);
+    }
+    config.registration_id = args
+        .registration_id
+        .clone()
+        .or_else(|| file.registration_id.clone());
+    if let Some(p) = args.payload.clone().or_else(|| file.payload.clone()) {
+        config.payload = Some(serde_json::from_str(&p).context("--payload is not valid JSON")?);
+    }
+    if let Some(t) = args.timeout.or(file.timeout_secs) {
+        config.overall_timeout = Duration::from_secs(t.max(1));
+    }
+    Ok(config)
+}
+
+/// Prints progress on stderr so that stdout stays clean for --json.
+pub fn print_progress(event: &ProgressEvent) {
+    match event {
+        ProgressEvent::Registering {
+            registration_id,
+            attempt,
+        } => {
+            if *attempt == 1 {
+                eprintln!("registering {registration_id} ...");
+            } else {
+                eprintln!("registering {registration_id} (attempt {attempt}) ...");
+            }
+        }
+        ProgressEvent::TpmChallenge => {
+            eprintln!("TPM challenge received, activating identity key ...")
+        }
+        ProgressEvent::Assigning { operation_id } => {
+            eprintln!("assigning (operation {operation_id}) ...")
+        }
+        ProgressEvent::Waiting { reason, wait } => {
+            eprintln!("waiting {:.1} s: {reason}", wait.as_secs_f64())
+        }
+        ProgressEvent::Assigned {
+            assigned_hub,
+            device_id,
+        } => eprintln!("assigned to {assigned_hub} as {device_id}"),
+    }
+}
+
+pub fn run(ctx: &Context_, args: &ProvisionArgs) -> Result<ExitCode> {
+    let started = Instant::now();
+    let config = client_config(args, &ctx.config.provisioning)?;
+    let plugin = ctx.load_plugin(&args.plugin)?;
+    let attestation = choose_attestation(&plugin, args.attestation.as_deref())?;
+    let instance = ctx.create_instance(&plugin, &args.plugin)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let (record, outcome) = runtime.block_on(provision(
+        &config,
+        instance,
+        attestation,
+        &ctx.state_dir,
+        args.force,
+        &print_progress,
+    ))?;
+    let summary = ProvisionSummary::new(&record, outcome, started.elapsed());
+    if args.json {
+        print_json(&summary)?;
+    } else {
+        if summary.reused {
+            println!("Already provisioned (saved result reused; --force registers again)");
+        }
+        println!("Registration Id: {}", summary.registration_id);
+        println!("Assigned hub:    {}", summary.assigned_hub);
+        println!("Device id:       {}", summary.device_id);
+        println!("Attestation:     {}", summary.attestation);
+        println!("Time:            {} ms", summary.millis);
+    }
+    Ok(ExitCode::SUCCESS)
+}
