@@ -112,3 +112,23 @@ pub fn split_result(stdout: &str) -> (Option<&str>, String) {
 pub fn parse_verdict(json: &str) -> Option<Verdict> {
     serde_json::from_str(json).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_line_is_found_among_plugin_output() {
+        let v = Verdict::fail("a", "b");
+        let json = serde_json::to_string(&v).unwrap();
+        let out = format!(
+            "plugin says hi\npartial{}\n{RESULT_MARKER}{json}\nbye\n",
+            ""
+        );
+        let (line, rest) = split_result(&out);
+        assert_eq!(line.and_then(parse_verdict), Some(v));
+        assert_eq!(rest, "plugin says hi\npartial\nbye\n");
+        assert_eq!(split_result("no marker\n").0, None);
+        assert_eq!(parse_verdict("{\"result\":\"bogus\"}"), None);
+    }
+}

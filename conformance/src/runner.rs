@@ -430,3 +430,63 @@ impl CheckReport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn settings_parse() {
+        assert_eq!(
+            parse_setting("tcti=swtpm:port=1"),
+            Ok(("tcti".into(), "swtpm:port=1".into()))
+        );
+        assert_eq!(parse_setting("k="), Ok(("k".into(), String::new())));
+        assert!(parse_setting("novalue").is_err());
+        assert!(parse_setting("=v").is_err());
+    }
+
+    #[test]
+    fn state_copies_keep_private_modes() {
+        let from = tempfile::tempdir().unwrap();
+        std::fs::create_dir(from.path().join("sub")).unwrap();
+        let key = from.path().join("sub/key");
+        std::fs::write(&key, b"k").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let to = tempfile::tempdir().unwrap();
+        let dest = to.path().join("copy");
+        copy_dir(from.path(), &dest).unwrap();
+        let meta = std::fs::metadata(dest.join("sub/key")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(std::fs::read(dest.join("sub/key")).unwrap(), b"k");
+    }
+
+    #[test]
+    fn unknown_pattern_is_an_error() {
+        let o = RunOptions {
+            plugin: PathBuf::from("/nonexistent"),
+            config: vec![],
+            only: vec!["nope.*".into()],
+            skip: vec![],
+            jobs: 1,
+            timeout: Duration::from_secs(1),
+            exe: PathBuf::from("/nonexistent"),
+        };
+        assert!(matches!(select(&o), Err(RunError::UnknownPattern(_))));
+        let o = RunOptions {
+            only: vec!["tpm".into()],
+            skip: vec!["tpm.ek-*".into()],
+            ..o
+        };
+        let ids: Vec<&str> = select(&o).unwrap().iter().map(|c| c.id).collect();
+        assert!(ids.contains(&"tpm.activate-and-sign"));
+        assert!(!ids
+            .iter()
+            .any(|i| i.starts_with("tpm.ek-") || !i.starts_with("tpm.")));
+    }
+}
