@@ -90,6 +90,9 @@ fn pkcs11_on_softhsm_passes() {
     // must not interleave.
     o.jobs = 1;
     let report = run_report(&o);
+    for r in &report.results {
+        println!("{}", r.line());
+    }
     assert_all_pass(&report, 40);
     println!("{}", report.summary());
 }
