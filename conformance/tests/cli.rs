@@ -71,7 +71,7 @@ fn crashing_plugin_exits_one_with_errors_in_junit() {
     // --only limits the run to the group.
     assert!(!stdout.contains("loading."), "{stdout}");
     let xml = std::fs::read_to_string(&junit).expect("junit written");
-    assert!(xml.contains("errors=\"3\""), "{xml}");
+    assert!(xml.contains("errors=\"4\""), "{xml}");
     assert!(xml.contains("type=\"crash\""), "{xml}");
 }
 

@@ -15,6 +15,7 @@ const SIGN_CHECKS: &[&str] = &[
     "symmetric-key.import-and-sign",
     "symmetric-key.reimport-replaces",
     "symmetric-key.sign-deterministic",
+    "symmetric-key.sign-without-key",
 ];
 
 #[test]

@@ -9,6 +9,8 @@ use crate::raw::RawInstance;
 use crate::register;
 use hsm_api::*;
 
+register!("symmetric-key.sign-without-key", SymmetricKey, SymmetricKey, true,
+    "sign before any key is held returns HSM_ERR_NOT_FOUND (skipped when the settings provide a key)", sign_without_key);
 register!(
     "symmetric-key.registration-id",
     SymmetricKey,
@@ -148,4 +150,18 @@ fn sign_deterministic(ctx: &mut CheckContext) -> CheckResult {
         ));
     }
     Ok(Verdict::pass(""))
+}
+
+fn sign_without_key(ctx: &mut CheckContext) -> CheckResult {
+    let inst = instance(ctx)?;
+    match inst.sym_sign(b"no key yet")? {
+        Ok(_) => Err(Verdict::skip(
+            "the plugin already holds a key (from its settings or state)",
+        )),
+        Err(e) if e.status == HSM_ERR_NOT_FOUND => Ok(Verdict::pass(e.message)),
+        Err(e) => Err(Verdict::fail(
+            "HSM_ERR_NOT_FOUND before any key is held",
+            e.to_string(),
+        )),
+    }
 }

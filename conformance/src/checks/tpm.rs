@@ -13,6 +13,8 @@ use hsm_tpm_common::alg::{self, attr};
 use hsm_tpm_common::dps::{make_dps_challenge, make_dps_challenge_for_key};
 use hsm_tpm_common::public::{PublicArea, PublicUnique};
 
+register!("tpm.sign-before-activate", Tpm, Tpm, true,
+    "sign_with_identity before any activation returns HSM_ERR_INVALID_STATE (skipped when a key persists)", sign_before_activate);
 register!("tpm.ek-format", Tpm, Tpm, true,
     "the EK is a TPM2B_PUBLIC (exact size prefix, SHA-256 name, fixedTPM|fixedParent|restricted|decrypt)", ek_format);
 register!(
@@ -333,4 +335,18 @@ fn sign_sizes(ctx: &mut CheckContext) -> CheckResult {
         }
     }
     Ok(Verdict::pass(notes.join(", ")))
+}
+
+fn sign_before_activate(ctx: &mut CheckContext) -> CheckResult {
+    let inst = instance(ctx)?;
+    match inst.tpm_sign(b"no identity yet")? {
+        Ok(_) => Err(Verdict::skip(
+            "an identity key is already active (persisted by an earlier activation)",
+        )),
+        Err(e) if e.status == HSM_ERR_INVALID_STATE => Ok(Verdict::pass(e.message)),
+        Err(e) => Err(Verdict::fail(
+            "HSM_ERR_INVALID_STATE before any activation",
+            e.to_string(),
+        )),
+    }
 }

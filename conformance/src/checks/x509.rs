@@ -104,7 +104,12 @@ fn chain(inst: &RawInstance) -> Result<Chain, Verdict> {
     let bytes = ok(inst.chain()?, "get_certificate_chain")?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| Verdict::fail("a UTF-8 PEM chain", "bytes that are not UTF-8"))?;
-    let text = text.trim_end_matches('\0');
+    if text.contains('\0') {
+        return Err(Verdict::fail(
+            "PEM without NUL bytes (the ABI counts no terminating NUL in len)",
+            "a NUL byte in the chain",
+        ));
+    }
     let mut labels = Vec::new();
     for line in text.lines() {
         if let Some(label) = line.trim().strip_prefix("-----BEGIN ") {
@@ -267,7 +272,13 @@ fn common_name(ctx: &mut CheckContext) -> CheckResult {
     let bytes = ok(inst.common_name()?, "get_common_name")?;
     let name = String::from_utf8(bytes)
         .map_err(|_| Verdict::fail("a UTF-8 common name", "invalid UTF-8"))?;
-    let name = name.trim_end_matches('\0');
+    if name.contains('\0') {
+        return Err(Verdict::fail(
+            "a common name without NUL bytes (no terminating NUL counted in len)",
+            format!("{name:?}"),
+        ));
+    }
+    let name = name.as_str();
     let leaf_cn = c.ssl[0]
         .subject_name()
         .entries_by_nid(openssl::nid::Nid::COMMONNAME)
