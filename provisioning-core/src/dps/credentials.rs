@@ -6,7 +6,6 @@ use super::sas::{build_token, SasSigner};
 use crate::plugin::{PluginError, PluginInstance};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use sha2::Digest;
 
 /// Which plugin key signs a SAS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,12 +36,8 @@ impl SasSigner for PluginSasSigner<'_> {
 }
 
 /// The TPM registration id: lowercase unpadded base32 of SHA-256 of the marshalled EK, the
-/// C SDK's rule (52 characters).
-pub fn tpm_registration_id(ek_tpm2b_public: &[u8]) -> String {
-    data_encoding::BASE32_NOPAD
-        .encode(&sha2::Sha256::digest(ek_tpm2b_public))
-        .to_ascii_lowercase()
-}
+/// C SDK's rule (52 characters). One definition, shared with the emulator's side.
+pub use hsm_tpm_common::registration_id_from_ek as tpm_registration_id;
 
 /// The device key of a symmetric-key enrollment group member:
 /// HMAC-SHA256(group key, registration id). The result goes into the plugin with `import_key`.

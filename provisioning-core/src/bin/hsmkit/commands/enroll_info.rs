@@ -102,9 +102,12 @@ pub fn collect(
                     B64.decode(group_key.trim())
                         .context("--group-key is not valid base64")?,
                 );
-                let device_key = hmac_sha256(&group_key, info.registration_id.as_bytes());
+                let device_key = provisioning_core::dps::derive_group_device_key(
+                    &group_key,
+                    &info.registration_id,
+                );
                 sym.import_key(Some(&info.registration_id), &device_key)?;
-                info.primary_key = Some(Zeroizing::new(B64.encode(&*device_key)));
+                info.primary_key = Some(Zeroizing::new(B64.encode(&**device_key)));
                 info.note = Some(
                     "device key derived from the enrollment-group key and imported into the HSM"
                         .into(),
@@ -121,15 +124,6 @@ pub fn collect(
         }
     }
     Ok(info)
-}
-
-fn hmac_sha256(key: &[u8], data: &[u8]) -> Zeroizing<Vec<u8>> {
-    use hmac::{Hmac, Mac};
-    // HMAC accepts keys of any length, so new_from_slice cannot fail here.
-    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-    mac.update(data);
-    Zeroizing::new(mac.finalize().into_bytes().to_vec())
 }
 
 /// Splits a leaf-first PEM chain into the leaf and, when the last certificate is
