@@ -36,9 +36,10 @@ struct Cli {
     /// Write a JUnit XML report to FILE.
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
-    /// Checks run at the same time (use 1 against a single-connection TPM such as swtpm).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
-    jobs: u32,
+    /// Checks run at the same time [default: 2, or 1 when `tcti` names swtpm or mssim, which
+    /// serve one connection at a time].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    jobs: Option<u32>,
     /// Seconds one check may take before it is killed and reported as a timeout.
     #[arg(long, default_value_t = 20.0)]
     timeout: f64,
@@ -98,12 +99,19 @@ fn main() -> Result<()> {
         bail!("--timeout must be a positive number of seconds");
     }
     let plugin = resolve_plugin(&plugin_arg)?;
+    let single_connection_tpm = cli
+        .config
+        .iter()
+        .any(|(k, v)| k == "tcti" && (v.starts_with("swtpm") || v.starts_with("mssim")));
+    let jobs = cli
+        .jobs
+        .unwrap_or(if single_connection_tpm { 1 } else { 2 });
     let options = RunOptions {
         plugin: plugin.clone(),
         config: cli.config,
         only: cli.only,
         skip: cli.skip,
-        jobs: cli.jobs as usize,
+        jobs: jobs as usize,
         timeout: Duration::from_secs_f64(cli.timeout),
         exe: std::env::current_exe().context("finding this program to run checks")?,
     };
@@ -115,6 +123,19 @@ fn main() -> Result<()> {
     let report = run(&options, &print)?;
     if let Some(e) = &report.load_error {
         println!("note: the plugin did not load, so only the loading checks ran: {e}");
+    }
+    let broken: Vec<&hsm_conformance::CheckReport> = report
+        .results
+        .iter()
+        .filter(|r| r.status.is_failure())
+        .collect();
+    if !broken.is_empty() {
+        println!("\ncontract points broken:");
+        for r in broken {
+            println!("  {} {}: {}", r.status.label(), r.id, r.description);
+            println!("      {}", r.message);
+        }
+        println!();
     }
     println!("{}", report.summary());
     if let Some(path) = &cli.json {

@@ -148,3 +148,27 @@ fn plugin_found_by_name_in_the_plugins_folder() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no plugin named `no-such-plugin`"));
 }
+
+#[test]
+fn swtpm_tcti_runs_one_check_at_a_time_by_default() {
+    let swtpm = hsm_tpm_common::swtpm::Swtpm::start().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("tpm2.json");
+    // No --jobs: a swtpm TCTI means one connection at a time, so the harness uses one job.
+    let out = harness()
+        .arg(bundled("tpm2"))
+        .arg("--config")
+        .arg(format!("tcti={}", swtpm.tcti()))
+        .args(["--only", "tpm", "--json"])
+        .arg(&json)
+        .output()
+        .expect("run hsm-conformance");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written"))
+            .expect("valid JSON");
+    assert_eq!(v["pluginName"], "tpm2");
+    assert!(v["counts"]["pass"].as_u64().is_some_and(|n| n >= 9), "{v}");
+    drop(swtpm);
+}
