@@ -347,19 +347,20 @@ fn supervise(exe: &Path, mut cmd: Command, timeout: Duration) -> Result<ChildOut
     let err_reader = child.stderr.take().map(reader);
     let deadline = Instant::now() + timeout;
     let mut timed_out = false;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() >= deadline => {
-                timed_out = true;
-                kill_group(pgid);
-                break child.wait().ok();
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
-            Err(_) => break None,
+    // The child is left unreaped (a zombie) until its group has been killed, so its pid,
+    // which is the group id, cannot be reused by an unrelated process in between.
+    loop {
+        if exited_unreaped(pgid) {
+            break;
         }
-    };
+        if Instant::now() >= deadline {
+            timed_out = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
     kill_group(pgid);
+    let status = child.wait().ok();
     let join = |h: Option<std::thread::JoinHandle<String>>| {
         h.and_then(|h| h.join().ok()).unwrap_or_default()
     };
@@ -370,6 +371,26 @@ fn supervise(exe: &Path, mut cmd: Command, timeout: Duration) -> Result<ChildOut
         signal: status.and_then(|s| s.signal()),
         timed_out,
     })
+}
+
+/// Whether the child has exited, without reaping it.
+fn exited_unreaped(pid: libc::pid_t) -> bool {
+    // SAFETY: siginfo_t is plain data; zeroed is a valid initial value for waitid to fill.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let Ok(id) = libc::id_t::try_from(pid) else {
+        return true;
+    };
+    // SAFETY: valid out pointer; WNOWAIT leaves the child waitable for Child::wait.
+    let r = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            id,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // SAFETY: after a successful waitid, si_pid is set (0 when the child is still running).
+    r != 0 || unsafe { info.si_pid() } != 0
 }
 
 fn kill_group(pgid: libc::pid_t) {
