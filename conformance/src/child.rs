@@ -30,6 +30,8 @@ pub struct Probe {
     pub symmetric_key: bool,
     /// Declares concurrent calls on one instance safe.
     pub thread_safe: bool,
+    /// Function entries that are NULL (calling them would crash every check).
+    pub null_entries: Vec<String>,
 }
 
 fn emit<T: Serialize>(value: &T) -> i32 {
@@ -72,6 +74,26 @@ pub fn run_probe(plugin: PathBuf, config: Vec<(String, String)>) -> i32 {
         },
         Ok(p) => {
             let m = p.metadata();
+            let null_entries = crate::raw::RawLibrary::open(&plugin)
+                .ok()
+                .and_then(|l| l.table())
+                .map(crate::raw::null_entries)
+                .unwrap_or_default()
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>();
+            if !null_entries.is_empty() {
+                return emit(&Probe {
+                    loaded: true,
+                    error: Some(format!(
+                        "NULL function entries: {}",
+                        null_entries.join(", ")
+                    )),
+                    name: Some(m.name.clone()),
+                    null_entries,
+                    ..Probe::default()
+                });
+            }
             let error = PluginInstance::create(&p, &config)
                 .err()
                 .map(|e| format!("creating an instance failed: {e}"));
@@ -84,6 +106,7 @@ pub fn run_probe(plugin: PathBuf, config: Vec<(String, String)>) -> i32 {
                 x509: m.capabilities.x509,
                 symmetric_key: m.capabilities.symmetric_key,
                 thread_safe: m.thread_safe,
+                null_entries,
             }
         }
     };

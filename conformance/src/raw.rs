@@ -226,3 +226,105 @@ fn text_or_note(bytes: &[u8]) -> String {
             .to_string()
     }
 }
+
+/// Reads a function-pointer slot as an address: a NULL slot must never be read as a Rust fn
+/// pointer (that type cannot be NULL), so it is read as a plain word.
+///
+/// # Safety
+/// `slot` points to a readable, pointer-sized table entry.
+unsafe fn slot_is_null<T>(slot: *const T) -> bool {
+    debug_assert_eq!(std::mem::size_of::<T>(), std::mem::size_of::<usize>());
+    // SAFETY: per the caller, `slot` is a readable pointer-sized entry.
+    unsafe { slot.cast::<usize>().read_unaligned() == 0 }
+}
+
+/// The names of the function entries that are NULL in `table` and in the interface tables it
+/// points to. Every ABI 1.0 entry is mandatory.
+pub fn null_entries(table: &HsmPluginTable) -> Vec<&'static str> {
+    use std::ptr::addr_of;
+    let mut v = Vec::new();
+    // SAFETY (every slot_is_null call below): each pointer is the address of a field of a
+    // live static table, valid for reading one word.
+    unsafe {
+        let t: *const HsmPluginTable = table;
+        for (name, null) in [
+            ("create", slot_is_null(addr_of!((*t).create))),
+            ("destroy", slot_is_null(addr_of!((*t).destroy))),
+            ("last_error", slot_is_null(addr_of!((*t).last_error))),
+            (
+                "release_buffer",
+                slot_is_null(addr_of!((*t).release_buffer)),
+            ),
+        ] {
+            if null {
+                v.push(name);
+            }
+        }
+        let tpm = table.tpm;
+        if !tpm.is_null() {
+            for (name, null) in [
+                (
+                    "tpm.get_endorsement_key",
+                    slot_is_null(addr_of!((*tpm).get_endorsement_key)),
+                ),
+                (
+                    "tpm.get_storage_root_key",
+                    slot_is_null(addr_of!((*tpm).get_storage_root_key)),
+                ),
+                (
+                    "tpm.activate_identity_key",
+                    slot_is_null(addr_of!((*tpm).activate_identity_key)),
+                ),
+                (
+                    "tpm.sign_with_identity",
+                    slot_is_null(addr_of!((*tpm).sign_with_identity)),
+                ),
+            ] {
+                if null {
+                    v.push(name);
+                }
+            }
+        }
+        let x = table.x509;
+        if !x.is_null() {
+            for (name, null) in [
+                (
+                    "x509.get_certificate_chain",
+                    slot_is_null(addr_of!((*x).get_certificate_chain)),
+                ),
+                (
+                    "x509.get_common_name",
+                    slot_is_null(addr_of!((*x).get_common_name)),
+                ),
+                ("x509.sign_digest", slot_is_null(addr_of!((*x).sign_digest))),
+                (
+                    "x509.export_private_key",
+                    slot_is_null(addr_of!((*x).export_private_key)),
+                ),
+            ] {
+                if null {
+                    v.push(name);
+                }
+            }
+        }
+        let s = table.symmetric_key;
+        if !s.is_null() {
+            for (name, null) in [
+                (
+                    "symmetric_key.get_registration_id",
+                    slot_is_null(addr_of!((*s).get_registration_id)),
+                ),
+                ("symmetric_key.sign", slot_is_null(addr_of!((*s).sign))),
+                (
+                    "symmetric_key.import_key",
+                    slot_is_null(addr_of!((*s).import_key)),
+                ),
+            ] {
+                if null {
+                    v.push(name);
+                }
+            }
+        }
+    }
+    v
+}

@@ -220,6 +220,12 @@ fn not_applicable(check: &Check, probe: &Probe) -> Option<String> {
             probe.error.as_deref().unwrap_or("unknown reason")
         ));
     }
+    if check.needs_load && !probe.null_entries.is_empty() {
+        return Some(format!(
+            "the plugin has NULL function entries ({}), which would crash any caller (see loading.table-entries)",
+            probe.null_entries.join(", ")
+        ));
+    }
     if let (true, Some(e)) = (probe.loaded, &probe.error) {
         if check.needs_load && check.id != "lifecycle.create-destroy" {
             return Some(format!(

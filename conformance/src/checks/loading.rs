@@ -7,6 +7,8 @@ use crate::register;
 use hsm_api::*;
 use std::io::Read;
 
+register!("loading.table-entries", Loading, Any, false,
+    "every ABI 1.0 function entry of the plugin table and the declared interface tables is non-NULL", table_entries);
 register!(
     "loading.elf-header",
     Loading,
@@ -381,6 +383,28 @@ fn entry_stable(ctx: &mut CheckContext) -> CheckResult {
                     "another table"
                 }
             ),
+        ));
+    }
+    Ok(Verdict::pass(""))
+}
+
+fn table_entries(ctx: &mut CheckContext) -> CheckResult {
+    let lib = library(ctx)?;
+    let (_, table) = lib.call_entry(HSM_ABI_MAJOR, HSM_ABI_MINOR);
+    // SAFETY: as in abi_version.
+    let Some(t) = (unsafe { table.as_ref() }) else {
+        return Err(Verdict::skip(
+            "the entry wrote no table (see loading.abi-version)",
+        ));
+    };
+    if t.header.abi_major != HSM_ABI_MAJOR {
+        return Err(Verdict::skip("another ABI major (see loading.abi-version)"));
+    }
+    let nulls = crate::raw::null_entries(t);
+    if !nulls.is_empty() {
+        return Err(Verdict::fail(
+            "no NULL function entries",
+            format!("NULL: {}", nulls.join(", ")),
         ));
     }
     Ok(Verdict::pass(""))
