@@ -22,7 +22,7 @@ pub mod plugin;
 pub mod settings;
 pub mod state;
 
-pub use chain::{build_chain, DeviceChain};
+pub use chain::{build_chain, build_chain_with, ChainOptions, DeviceChain};
 pub use error::DiceError;
 pub use plugin::DicePlugin;
 

@@ -5,7 +5,7 @@ use p256::ecdsa::{signature::hazmat::PrehashSigner, Signature};
 use p256::pkcs8::{EncodePrivateKey, LineEnding};
 use zeroize::Zeroizing;
 
-use crate::chain::{build_chain, DeviceChain};
+use crate::chain::{build_chain_with, ChainOptions, DeviceChain};
 use crate::error::DiceError;
 use crate::settings::{DiceSettings, UdsSource};
 use crate::state::{load_or_create_root_key, load_or_create_uds};
@@ -26,11 +26,14 @@ impl DicePlugin {
         };
         let root_key =
             load_or_create_root_key(&settings.state_dir, settings.root_ca_key_path.as_deref())?;
-        let chain = build_chain(
+        let chain = build_chain_with(
             &uds,
             &settings.inputs,
             &root_key,
             settings.registration_id.as_deref(),
+            &ChainOptions {
+                cdi_extension_critical: settings.cdi_extension_critical,
+            },
         )?;
         Ok(DicePlugin {
             chain,
@@ -105,5 +108,40 @@ impl X509Hsm for DicePlugin {
             .leaf_key
             .to_pkcs8_pem(LineEnding::LF)
             .map_err(|_| HsmError::internal("encoding the leaf key as PKCS#8 failed"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certificates::OPEN_DICE_INPUT;
+    use der::Decode;
+
+    fn cdi_extension_critical(setting: Option<&str>) -> bool {
+        let dir = tempfile::tempdir().unwrap();
+        let uds = "11".repeat(32);
+        let mut pairs = vec![
+            ("state_dir", dir.path().to_str().unwrap()),
+            ("uds_hex", uds.as_str()),
+        ];
+        if let Some(value) = setting {
+            pairs.push(("cdi_extension_critical", value));
+        }
+        let plugin = DicePlugin::create(&PluginConfig::from_pairs(pairs)).unwrap();
+        let cdi = x509_cert::Certificate::from_der(&plugin.chain().certificates[1]).unwrap();
+        cdi.tbs_certificate
+            .extensions
+            .unwrap_or_default()
+            .iter()
+            .find(|e| e.extn_id == OPEN_DICE_INPUT)
+            .map(|e| e.critical)
+            .unwrap()
+    }
+
+    #[test]
+    fn cdi_extension_critical_setting_reaches_the_certificate() {
+        assert!(cdi_extension_critical(None));
+        assert!(cdi_extension_critical(Some("true")));
+        assert!(!cdi_extension_critical(Some("false")));
     }
 }

@@ -11,6 +11,7 @@
 //! | `registration_id` | DPS registration id (leaf CN) | `dice-<first 10 bytes of the DeviceID ID in hex>` |
 //! | `root_ca_key_path` | PKCS#8 PEM P-256 key of the development root CA | `<state_dir>/dice/root-ca-key.pem`, created |
 //! | `allow_key_export` | allow exporting the leaf private key | `false` |
+//! | `cdi_extension_critical` | mark the CDI certificate's OpenDiceInput extension critical (open-dice's profile); `false` for verifiers that refuse unknown critical extensions, e.g. a DPS enrollment group | `true` |
 
 use std::path::PathBuf;
 
@@ -47,6 +48,8 @@ pub struct DiceSettings {
     pub root_ca_key_path: Option<PathBuf>,
     /// Whether the leaf private key may be exported.
     pub allow_key_export: bool,
+    /// Whether the CDI certificate's OpenDiceInput extension is critical.
+    pub cdi_extension_critical: bool,
 }
 
 /// Decodes `hex` of exactly `N` bytes; the error names the key but never echoes the value.
@@ -138,6 +141,7 @@ impl DiceSettings {
             registration_id,
             root_ca_key_path: config.get("root_ca_key_path").map(PathBuf::from),
             allow_key_export: config.get_bool("allow_key_export", false)?,
+            cdi_extension_critical: config.get_bool("cdi_extension_critical", true)?,
         })
     }
 }
@@ -158,6 +162,7 @@ mod tests {
         let s = settings(&[]).unwrap();
         assert_eq!(s.inputs, DiceInputs::zero(Mode::Normal));
         assert!(!s.allow_key_export);
+        assert!(s.cdi_extension_critical, "open-dice's profile by default");
         assert!(matches!(s.uds, UdsSource::StateFile));
     }
 
@@ -175,6 +180,15 @@ mod tests {
         let e = settings(&[("mode", "turbo")]).unwrap_err().to_string();
         assert!(e.contains("mode"), "{e}");
         assert!(settings(&[("allow_key_export", "perhaps")]).is_err());
+        let e = settings(&[("cdi_extension_critical", "maybe")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cdi_extension_critical"), "{e}");
+        assert!(
+            !settings(&[("cdi_extension_critical", "false")])
+                .unwrap()
+                .cdi_extension_critical
+        );
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //!
 //! Subject is the CDI (Alias) key, issuer the authority (DeviceID) key; both are named by
 //! `serialNumber=<hex ID>`, the serial number is the CDI ID, AKI/SKI are the two IDs, and the
-//! critical extension 1.3.6.1.4.1.11129.2.1.24 carries the measured inputs.
+//! extension 1.3.6.1.4.1.11129.2.1.24 carries the measured inputs. open-dice marks it critical;
+//! [`cdi_certificate_with_criticality`] can mark it non-critical for verifiers that refuse
+//! critical extensions they do not know (OpenSSL, and possibly a DPS enrollment group).
 
 use der::asn1::{Any, OctetStringRef, Utf8StringRef};
 use der::{Encode, Tag, TagNumber};
@@ -18,7 +20,8 @@ use crate::error::DiceError;
 pub const DEFAULT_PROFILE_NAME: &str = "opendice.example";
 
 /// Google's OpenDiceInput extension.
-const OPEN_DICE_INPUT: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.11129.2.1.24");
+pub const OPEN_DICE_INPUT: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.3.6.1.4.1.11129.2.1.24");
 
 /// `[n] EXPLICIT value`, appended to `out`.
 fn explicit<T: Encode>(number: u8, value: T, out: &mut Vec<u8>) -> der::Result<()> {
@@ -51,7 +54,7 @@ fn open_dice_input(inputs: &DiceInputs, profile_name: &str) -> der::Result<Vec<u
 }
 
 /// Builds the CDI certificate of `subject_key` (ID `subject_id`) signed by `authority_key`
-/// (ID `authority_id`), recording `inputs`.
+/// (ID `authority_id`), recording `inputs`, exactly as open-dice does (OpenDiceInput critical).
 pub fn cdi_certificate(
     subject_key: &VerifyingKey,
     subject_id: &[u8],
@@ -60,6 +63,29 @@ pub fn cdi_certificate(
     inputs: &DiceInputs,
     profile_name: &str,
 ) -> Result<Vec<u8>, DiceError> {
+    cdi_certificate_with_criticality(
+        subject_key,
+        subject_id,
+        authority_key,
+        authority_id,
+        inputs,
+        profile_name,
+        true,
+    )
+}
+
+/// [`cdi_certificate`] with the OpenDiceInput extension's criticality chosen by the caller.
+/// `false` leaves the open-dice profile (the bytes no longer match open-dice's) but gives a
+/// chain that generic X.509 verifiers accept without special handling of DICE extensions.
+pub fn cdi_certificate_with_criticality(
+    subject_key: &VerifyingKey,
+    subject_id: &[u8],
+    authority_key: &SigningKey,
+    authority_id: &[u8],
+    inputs: &DiceInputs,
+    profile_name: &str,
+    open_dice_input_critical: bool,
+) -> Result<Vec<u8>, DiceError> {
     const WHICH: &str = "CDI";
     let fail = |e: der::Error| DiceError::certificate(WHICH, e);
     let subject = id_name(subject_id).map_err(fail)?;
@@ -67,7 +93,7 @@ pub fn cdi_certificate(
     extensions.push(
         raw_extension(
             OPEN_DICE_INPUT,
-            true,
+            open_dice_input_critical,
             open_dice_input(inputs, profile_name).map_err(fail)?,
         )
         .map_err(fail)?,

@@ -10,7 +10,9 @@ mod device_id;
 mod leaf;
 mod root_ca;
 
-pub use cdi::{cdi_certificate, DEFAULT_PROFILE_NAME};
+pub use cdi::{
+    cdi_certificate, cdi_certificate_with_criticality, DEFAULT_PROFILE_NAME, OPEN_DICE_INPUT,
+};
 pub use device_id::device_id_certificate;
 pub use leaf::leaf_certificate;
 pub use root_ca::{root_ca_certificate, root_ca_name};
