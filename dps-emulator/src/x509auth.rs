@@ -1,12 +1,21 @@
 //! X.509 device authentication: the TLS layer only records the chain the client presented (and
 //! proves possession of the leaf key); the checks against enrollments happen here, with OpenSSL's
 //! chain verification (signatures, validity, CA constraints).
+//!
+//! DICE chains (open-dice, TCG DICE) mark their attestation extensions critical, which OpenSSL
+//! refuses as unknown. A chain whose only unknown critical extensions are those DICE ones is
+//! accepted; any other unknown critical extension is still refused (see
+//! [`critical_extensions`]). How the real DPS service treats critical DICE extensions in a
+//! group-enrolled chain is NOT verified here: this is the emulator's choice, and a device that
+//! must work against the real service can set the DICE plugin's `cdi_extension_critical=false`.
+
+pub mod critical_extensions;
 
 use openssl::nid::Nid;
 use openssl::stack::Stack;
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::verify::X509VerifyFlags;
-use openssl::x509::{X509StoreContext, X509};
+use openssl::x509::{X509StoreContext, X509VerifyResult, X509};
 use serde_json::{json, Value};
 
 use crate::pki::parse_certificates;
@@ -29,7 +38,23 @@ pub enum X509AuthError {
     /// Chain verification failed (signature, validity, CA constraints).
     #[error("certificate chain verification failed: {0}")]
     Verification(String),
+    /// A certificate of the chain has a critical extension that is neither understood by the
+    /// verifier nor one of the DICE extensions.
+    #[error(
+        "certificate chain verification failed: certificate \"{subject}\" has the critical \
+         extension {oid}, which is not understood (only DICE extensions may be critical \
+         beyond the standard ones)"
+    )]
+    UnhandledCriticalExtension {
+        /// Subject of the certificate carrying the extension.
+        subject: String,
+        /// The extension's OID, dotted.
+        oid: String,
+    },
 }
+
+/// OpenSSL's `X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION`.
+const UNHANDLED_CRITICAL_EXTENSION: i32 = 34;
 
 fn load(der: &[u8]) -> Result<X509, X509AuthError> {
     X509::from_der(der).map_err(|_| X509AuthError::Unparsable)
@@ -50,6 +75,59 @@ pub fn common_name(leaf_der: &[u8]) -> Result<String, X509AuthError> {
 /// Verifies `chain` (leaf first) up to one of `anchors` (DER). Intermediate anchors are allowed
 /// (a group may enroll an intermediate CA), validity is checked at the current time.
 fn verify_chain(chain: &[Vec<u8>], anchors: &[Vec<u8>]) -> Result<(), X509AuthError> {
+    let refused = match openssl_verify(chain, anchors, false)? {
+        Outcome::Verified(_) => return Ok(()),
+        Outcome::Refused(result) => result,
+    };
+    if refused.as_raw() != UNHANDLED_CRITICAL_EXTENSION {
+        return Err(verification(refused));
+    }
+    // OpenSSL stops at the first error, so the checks after the criticality one have not run:
+    // verify again with only that check skipped, then judge criticality here for exactly the
+    // certificates OpenSSL built the path from.
+    let path = match openssl_verify(chain, anchors, true)? {
+        Outcome::Verified(path) if !path.is_empty() => path,
+        Outcome::Verified(_) => {
+            return Err(X509AuthError::Verification(
+                "the verifier returned no certification path".into(),
+            ))
+        }
+        Outcome::Refused(result) => return Err(verification(result)),
+    };
+    for cert in &path {
+        let verdict = critical_extensions::classify(cert).map_err(|_| X509AuthError::Unparsable)?;
+        if let critical_extensions::CriticalExtensions::Unknown(oid) = verdict {
+            let subject = load(cert)
+                .map(|c| name_string(c.subject_name()))
+                .unwrap_or_default();
+            return Err(X509AuthError::UnhandledCriticalExtension {
+                subject,
+                oid: oid.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn verification(result: X509VerifyResult) -> X509AuthError {
+    X509AuthError::Verification(result.error_string().to_string())
+}
+
+/// What one OpenSSL verification concluded.
+enum Outcome {
+    /// The path OpenSSL built (DER, leaf first, up to the anchor).
+    Verified(Vec<Vec<u8>>),
+    /// OpenSSL's first error.
+    Refused(X509VerifyResult),
+}
+
+/// One OpenSSL verification. `ignore_critical` skips only the unknown-critical-extension check;
+/// only [`verify_chain`] sets it, and it then checks criticality itself.
+fn openssl_verify(
+    chain: &[Vec<u8>],
+    anchors: &[Vec<u8>],
+    ignore_critical: bool,
+) -> Result<Outcome, X509AuthError> {
     let (leaf, rest) = chain.split_first().ok_or(X509AuthError::NoCertificate)?;
     let leaf = load(leaf)?;
     let err = |e: openssl::error::ErrorStack| X509AuthError::Verification(e.to_string());
@@ -57,25 +135,28 @@ fn verify_chain(chain: &[Vec<u8>], anchors: &[Vec<u8>]) -> Result<(), X509AuthEr
     for a in anchors {
         store.add_cert(load(a)?).map_err(err)?;
     }
-    store
-        .set_flags(X509VerifyFlags::PARTIAL_CHAIN)
-        .map_err(err)?;
+    let mut flags = X509VerifyFlags::PARTIAL_CHAIN;
+    if ignore_critical {
+        flags |= X509VerifyFlags::IGNORE_CRITICAL;
+    }
+    store.set_flags(flags).map_err(err)?;
     let store = store.build();
     let mut untrusted = Stack::new().map_err(err)?;
     for c in rest {
         untrusted.push(load(c)?).map_err(err)?;
     }
     let mut ctx = X509StoreContext::new().map_err(err)?;
-    let outcome = ctx
-        .init(&store, &leaf, &untrusted, |c| {
-            let ok = c.verify_cert()?;
-            Ok((ok, c.error()))
-        })
-        .map_err(err)?;
-    match outcome {
-        (true, _) => Ok(()),
-        (false, e) => Err(X509AuthError::Verification(e.error_string().to_string())),
-    }
+    ctx.init(&store, &leaf, &untrusted, |c| {
+        if !c.verify_cert()? {
+            return Ok(Outcome::Refused(c.error()));
+        }
+        let mut path = Vec::new();
+        for cert in c.chain().into_iter().flatten() {
+            path.push(cert.to_der()?);
+        }
+        Ok(Outcome::Verified(path))
+    })
+    .map_err(err)
 }
 
 /// Individual enrollment: the presented leaf must be one of the enrolled certificates, valid now,
@@ -168,4 +249,195 @@ fn rfc3339(t: &openssl::asn1::Asn1TimeRef) -> Option<String> {
     let dt = time::OffsetDateTime::from_unix_timestamp(secs).ok()?;
     dt.format(&time::format_description::well_known::Rfc3339)
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openssl::asn1::{Asn1Object, Asn1OctetString, Asn1Time};
+    use openssl::bn::BigNum;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::{PKey, Private};
+    use openssl::x509::extension::{BasicConstraints, KeyUsage};
+    use openssl::x509::{X509Builder, X509Extension, X509NameBuilder};
+
+    const OPEN_DICE_INPUT: &str = "1.3.6.1.4.1.11129.2.1.24";
+    const UNKNOWN: &str = "1.2.3.4.5.6";
+
+    struct Issued {
+        cert: X509,
+        key: PKey<Private>,
+    }
+
+    fn key() -> PKey<Private> {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
+    }
+
+    /// A certificate for `cn` signed by `issuer` (self-signed when `None`), CA or leaf, with
+    /// extra extensions given as (OID, critical).
+    fn issue(cn: &str, issuer: Option<&Issued>, ca: bool, extra: &[(&str, bool)]) -> Issued {
+        let key = key();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_nid(Nid::COMMONNAME, cn).unwrap();
+        let name = name.build();
+        let mut b = X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        let serial = BigNum::from_u32(rand::random::<u32>() >> 1)
+            .unwrap()
+            .to_asn1_integer()
+            .unwrap();
+        b.set_serial_number(&serial).unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(issuer.map_or(&name, |i| i.cert.subject_name()))
+            .unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+            .unwrap();
+        if ca {
+            b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+                .unwrap();
+            b.append_extension(KeyUsage::new().critical().key_cert_sign().build().unwrap())
+                .unwrap();
+        }
+        for (oid, critical) in extra {
+            let oid = Asn1Object::from_str(oid).unwrap();
+            // An empty SEQUENCE: the content is irrelevant to path validation.
+            let value = Asn1OctetString::new_from_bytes(&[0x30, 0x00]).unwrap();
+            b.append_extension(X509Extension::new_from_der(&oid, *critical, &value).unwrap())
+                .unwrap();
+        }
+        let signer = issuer.map_or(&key, |i| &i.key);
+        b.sign(signer, MessageDigest::sha256()).unwrap();
+        Issued {
+            cert: b.build(),
+            key,
+        }
+    }
+
+    /// root <- intermediate (with `extra`) <- leaf "device-1"; returns (chain DER, root PEM).
+    fn dice_like_chain(extra: &[(&str, bool)]) -> (Vec<Vec<u8>>, String) {
+        let root = issue("Test Root", None, true, &[]);
+        let intermediate = issue("Test CDI", Some(&root), true, extra);
+        let leaf = issue("device-1", Some(&intermediate), false, &[]);
+        let chain = [&leaf, &intermediate, &root]
+            .iter()
+            .map(|c| c.cert.to_der().unwrap())
+            .collect();
+        let pem = String::from_utf8(root.cert.to_pem().unwrap()).unwrap();
+        (chain, pem)
+    }
+
+    #[test]
+    fn each_dice_extension_may_be_critical() {
+        for oid in [
+            OPEN_DICE_INPUT,
+            "2.23.133.5.4.1",
+            "2.23.133.5.4.5",
+            "2.23.133.5.4.4",
+        ] {
+            let (chain, root) = dice_like_chain(&[(oid, true)]);
+            assert_eq!(
+                verify_group(&chain, &[root.as_str()], "device-1"),
+                Ok(()),
+                "{oid}"
+            );
+        }
+        // All of them at once, as a certificate following both profiles could carry.
+        let oids: Vec<String> = critical_extensions::DICE_EXTENSIONS
+            .iter()
+            .map(|o| o.to_string())
+            .collect();
+        let all: Vec<(&str, bool)> = oids.iter().map(|o| (o.as_str(), true)).collect();
+        let (chain, root) = dice_like_chain(&all);
+        assert_eq!(verify_group(&chain, &[root.as_str()], "device-1"), Ok(()));
+    }
+
+    #[test]
+    fn plain_openssl_refuses_the_dice_chain_which_is_why_the_check_exists() {
+        let (chain, root) = dice_like_chain(&[(OPEN_DICE_INPUT, true)]);
+        let anchors = parse_certificates(&root).unwrap();
+        match openssl_verify(&chain, &anchors, false).unwrap() {
+            Outcome::Refused(r) => assert_eq!(r.as_raw(), UNHANDLED_CRITICAL_EXTENSION),
+            Outcome::Verified(_) => panic!("OpenSSL accepted an unknown critical extension"),
+        }
+    }
+
+    #[test]
+    fn other_unknown_critical_extensions_are_still_refused() {
+        for extra in [
+            vec![(UNKNOWN, true)],
+            // A DICE extension next to the unknown one does not excuse it.
+            vec![(OPEN_DICE_INPUT, true), (UNKNOWN, true)],
+        ] {
+            let (chain, root) = dice_like_chain(&extra);
+            let e = verify_group(&chain, &[root.as_str()], "device-1").unwrap_err();
+            assert_eq!(
+                e,
+                X509AuthError::UnhandledCriticalExtension {
+                    subject: "CN=Test CDI".into(),
+                    oid: UNKNOWN.into(),
+                },
+                "{extra:?}"
+            );
+            assert!(e.to_string().contains(UNKNOWN), "{e}");
+        }
+        // On the leaf too (the leaf is part of the path that is checked).
+        let root = issue("Test Root", None, true, &[]);
+        let leaf = issue("device-1", Some(&root), false, &[(UNKNOWN, true)]);
+        let root_pem = String::from_utf8(root.cert.to_pem().unwrap()).unwrap();
+        let e = verify_group(
+            &[leaf.cert.to_der().unwrap(), root.cert.to_der().unwrap()],
+            &[root_pem.as_str()],
+            "device-1",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, X509AuthError::UnhandledCriticalExtension { ref subject, .. } if subject == "CN=device-1"),
+            "{e:?}"
+        );
+        // Non-critical, an unknown extension is fine.
+        let (chain, root) = dice_like_chain(&[(UNKNOWN, false)]);
+        assert_eq!(verify_group(&chain, &[root.as_str()], "device-1"), Ok(()));
+    }
+
+    #[test]
+    fn dice_chains_still_get_every_other_check() {
+        let (chain, _) = dice_like_chain(&[(OPEN_DICE_INPUT, true)]);
+        // Another root: not trusted.
+        let (_, other_root) = dice_like_chain(&[]);
+        let e = verify_group(&chain, &[other_root.as_str()], "device-1").unwrap_err();
+        assert!(matches!(e, X509AuthError::Verification(_)), "{e:?}");
+        // A forged intermediate: the right issuer name, another key.
+        let root = issue("Test Root", None, true, &[]);
+        let impostor = issue("Test Root", None, true, &[]);
+        let cdi = issue(
+            "Test CDI",
+            Some(&impostor),
+            true,
+            &[(OPEN_DICE_INPUT, true)],
+        );
+        let leaf = issue("device-1", Some(&cdi), false, &[]);
+        let root_pem = String::from_utf8(root.cert.to_pem().unwrap()).unwrap();
+        let forged = vec![leaf.cert.to_der().unwrap(), cdi.cert.to_der().unwrap()];
+        let e = verify_group(&forged, &[root_pem.as_str()], "device-1").unwrap_err();
+        assert!(matches!(e, X509AuthError::Verification(_)), "{e:?}");
+        // A non-CA certificate carrying the DICE extension cannot issue.
+        let root = issue("Test Root", None, true, &[]);
+        let not_ca = issue("Test CDI", Some(&root), false, &[(OPEN_DICE_INPUT, true)]);
+        let leaf = issue("device-1", Some(&not_ca), false, &[]);
+        let root_pem = String::from_utf8(root.cert.to_pem().unwrap()).unwrap();
+        let chain = vec![leaf.cert.to_der().unwrap(), not_ca.cert.to_der().unwrap()];
+        let e = verify_group(&chain, &[root_pem.as_str()], "device-1").unwrap_err();
+        assert!(matches!(e, X509AuthError::Verification(_)), "{e:?}");
+        // And the registration id must still match the leaf.
+        let (chain, root) = dice_like_chain(&[(OPEN_DICE_INPUT, true)]);
+        assert_eq!(
+            verify_group(&chain, &[root.as_str()], "device-2"),
+            Err(X509AuthError::CommonNameMismatch)
+        );
+    }
 }
