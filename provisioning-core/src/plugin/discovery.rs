@@ -150,14 +150,20 @@ impl PluginSearchPath {
     }
 
     /// Finds a plugin by name (`dice`) or by path (anything with a `/` or ending in `.so`).
+    /// Files named after the plugin (`libhsmkit_plugin_<name>.so`) are tried first and the
+    /// search stops at the first match, so selecting one plugin does not run every other
+    /// plugin's initialisation.
     pub fn find(&self, name_or_path: &str) -> Result<Arc<LoadedPlugin>, FindError> {
         if name_or_path.contains('/') || name_or_path.ends_with(".so") {
             return LoadedPlugin::load(Path::new(name_or_path)).map_err(FindError::Load);
         }
-        let scan = self.scan();
+        let conventional = format!("{PLUGIN_FILE_PREFIX}{}.so", name_or_path.replace('-', "_"));
+        let mut candidates = self.candidates();
+        // Stable sort: search order is kept among conventional names and among the rest.
+        candidates.sort_by_key(|p| p.file_name().is_none_or(|n| n.to_string_lossy() != conventional));
         let mut refused = Vec::new();
-        for c in scan.candidates {
-            match c.result {
+        for path in candidates {
+            match LoadedPlugin::load(&path) {
                 Ok(p) if p.name() == name_or_path => return Ok(p),
                 Ok(_) => {}
                 Err(e) => refused.push(e.to_string()),
