@@ -180,6 +180,13 @@ fn a_declared_capability_without_its_table_is_refused() {
 }
 
 #[test]
+fn a_null_function_entry_is_refused_before_the_table_is_used() {
+    let e = LoadedPlugin::load(Path::new(hsm_fixture_conf_null_entry::NULL_ENTRY)).unwrap_err();
+    assert!(matches!(e, LoadError::MalformedTable { .. }), "{e}");
+    assert!(e.to_string().contains("`import_key` is NULL"), "{e}");
+}
+
+#[test]
 fn a_newer_minor_is_accepted_and_its_trailing_entries_ignored() {
     let plugin = LoadedPlugin::load(Path::new(hsm_fixture_loader_c::NEWER_MINOR)).unwrap();
     assert_eq!(plugin.metadata().abi_version, "1.7");

@@ -125,15 +125,17 @@ impl LoadedPlugin {
         // SAFETY: calling the plugin's entry with a valid static host table and a valid out
         // pointer, per the ABI.
         let status = unsafe { entry(HSM_ABI_MAJOR, HSM_ABI_MINOR, &HOST_API, &mut table_ptr) };
-        // SAFETY: a non-NULL table pointer from the entry is valid for the process lifetime.
-        let table = unsafe { table_ptr.as_ref() };
         let path_buf = path.to_path_buf();
-        if let Some(t) = table {
-            if t.header.abi_major != HSM_ABI_MAJOR {
+        if !table_ptr.is_null() {
+            // Only the header is read here: the rest may be laid out for another major.
+            // SAFETY: a non-NULL table from the entry is valid static data that starts with
+            // an HsmTableHeader (ABI rule).
+            let header = unsafe { std::ptr::read(table_ptr.cast::<HsmTableHeader>()) };
+            if header.abi_major != HSM_ABI_MAJOR {
                 return Err(LoadError::AbiMajorMismatch {
                     path: path_buf,
-                    plugin_major: t.header.abi_major,
-                    plugin_minor: t.header.abi_minor,
+                    plugin_major: header.abi_major,
+                    plugin_minor: header.abi_minor,
                     host_major: HSM_ABI_MAJOR,
                     host_minor: HSM_ABI_MINOR,
                 });
@@ -149,10 +151,17 @@ impl LoadedPlugin {
                 })
             }
         }
-        let table = table.ok_or_else(|| LoadError::MalformedTable {
-            path: path.to_path_buf(),
-            reason: "the entry point returned HSM_OK but no table".into(),
-        })?;
+        if table_ptr.is_null() {
+            return Err(LoadError::MalformedTable {
+                path: path.to_path_buf(),
+                reason: "the entry point returned HSM_OK but no table".into(),
+            });
+        }
+        // SAFETY: non-NULL, same-major table from the entry (checked above).
+        unsafe { check_entries_not_null(path, table_ptr) }?;
+        // SAFETY: every function entry was checked non-NULL, so reading the table as the
+        // Rust type (whose fn pointers cannot be NULL) is sound; it lives for the process.
+        let table: &'static HsmPluginTable = unsafe { &*table_ptr };
         let layout_checked = match layout_fn {
             Some(f) => check_layout(path, f)?,
             None => false,
@@ -241,6 +250,136 @@ fn summarize_layout_error(report: &str) -> String {
     out
 }
 
+/// Reads `T`'s machine word at `offset` in the table at `base` as a plain integer, so that a
+/// NULL function entry is found before the table is ever read as a Rust type (where a NULL fn
+/// pointer would be undefined behaviour).
+///
+/// # Safety
+/// `base` points to at least `offset + size_of::<usize>()` readable bytes.
+unsafe fn word_at(base: *const u8, offset: usize) -> usize {
+    // SAFETY: per the caller; the read is unaligned-tolerant.
+    unsafe { std::ptr::read_unaligned(base.add(offset).cast::<usize>()) }
+}
+
+/// Refuses tables with a NULL function entry (the C ABI cannot stop a vendor from leaving one
+/// out), naming the entry.
+///
+/// # Safety
+/// `table` is a non-NULL plugin table of this major.
+unsafe fn check_entries_not_null(
+    path: &Path,
+    table: *const HsmPluginTable,
+) -> Result<(), LoadError> {
+    use std::mem::offset_of;
+    let bad = |reason: String| LoadError::MalformedTable {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let base = table.cast::<u8>();
+    // SAFETY: the header is part of every table.
+    let header = unsafe { std::ptr::read(table.cast::<HsmTableHeader>()) };
+    if (header.struct_size as usize) < std::mem::size_of::<HsmPluginTable>() {
+        return Err(bad(format!(
+            "plugin table is {} bytes, ABI {}.{} needs at least {}",
+            header.struct_size,
+            header.abi_major,
+            header.abi_minor,
+            std::mem::size_of::<HsmPluginTable>()
+        )));
+    }
+    let plugin_entries = [
+        ("create", offset_of!(HsmPluginTable, create)),
+        ("destroy", offset_of!(HsmPluginTable, destroy)),
+        ("last_error", offset_of!(HsmPluginTable, last_error)),
+        ("release_buffer", offset_of!(HsmPluginTable, release_buffer)),
+    ];
+    for (name, off) in plugin_entries {
+        // SAFETY: struct_size covers the whole v1.0 table (checked above).
+        if unsafe { word_at(base, off) } == 0 {
+            return Err(bad(format!("plugin table entry `{name}` is NULL")));
+        }
+    }
+    let interfaces: [(&str, usize, &[(&str, usize)]); 3] = [
+        (
+            "TPM",
+            offset_of!(HsmPluginTable, tpm),
+            &[
+                (
+                    "get_endorsement_key",
+                    offset_of!(HsmTpmTable, get_endorsement_key),
+                ),
+                (
+                    "get_storage_root_key",
+                    offset_of!(HsmTpmTable, get_storage_root_key),
+                ),
+                (
+                    "activate_identity_key",
+                    offset_of!(HsmTpmTable, activate_identity_key),
+                ),
+                (
+                    "sign_with_identity",
+                    offset_of!(HsmTpmTable, sign_with_identity),
+                ),
+            ],
+        ),
+        (
+            "X.509",
+            offset_of!(HsmPluginTable, x509),
+            &[
+                (
+                    "get_certificate_chain",
+                    offset_of!(HsmX509Table, get_certificate_chain),
+                ),
+                ("get_common_name", offset_of!(HsmX509Table, get_common_name)),
+                ("sign_digest", offset_of!(HsmX509Table, sign_digest)),
+                (
+                    "export_private_key",
+                    offset_of!(HsmX509Table, export_private_key),
+                ),
+            ],
+        ),
+        (
+            "symmetric-key",
+            offset_of!(HsmPluginTable, symmetric_key),
+            &[
+                (
+                    "get_registration_id",
+                    offset_of!(HsmSymmetricKeyTable, get_registration_id),
+                ),
+                ("sign", offset_of!(HsmSymmetricKeyTable, sign)),
+                ("import_key", offset_of!(HsmSymmetricKeyTable, import_key)),
+            ],
+        ),
+    ];
+    for (iface, table_off, entries) in interfaces {
+        // SAFETY: within the v1.0 plugin table.
+        let sub = unsafe { word_at(base, table_off) } as *const u8;
+        if sub.is_null() {
+            continue;
+        }
+        // SAFETY: a non-NULL interface table is valid static data starting with a header.
+        let sub_header = unsafe { std::ptr::read(sub.cast::<HsmTableHeader>()) };
+        let needed = entries
+            .iter()
+            .map(|(_, o)| o + std::mem::size_of::<usize>())
+            .max()
+            .unwrap_or(0);
+        if sub_header.abi_major != HSM_ABI_MAJOR || (sub_header.struct_size as usize) < needed {
+            return Err(bad(format!(
+                "{iface} table is ABI {}.{} with {} bytes; host needs ABI {HSM_ABI_MAJOR}.x with at least {needed}",
+                sub_header.abi_major, sub_header.abi_minor, sub_header.struct_size
+            )));
+        }
+        for (name, off) in entries {
+            // SAFETY: struct_size covers `off` (checked above).
+            if unsafe { word_at(sub, *off) } == 0 {
+                return Err(bad(format!("{iface} table entry `{name}` is NULL")));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn c_string(p: HsmStaticStr) -> Option<String> {
     if p.is_null() {
         None
@@ -259,15 +398,6 @@ fn validate_table(
         path: path.to_path_buf(),
         reason,
     };
-    if (t.header.struct_size as usize) < std::mem::size_of::<HsmPluginTable>() {
-        return Err(bad(format!(
-            "plugin table is {} bytes, ABI {}.{} needs at least {}",
-            t.header.struct_size,
-            t.header.abi_major,
-            t.header.abi_minor,
-            std::mem::size_of::<HsmPluginTable>()
-        )));
-    }
     let name = c_string(t.name).ok_or_else(|| bad("the plugin has no name".into()))?;
     if name.is_empty()
         || !name
@@ -279,26 +409,15 @@ fn validate_table(
         )));
     }
     let caps = Capabilities::from_bits(t.capabilities);
-    check_interface(
-        &bad,
-        "TPM",
-        caps.tpm,
-        t.tpm.cast(),
-        size_of_val_hdr::<HsmTpmTable>(),
-    )?;
-    check_interface(
-        &bad,
-        "X.509",
-        caps.x509,
-        t.x509.cast(),
-        size_of_val_hdr::<HsmX509Table>(),
-    )?;
+    // Sizes, majors and NULL entries of the interface tables were checked before the table
+    // was read as a Rust type; here the declared capabilities must match the tables present.
+    check_interface(&bad, "TPM", caps.tpm, t.tpm.is_null())?;
+    check_interface(&bad, "X.509", caps.x509, t.x509.is_null())?;
     check_interface(
         &bad,
         "symmetric-key",
         caps.symmetric_key,
-        t.symmetric_key.cast(),
-        size_of_val_hdr::<HsmSymmetricKeyTable>(),
+        t.symmetric_key.is_null(),
     )?;
     Ok(PluginMetadata {
         name,
@@ -312,42 +431,19 @@ fn validate_table(
     })
 }
 
-const fn size_of_val_hdr<T>() -> usize {
-    std::mem::size_of::<T>()
-}
-
 fn check_interface(
     bad: &dyn Fn(String) -> LoadError,
     name: &str,
     declared: bool,
-    table: *const HsmTableHeader,
-    min_size: usize,
+    table_is_null: bool,
 ) -> Result<(), LoadError> {
-    match (declared, table.is_null()) {
-        (false, true) => Ok(()),
+    match (declared, table_is_null) {
         (true, true) => Err(bad(format!(
             "declares the {name} capability but its {name} table is NULL"
         ))),
         (false, false) => Err(bad(format!(
             "has a {name} table but does not declare the {name} capability"
         ))),
-        (true, false) => {
-            // SAFETY: every interface table starts with HsmTableHeader (ABI rule), and a
-            // non-NULL table pointer is valid for the life of the process.
-            let header = unsafe { *table };
-            if header.abi_major != HSM_ABI_MAJOR {
-                return Err(bad(format!(
-                    "{name} table is ABI {}.{}, host is {HSM_ABI_MAJOR}.{HSM_ABI_MINOR}",
-                    header.abi_major, header.abi_minor
-                )));
-            }
-            if (header.struct_size as usize) < min_size {
-                return Err(bad(format!(
-                    "{name} table is {} bytes, ABI {HSM_ABI_MAJOR}.0 needs at least {min_size}",
-                    header.struct_size
-                )));
-            }
-            Ok(())
-        }
+        _ => Ok(()),
     }
 }
