@@ -9,7 +9,18 @@ use std::path::PathBuf;
 /// symmetric, or a vendor's. Settings come from a TOML file (--config or HSMKIT_CONFIG),
 /// and every plugin setting can also be given with --set key=value.
 #[derive(Debug, Parser)]
-#[command(name = "hsmkit", version, propagate_version = true)]
+#[command(
+    name = "hsmkit",
+    version,
+    propagate_version = true,
+    after_help = "Examples:
+  hsmkit plugins list
+  hsmkit enroll-info --plugin tpm-sim --out enroll/
+  hsmkit provision --plugin tpm2 --set tcti=device:/dev/tpmrm0 --id-scope 0ne0012345
+  hsmkit provision --plugin dice --id-scope 0ne00000001 --endpoint 127.0.0.1:8443 --trust-ca dev-ca.pem
+  hsmkit hub-token --ttl 1h
+  hsmkit demo --json"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

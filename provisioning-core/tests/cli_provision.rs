@@ -1,0 +1,266 @@
+//! `hsmkit provision`, `hsmkit hub-token` and `hsmkit demo` as a user runs them, against the
+//! DPS emulator over TLS.
+
+mod support;
+
+use dps_emulator::enroll_files::EnrollmentInfo;
+use dps_emulator::{Emulator, EmulatorConfig};
+use serde_json::Value;
+use std::process::Command;
+use support::*;
+
+fn hsmkit(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hsmkit"))
+        .args(args)
+        .env_remove("HSMKIT_CONFIG")
+        .env_remove("HSMKIT_PLUGIN_DIR")
+        .env_remove("HSMKIT_STATE_DIR")
+        .output()
+        .expect("run hsmkit");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn provision_then_reuse_then_hub_token() {
+    let dir = plugin_dir_with(&[&bundled_plugin("tpm_sim")]);
+    let d = dir.path().to_str().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let emulator =
+        Emulator::start_in_background(EmulatorConfig::new(root.path().join("emu"))).unwrap();
+    let state = root.path().join("device");
+    let s = state.to_str().unwrap();
+    let out = root.path().join("enroll");
+    let (ok, _, err) = hsmkit(&[
+        "--plugin-dir",
+        d,
+        "--state-dir",
+        s,
+        "enroll-info",
+        "--plugin",
+        "tpm-sim",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let info = EnrollmentInfo::read_dir(&out).unwrap();
+    emulator
+        .enrollments()
+        .create_individual(info.individual())
+        .unwrap();
+
+    let endpoint = emulator.endpoint();
+    let ca = emulator.ca_cert_path().to_str().unwrap().to_string();
+    let provision = |extra: &[&str]| {
+        let mut args = vec![
+            "--plugin-dir",
+            d,
+            "--state-dir",
+            s,
+            "provision",
+            "--plugin",
+            "tpm-sim",
+            "--id-scope",
+            emulator.id_scope(),
+            "--endpoint",
+            &endpoint,
+            "--trust-ca",
+            &ca,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        hsmkit(&args)
+    };
+    let (ok, stdout, stderr) = provision(&[]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("TPM challenge"),
+        "progress goes to stderr: {stderr}"
+    );
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["status"], "assigned");
+    assert_eq!(v["attestation"], "tpm");
+    assert_eq!(v["reused"], false);
+    assert_eq!(v["registrationId"], info.registration_id());
+    let hub = v["assignedHub"].as_str().unwrap().to_string();
+
+    let (ok, stdout, _) = provision(&[]);
+    assert!(ok);
+    let again: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        again["reused"], true,
+        "a second run reuses the saved result"
+    );
+    assert_eq!(emulator.registration_records().unwrap().len(), 1);
+
+    let (ok, stdout, stderr) = hsmkit(&[
+        "--plugin-dir",
+        d,
+        "--state-dir",
+        s,
+        "hub-token",
+        "--ttl",
+        "30m",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let t: Value = serde_json::from_str(&stdout).unwrap();
+    let token = t["sasToken"].as_str().unwrap();
+    assert!(token.starts_with("SharedAccessSignature sr="), "{token}");
+    assert!(token.contains(&hub), "{token}");
+    assert_eq!(t["expiresInSecs"], 1800);
+    emulator.shutdown();
+}
+
+#[test]
+fn provision_errors_say_what_to_do() {
+    let dir = plugin_dir_with(&[&bundled_plugin("symmetric")]);
+    let d = dir.path().to_str().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let s = state.path().to_str().unwrap();
+    // No id scope.
+    let (ok, _, err) = hsmkit(&[
+        "--plugin-dir",
+        d,
+        "--state-dir",
+        s,
+        "provision",
+        "--plugin",
+        "symmetric",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("--id-scope"), "{err}");
+    // The plugin has no key yet: the plugin's own hint comes through, once.
+    let (ok, _, err) = hsmkit(&[
+        "--plugin-dir",
+        d,
+        "--state-dir",
+        s,
+        "provision",
+        "--plugin",
+        "symmetric",
+        "--set",
+        "registration_id=dev",
+        "--id-scope",
+        "0ne00000001",
+        "--endpoint",
+        "127.0.0.1:9",
+    ]);
+    assert!(!ok);
+    assert_eq!(
+        err.matches("no symmetric key imported yet").count(),
+        1,
+        "{err}"
+    );
+    let (ok, _, err) = hsmkit(&[
+        "--plugin-dir",
+        d,
+        "--state-dir",
+        s,
+        "enroll-info",
+        "--plugin",
+        "symmetric",
+        "--set",
+        "registration_id=dev",
+    ]);
+    assert!(ok, "{err}");
+    // Nothing listening.
+    let (ok, _, err) = hsmkit(&[
+        "--plugin-dir",
+        d,
+        "--state-dir",
+        s,
+        "provision",
+        "--plugin",
+        "symmetric",
+        "--set",
+        "registration_id=dev",
+        "--id-scope",
+        "0ne00000001",
+        "--endpoint",
+        "127.0.0.1:9",
+        "--timeout",
+        "3",
+    ]);
+    assert!(!ok);
+    assert!(err.to_lowercase().contains("127.0.0.1:9"), "{err}");
+    // Not provisioned yet.
+    let (ok, _, err) = hsmkit(&["--plugin-dir", d, "--state-dir", s, "hub-token"]);
+    assert!(!ok);
+    assert!(err.contains("hsmkit provision"), "{err}");
+    // Bad TTL.
+    let (ok, _, err) = hsmkit(&[
+        "--plugin-dir",
+        d,
+        "--state-dir",
+        s,
+        "hub-token",
+        "--ttl",
+        "soon",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("invalid duration"), "{err}");
+}
+
+#[test]
+fn demo_provisions_every_software_plugin() {
+    let dir = plugin_dir_with(&[
+        &bundled_plugin("dice"),
+        &bundled_plugin("tpm_sim"),
+        &bundled_plugin("symmetric"),
+    ]);
+    let (ok, stdout, stderr) = hsmkit(&[
+        "--plugin-dir",
+        dir.path().to_str().unwrap(),
+        "demo",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}\n{stdout}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    let results = v["results"].as_array().unwrap();
+    let mut plugins: Vec<&str> = results
+        .iter()
+        .map(|r| r["plugin"].as_str().unwrap())
+        .collect();
+    plugins.sort();
+    assert_eq!(plugins, ["dice", "symmetric", "tpm-sim"]);
+    for r in results {
+        assert_eq!(r["status"], "assigned", "{r}");
+        for key in [
+            "attestation",
+            "registrationId",
+            "assignedHub",
+            "deviceId",
+            "millis",
+        ] {
+            assert!(!r[key].is_null(), "{key} missing in {r}");
+        }
+    }
+    // A plugin that cannot be found makes the demo fail loudly, row by row.
+    let (ok, stdout, _) = hsmkit(&[
+        "--plugin-dir",
+        dir.path().to_str().unwrap(),
+        "demo",
+        "--json",
+        "--plugins",
+        "symmetric,nope",
+    ]);
+    assert!(!ok);
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    let nope = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["plugin"] == "nope")
+        .unwrap();
+    assert!(
+        nope["error"]
+            .as_str()
+            .unwrap()
+            .contains("no plugin named `nope`"),
+        "{nope}"
+    );
+}
