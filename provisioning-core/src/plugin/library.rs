@@ -261,6 +261,10 @@ unsafe fn word_at(base: *const u8, offset: usize) -> usize {
     unsafe { std::ptr::read_unaligned(base.add(offset).cast::<usize>()) }
 }
 
+/// An interface's name, its pointer's offset in the plugin table, and its function entries
+/// (name, offset).
+type InterfaceEntries = (&'static str, usize, &'static [(&'static str, usize)]);
+
 /// Refuses tables with a NULL function entry (the C ABI cannot stop a vendor from leaving one
 /// out), naming the entry.
 ///
@@ -299,7 +303,7 @@ unsafe fn check_entries_not_null(
             return Err(bad(format!("plugin table entry `{name}` is NULL")));
         }
     }
-    let interfaces: [(&str, usize, &[(&str, usize)]); 3] = [
+    let interfaces: [InterfaceEntries; 3] = [
         (
             "TPM",
             offset_of!(HsmPluginTable, tpm),
