@@ -37,7 +37,12 @@ struct Run {
 fn timed(program: &Path, args: &[&std::ffi::OsStr], envs: &[(&str, String)]) -> Run {
     let rss_file = tempfile::NamedTempFile::new().expect("temp file");
     let mut cmd = Command::new("/usr/bin/time");
-    cmd.arg("-f").arg("%M").arg("-o").arg(rss_file.path()).arg(program).args(args);
+    cmd.arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(rss_file.path())
+        .arg(program)
+        .args(args);
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -57,7 +62,12 @@ fn timed(program: &Path, args: &[&std::ffi::OsStr], envs: &[(&str, String)]) -> 
     let rss = std::fs::read_to_string(rss_file.path()).expect("time output");
     Run {
         wall,
-        max_rss_kib: rss.trim().lines().last().and_then(|l| l.trim().parse().ok()).unwrap_or(0),
+        max_rss_kib: rss
+            .trim()
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or(0),
     }
 }
 
@@ -86,11 +96,15 @@ fn main() {
     std::fs::create_dir(&plugins).expect("plugins folder");
     for p in ["dice", "tpm_sim", "symmetric"] {
         let so = profile_dir().join(format!("libhsmkit_plugin_{p}.so"));
-        assert!(so.is_file(), "{} missing: run `cargo build --release --workspace` first", so.display());
+        assert!(
+            so.is_file(),
+            "{} missing: run `cargo build --release --workspace` first",
+            so.display()
+        );
         std::fs::copy(&so, plugins.join(so.file_name().expect("name"))).expect("copy plugin");
     }
-    let emulator =
-        Emulator::start_in_background(EmulatorConfig::new(root.path().join("emulator"))).expect("emulator");
+    let emulator = Emulator::start_in_background(EmulatorConfig::new(root.path().join("emulator")))
+        .expect("emulator");
     let ca = emulator.ca_cert_path().to_path_buf();
     let endpoint = emulator.endpoint();
     let scope = emulator.id_scope().to_string();
@@ -99,26 +113,52 @@ fn main() {
     let mut symmetric_ms = 0.0;
     let mut peak_rss = 0u64;
     for (plugin, extra) in [
-        ("symmetric", vec!["--set", "registration_id=bench-symmetric"]),
+        (
+            "symmetric",
+            vec!["--set", "registration_id=bench-symmetric"],
+        ),
         ("tpm-sim", vec![]),
         ("dice", vec![]),
     ] {
         let state = root.path().join(plugin);
         let enroll_dir = state.join("enroll");
         let mut enroll = vec![
-            os("--plugin-dir"), os(&plugins), os("--state-dir"), os(&state),
-            os("enroll-info"), os("--plugin"), os(plugin), os("--json"), os("--out"), os(&enroll_dir),
+            os("--plugin-dir"),
+            os(&plugins),
+            os("--state-dir"),
+            os(&state),
+            os("enroll-info"),
+            os("--plugin"),
+            os(plugin),
+            os("--json"),
+            os("--out"),
+            os(&enroll_dir),
         ];
         enroll.extend(extra.iter().map(os));
         timed(&hsmkit, &enroll, &[]);
         let info = EnrollmentInfo::read_dir(&enroll_dir).expect("enrollment files");
-        emulator.enrollments().create_individual(info.individual()).expect("enroll");
+        emulator
+            .enrollments()
+            .create_individual(info.individual())
+            .expect("enroll");
         let mut walls = Vec::new();
         for _ in 0..RUNS {
             let mut args = vec![
-                os("--plugin-dir"), os(&plugins), os("--state-dir"), os(&state),
-                os("provision"), os("--plugin"), os(plugin), os("--id-scope"), os(&scope),
-                os("--endpoint"), os(&endpoint), os("--force"), os("--json"), os("--trust-ca"), os(&ca),
+                os("--plugin-dir"),
+                os(&plugins),
+                os("--state-dir"),
+                os(&state),
+                os("provision"),
+                os("--plugin"),
+                os(plugin),
+                os("--id-scope"),
+                os(&scope),
+                os("--endpoint"),
+                os(&endpoint),
+                os("--force"),
+                os("--json"),
+                os("--trust-ca"),
+                os(&ca),
             ];
             args.extend(extra.iter().map(os));
             let run = timed(&hsmkit, &args, &[]);
@@ -137,9 +177,16 @@ fn main() {
     );
 
     // The official Node device client, same emulator, same kind of device (symmetric key).
-    let node_modules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dps-emulator/node-tests/node_modules");
-    if !node_modules.join("azure-iot-provisioning-device-http").is_dir() {
-        panic!("{} lacks the Azure IoT Node SDK: run .ci/install-node-deps", node_modules.display());
+    let node_modules =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../dps-emulator/node-tests/node_modules");
+    if !node_modules
+        .join("azure-iot-provisioning-device-http")
+        .is_dir()
+    {
+        panic!(
+            "{} lacks the Azure IoT Node SDK: run .ci/install-node-deps",
+            node_modules.display()
+        );
     }
     let key = base64_key();
     let reg_id = "bench-node-symmetric";
@@ -149,7 +196,10 @@ fn main() {
         "provisioningStatus": "enabled"
     }))
     .expect("enrollment JSON");
-    emulator.enrollments().create_individual(enrollment).expect("enroll node device");
+    emulator
+        .enrollments()
+        .create_individual(enrollment)
+        .expect("enroll node device");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/node-provision.js");
     let mut walls = Vec::new();
     for _ in 0..RUNS {

@@ -160,7 +160,10 @@ impl PluginSearchPath {
         let conventional = format!("{PLUGIN_FILE_PREFIX}{}.so", name_or_path.replace('-', "_"));
         let mut candidates = self.candidates();
         // Stable sort: search order is kept among conventional names and among the rest.
-        candidates.sort_by_key(|p| p.file_name().is_none_or(|n| n.to_string_lossy() != conventional));
+        candidates.sort_by_key(|p| {
+            p.file_name()
+                .is_none_or(|n| n.to_string_lossy() != conventional)
+        });
         let mut refused = Vec::new();
         for path in candidates {
             match LoadedPlugin::load(&path) {
