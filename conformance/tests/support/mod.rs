@@ -1,36 +1,13 @@
 //! Shared helpers: where the built plugins are, and running the harness as a library with
 //! this package's `hsm-conformance` binary for the child processes.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use hsm_conformance::{run, RunOptions, RunReport, Status};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// `target/<profile>`: tests run from `target/<profile>/deps/`.
-pub fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("tests run from target/<profile>/deps")
-        .to_path_buf()
-}
-
-/// The built library `lib<stem>.so`; fails loudly when the workspace was not built.
-pub fn built_library(stem: &str) -> PathBuf {
-    let path = profile_dir().join(format!("lib{stem}.so"));
-    assert!(
-        path.is_file(),
-        "{} is missing: run cargo build --workspace first (the README test command does)",
-        path.display()
-    );
-    path
-}
-
-/// A bundled plugin by crate suffix (`tpm_sim` -> libhsmkit_plugin_tpm_sim.so).
-pub fn bundled(suffix: &str) -> PathBuf {
-    built_library(&format!("hsmkit_plugin_{suffix}"))
-}
+pub use hsm_test_support::{built_library, bundled_plugin as bundled, profile_dir};
 
 /// A conformance fixture (`conf_leak` -> libhsm_fixture_conf_leak.so).
 pub fn fixture(stem: &str) -> PathBuf {
