@@ -1,17 +1,18 @@
-//! ECDSA P-256 signatures per second through the plugin's C ABI against cryptoki called
-//! directly on the same token and key, in the same run. Prints both rates and their ratio.
+//! ECDSA P-256 signatures per second through the plugin's C ABI (the built library, loaded by
+//! provisioning-core's loader as a host loads it) against cryptoki called directly on the same
+//! token and key, in the same run. Prints both rates and their ratio.
 //!
 //! `cargo bench -p hsmkit-plugin-pkcs11 --bench sign_throughput` (SoftHSM2 needed).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::{borrowed, init_self_signed, token, x509_settings, AbiInstance};
+use common::{init_self_signed, instance, token, x509_settings};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::ObjectClass;
-use hsm_plugin_sdk::hsm_api::HSM_SIGN_ECDSA_P256_SHA256;
 use hsmkit_plugin_pkcs11::session::TokenSession;
 use hsmkit_plugin_pkcs11::uri::Pkcs11Uri;
+use provisioning_core::plugin::SignAlgorithm;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
 
@@ -65,10 +66,11 @@ fn main() {
     });
 
     let settings = x509_settings(&tok, &out);
-    let plugin = AbiInstance::create(&borrowed(&settings)).expect("create the plugin instance");
+    let plugin = instance(&settings).expect("create the plugin instance");
+    let x509 = plugin.x509().expect("the plugin's X.509 interface");
     let through_plugin = rate(|d| {
-        let der = plugin
-            .sign_digest(HSM_SIGN_ECDSA_P256_SHA256, d)
+        let der = x509
+            .sign_digest(SignAlgorithm::EcdsaP256Sha256, d)
             .expect("plugin sign_digest");
         assert_eq!(der[0], 0x30);
     });

@@ -15,16 +15,22 @@ fn init_and_import_hmac_with_the_tool() {
     let tool = env!("CARGO_BIN_EXE_hsmkit-pkcs11");
     let module = tok.module.display().to_string();
     let pin_file = tok.pin_file.display().to_string();
-    let out = Command::new(tool)
-        .args([
+    let token_uri = tok.uri();
+    // `init` with the token and its PIN file; the caller adds the device's arguments.
+    let init = || {
+        let mut c = Command::new(tool);
+        c.args([
             "init",
             "--module",
             &module,
             "--token-uri",
-            &tok.uri(),
+            &token_uri,
             "--pin-file",
             &pin_file,
-        ])
+        ]);
+        c
+    };
+    let out = init()
         .args([
             "--label",
             "cli-dev",
@@ -45,16 +51,7 @@ fn init_and_import_hmac_with_the_tool() {
     let cert_uri = json["certUri"].as_str().unwrap().to_string();
 
     // Running init again with the same label refuses instead of making duplicates.
-    let again = Command::new(tool)
-        .args([
-            "init",
-            "--module",
-            &module,
-            "--token-uri",
-            &tok.uri(),
-            "--pin-file",
-            &pin_file,
-        ])
+    let again = init()
         .args(["--label", "cli-dev", "--common-name", "x"])
         .output()
         .unwrap();

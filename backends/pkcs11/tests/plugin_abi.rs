@@ -1,17 +1,13 @@
-//! The plugin through its C ABI against SoftHSM2: chain, ECDSA and RSA signatures verified by
-//! OpenSSL, HMAC equal to a software HMAC, error codes with the CKR_ value named, two instances.
+//! The built plugin library, loaded by the host's loader and driven through its C ABI, against
+//! SoftHSM2: chain, ECDSA and RSA signatures verified by OpenSSL, HMAC equal to a software HMAC,
+//! error codes with the CKR_ value named, two instances.
 
 mod common;
 
-use common::{borrowed, init_self_signed, token, x509_settings, AbiInstance};
+use common::{init_self_signed, instance, message, token, x509_settings};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType};
 use hmac::{Hmac, Mac};
-use hsm_plugin_sdk::hsm_api::{
-    HSM_ERR_AUTHENTICATION, HSM_ERR_INVALID_ARGUMENT, HSM_ERR_NOT_FOUND, HSM_ERR_NOT_SUPPORTED,
-    HSM_SIGN_ECDSA_P256_SHA256, HSM_SIGN_ECDSA_P384_SHA384, HSM_SIGN_RSA_PKCS1_SHA256,
-    HSM_SIGN_RSA_PSS_SHA256,
-};
 use hsmkit_plugin_pkcs11::session::TokenSession;
 use hsmkit_plugin_pkcs11::uri::Pkcs11Uri;
 use openssl::hash::MessageDigest;
@@ -19,6 +15,7 @@ use openssl::pkey::{PKey, Public};
 use openssl::rsa::{Padding, Rsa};
 use openssl::sign::{RsaPssSaltlen, Verifier};
 use openssl::x509::X509;
+use provisioning_core::plugin::{PluginErrorCode, PluginInstance, SignAlgorithm};
 use sha2::{Digest, Sha256};
 
 fn leaf_key(chain_pem: &str) -> PKey<Public> {
@@ -47,29 +44,30 @@ fn chain_and_ecdsa_signature_through_the_abi() {
     let tok = token("abi-x509");
     let out = init_self_signed(&tok, "abi-dev", "abi-device");
     let settings = x509_settings(&tok, &out);
-    let p = AbiInstance::create(&borrowed(&settings)).unwrap();
+    let p = instance(&settings).unwrap();
+    let x = p.x509().unwrap();
 
-    let chain = p.chain_pem().unwrap();
+    let chain = x.certificate_chain_pem().unwrap();
     assert_eq!(chain, out.certificate_pem);
-    assert_eq!(p.common_name().unwrap(), "abi-device");
+    assert_eq!(x.common_name().unwrap(), "abi-device");
     let message = b"TLS CertificateVerify transcript";
-    let sig = p
-        .sign_digest(HSM_SIGN_ECDSA_P256_SHA256, &Sha256::digest(message))
+    let sig = x
+        .sign_digest(SignAlgorithm::EcdsaP256Sha256, &Sha256::digest(message))
         .unwrap();
     // The ABI promises DER, which OpenSSL parses directly.
     assert_eq!(sig[0], 0x30);
     assert!(verify(&leaf_key(&chain), message, &sig, None));
 
-    let e = p.export_private_key().unwrap_err();
-    assert_eq!(e.status, HSM_ERR_NOT_SUPPORTED, "{e:?}");
-    let e = p
-        .sign_digest(HSM_SIGN_ECDSA_P384_SHA384, &[0; 48])
+    let e = x.export_private_key_pem().unwrap_err();
+    assert_eq!(e.code(), Some(PluginErrorCode::NotSupported), "{e:?}");
+    let e = x
+        .sign_digest(SignAlgorithm::EcdsaP384Sha384, &[0; 48])
         .unwrap_err();
-    assert_eq!(e.status, HSM_ERR_NOT_SUPPORTED, "{e:?}");
-    let e = p
-        .sign_digest(HSM_SIGN_ECDSA_P256_SHA256, &[0; 31])
+    assert_eq!(e.code(), Some(PluginErrorCode::NotSupported), "{e:?}");
+    let e = x
+        .sign_digest(SignAlgorithm::EcdsaP256Sha256, &[0; 31])
         .unwrap_err();
-    assert_eq!(e.status, HSM_ERR_INVALID_ARGUMENT, "{e:?}");
+    assert_eq!(e.code(), Some(PluginErrorCode::InvalidArgument), "{e:?}");
 }
 
 #[test]
@@ -124,19 +122,22 @@ fn rsa_pkcs1_and_pss_through_the_abi() {
         ("pin_file", tok.pin_file.to_str().unwrap()),
         ("key_uri", "pkcs11:object=rsa-dev;id=%52"),
     ];
-    let p = AbiInstance::create(&settings).unwrap();
+    let p = instance(&settings).unwrap();
+    let x = p.x509().unwrap();
     let message = b"rsa message";
     let digest = Sha256::digest(message);
-    let sig = p.sign_digest(HSM_SIGN_RSA_PKCS1_SHA256, &digest).unwrap();
+    let sig = x
+        .sign_digest(SignAlgorithm::RsaPkcs1Sha256, &digest)
+        .unwrap();
     assert_eq!(sig.len(), 256);
     assert!(verify(&key, message, &sig, Some(false)));
-    let sig = p.sign_digest(HSM_SIGN_RSA_PSS_SHA256, &digest).unwrap();
+    let sig = x.sign_digest(SignAlgorithm::RsaPssSha256, &digest).unwrap();
     assert!(verify(&key, message, &sig, Some(true)));
     assert!(!verify(&key, b"other", &sig, Some(true)));
-    let e = p
-        .sign_digest(HSM_SIGN_ECDSA_P256_SHA256, &digest)
+    let e = x
+        .sign_digest(SignAlgorithm::EcdsaP256Sha256, &digest)
         .unwrap_err();
-    assert_eq!(e.status, HSM_ERR_INVALID_ARGUMENT, "{e:?}");
+    assert_eq!(e.code(), Some(PluginErrorCode::InvalidArgument), "{e:?}");
 }
 
 #[test]
@@ -149,20 +150,22 @@ fn hmac_import_through_the_abi_matches_software() {
         ("pin_file", tok.pin_file.to_str().unwrap()),
         ("hmac_key_uri", "pkcs11:object=sym-abi"),
     ];
-    let p = AbiInstance::create(&settings).unwrap();
-    let e = p.hmac(b"x").unwrap_err();
-    assert_eq!(e.status, HSM_ERR_NOT_FOUND, "{e:?}");
+    let p = instance(&settings).unwrap();
+    let s = p.symmetric_key().unwrap();
+    let e = s.sign(b"x").unwrap_err();
+    assert_eq!(e.code(), Some(PluginErrorCode::NotFound), "{e:?}");
 
     // A DPS symmetric key is 64 bytes once base64-decoded.
     let key: Vec<u8> = (0u8..64)
         .map(|i| i.wrapping_mul(91).wrapping_add(3))
         .collect();
-    p.import_key("", &key).unwrap();
-    assert_eq!(p.registration_id().unwrap(), "sym-abi");
+    // No registration id: the ABI gets an empty one, as a host without one passes.
+    s.import_key(None, &key).unwrap();
+    assert_eq!(s.registration_id().unwrap(), "sym-abi");
     let data = b"0ne00000001%2Fregistrations%2Fsym-abi\n1893456000";
     let mut soft = Hmac::<Sha256>::new_from_slice(&key).unwrap();
     soft.update(data);
-    assert_eq!(p.hmac(data).unwrap(), soft.finalize().into_bytes().to_vec());
+    assert_eq!(s.sign(data).unwrap(), soft.finalize().into_bytes().to_vec());
 }
 
 #[test]
@@ -171,18 +174,17 @@ fn wrong_pin_and_missing_objects_give_abi_codes() {
     let dir = tempfile::tempdir().unwrap();
     let wrong = dir.path().join("pin");
     std::fs::write(&wrong, "wrong-pin-0000").unwrap();
-    let e = AbiInstance::create(&[
+    let e = instance(&[
         ("module", tok.module.to_str().unwrap()),
         ("token_uri", &tok.uri()),
         ("pin_file", wrong.to_str().unwrap()),
     ])
-    .err()
-    .expect("a wrong PIN must fail");
-    assert_eq!(e.status, HSM_ERR_AUTHENTICATION, "{e:?}");
-    assert!(e.message.contains("CKR_PIN_INCORRECT"), "{e:?}");
-    assert!(!e.message.contains("wrong-pin-0000"));
+    .expect_err("a wrong PIN must fail");
+    assert_eq!(e.code(), Some(PluginErrorCode::Authentication), "{e:?}");
+    assert!(message(&e).contains("CKR_PIN_INCORRECT"), "{e:?}");
+    assert!(!message(&e).contains("wrong-pin-0000"));
 
-    let p = AbiInstance::create(&[
+    let p = instance(&[
         ("module", tok.module.to_str().unwrap()),
         ("token_uri", &tok.uri()),
         ("pin_file", tok.pin_file.to_str().unwrap()),
@@ -190,18 +192,20 @@ fn wrong_pin_and_missing_objects_give_abi_codes() {
         ("cert_uri", "pkcs11:object=absent"),
     ])
     .unwrap();
-    let e = p
-        .sign_digest(HSM_SIGN_ECDSA_P256_SHA256, &[0; 32])
+    let x = p.x509().unwrap();
+    let e = x
+        .sign_digest(SignAlgorithm::EcdsaP256Sha256, &[0; 32])
         .unwrap_err();
-    assert_eq!(e.status, HSM_ERR_NOT_FOUND, "{e:?}");
-    assert!(e.message.contains("object=absent"), "{e:?}");
-    assert_eq!(p.chain_pem().unwrap_err().status, HSM_ERR_NOT_FOUND);
+    assert_eq!(e.code(), Some(PluginErrorCode::NotFound), "{e:?}");
+    assert!(message(&e).contains("object=absent"), "{e:?}");
+    assert_eq!(
+        x.certificate_chain_pem().unwrap_err().code(),
+        Some(PluginErrorCode::NotFound)
+    );
 
-    let e = AbiInstance::create(&[("token_uri", "pkcs11:token=x")])
-        .err()
-        .expect("a missing module must fail");
-    assert_eq!(e.status, HSM_ERR_INVALID_ARGUMENT, "{e:?}");
-    assert!(e.message.contains("`module`"), "{e:?}");
+    let e = instance(&[("token_uri", "pkcs11:token=x")]).expect_err("a missing module must fail");
+    assert_eq!(e.code(), Some(PluginErrorCode::InvalidArgument), "{e:?}");
+    assert!(message(&e).contains("`module`"), "{e:?}");
 }
 
 #[test]
@@ -209,18 +213,19 @@ fn two_abi_instances_in_one_process() {
     let tok = token("abi-two");
     let out = init_self_signed(&tok, "dev", "abi-two");
     let settings = x509_settings(&tok, &out);
-    let a = AbiInstance::create(&borrowed(&settings)).unwrap();
-    let b = AbiInstance::create(&borrowed(&settings)).unwrap();
-    let key = leaf_key(&a.chain_pem().unwrap());
+    let a = instance(&settings).unwrap();
+    let b = instance(&settings).unwrap();
+    let key = leaf_key(&a.x509().unwrap().certificate_chain_pem().unwrap());
     let threads: Vec<_> = [a, b]
         .into_iter()
         .map(|p| {
             let key = key.clone();
             std::thread::spawn(move || {
+                let x = p.x509().unwrap();
                 for n in 0..25u32 {
                     let m = n.to_be_bytes();
-                    let sig = p
-                        .sign_digest(HSM_SIGN_ECDSA_P256_SHA256, &Sha256::digest(m))
+                    let sig = x
+                        .sign_digest(SignAlgorithm::EcdsaP256Sha256, &Sha256::digest(m))
                         .unwrap();
                     assert!(verify(&key, &m, &sig, None));
                 }
@@ -228,11 +233,14 @@ fn two_abi_instances_in_one_process() {
             })
         })
         .collect();
-    let mut instances: Vec<AbiInstance> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let mut instances: Vec<PluginInstance> =
+        threads.into_iter().map(|t| t.join().unwrap()).collect();
     // Destroying one leaves the other logged in and working.
     drop(instances.remove(0));
     let sig = instances[0]
-        .sign_digest(HSM_SIGN_ECDSA_P256_SHA256, &Sha256::digest(b"after"))
+        .x509()
+        .unwrap()
+        .sign_digest(SignAlgorithm::EcdsaP256Sha256, &Sha256::digest(b"after"))
         .unwrap();
     assert!(verify(&key, b"after", &sig, None));
 }

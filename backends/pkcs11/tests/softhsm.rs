@@ -1,11 +1,13 @@
 //! End-to-end tests against SoftHSM2: each test makes its own token (unique label) in the
 //! binary's token folder, so the tests run in parallel.
 
+mod common;
+
+use common::{init, token};
 use hmac::{Hmac, Mac};
 use hsm_plugin_sdk::{ErrorCode, HsmPlugin, PluginConfig, SignAlgorithm, SymmetricKeyHsm, X509Hsm};
-use hsmkit_plugin_pkcs11::config::PinSource;
-use hsmkit_plugin_pkcs11::provision::{init_device, CaFiles, InitOptions, InitOutcome};
-use hsmkit_plugin_pkcs11::softhsm::{create_token, TestToken};
+use hsmkit_plugin_pkcs11::provision::{CaFiles, InitOutcome};
+use hsmkit_plugin_pkcs11::softhsm::TestToken;
 use hsmkit_plugin_pkcs11::uri::Pkcs11Uri;
 use hsmkit_plugin_pkcs11::Pkcs11Plugin;
 use openssl::ec::{EcGroup, EcKey};
@@ -15,24 +17,6 @@ use openssl::pkey::PKey;
 use openssl::sign::Verifier;
 use openssl::x509::X509;
 use sha2::{Digest, Sha256};
-
-fn token(prefix: &str) -> TestToken {
-    create_token(prefix).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn init(tok: &TestToken, label: &str, cn: &str, ca: Option<CaFiles>) -> InitOutcome {
-    init_device(&InitOptions {
-        module: tok.module.clone(),
-        token: Pkcs11Uri::parse(&tok.uri()).unwrap(),
-        pin: PinSource::File(tok.pin_file.clone()),
-        label: label.into(),
-        id: None,
-        common_name: cn.into(),
-        ca,
-        validity_days: 30,
-    })
-    .unwrap()
-}
 
 fn base_config(tok: &TestToken) -> Vec<(String, String)> {
     vec![
