@@ -7,7 +7,16 @@ use hsmkit_plugin_pkcs11::softhsm::create_token;
 use hsmkit_plugin_pkcs11::Pkcs11Plugin;
 use openssl::x509::X509;
 use sha2::{Digest, Sha256};
-use std::process::Command;
+use std::process::{Command, Output};
+
+/// The tool exited 0; its stderr otherwise.
+fn assert_succeeded(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 #[test]
 fn init_and_import_hmac_with_the_tool() {
@@ -40,11 +49,7 @@ fn init_and_import_hmac_with_the_tool() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["registrationId"], "cli-device-7");
     let key_uri = json["keyUri"].as_str().unwrap().to_string();
@@ -88,11 +93,7 @@ fn init_and_import_hmac_with_the_tool() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
 
     let config = PluginConfig::from_pairs([
         ("module", module.clone()),
