@@ -84,14 +84,17 @@ fn slice_calls(inst: &RawInstance, data: HsmSlice) -> Vec<(&'static str, HsmStat
         }));
     }
     if let Ok(t) = inst.x509_table() {
+        // SAFETY: as above.
         v.push(("sign_digest", unsafe {
             (t.sign_digest)(inst.ptr, HSM_SIGN_ECDSA_P256_SHA256, data, &mut out)
         }));
         release(&mut out);
     }
     if let Ok(t) = inst.sym_table() {
+        // SAFETY: as above.
         v.push(("sign", unsafe { (t.sign)(inst.ptr, data, &mut out) }));
         release(&mut out);
+        // SAFETY: as above.
         v.push(("import_key", unsafe {
             (t.import_key)(inst.ptr, HsmSlice::EMPTY, data)
         }));
