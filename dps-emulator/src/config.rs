@@ -19,6 +19,10 @@ pub struct EmulatorConfig {
     pub assignment_delay: Duration,
     /// The Retry-After (seconds) sent with 202 assigning answers.
     pub retry_after_secs: u64,
+    /// With no assignment delay, answer the register PUT itself with `200` and the final
+    /// registration state (the documented `200 RegistrationOperationStatus` answer) instead
+    /// of `202 assigning` and a poll. Off by default: the real service usually answers 202.
+    pub complete_registrations_immediately: bool,
     /// Extra host names or IPs for the server certificate (localhost and 127.0.0.1 are always in).
     pub server_names: Vec<String>,
     /// Largest accepted request body, bytes.
@@ -40,6 +44,7 @@ impl EmulatorConfig {
             hubs: vec!["emulated-hub.azure-devices.net".to_string()],
             assignment_delay: Duration::ZERO,
             retry_after_secs: 1,
+            complete_registrations_immediately: false,
             server_names: Vec::new(),
             max_body_bytes: 64 * 1024,
             max_connections: 512,

@@ -383,6 +383,9 @@ pub(crate) async fn register(
         Ok(app2.store.record_registration(state, ready)?)
     })
     .await?;
+    if app.config.complete_registrations_immediately && app.config.assignment_delay.is_zero() {
+        return Ok(completed_operation(&op));
+    }
     let mut resp = json_response(
         StatusCode::ACCEPTED,
         &json!({ "operationId": op.operation_id, "status": "assigning" }),
@@ -422,14 +425,19 @@ pub(crate) async fn operation_status(
         retry_after(&mut resp, app.config.retry_after_secs);
         return Ok(resp);
     }
-    Ok(json_response(
+    Ok(completed_operation(&op))
+}
+
+/// The `200` answer for an operation whose assignment is done.
+fn completed_operation(op: &crate::store::Operation) -> Resp {
+    json_response(
         StatusCode::OK,
         &json!({
             "operationId": op.operation_id,
             "status": op.state.status,
             "registrationState": op.state,
         }),
-    ))
+    )
 }
 
 /// POST /{idScope}/registrations/{registrationId}

@@ -84,6 +84,10 @@ struct ServeArgs {
     /// Retry-After seconds on 202 answers.
     #[arg(long, default_value_t = 1)]
     retry_after: u64,
+    /// With --assignment-delay-ms 0, answer the register request itself with 200 and the
+    /// final state instead of 202 and a poll.
+    #[arg(long)]
+    complete_immediately: bool,
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     max_body_bytes: usize,
@@ -502,6 +506,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
     cfg.server_names = a.server_names;
     cfg.assignment_delay = Duration::from_millis(a.assignment_delay_ms);
     cfg.retry_after_secs = a.retry_after;
+    cfg.complete_registrations_immediately = a.complete_immediately;
     cfg.max_body_bytes = a.max_body_bytes;
     cfg.max_connections = a.max_connections;
     let running = Emulator::start(cfg).await?;

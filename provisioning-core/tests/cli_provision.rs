@@ -116,6 +116,65 @@ fn provision_then_reuse_then_hub_token() {
 }
 
 #[test]
+fn a_register_answered_with_200_assigned_needs_no_poll() {
+    let dir = plugin_dir_with(&[&bundled_plugin("symmetric")]);
+    let d = dir.path().to_str().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let mut config = EmulatorConfig::new(root.path().join("emu"));
+    config.complete_registrations_immediately = true;
+    let emulator = Emulator::start_in_background(config).unwrap();
+    let state = root.path().join("device");
+    let s = state.to_str().unwrap();
+    let out = root.path().join("enroll");
+    let (ok, _, err) = hsmkit(&[
+        "--plugin-dir",
+        d,
+        "--state-dir",
+        s,
+        "enroll-info",
+        "--plugin",
+        "symmetric",
+        "--set",
+        "registration_id=immediate",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let info = EnrollmentInfo::read_dir(&out).unwrap();
+    emulator
+        .enrollments()
+        .create_individual(info.individual())
+        .unwrap();
+    let endpoint = emulator.endpoint();
+    let ca = emulator.ca_cert_path().to_str().unwrap().to_string();
+    let (ok, stdout, stderr) = hsmkit(&[
+        "--plugin-dir",
+        d,
+        "--state-dir",
+        s,
+        "provision",
+        "--plugin",
+        "symmetric",
+        "--id-scope",
+        emulator.id_scope(),
+        "--endpoint",
+        &endpoint,
+        "--trust-ca",
+        &ca,
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["status"], "assigned");
+    assert!(
+        !stderr.contains("assigning") && !stderr.contains("waiting"),
+        "{stderr}"
+    );
+    assert_eq!(emulator.registration_records().unwrap().len(), 1);
+    emulator.shutdown();
+}
+
+#[test]
 fn provision_errors_say_what_to_do() {
     let dir = plugin_dir_with(&[&bundled_plugin("symmetric")]);
     let d = dir.path().to_str().unwrap();
