@@ -6,23 +6,12 @@ mod support;
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 use support::*;
 
 const BUNDLED: &[&str] = &["symmetric", "dice", "tpm_sim", "tpm2", "pkcs11"];
 
 fn hsmkit(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hsmkit"))
-        .args(args)
-        .env_remove("HSMKIT_CONFIG")
-        .env_remove("HSMKIT_PLUGIN_DIR")
-        .output()
-        .expect("run hsmkit");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_hsmkit(args)
 }
 
 fn planted_folder() -> tempfile::TempDir {

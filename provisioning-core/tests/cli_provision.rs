@@ -6,63 +6,77 @@ mod support;
 use dps_emulator::enroll_files::EnrollmentInfo;
 use dps_emulator::{Emulator, EmulatorConfig};
 use serde_json::Value;
-use std::process::Command;
 use support::*;
 
 fn hsmkit(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hsmkit"))
-        .args(args)
-        .env_remove("HSMKIT_CONFIG")
-        .env_remove("HSMKIT_PLUGIN_DIR")
-        .env_remove("HSMKIT_STATE_DIR")
-        .output()
-        .expect("run hsmkit");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_hsmkit(args)
 }
 
-#[test]
-fn provision_then_reuse_then_hub_token() {
-    let dir = plugin_dir_with(&[&bundled_plugin("tpm_sim")]);
-    let d = dir.path().to_str().unwrap();
-    let root = tempfile::tempdir().unwrap();
-    let emulator =
-        Emulator::start_in_background(EmulatorConfig::new(root.path().join("emu"))).unwrap();
-    let state = root.path().join("device");
-    let s = state.to_str().unwrap();
-    let out = root.path().join("enroll");
-    let (ok, _, err) = hsmkit(&[
-        "--plugin-dir",
-        d,
-        "--state-dir",
-        s,
-        "enroll-info",
-        "--plugin",
-        "tpm-sim",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
-    let info = EnrollmentInfo::read_dir(&out).unwrap();
-    emulator
-        .enrollments()
-        .create_individual(info.individual())
-        .unwrap();
+/// A device with one plugin in its own plugins folder and state folder, enrolled in the
+/// emulator from the files `hsmkit enroll-info --out` writes.
+struct Device {
+    _plugins: tempfile::TempDir,
+    plugin_dir: String,
+    state: String,
+    plugin: &'static str,
+    settings: Vec<String>,
+    info: EnrollmentInfo,
+}
 
-    let endpoint = emulator.endpoint();
-    let ca = emulator.ca_cert_path().to_str().unwrap().to_string();
-    let provision = |extra: &[&str]| {
+impl Device {
+    fn enroll(
+        emulator: &dps_emulator::BackgroundEmulator,
+        root: &std::path::Path,
+        plugin_file: &str,
+        plugin: &'static str,
+        settings: &[&str],
+    ) -> Device {
+        let plugins = plugin_dir_with(&[&bundled_plugin(plugin_file)]);
+        let plugin_dir = plugins.path().to_str().unwrap().to_string();
+        let state = root.join("device").to_str().unwrap().to_string();
+        let out = root.join("enroll");
+        let settings: Vec<String> = settings.iter().map(|s| s.to_string()).collect();
         let mut args = vec![
             "--plugin-dir",
-            d,
+            &plugin_dir,
             "--state-dir",
-            s,
+            &state,
+            "enroll-info",
+            "--plugin",
+            plugin,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(settings.iter().map(String::as_str));
+        let (ok, _, err) = hsmkit(&args);
+        assert!(ok, "{err}");
+        let info = EnrollmentInfo::read_dir(&out).unwrap();
+        emulator
+            .enrollments()
+            .create_individual(info.individual())
+            .unwrap();
+        Device {
+            _plugins: plugins,
+            plugin_dir,
+            state,
+            plugin,
+            settings,
+            info,
+        }
+    }
+
+    /// `hsmkit provision ... --json` against `emulator`.
+    fn provision(&self, emulator: &dps_emulator::BackgroundEmulator) -> (bool, String, String) {
+        let endpoint = emulator.endpoint();
+        let ca = emulator.ca_cert_path().to_str().unwrap().to_string();
+        let mut args = vec![
+            "--plugin-dir",
+            &self.plugin_dir,
+            "--state-dir",
+            &self.state,
             "provision",
             "--plugin",
-            "tpm-sim",
+            self.plugin,
             "--id-scope",
             emulator.id_scope(),
             "--endpoint",
@@ -71,10 +85,20 @@ fn provision_then_reuse_then_hub_token() {
             &ca,
             "--json",
         ];
-        args.extend_from_slice(extra);
+        args.extend(self.settings.iter().map(String::as_str));
         hsmkit(&args)
-    };
-    let (ok, stdout, stderr) = provision(&[]);
+    }
+}
+
+#[test]
+fn provision_then_reuse_then_hub_token() {
+    let root = tempfile::tempdir().unwrap();
+    let emulator =
+        Emulator::start_in_background(EmulatorConfig::new(root.path().join("emu"))).unwrap();
+    let device = Device::enroll(&emulator, root.path(), "tpm_sim", "tpm-sim", &[]);
+    let info = &device.info;
+    let provision = || device.provision(&emulator);
+    let (ok, stdout, stderr) = provision();
     assert!(ok, "{stderr}");
     assert!(
         stderr.contains("TPM challenge"),
@@ -87,7 +111,7 @@ fn provision_then_reuse_then_hub_token() {
     assert_eq!(v["registrationId"], info.registration_id());
     let hub = v["assignedHub"].as_str().unwrap().to_string();
 
-    let (ok, stdout, _) = provision(&[]);
+    let (ok, stdout, _) = provision();
     assert!(ok);
     let again: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(
@@ -98,9 +122,9 @@ fn provision_then_reuse_then_hub_token() {
 
     let (ok, stdout, stderr) = hsmkit(&[
         "--plugin-dir",
-        d,
+        &device.plugin_dir,
         "--state-dir",
-        s,
+        &device.state,
         "hub-token",
         "--ttl",
         "30m",
@@ -117,52 +141,18 @@ fn provision_then_reuse_then_hub_token() {
 
 #[test]
 fn a_register_answered_with_200_assigned_needs_no_poll() {
-    let dir = plugin_dir_with(&[&bundled_plugin("symmetric")]);
-    let d = dir.path().to_str().unwrap();
     let root = tempfile::tempdir().unwrap();
     let mut config = EmulatorConfig::new(root.path().join("emu"));
     config.complete_registrations_immediately = true;
     let emulator = Emulator::start_in_background(config).unwrap();
-    let state = root.path().join("device");
-    let s = state.to_str().unwrap();
-    let out = root.path().join("enroll");
-    let (ok, _, err) = hsmkit(&[
-        "--plugin-dir",
-        d,
-        "--state-dir",
-        s,
-        "enroll-info",
-        "--plugin",
+    let device = Device::enroll(
+        &emulator,
+        root.path(),
         "symmetric",
-        "--set",
-        "registration_id=immediate",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
-    let info = EnrollmentInfo::read_dir(&out).unwrap();
-    emulator
-        .enrollments()
-        .create_individual(info.individual())
-        .unwrap();
-    let endpoint = emulator.endpoint();
-    let ca = emulator.ca_cert_path().to_str().unwrap().to_string();
-    let (ok, stdout, stderr) = hsmkit(&[
-        "--plugin-dir",
-        d,
-        "--state-dir",
-        s,
-        "provision",
-        "--plugin",
         "symmetric",
-        "--id-scope",
-        emulator.id_scope(),
-        "--endpoint",
-        &endpoint,
-        "--trust-ca",
-        &ca,
-        "--json",
-    ]);
+        &["--set", "registration_id=immediate"],
+    );
+    let (ok, stdout, stderr) = device.provision(&emulator);
     assert!(ok, "{stderr}");
     let v: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["status"], "assigned");
