@@ -3,7 +3,7 @@
 //! `hsmkit enroll-info --out` writes, read back by the emulator's own reader, exactly as a user
 //! would enroll a fleet under its root CA.
 
-#[path = "e2e_helpers.rs"]
+#[path = "support/e2e.rs"]
 mod helpers;
 
 use der::Decode;

@@ -2,7 +2,7 @@
 //! pkcs11 plugin on a SoftHSM2 token, against the emulator over TLS. Each starts what it needs
 //! and fails with an install hint when swtpm or SoftHSM2 is missing.
 
-#[path = "e2e_helpers.rs"]
+#[path = "support/e2e.rs"]
 mod helpers;
 
 use base64::Engine;

@@ -1,7 +1,7 @@
 //! End to end against the in-process DPS emulator over TLS, with the software plugins
 //! (symmetric, tpm-sim, dice), and the errors a user gets for the usual mistakes.
 
-#[path = "e2e_helpers.rs"]
+#[path = "support/e2e.rs"]
 mod helpers;
 
 use base64::Engine;

@@ -1,7 +1,7 @@
 //! Fault tests: the emulator drops connections, answers 500 or 429 with Retry-After, or answers
 //! slowly. Every run ends in success or a clear timeout, never a hang or a second registration.
 
-#[path = "e2e_helpers.rs"]
+#[path = "support/e2e.rs"]
 mod helpers;
 
 use helpers::*;
@@ -36,11 +36,7 @@ async fn server_errors_are_retried_with_backoff() {
     .await
     .expect("succeeds after the 500s");
     assert_eq!(r.device_id, "faulty-500");
-    let server_waits: Vec<_> = events
-        .waits()
-        .into_iter()
-        .filter(|(r, _)| r.contains("HTTP 500"))
-        .collect();
+    let server_waits: Vec<_> = events.waits_for("HTTP 500");
     assert_eq!(server_waits.len(), 3, "{server_waits:?}");
     single_record(&env.emu, "faulty-500");
 }
@@ -59,11 +55,7 @@ async fn throttling_honours_retry_after() {
     )
     .await
     .expect("succeeds after throttling");
-    let throttled: Vec<_> = events
-        .waits()
-        .into_iter()
-        .filter(|(r, _)| r.contains("429"))
-        .collect();
+    let throttled: Vec<_> = events.waits_for("429");
     assert_eq!(throttled.len(), 2, "{throttled:?}");
     assert!(
         throttled.iter().all(|(_, w)| *w == Duration::from_secs(2)),
@@ -86,11 +78,7 @@ async fn out_of_range_retry_after_falls_back_to_backoff() {
     )
     .await
     .expect("succeeds");
-    let throttled: Vec<_> = events
-        .waits()
-        .into_iter()
-        .filter(|(r, _)| r.contains("429"))
-        .collect();
+    let throttled: Vec<_> = events.waits_for("429");
     assert_eq!(throttled.len(), 1);
     assert!(
         throttled[0].1 <= Duration::from_millis(800),
@@ -133,11 +121,7 @@ async fn polls_follow_the_services_retry_after() {
     )
     .await
     .expect("assigned after polling");
-    let polls: Vec<_> = events
-        .waits()
-        .into_iter()
-        .filter(|(r, _)| r.contains("polling"))
-        .collect();
+    let polls: Vec<_> = events.waits_for("polling");
     assert!(!polls.is_empty());
     assert!(
         polls.iter().all(|(_, w)| *w == Duration::from_secs(1)),

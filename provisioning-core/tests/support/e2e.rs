@@ -3,7 +3,7 @@
 //! and a DPS client configuration that trusts the emulator's dev CA.
 #![allow(dead_code)]
 
-#[path = "support/mod.rs"]
+#[path = "mod.rs"]
 mod support;
 
 use base64::Engine;
@@ -123,6 +123,13 @@ impl Events {
                 ProgressEvent::Waiting { reason, wait } => Some((reason, wait)),
                 _ => None,
             })
+            .collect()
+    }
+    /// The waits whose reason mentions `text` (`"429"`, `"HTTP 500"`...).
+    pub fn waits_for(&self, text: &str) -> Vec<(String, Duration)> {
+        self.waits()
+            .into_iter()
+            .filter(|(r, _)| r.contains(text))
             .collect()
     }
 }
