@@ -5,96 +5,30 @@
 
 use cryptoki::error::{Error as CkError, RvError};
 
-/// Which ABI error code an error maps to (mirrors `hsm_plugin_sdk::ErrorCode`, kept separate so
-/// the token logic can be used and tested without the plugin layer).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// Bad configuration, URI or argument.
-    InvalidArgument,
-    /// The token or this plugin does not support the operation.
-    NotSupported,
-    /// A token, key or certificate does not exist.
-    NotFound,
-    /// The module or token failed or is gone.
-    Device,
-    /// Wrong or locked PIN, or not logged in.
-    Authentication,
-    /// The operation does not fit the current state.
-    InvalidState,
-    /// A bug or unexpected condition in this plugin.
-    Internal,
-}
+/// The ABI's error codes: this crate's errors are the SDK's own `HsmError`, so a token failure
+/// reaches the host with no second mapping.
+pub use hsm_plugin_sdk::ErrorCode as ErrorKind;
 
-/// An error of the PKCS#11 backend: a kind for the ABI and a readable message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct Pkcs11Error {
-    kind: ErrorKind,
-    message: String,
-}
+/// An error of the PKCS#11 backend: the SDK's error (an ABI code and a readable message).
+pub type Pkcs11Error = hsm_plugin_sdk::HsmError;
 
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, Pkcs11Error>;
 
-impl Pkcs11Error {
-    /// An error of the given kind.
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
+/// Wraps an error from cryptoki, prefixed with what we were doing.
+pub fn from_cryptoki(context: &str, err: CkError) -> Pkcs11Error {
+    match err {
+        CkError::Pkcs11(rv, function) => Pkcs11Error::new(
+            kind_of(rv),
+            format!("{context}: {} from C_{function:?}", ckr_name(rv)),
+        ),
+        CkError::LibraryLoading(e) => {
+            Pkcs11Error::device(format!("{context}: cannot load the PKCS#11 module: {e}"))
         }
-    }
-
-    /// Bad configuration, URI or argument.
-    pub fn invalid_argument(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::InvalidArgument, message)
-    }
-
-    /// Something that does not exist.
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::NotFound, message)
-    }
-
-    /// Refused or unsupported operation.
-    pub fn not_supported(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::NotSupported, message)
-    }
-
-    /// Unexpected condition inside the plugin.
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Internal, message)
-    }
-
-    /// Failure of the module or token outside the PKCS#11 return values.
-    pub fn device(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Device, message)
-    }
-
-    /// Wraps an error from cryptoki, prefixed with what we were doing.
-    pub fn from_cryptoki(context: &str, err: CkError) -> Self {
-        match err {
-            CkError::Pkcs11(rv, function) => Self::new(
-                kind_of(rv),
-                format!("{context}: {} from C_{function:?}", ckr_name(rv)),
-            ),
-            CkError::LibraryLoading(e) => {
-                Self::device(format!("{context}: cannot load the PKCS#11 module: {e}"))
-            }
-            CkError::NullFunctionPointer | CkError::MissingSymbol(_) | CkError::NotSupported => {
-                Self::not_supported(format!("{context}: {err}"))
-            }
-            other => Self::internal(format!("{context}: {other}")),
+        CkError::NullFunctionPointer | CkError::MissingSymbol(_) | CkError::NotSupported => {
+            Pkcs11Error::not_supported(format!("{context}: {err}"))
         }
-    }
-
-    /// The ABI kind.
-    pub fn kind(&self) -> ErrorKind {
-        self.kind
-    }
-
-    /// The readable message.
-    pub fn message(&self) -> &str {
-        &self.message
+        other => Pkcs11Error::internal(format!("{context}: {other}")),
     }
 }
 
@@ -157,22 +91,6 @@ pub fn ckr_name(rv: RvError) -> String {
     }
 }
 
-impl From<Pkcs11Error> for hsm_plugin_sdk::HsmError {
-    fn from(e: Pkcs11Error) -> Self {
-        use hsm_plugin_sdk::ErrorCode;
-        let code = match e.kind {
-            ErrorKind::InvalidArgument => ErrorCode::InvalidArgument,
-            ErrorKind::NotSupported => ErrorCode::NotSupported,
-            ErrorKind::NotFound => ErrorCode::NotFound,
-            ErrorKind::Device => ErrorCode::Device,
-            ErrorKind::Authentication => ErrorCode::Authentication,
-            ErrorKind::InvalidState => ErrorCode::InvalidState,
-            ErrorKind::Internal => ErrorCode::Internal,
-        };
-        hsm_plugin_sdk::HsmError::new(code, e.message)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,11 +123,11 @@ mod tests {
 
     #[test]
     fn message_names_value_and_function() {
-        let e = Pkcs11Error::from_cryptoki(
+        let e = crate::error::from_cryptoki(
             "login",
             CkError::Pkcs11(RvError::PinIncorrect, Function::Login),
         );
-        assert_eq!(e.kind(), ErrorKind::Authentication);
+        assert_eq!(e.code(), ErrorKind::Authentication);
         assert_eq!(e.message(), "login: CKR_PIN_INCORRECT from C_Login");
     }
 }

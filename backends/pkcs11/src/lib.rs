@@ -103,7 +103,7 @@ impl Pkcs11Plugin {
         match key.sign_digest(&self.session, algorithm, digest) {
             // The cached handle went stale (the key was replaced, by another process perhaps):
             // look the key up again once.
-            Err(e) if e.kind() == ErrorKind::NotFound => {
+            Err(e) if e.code() == ErrorKind::NotFound => {
                 self.key = None;
                 let key = self.token_key()?;
                 key.sign_digest(&self.session, algorithm, digest)
@@ -117,7 +117,7 @@ impl Pkcs11Plugin {
         let key = self.hmac_handle()?;
         match symmetric::hmac_sha256(&self.session, key, data) {
             // A re-import elsewhere replaces the object: look it up again once.
-            Err(e) if e.kind() == ErrorKind::NotFound => {
+            Err(e) if e.code() == ErrorKind::NotFound => {
                 self.hmac_key = None;
                 let key = self.hmac_handle()?;
                 symmetric::hmac_sha256(&self.session, key, data)
@@ -174,13 +174,13 @@ impl HsmPlugin for Pkcs11Plugin {
 
     fn create(config: &PluginConfig) -> std::result::Result<Self, HsmError> {
         let config = Pkcs11Config::from_lookup(|k| config.get(k))?;
-        Ok(Self::open(config)?)
+        Self::open(config)
     }
 }
 
 impl X509Hsm for Pkcs11Plugin {
     fn certificate_chain_pem(&mut self) -> std::result::Result<String, HsmError> {
-        Ok(x509::chain_to_pem(&self.chain()?)?)
+        x509::chain_to_pem(&self.chain()?)
     }
 
     fn common_name(&mut self) -> std::result::Result<String, HsmError> {
@@ -188,7 +188,7 @@ impl X509Hsm for Pkcs11Plugin {
         let leaf = chain
             .first()
             .ok_or_else(|| Pkcs11Error::not_found("the certificate chain is empty"))?;
-        Ok(x509::common_name(leaf)?)
+        x509::common_name(leaf)
     }
 
     fn sign_digest(
@@ -196,7 +196,7 @@ impl X509Hsm for Pkcs11Plugin {
         algorithm: SignAlgorithm,
         digest: &[u8],
     ) -> std::result::Result<Vec<u8>, HsmError> {
-        Ok(self.sign_digest_raw(algorithm, digest)?)
+        self.sign_digest_raw(algorithm, digest)
     }
     // export_private_key_pem keeps the SDK default: never supported.
 }
@@ -207,11 +207,11 @@ impl SymmetricKeyHsm for Pkcs11Plugin {
             return Ok(id.clone());
         }
         let key = self.hmac_handle()?;
-        Ok(symmetric::key_label(&self.session, key)?)
+        symmetric::key_label(&self.session, key)
     }
 
     fn sign(&mut self, data: &[u8]) -> std::result::Result<Vec<u8>, HsmError> {
-        Ok(self.hmac(data)?)
+        self.hmac(data)
     }
 
     fn import_key(
@@ -219,7 +219,7 @@ impl SymmetricKeyHsm for Pkcs11Plugin {
         registration_id: Option<&str>,
         key: &[u8],
     ) -> std::result::Result<(), HsmError> {
-        Ok(self.import_hmac(registration_id, key)?)
+        self.import_hmac(registration_id, key)
     }
 }
 

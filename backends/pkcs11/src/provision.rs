@@ -96,7 +96,7 @@ pub fn init_device(opts: &InitOptions) -> Result<InitOutcome> {
     let existing = session
         .session()
         .find_objects(&[Attribute::Label(opts.label.as_bytes().to_vec())])
-        .map_err(|e| Pkcs11Error::from_cryptoki("searching existing objects", e))?;
+        .map_err(|e| crate::error::from_cryptoki("searching existing objects", e))?;
     if !existing.is_empty() {
         return Err(Pkcs11Error::new(
             crate::error::ErrorKind::InvalidState,
@@ -247,7 +247,7 @@ fn generate_p256(session: &TokenSession, label: &str, id: &[u8]) -> Result<Verif
             &public_template,
             &private_template,
         )
-        .map_err(|e| Pkcs11Error::from_cryptoki("generating the P-256 key pair", e))?;
+        .map_err(|e| crate::error::from_cryptoki("generating the P-256 key pair", e))?;
     let point = session.attribute_bytes(public, AttributeType::EcPoint)?;
     verifying_key_from_ec_point(&point)
 }
@@ -284,7 +284,7 @@ fn store_certificate(
     session
         .session()
         .create_object(&template)
-        .map_err(|e| Pkcs11Error::from_cryptoki("storing the certificate", e))?;
+        .map_err(|e| crate::error::from_cryptoki("storing the certificate", e))?;
     Ok(())
 }
 

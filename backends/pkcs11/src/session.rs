@@ -61,7 +61,7 @@ impl ModuleLease {
             });
         }
         let context = Pkcs11::new(&canonical).map_err(|e| {
-            Pkcs11Error::from_cryptoki(&format!("loading module {}", canonical.display()), e)
+            crate::error::from_cryptoki(&format!("loading module {}", canonical.display()), e)
         })?;
         let owned = match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
         {
@@ -69,7 +69,7 @@ impl ModuleLease {
             // Someone else in the process (another library) initialized it: share it.
             Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => false,
             Err(e) => {
-                return Err(Pkcs11Error::from_cryptoki(
+                return Err(crate::error::from_cryptoki(
                     &format!("initializing module {}", canonical.display()),
                     e,
                 ))
@@ -143,7 +143,7 @@ impl Drop for ModuleLease {
 pub fn find_slot(context: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot> {
     let slots = context
         .get_slots_with_token()
-        .map_err(|e| Pkcs11Error::from_cryptoki("listing slots", e))?;
+        .map_err(|e| crate::error::from_cryptoki("listing slots", e))?;
     let mut found = Vec::new();
     for slot in slots {
         if uri.slot_id.is_some_and(|id| id != slot.id()) {
@@ -153,7 +153,7 @@ pub fn find_slot(context: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot> {
             Ok(info) => info,
             // A token pulled out between the two calls is simply not a match.
             Err(CkError::Pkcs11(RvError::TokenNotPresent, _)) => continue,
-            Err(e) => return Err(Pkcs11Error::from_cryptoki("reading token info", e)),
+            Err(e) => return Err(crate::error::from_cryptoki("reading token info", e)),
         };
         let is = |want: &Option<String>, have: &str| {
             want.as_deref().is_none_or(|w| w == have.trim_end())
@@ -203,11 +203,11 @@ impl TokenSession {
             }
             other => other,
         }
-        .map_err(|e| Pkcs11Error::from_cryptoki("opening a session", e))?;
+        .map_err(|e| crate::error::from_cryptoki("opening a session", e))?;
         let auth = AuthPin::new(pin.into());
         match session.login(UserType::User, Some(&auth)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(e) => return Err(Pkcs11Error::from_cryptoki("logging in to the token", e)),
+            Err(e) => return Err(crate::error::from_cryptoki("logging in to the token", e)),
         }
         Ok(Self {
             session,
@@ -255,7 +255,7 @@ impl TokenSession {
         let found = self
             .session
             .find_objects(&template)
-            .map_err(|e| Pkcs11Error::from_cryptoki(&format!("searching the {what}"), e))?;
+            .map_err(|e| crate::error::from_cryptoki(&format!("searching the {what}"), e))?;
         match found.as_slice() {
             [one] => Ok(*one),
             [] => Err(Pkcs11Error::not_found(format!(
@@ -275,7 +275,7 @@ impl TokenSession {
         let attrs = self
             .session
             .get_attributes(object, &[kind])
-            .map_err(|e| Pkcs11Error::from_cryptoki(&format!("reading {kind:?}"), e))?;
+            .map_err(|e| crate::error::from_cryptoki(&format!("reading {kind:?}"), e))?;
         for attr in attrs {
             match attr {
                 Attribute::Value(v)
@@ -291,7 +291,7 @@ impl TokenSession {
         let info = self
             .session
             .get_attribute_info(object, &[kind])
-            .map_err(|e| Pkcs11Error::from_cryptoki(&format!("inspecting {kind:?}"), e))?;
+            .map_err(|e| crate::error::from_cryptoki(&format!("inspecting {kind:?}"), e))?;
         if matches!(info.first(), Some(AttributeInfo::Sensitive)) {
             return Err(Pkcs11Error::not_supported(format!(
                 "the token keeps the {kind:?} attribute secret (sensitive or non-extractable)"

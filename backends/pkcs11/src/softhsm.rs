@@ -148,10 +148,7 @@ fn init_token_in_process(module: &Path, label: &str, pin: &str) -> Result<(), Ha
     static CREATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = CREATE.lock().unwrap_or_else(|p| p.into_inner());
     let fail = |what: &str, e: cryptoki::error::Error| {
-        HarnessError(format!(
-            "{what}: {}",
-            crate::error::Pkcs11Error::from_cryptoki(what, e)
-        ))
+        HarnessError(format!("{what}: {}", crate::error::from_cryptoki(what, e)))
     };
     let lease = keep_alive(module)?;
     let ctx = lease.context();

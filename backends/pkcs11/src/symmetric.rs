@@ -17,7 +17,7 @@ pub fn hmac_sha256(session: &TokenSession, key: ObjectHandle, data: &[u8]) -> Re
     session
         .session()
         .sign(&Mechanism::Sha256Hmac, key, data)
-        .map_err(|e| Pkcs11Error::from_cryptoki("HMAC-SHA256 with the token key", e))
+        .map_err(|e| crate::error::from_cryptoki("HMAC-SHA256 with the token key", e))
 }
 
 /// The key's label as text (the default registration id).
@@ -58,7 +58,7 @@ pub fn import_hmac_key(
     let old = session
         .session()
         .find_objects(&selector)
-        .map_err(|e| Pkcs11Error::from_cryptoki("searching earlier HMAC keys", e))?;
+        .map_err(|e| crate::error::from_cryptoki("searching earlier HMAC keys", e))?;
 
     let mut template = selector;
     template.extend([
@@ -78,12 +78,12 @@ pub fn import_hmac_key(
             v.zeroize();
         }
     }
-    let handle = created.map_err(|e| Pkcs11Error::from_cryptoki("importing the HMAC key", e))?;
+    let handle = created.map_err(|e| crate::error::from_cryptoki("importing the HMAC key", e))?;
     for stale in old {
         session
             .session()
             .destroy_object(stale)
-            .map_err(|e| Pkcs11Error::from_cryptoki("removing the replaced HMAC key", e))?;
+            .map_err(|e| crate::error::from_cryptoki("removing the replaced HMAC key", e))?;
     }
     Ok(handle)
 }

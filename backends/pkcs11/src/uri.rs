@@ -227,7 +227,7 @@ mod tests {
             ("pkcs11:object=%ff%fe", "not UTF-8"),
         ] {
             let e = Pkcs11Uri::parse(text).unwrap_err();
-            assert_eq!(e.kind(), crate::error::ErrorKind::InvalidArgument, "{text}");
+            assert_eq!(e.code(), crate::error::ErrorKind::InvalidArgument, "{text}");
             assert!(e.message().contains(needle), "{text}: {}", e.message());
         }
     }

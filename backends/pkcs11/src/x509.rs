@@ -48,7 +48,7 @@ impl TokenKey {
         let attrs = session
             .session()
             .get_attributes(handle, &[AttributeType::KeyType])
-            .map_err(|e| Pkcs11Error::from_cryptoki("reading the key type", e))?;
+            .map_err(|e| crate::error::from_cryptoki("reading the key type", e))?;
         let key_type = attrs.into_iter().find_map(|a| match a {
             Attribute::KeyType(t) => Some(t),
             _ => None,
@@ -115,7 +115,7 @@ impl TokenKey {
             session
                 .session()
                 .sign(mechanism, self.handle, data)
-                .map_err(|e| Pkcs11Error::from_cryptoki("signing with the token key", e))
+                .map_err(|e| crate::error::from_cryptoki("signing with the token key", e))
         };
         match algorithm {
             SignAlgorithm::EcdsaP256Sha256 => {
@@ -269,7 +269,7 @@ mod tests {
         let der = raw_ecdsa_to_der(&raw).unwrap();
         assert_eq!(der, vec![0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x02]);
         let e = raw_ecdsa_to_der(&raw[..10]).unwrap_err();
-        assert_eq!(e.kind(), crate::error::ErrorKind::Device);
+        assert_eq!(e.code(), crate::error::ErrorKind::Device);
         // r = 0 is not a valid signature scalar either.
         assert!(raw_ecdsa_to_der(&[0u8; 64]).is_err());
         // A module that already answers in DER is accepted unchanged.

@@ -174,7 +174,7 @@ fn hmac_of_imported_key_equals_software_hmac() {
         .attribute_bytes(handle, cryptoki::object::AttributeType::Value)
         .unwrap_err();
     assert_eq!(
-        e.kind(),
+        e.code(),
         hsmkit_plugin_pkcs11::error::ErrorKind::NotSupported,
         "{e}"
     );
