@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{io_at, EmulatorError, Result};
-use crate::model::{EnrollmentGroup, IndividualEnrollment, RegistrationState};
+use crate::model::{
+    AttestationMechanism, EnrollmentCommon, EnrollmentGroup, IndividualEnrollment,
+    RegistrationState,
+};
 use crate::timeutil::{now_rfc3339, random_guid, random_hex};
 use crate::validate;
 
@@ -188,29 +191,9 @@ impl Store {
         if_match: Option<&str>,
     ) -> Result<PutOutcome<IndividualEnrollment>> {
         validate::individual(&e)?;
-        if e.attestation.kind == "symmetricKey" && e.attestation.symmetric_key.is_none() {
-            e.attestation.symmetric_key = Some(Default::default());
-        }
-        if let Some(sk) = e.attestation.symmetric_key.as_mut() {
-            sk.primary_key.get_or_insert_with(random_key_b64);
-            sk.secondary_key.get_or_insert_with(random_key_b64);
-        }
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let created = match Self::precondition(&tx, "enrollments", &e.registration_id, if_match)? {
-            Ok(c) => c,
-            Err(()) => return Ok(PutOutcome::EtagMismatch),
-        };
-        let now = now_rfc3339();
-        e.common.created_date_time_utc = Some(created.unwrap_or_else(|| now.clone()));
-        e.common.last_updated_date_time_utc = Some(now);
-        e.common.etag = Some(random_etag());
-        tx.execute(
-            "INSERT OR REPLACE INTO enrollments (id, body) VALUES (?1, ?2)",
-            params![e.registration_id, to_json(&e)?],
-        )?;
-        tx.commit()?;
-        Ok(PutOutcome::Written(e))
+        fill_symmetric_keys(&mut e.attestation);
+        let id = e.registration_id.clone();
+        self.put_versioned("enrollments", &id, if_match, e, |e| &mut e.common)
     }
 
     /// Creates or replaces an enrollment group after validating it.
@@ -220,30 +203,38 @@ impl Store {
         if_match: Option<&str>,
     ) -> Result<PutOutcome<EnrollmentGroup>> {
         validate::group(&g)?;
-        if g.attestation.kind == "symmetricKey" && g.attestation.symmetric_key.is_none() {
-            g.attestation.symmetric_key = Some(Default::default());
-        }
-        if let Some(sk) = g.attestation.symmetric_key.as_mut() {
-            sk.primary_key.get_or_insert_with(random_key_b64);
-            sk.secondary_key.get_or_insert_with(random_key_b64);
-        }
+        fill_symmetric_keys(&mut g.attestation);
+        let id = g.enrollment_group_id.clone();
+        self.put_versioned("enrollment_groups", &id, if_match, g, |g| &mut g.common)
+    }
+
+    /// Writes an enrollment or group under `id` in `table` when `if_match` allows it, stamping
+    /// its creation time (kept across replacements), update time and a new etag.
+    fn put_versioned<T: serde::Serialize>(
+        &self,
+        table: &'static str,
+        id: &str,
+        if_match: Option<&str>,
+        mut record: T,
+        common: fn(&mut T) -> &mut EnrollmentCommon,
+    ) -> Result<PutOutcome<T>> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let created =
-            match Self::precondition(&tx, "enrollment_groups", &g.enrollment_group_id, if_match)? {
-                Ok(c) => c,
-                Err(()) => return Ok(PutOutcome::EtagMismatch),
-            };
+        let created = match Self::precondition(&tx, table, id, if_match)? {
+            Ok(c) => c,
+            Err(()) => return Ok(PutOutcome::EtagMismatch),
+        };
         let now = now_rfc3339();
-        g.common.created_date_time_utc = Some(created.unwrap_or_else(|| now.clone()));
-        g.common.last_updated_date_time_utc = Some(now);
-        g.common.etag = Some(random_etag());
+        let c = common(&mut record);
+        c.created_date_time_utc = Some(created.unwrap_or_else(|| now.clone()));
+        c.last_updated_date_time_utc = Some(now);
+        c.etag = Some(random_etag());
         tx.execute(
-            "INSERT OR REPLACE INTO enrollment_groups (id, body) VALUES (?1, ?2)",
-            params![g.enrollment_group_id, to_json(&g)?],
+            &format!("INSERT OR REPLACE INTO {table} (id, body) VALUES (?1, ?2)"),
+            params![id, to_json(&record)?],
         )?;
         tx.commit()?;
-        Ok(PutOutcome::Written(g))
+        Ok(PutOutcome::Written(record))
     }
 
     /// Creates or replaces an individual enrollment unconditionally.
@@ -402,4 +393,15 @@ fn random_etag() -> String {
     let mut b = [0u8; 8];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
     B64.encode(b)
+}
+
+/// A symmetric-key attestation without keys gets random ones, as the service does.
+fn fill_symmetric_keys(attestation: &mut AttestationMechanism) {
+    if attestation.kind == "symmetricKey" && attestation.symmetric_key.is_none() {
+        attestation.symmetric_key = Some(Default::default());
+    }
+    if let Some(sk) = attestation.symmetric_key.as_mut() {
+        sk.primary_key.get_or_insert_with(random_key_b64);
+        sk.secondary_key.get_or_insert_with(random_key_b64);
+    }
 }
