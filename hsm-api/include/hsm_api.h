@@ -312,11 +312,15 @@ typedef struct HsmPluginTable {
    */
   void (*destroy)(HsmInstance *instance);
   /**
-   * Copies the message of the instance's last failed call into `*out_message` (UTF-8).
+   * Copies the message of the last call on this instance that failed on the calling thread
+   * into `*out_message` (UTF-8). Call it from the thread whose call failed, before that
+   * thread's next call on the instance: a concurrent plugin may keep messages per thread.
    */
   HsmStatus (*last_error)(HsmInstance *instance, struct HsmBuffer *out_message);
   /**
-   * Releases a buffer this plugin produced. An empty buffer is a no-op.
+   * Releases a buffer this plugin produced, wiping it when it may hold a secret. An empty
+   * buffer is a no-op. May be called from any thread, concurrently with other calls, and
+   * after the instance that produced the buffer was destroyed.
    */
   void (*release_buffer)(struct HsmBuffer *buffer);
   /**

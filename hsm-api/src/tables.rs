@@ -84,10 +84,14 @@ pub struct HsmPluginTable {
     ) -> HsmStatus,
     /// Destroys an instance. NULL is a no-op.
     pub destroy: unsafe extern "C" fn(instance: *mut HsmInstance),
-    /// Copies the message of the instance's last failed call into `*out_message` (UTF-8).
+    /// Copies the message of the last call on this instance that failed on the calling thread
+    /// into `*out_message` (UTF-8). Call it from the thread whose call failed, before that
+    /// thread's next call on the instance: a concurrent plugin may keep messages per thread.
     pub last_error:
         unsafe extern "C" fn(instance: *mut HsmInstance, out_message: *mut HsmBuffer) -> HsmStatus,
-    /// Releases a buffer this plugin produced. An empty buffer is a no-op.
+    /// Releases a buffer this plugin produced, wiping it when it may hold a secret. An empty
+    /// buffer is a no-op. May be called from any thread, concurrently with other calls, and
+    /// after the instance that produced the buffer was destroyed.
     pub release_buffer: unsafe extern "C" fn(buffer: *mut HsmBuffer),
     /// TPM interface, or NULL.
     pub tpm: *const HsmTpmTable,
