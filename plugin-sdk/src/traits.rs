@@ -18,9 +18,11 @@ pub struct PluginInfo {
 
 /// One instance of the plugin: what `create(config)` returns across the ABI.
 ///
-/// Calls on one instance are serialized by the SDK (it keeps the instance behind a mutex), so
-/// the interface traits take `&mut self`; separate instances may run on separate threads.
-pub trait HsmPlugin: Sized + Send + 'static {
+/// The SDK declares every instance safe for concurrent calls and takes no lock of its own:
+/// the interface traits take `&self`, and an instance keeps whatever state it changes behind
+/// its own lock (as Parsec providers do), so that a read-only operation such as signing with a
+/// cached key never waits and the ABI adds no synchronization to the call.
+pub trait HsmPlugin: Sized + Send + Sync + 'static {
     /// Name, version, vendor and description.
     const INFO: PluginInfo;
 
@@ -37,15 +39,15 @@ pub trait HsmPlugin: Sized + Send + 'static {
 /// TPM attestation as DPS uses it.
 pub trait TpmHsm {
     /// Endorsement key as a marshalled `TPM2B_PUBLIC`; the same bytes on every call and run.
-    fn endorsement_key(&mut self) -> Result<Vec<u8>, HsmError>;
+    fn endorsement_key(&self) -> Result<Vec<u8>, HsmError>;
     /// Storage root key as a marshalled `TPM2B_PUBLIC`.
-    fn storage_root_key(&mut self) -> Result<Vec<u8>, HsmError>;
+    fn storage_root_key(&self) -> Result<Vec<u8>, HsmError>;
     /// Runs ActivateCredential + Import on a decoded DPS `authenticationKey` blob and keeps
     /// the resulting identity key, replacing any earlier one.
-    fn activate_identity_key(&mut self, blob: &[u8]) -> Result<(), HsmError>;
+    fn activate_identity_key(&self, blob: &[u8]) -> Result<(), HsmError>;
     /// HMAC-SHA256 of `data` with the identity key (32 bytes).
     /// [`crate::ErrorCode::InvalidState`] before any key was activated.
-    fn sign_with_identity(&mut self, data: &[u8]) -> Result<Vec<u8>, HsmError>;
+    fn sign_with_identity(&self, data: &[u8]) -> Result<Vec<u8>, HsmError>;
 }
 
 /// Signature algorithms of [`X509Hsm::sign_digest`].
@@ -95,14 +97,13 @@ impl SignAlgorithm {
 /// X.509 attestation: a certificate chain and a device key that signs in place.
 pub trait X509Hsm {
     /// Certificate chain as PEM, leaf first.
-    fn certificate_chain_pem(&mut self) -> Result<String, HsmError>;
+    fn certificate_chain_pem(&self) -> Result<String, HsmError>;
     /// Common name of the leaf certificate: the DPS registration id.
-    fn common_name(&mut self) -> Result<String, HsmError>;
+    fn common_name(&self) -> Result<String, HsmError>;
     /// Signs `digest` (already checked to be `algorithm.digest_len()` bytes) with the leaf key.
-    fn sign_digest(&mut self, algorithm: SignAlgorithm, digest: &[u8])
-        -> Result<Vec<u8>, HsmError>;
+    fn sign_digest(&self, algorithm: SignAlgorithm, digest: &[u8]) -> Result<Vec<u8>, HsmError>;
     /// The leaf private key as PKCS#8 PEM, only where the backend allows it.
-    fn export_private_key_pem(&mut self) -> Result<Zeroizing<String>, HsmError> {
+    fn export_private_key_pem(&self) -> Result<Zeroizing<String>, HsmError> {
         Err(HsmError::not_supported(
             "this plugin never exports private keys",
         ))
@@ -112,9 +113,9 @@ pub trait X509Hsm {
 /// Symmetric-key attestation: an HMAC key held inside the plugin.
 pub trait SymmetricKeyHsm {
     /// The registration id this key belongs to.
-    fn registration_id(&mut self) -> Result<String, HsmError>;
+    fn registration_id(&self) -> Result<String, HsmError>;
     /// HMAC-SHA256 of `data` with the held key. [`crate::ErrorCode::NotFound`] without a key.
-    fn sign(&mut self, data: &[u8]) -> Result<Vec<u8>, HsmError>;
+    fn sign(&self, data: &[u8]) -> Result<Vec<u8>, HsmError>;
     /// Stores `key` (raw bytes), replacing any earlier key, for `registration_id` if given.
-    fn import_key(&mut self, registration_id: Option<&str>, key: &[u8]) -> Result<(), HsmError>;
+    fn import_key(&self, registration_id: Option<&str>, key: &[u8]) -> Result<(), HsmError>;
 }

@@ -77,19 +77,15 @@ impl HsmPlugin for DicePlugin {
 }
 
 impl X509Hsm for DicePlugin {
-    fn certificate_chain_pem(&mut self) -> Result<String, HsmError> {
+    fn certificate_chain_pem(&self) -> Result<String, HsmError> {
         Ok(self.chain.chain_pem.clone())
     }
 
-    fn common_name(&mut self) -> Result<String, HsmError> {
+    fn common_name(&self) -> Result<String, HsmError> {
         Ok(self.chain.registration_id.clone())
     }
 
-    fn sign_digest(
-        &mut self,
-        algorithm: SignAlgorithm,
-        digest: &[u8],
-    ) -> Result<Vec<u8>, HsmError> {
+    fn sign_digest(&self, algorithm: SignAlgorithm, digest: &[u8]) -> Result<Vec<u8>, HsmError> {
         match algorithm {
             SignAlgorithm::EcdsaP256Sha256 => sign_p256_digest(&self.chain.leaf_key, digest),
             other => Err(HsmError::not_supported(format!(
@@ -98,7 +94,7 @@ impl X509Hsm for DicePlugin {
         }
     }
 
-    fn export_private_key_pem(&mut self) -> Result<Zeroizing<String>, HsmError> {
+    fn export_private_key_pem(&self) -> Result<Zeroizing<String>, HsmError> {
         if !self.allow_key_export {
             return Err(HsmError::not_supported(
                 "private key export is disabled (set allow_key_export=true to allow it)",

@@ -6,9 +6,10 @@
 //! - Symmetric key: HMAC-SHA256 with a generic-secret key held in the token; imported keys are
 //!   stored sensitive and non-extractable.
 //!
-//! Configuration keys are described in [`config`]. Calls on one instance are serialized by the
-//! SDK, and each instance has its own session, so instances can be used from different
-//! threads; all instances of one module share one initialized module ([`session`]).
+//! Configuration keys are described in [`config`]. A PKCS#11 session runs one operation at a
+//! time, so each instance keeps its session behind a lock (calls on one instance take turns);
+//! separate instances have separate sessions and run in parallel, all sharing one initialized
+//! module ([`session`]).
 
 #![deny(missing_docs)]
 
@@ -30,12 +31,19 @@ use hsm_plugin_sdk::{
     X509Hsm,
 };
 use session::TokenSession;
+use std::sync::{Mutex, MutexGuard};
 use uri::Pkcs11Uri;
 use x509::TokenKey;
 
 /// One plugin instance: a logged-in session on the configured token.
 #[derive(Debug)]
 pub struct Pkcs11Plugin {
+    token: Mutex<Token>,
+}
+
+/// The session and what was looked up through it; only ever used under the instance's lock.
+#[derive(Debug)]
+struct Token {
     session: TokenSession,
     config: Pkcs11Config,
     key: Option<TokenKey>,
@@ -51,20 +59,45 @@ impl Pkcs11Plugin {
         let pin = config.pin.read()?;
         let session = TokenSession::open(&config.module, &config.token, &pin)?;
         Ok(Self {
-            session,
-            hmac_uri: config.hmac_key.clone(),
-            registration_id: config.registration_id.clone(),
-            config,
-            key: None,
-            hmac_key: None,
+            token: Mutex::new(Token {
+                session,
+                hmac_uri: config.hmac_key.clone(),
+                registration_id: config.registration_id.clone(),
+                config,
+                key: None,
+                hmac_key: None,
+            }),
         })
     }
 
-    /// The session (for tools and benchmarks that talk to the same token).
-    pub fn token_session(&self) -> &TokenSession {
-        &self.session
+    fn token(&self) -> MutexGuard<'_, Token> {
+        // The cached handles are re-looked-up when stale, so a panic mid-call leaves nothing
+        // that later calls could trip on.
+        self.token.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs `f` on the session (for tools and tests that talk to the same token).
+    pub fn with_session<R>(&self, f: impl FnOnce(&TokenSession) -> R) -> R {
+        f(&self.token().session)
+    }
+
+    /// Signs a digest with the token key (the X.509 interface without the SDK error type).
+    pub fn sign_digest_raw(&self, algorithm: SignAlgorithm, digest: &[u8]) -> Result<Vec<u8>> {
+        self.token().sign_digest(algorithm, digest)
+    }
+
+    /// HMAC-SHA256 with the token's secret key.
+    pub fn hmac(&self, data: &[u8]) -> Result<Vec<u8>> {
+        self.token().hmac(data)
+    }
+
+    /// Imports an HMAC key, labelled by the configured URI's label or else the registration id.
+    pub fn import_hmac(&self, registration_id: Option<&str>, key: &[u8]) -> Result<()> {
+        self.token().import_hmac(registration_id, key)
+    }
+}
+
+impl Token {
     fn token_key(&mut self) -> Result<TokenKey> {
         if let Some(k) = self.key {
             return Ok(k);
@@ -97,8 +130,7 @@ impl Pkcs11Plugin {
         Ok(handle)
     }
 
-    /// Signs a digest with the token key (the X.509 interface without the SDK error type).
-    pub fn sign_digest_raw(&mut self, algorithm: SignAlgorithm, digest: &[u8]) -> Result<Vec<u8>> {
+    fn sign_digest(&mut self, algorithm: SignAlgorithm, digest: &[u8]) -> Result<Vec<u8>> {
         let key = self.token_key()?;
         match key.sign_digest(&self.session, algorithm, digest) {
             // The cached handle went stale (the key was replaced, by another process perhaps):
@@ -112,8 +144,7 @@ impl Pkcs11Plugin {
         }
     }
 
-    /// HMAC-SHA256 with the token's secret key.
-    pub fn hmac(&mut self, data: &[u8]) -> Result<Vec<u8>> {
+    fn hmac(&mut self, data: &[u8]) -> Result<Vec<u8>> {
         let key = self.hmac_handle()?;
         match symmetric::hmac_sha256(&self.session, key, data) {
             // A re-import elsewhere replaces the object: look it up again once.
@@ -126,8 +157,7 @@ impl Pkcs11Plugin {
         }
     }
 
-    /// Imports an HMAC key, labelled by the configured URI's label or else the registration id.
-    pub fn import_hmac(&mut self, registration_id: Option<&str>, key: &[u8]) -> Result<()> {
+    fn import_hmac(&mut self, registration_id: Option<&str>, key: &[u8]) -> Result<()> {
         if let Some(id) = registration_id {
             if id.is_empty() {
                 return Err(Pkcs11Error::invalid_argument(
@@ -179,12 +209,12 @@ impl HsmPlugin for Pkcs11Plugin {
 }
 
 impl X509Hsm for Pkcs11Plugin {
-    fn certificate_chain_pem(&mut self) -> std::result::Result<String, HsmError> {
-        x509::chain_to_pem(&self.chain()?)
+    fn certificate_chain_pem(&self) -> std::result::Result<String, HsmError> {
+        x509::chain_to_pem(&self.token().chain()?)
     }
 
-    fn common_name(&mut self) -> std::result::Result<String, HsmError> {
-        let chain = self.chain()?;
+    fn common_name(&self) -> std::result::Result<String, HsmError> {
+        let chain = self.token().chain()?;
         let leaf = chain
             .first()
             .ok_or_else(|| Pkcs11Error::not_found("the certificate chain is empty"))?;
@@ -192,7 +222,7 @@ impl X509Hsm for Pkcs11Plugin {
     }
 
     fn sign_digest(
-        &mut self,
+        &self,
         algorithm: SignAlgorithm,
         digest: &[u8],
     ) -> std::result::Result<Vec<u8>, HsmError> {
@@ -202,20 +232,21 @@ impl X509Hsm for Pkcs11Plugin {
 }
 
 impl SymmetricKeyHsm for Pkcs11Plugin {
-    fn registration_id(&mut self) -> std::result::Result<String, HsmError> {
-        if let Some(id) = &self.registration_id {
+    fn registration_id(&self) -> std::result::Result<String, HsmError> {
+        let mut token = self.token();
+        if let Some(id) = &token.registration_id {
             return Ok(id.clone());
         }
-        let key = self.hmac_handle()?;
-        symmetric::key_label(&self.session, key)
+        let key = token.hmac_handle()?;
+        symmetric::key_label(&token.session, key)
     }
 
-    fn sign(&mut self, data: &[u8]) -> std::result::Result<Vec<u8>, HsmError> {
+    fn sign(&self, data: &[u8]) -> std::result::Result<Vec<u8>, HsmError> {
         self.hmac(data)
     }
 
     fn import_key(
-        &mut self,
+        &self,
         registration_id: Option<&str>,
         key: &[u8],
     ) -> std::result::Result<(), HsmError> {

@@ -103,7 +103,7 @@ fn init_and_import_hmac_with_the_tool() {
         ("cert_uri", cert_uri),
         ("hmac_key_uri", "pkcs11:object=cli-sym".to_string()),
     ]);
-    let mut p = Pkcs11Plugin::create(&config).unwrap();
+    let p = Pkcs11Plugin::create(&config).unwrap();
     assert_eq!(p.common_name().unwrap(), "cli-device-7");
     let chain = p.certificate_chain_pem().unwrap();
     assert_eq!(chain, json["certificate"].as_str().unwrap());

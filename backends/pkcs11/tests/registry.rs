@@ -33,7 +33,7 @@ fn instances_share_the_module_and_the_last_one_finalizes() {
         ("cert_uri", "pkcs11:object=none".to_string()),
     ]);
     let a = Pkcs11Plugin::create(&config).unwrap();
-    let mut b = Pkcs11Plugin::create(&config).unwrap();
+    let b = Pkcs11Plugin::create(&config).unwrap();
     assert_eq!(ModuleLease::users(&module), 2);
     assert_eq!(ModuleLease::initialized_by_us(&module), Some(true));
 
@@ -57,7 +57,7 @@ fn instances_share_the_module_and_the_last_one_finalizes() {
     initialize(&observer).expect("the module must have been finalized");
     // The observer now owns the initialization: a new instance shares it and must not
     // finalize it when it goes.
-    let mut c = Pkcs11Plugin::create(&config).unwrap();
+    let c = Pkcs11Plugin::create(&config).unwrap();
     assert_eq!(ModuleLease::initialized_by_us(&module), Some(false));
     assert_eq!(
         c.certificate_chain_pem().unwrap_err().code(),

@@ -51,7 +51,7 @@ fn verify_with_openssl(chain_pem: &str, message: &[u8], der_sig: &[u8]) -> bool 
 fn self_signed_device_chain_sign_and_verify_with_openssl() {
     let tok = token("x509");
     let out = init(&tok, "device", "my-device-01", None);
-    let mut p = x509_plugin(&tok, &out);
+    let p = x509_plugin(&tok, &out);
 
     let chain = p.certificate_chain_pem().unwrap();
     assert_eq!(chain, out.certificate_pem);
@@ -121,7 +121,7 @@ fn ca_signed_device_and_chain_from_file() {
     let mut pairs = base_config(&tok);
     pairs.push(("key_uri".into(), out.key_uri.clone()));
     pairs.push(("cert_file".into(), chain_file.display().to_string()));
-    let mut p = plugin(pairs);
+    let p = plugin(pairs);
     assert_eq!(p.certificate_chain_pem().unwrap(), out.certificate_pem);
     assert_eq!(p.common_name().unwrap(), "ca-device");
     let sig = p
@@ -135,7 +135,7 @@ fn hmac_of_imported_key_equals_software_hmac() {
     let tok = token("hmac");
     let mut pairs = base_config(&tok);
     pairs.push(("hmac_key_uri".into(), "pkcs11:object=sym-device".into()));
-    let mut p = plugin(pairs);
+    let p = plugin(pairs);
     assert_eq!(p.sign(b"x").unwrap_err().code(), ErrorCode::NotFound);
 
     let key: Vec<u8> = (0u8..32).map(|i| i.wrapping_mul(37)).collect();
@@ -149,7 +149,7 @@ fn hmac_of_imported_key_equals_software_hmac() {
     // A second instance finds the stored key by its URI; re-import replaces it.
     let mut pairs = base_config(&tok);
     pairs.push(("hmac_key_uri".into(), "pkcs11:object=sym-device".into()));
-    let mut q = plugin(pairs);
+    let q = plugin(pairs);
     assert_eq!(q.sign(data).unwrap(), p.sign(data).unwrap());
     let key2 = [9u8; 32];
     q.import_key(Some("renamed-id"), &key2).unwrap();
@@ -162,17 +162,17 @@ fn hmac_of_imported_key_equals_software_hmac() {
     assert_eq!(p.sign(data).unwrap(), expected);
 
     // The key is stored sensitive and non-extractable: its value cannot be read back.
-    let s = q.token_session();
-    let handle = s
-        .find_one(
-            cryptoki::object::ObjectClass::SECRET_KEY,
-            &Pkcs11Uri::parse("pkcs11:object=sym-device").unwrap(),
-            "key",
-        )
-        .unwrap();
-    let e = s
-        .attribute_bytes(handle, cryptoki::object::AttributeType::Value)
-        .unwrap_err();
+    let e = q.with_session(|s| {
+        let handle = s
+            .find_one(
+                cryptoki::object::ObjectClass::SECRET_KEY,
+                &Pkcs11Uri::parse("pkcs11:object=sym-device").unwrap(),
+                "key",
+            )
+            .unwrap();
+        s.attribute_bytes(handle, cryptoki::object::AttributeType::Value)
+            .unwrap_err()
+    });
     assert_eq!(
         e.code(),
         hsmkit_plugin_pkcs11::error::ErrorKind::NotSupported,
@@ -185,7 +185,7 @@ fn hmac_of_imported_key_equals_software_hmac() {
 #[test]
 fn import_without_configured_uri_uses_registration_id_as_label() {
     let tok = token("hmac2");
-    let mut p = plugin(base_config(&tok));
+    let p = plugin(base_config(&tok));
     let e = p.import_key(None, &[1; 32]).unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidArgument);
     // SoftHSM refuses HMAC-SHA256 keys shorter than the hash (32 bytes).
@@ -221,7 +221,7 @@ fn missing_objects_and_tokens_are_not_found() {
     let mut pairs = base_config(&tok);
     pairs.push(("key_uri".into(), "pkcs11:object=nope".into()));
     pairs.push(("cert_uri".into(), "pkcs11:object=nope".into()));
-    let mut p = plugin(pairs);
+    let p = plugin(pairs);
     let e = p
         .sign_digest(SignAlgorithm::EcdsaP256Sha256, &[0; 32])
         .unwrap_err();
@@ -257,7 +257,7 @@ fn two_instances_in_one_process_on_two_threads() {
     let handles: Vec<_> = [a, b, c]
         .into_iter()
         .enumerate()
-        .map(|(i, mut p)| {
+        .map(|(i, p)| {
             std::thread::spawn(move || {
                 for n in 0..20u32 {
                     let msg = format!("thread {i} message {n}");
@@ -276,10 +276,10 @@ fn two_instances_in_one_process_on_two_threads() {
         .collect();
     let mut plugins: Vec<Pkcs11Plugin> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     // Dropping one instance must not log out or finalize under the others.
-    let mut last = plugins.pop().unwrap();
+    let last = plugins.pop().unwrap();
     let first = plugins.remove(0);
     drop(first);
-    let mut second = plugins.remove(0);
+    let second = plugins.remove(0);
     assert_eq!(second.common_name().unwrap(), "two-dev");
     assert!(second
         .sign_digest(SignAlgorithm::EcdsaP256Sha256, &[1; 32])

@@ -13,6 +13,7 @@ use hsm_plugin_sdk::{
     export_plugin, HsmError, HsmPlugin, PluginConfig, PluginInfo, SymmetricKeyHsm,
 };
 use sha2::Sha256;
+use std::sync::RwLock;
 use store::KeyStore;
 use zeroize::Zeroizing;
 
@@ -22,7 +23,7 @@ const MAX_REGISTRATION_ID_LEN: usize = 128;
 /// One instance: the key store and the registration id in use.
 pub struct SymmetricKeyPlugin {
     store: KeyStore,
-    registration_id_override: Option<String>,
+    registration_id_override: RwLock<Option<String>>,
 }
 
 impl HsmPlugin for SymmetricKeyPlugin {
@@ -42,14 +43,14 @@ impl HsmPlugin for SymmetricKeyPlugin {
         let store = KeyStore::new(config.state_dir()?.join("symmetric"));
         Ok(SymmetricKeyPlugin {
             store,
-            registration_id_override,
+            registration_id_override: RwLock::new(registration_id_override),
         })
     }
 }
 
 impl SymmetricKeyHsm for SymmetricKeyPlugin {
-    fn registration_id(&mut self) -> Result<String, HsmError> {
-        if let Some(id) = &self.registration_id_override {
+    fn registration_id(&self) -> Result<String, HsmError> {
+        if let Some(id) = self.id_override().as_ref() {
             return Ok(id.clone());
         }
         self.store.registration_id()?.ok_or_else(|| {
@@ -59,11 +60,11 @@ impl SymmetricKeyHsm for SymmetricKeyPlugin {
         })
     }
 
-    fn sign(&mut self, data: &[u8]) -> Result<Vec<u8>, HsmError> {
-        hmac_sha256(self.store.key()?, data)
+    fn sign(&self, data: &[u8]) -> Result<Vec<u8>, HsmError> {
+        hmac_sha256(&self.store.key()?, data)
     }
 
-    fn import_key(&mut self, registration_id: Option<&str>, key: &[u8]) -> Result<(), HsmError> {
+    fn import_key(&self, registration_id: Option<&str>, key: &[u8]) -> Result<(), HsmError> {
         if key.len() < 16 || key.len() > 64 {
             return Err(HsmError::invalid_argument(format!(
                 "symmetric keys must be 16 to 64 bytes, got {}",
@@ -73,9 +74,21 @@ impl SymmetricKeyHsm for SymmetricKeyPlugin {
         let id = registration_id.map(validate_registration_id).transpose()?;
         self.store.save(Zeroizing::new(key.to_vec()), id)?;
         if let Some(id) = id {
-            self.registration_id_override = Some(id.to_string());
+            *self
+                .registration_id_override
+                .write()
+                .unwrap_or_else(|e| e.into_inner()) = Some(id.to_string());
         }
         Ok(())
+    }
+}
+
+impl SymmetricKeyPlugin {
+    fn id_override(&self) -> std::sync::RwLockReadGuard<'_, Option<String>> {
+        // One assignment replaces the id, so a poisoned lock still holds a whole value.
+        self.registration_id_override
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -121,7 +134,7 @@ mod tests {
     #[test]
     fn sign_matches_rfc4231_case_2_shape_and_persists() {
         let dir = tempfile::tempdir().unwrap();
-        let mut p = plugin(dir.path(), None);
+        let p = plugin(dir.path(), None);
         assert_eq!(p.sign(b"x").unwrap_err().code(), ErrorCode::NotFound);
         assert_eq!(p.registration_id().unwrap_err().code(), ErrorCode::NotFound);
         let key = [0x0bu8; 20];
@@ -131,7 +144,7 @@ mod tests {
         let sig = p.sign(b"Hi There").unwrap();
         assert_eq!(hex(&sig), expected);
         // A new instance on the same state folder sees the same key and id.
-        let mut q = plugin(dir.path(), None);
+        let q = plugin(dir.path(), None);
         assert_eq!(q.registration_id().unwrap(), "device-1");
         assert_eq!(hex(&q.sign(b"Hi There").unwrap()), expected);
     }
@@ -139,7 +152,7 @@ mod tests {
     #[test]
     fn bad_inputs_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let mut p = plugin(dir.path(), Some("dev"));
+        let p = plugin(dir.path(), Some("dev"));
         assert_eq!(
             p.import_key(None, &[1; 4]).unwrap_err().code(),
             ErrorCode::InvalidArgument

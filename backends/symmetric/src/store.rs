@@ -2,18 +2,45 @@
 
 use hsm_plugin_sdk::{secret_file, ErrorCode, HsmError};
 use std::path::PathBuf;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use zeroize::Zeroizing;
 
+type CachedKey = Option<Zeroizing<Vec<u8>>>;
+
 /// Where one device's symmetric key lives. The key is read once and kept (zeroized on drop)
-/// so that signing does not touch the file system.
+/// so that signing does not touch the file system; concurrent signers share a read lock.
 pub(crate) struct KeyStore {
     dir: PathBuf,
-    cached: Option<Zeroizing<Vec<u8>>>,
+    cached: RwLock<CachedKey>,
+}
+
+/// The cached key, borrowed under the read lock so that an import waits until signing ends.
+pub(crate) struct CachedKeyRef<'a>(RwLockReadGuard<'a, CachedKey>);
+
+impl std::ops::Deref for CachedKeyRef<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.0.as_deref().map(Vec::as_slice).unwrap_or_default()
+    }
 }
 
 impl KeyStore {
     pub(crate) fn new(dir: PathBuf) -> Self {
-        KeyStore { dir, cached: None }
+        KeyStore {
+            dir,
+            cached: RwLock::new(None),
+        }
+    }
+
+    // A panic while the lock was held cannot leave the key half-written (it is replaced by one
+    // assignment), so a poisoned lock is still good.
+    fn read_cache(&self) -> RwLockReadGuard<'_, CachedKey> {
+        self.cached.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_cache(&self) -> RwLockWriteGuard<'_, CachedKey> {
+        self.cached.write().unwrap_or_else(|e| e.into_inner())
     }
 
     fn key_path(&self) -> PathBuf {
@@ -24,24 +51,30 @@ impl KeyStore {
         self.dir.join("registration-id")
     }
 
-    /// The stored key; not-found with a hint when none was imported.
-    pub(crate) fn key(&mut self) -> Result<&[u8], HsmError> {
-        if self.cached.is_none() {
-            let key = match secret_file::read(&self.key_path()) {
-                Err(e) if e.code() == ErrorCode::NotFound => {
-                    return Err(HsmError::not_found(
-                        "no symmetric key imported yet (import one, or run `hsmkit enroll-info --plugin symmetric`)",
-                    ))
-                }
-                other => other?,
-            };
-            self.cached = Some(key);
+    /// The stored key, read from the file on first use; not-found with a hint when none was
+    /// imported.
+    pub(crate) fn key(&self) -> Result<CachedKeyRef<'_>, HsmError> {
+        {
+            let cache = self.read_cache();
+            if cache.is_some() {
+                return Ok(CachedKeyRef(cache));
+            }
         }
-        Ok(self
-            .cached
-            .as_deref()
-            .map(Vec::as_slice)
-            .unwrap_or_default())
+        {
+            let mut cache = self.write_cache();
+            if cache.is_none() {
+                *cache = Some(match secret_file::read(&self.key_path()) {
+                    Err(e) if e.code() == ErrorCode::NotFound => {
+                        return Err(HsmError::not_found(
+                            "no symmetric key imported yet (import one, or run `hsmkit enroll-info --plugin symmetric`)",
+                        ))
+                    }
+                    other => other?,
+                });
+            }
+        }
+        // Keys are only ever replaced, never removed, so the cache is still filled here.
+        Ok(CachedKeyRef(self.read_cache()))
     }
 
     /// The stored registration id, if any.
@@ -57,13 +90,11 @@ impl KeyStore {
     }
 
     /// Replaces the key (and the registration id when given).
-    pub(crate) fn save(
-        &mut self,
-        key: Zeroizing<Vec<u8>>,
-        id: Option<&str>,
-    ) -> Result<(), HsmError> {
+    pub(crate) fn save(&self, key: Zeroizing<Vec<u8>>, id: Option<&str>) -> Result<(), HsmError> {
+        // Held across the write so that a concurrent signer sees the old key or the new one.
+        let mut cache = self.write_cache();
         secret_file::write(&self.key_path(), &key)?;
-        self.cached = Some(key);
+        *cache = Some(key);
         if let Some(id) = id {
             secret_file::write(&self.id_path(), id.as_bytes())?;
         }

@@ -2,6 +2,7 @@
 //! code can be compiled into programs that also link another plugin).
 
 use std::path::PathBuf;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use hmac::{Hmac, Mac};
 use hsm_plugin_sdk::{HsmError, HsmPlugin, PluginConfig, PluginInfo, TpmHsm};
@@ -15,10 +16,11 @@ use sha2::Sha256;
 
 use crate::state::{self, IdentityKey, SimState};
 
-/// One simulated TPM, bound to its state file.
+/// One simulated TPM, bound to its state file. Activation replaces the identity key under
+/// the write lock; signing and key reads share the read lock.
 pub struct TpmSimPlugin {
     path: PathBuf,
-    state: SimState,
+    state: RwLock<SimState>,
     ek_public: PublicArea,
     srk_public: PublicArea,
 }
@@ -27,7 +29,7 @@ impl std::fmt::Debug for TpmSimPlugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TpmSimPlugin")
             .field("path", &self.path)
-            .field("activated", &self.state.identity.is_some())
+            .field("activated", &self.read_state().identity.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -54,10 +56,20 @@ impl TpmSimPlugin {
         let srk_public = with_rsa_modulus(srk_template_rsa2048(), state.srk.n().to_bytes_be());
         Ok(Self {
             path,
-            state,
+            state: RwLock::new(state),
             ek_public,
             srk_public,
         })
+    }
+
+    // Activation restores the previous identity before it can fail half-way, so a poisoned
+    // lock still guards a consistent state.
+    fn read_state(&self) -> RwLockReadGuard<'_, SimState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_state(&self) -> RwLockWriteGuard<'_, SimState> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The state file this instance uses.
@@ -81,41 +93,43 @@ impl HsmPlugin for TpmSimPlugin {
 }
 
 impl TpmHsm for TpmSimPlugin {
-    fn endorsement_key(&mut self) -> Result<Vec<u8>, HsmError> {
+    fn endorsement_key(&self) -> Result<Vec<u8>, HsmError> {
         self.ek_public
             .to_tpm2b()
             .map_err(|e| HsmError::internal(e.to_string()))
     }
 
-    fn storage_root_key(&mut self) -> Result<Vec<u8>, HsmError> {
+    fn storage_root_key(&self) -> Result<Vec<u8>, HsmError> {
         self.srk_public
             .to_tpm2b()
             .map_err(|e| HsmError::internal(e.to_string()))
     }
 
-    fn activate_identity_key(&mut self, blob: &[u8]) -> Result<(), HsmError> {
+    fn activate_identity_key(&self, blob: &[u8]) -> Result<(), HsmError> {
+        let mut state = self.write_state();
         let keys = SoftwareTpmKeys {
-            ek_private: &self.state.ek,
+            ek_private: &state.ek,
             ek_public: &self.ek_public,
-            srk_private: &self.state.srk,
+            srk_private: &state.srk,
             srk_public: &self.srk_public,
         };
         let imported = open_dps_challenge(&keys, blob).map_err(wire_error)?;
-        let previous = self.state.identity.replace(IdentityKey {
+        let previous = state.identity.replace(IdentityKey {
             public: imported.public,
             key: imported.key,
         });
-        if let Err(e) = state::save(&self.path, &self.state) {
+        if let Err(e) = state::save(&self.path, &state) {
             // Keep memory and disk in agreement: the new key counts only once persisted.
-            self.state.identity = previous;
+            state.identity = previous;
             return Err(e);
         }
         hsm_plugin_sdk::log::info("tpm-sim: identity key imported and persisted");
         Ok(())
     }
 
-    fn sign_with_identity(&mut self, data: &[u8]) -> Result<Vec<u8>, HsmError> {
-        let identity = self.state.identity.as_ref().ok_or_else(|| {
+    fn sign_with_identity(&self, data: &[u8]) -> Result<Vec<u8>, HsmError> {
+        let state = self.read_state();
+        let identity = state.identity.as_ref().ok_or_else(|| {
             HsmError::invalid_state("no identity key yet: activate the DPS authenticationKey first")
         })?;
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&identity.key)

@@ -24,7 +24,7 @@ fn software_hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-fn challenge_for(sim: &mut TpmSimPlugin, key: &[u8]) -> Vec<u8> {
+fn challenge_for(sim: &TpmSimPlugin, key: &[u8]) -> Vec<u8> {
     let ek = sim.endorsement_key().unwrap();
     let srk = sim.storage_root_key().unwrap();
     make_dps_challenge_for_key(&ek, &srk, key).unwrap().blob
@@ -33,7 +33,7 @@ fn challenge_for(sim: &mut TpmSimPlugin, key: &[u8]) -> Vec<u8> {
 #[test]
 fn ek_and_srk_follow_the_templates_and_persist_privately() {
     let dir = tempfile::tempdir().unwrap();
-    let mut sim = sim_in(dir.path());
+    let sim = sim_in(dir.path());
     let ek_bytes = sim.endorsement_key().unwrap();
     let srk_bytes = sim.storage_root_key().unwrap();
     let ek = PublicArea::from_tpm2b(&ek_bytes).unwrap();
@@ -60,7 +60,7 @@ fn ek_and_srk_follow_the_templates_and_persist_privately() {
     );
     drop(sim);
 
-    let mut again = sim_in(dir.path());
+    let again = sim_in(dir.path());
     assert_eq!(again.endorsement_key().unwrap(), ek_bytes);
     assert_eq!(again.storage_root_key().unwrap(), srk_bytes);
     assert_eq!(registration_id_from_ek(&ek_bytes).len(), 52);
@@ -91,7 +91,7 @@ fn separate_state_dirs_and_instances_are_separate_tpms() {
 #[test]
 fn dps_flow_signs_like_software_hmac_for_any_length_and_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let mut sim = sim_in(dir.path());
+    let sim = sim_in(dir.path());
     let err = sim.sign_with_identity(b"x").unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidState);
 
@@ -107,7 +107,7 @@ fn dps_flow_signs_like_software_hmac_for_any_length_and_survives_restart() {
         );
     }
     drop(sim);
-    let mut again = sim_in(dir.path());
+    let again = sim_in(dir.path());
     assert_eq!(
         again.sign_with_identity(b"after restart").unwrap(),
         software_hmac(&challenge.identity_key, b"after restart")
@@ -117,9 +117,9 @@ fn dps_flow_signs_like_software_hmac_for_any_length_and_survives_restart() {
 #[test]
 fn reimport_replaces_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let mut sim = sim_in(dir.path());
-    let first = challenge_for(&mut sim, &[1u8; 32]);
-    let second = challenge_for(&mut sim, &[2u8; 32]);
+    let sim = sim_in(dir.path());
+    let first = challenge_for(&sim, &[1u8; 32]);
+    let second = challenge_for(&sim, &[2u8; 32]);
     sim.activate_identity_key(&first).unwrap();
     assert_eq!(
         sim.sign_with_identity(b"d").unwrap(),
@@ -141,12 +141,12 @@ fn reimport_replaces_the_key() {
 fn foreign_or_malformed_blobs_are_refused_and_keep_the_old_key() {
     let mine = tempfile::tempdir().unwrap();
     let other = tempfile::tempdir().unwrap();
-    let mut sim = sim_in(mine.path());
-    let mut stranger = sim_in(other.path());
-    let good = challenge_for(&mut sim, &[9u8; 32]);
+    let sim = sim_in(mine.path());
+    let stranger = sim_in(other.path());
+    let good = challenge_for(&sim, &[9u8; 32]);
     sim.activate_identity_key(&good).unwrap();
 
-    let foreign = challenge_for(&mut stranger, &[3u8; 32]);
+    let foreign = challenge_for(&stranger, &[3u8; 32]);
     let err = sim.activate_identity_key(&foreign).unwrap_err();
     assert_eq!(err.code(), ErrorCode::Authentication);
 

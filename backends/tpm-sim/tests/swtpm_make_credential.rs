@@ -53,7 +53,7 @@ fn swtpm_make_credential_is_accepted_by_tpm_sim() {
     let mut ctx = Context::new(TctiNameConf::from_str(&tpm.tcti()).unwrap()).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let mut sim = TpmSimPlugin::open(dir.path().join("state")).unwrap();
+    let sim = TpmSimPlugin::open(dir.path().join("state")).unwrap();
     let ek = sim.endorsement_key().unwrap();
     let srk = PublicArea::from_tpm2b(&sim.storage_root_key().unwrap()).unwrap();
     let inner_key = [0x5au8; 16];

@@ -22,20 +22,42 @@ use hsm_tpm_common::dps::parse_authentication_key;
 
 use config::Tpm2Config;
 use device::TpmDevice;
+use std::sync::{Mutex, MutexGuard};
 
 /// One plugin instance: its settings and, once used, the open TPM.
+///
+/// A TPM runs one command at a time and the tss-esapi context is not shareable, so every
+/// operation holds the connection lock for its whole command sequence.
 pub struct Tpm2Plugin {
     config: Tpm2Config,
+    connection: Mutex<Connection>,
+}
+
+/// The open TPM and the public keys read from it, cached for the life of the instance.
+#[derive(Default)]
+struct Connection {
     device: Option<TpmDevice>,
     ek: Option<Vec<u8>>,
     srk: Option<Vec<u8>>,
+}
+
+impl Connection {
+    /// The open TPM, connecting on first use.
+    fn device(&mut self, config: &Tpm2Config) -> Result<&mut TpmDevice, HsmError> {
+        if self.device.is_none() {
+            self.device = Some(TpmDevice::open(config)?);
+        }
+        self.device
+            .as_mut()
+            .ok_or_else(|| HsmError::internal("TPM connection vanished"))
+    }
 }
 
 impl std::fmt::Debug for Tpm2Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tpm2Plugin")
             .field("config", &self.config)
-            .field("connected", &self.device.is_some())
+            .field("connected", &self.connection().device.is_some())
             .finish()
     }
 }
@@ -45,25 +67,27 @@ impl Tpm2Plugin {
     pub fn new(config: Tpm2Config) -> Self {
         Self {
             config,
-            device: None,
-            ek: None,
-            srk: None,
+            connection: Mutex::new(Connection::default()),
         }
     }
 
-    /// The open TPM, connecting on first use.
-    pub fn device(&mut self) -> Result<&mut TpmDevice, HsmError> {
-        if self.device.is_none() {
-            self.device = Some(TpmDevice::open(&self.config)?);
-        }
-        self.device
-            .as_mut()
-            .ok_or_else(|| HsmError::internal("TPM connection vanished"))
+    fn connection(&self) -> MutexGuard<'_, Connection> {
+        // A panic mid-command leaves at worst a connection the next command reuses; the TPM
+        // itself keeps no half-state across commands.
+        self.connection.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the open TPM (connecting on first use), with the connection to itself.
+    pub fn with_device<R>(
+        &self,
+        f: impl FnOnce(&mut TpmDevice) -> Result<R, HsmError>,
+    ) -> Result<R, HsmError> {
+        f(self.connection().device(&self.config)?)
     }
 
     /// Closes the TPM connection (it is reopened on the next call).
-    pub fn disconnect(&mut self) {
-        self.device = None;
+    pub fn disconnect(&self) {
+        self.connection().device = None;
     }
 }
 
@@ -81,32 +105,34 @@ impl HsmPlugin for Tpm2Plugin {
 }
 
 impl TpmHsm for Tpm2Plugin {
-    fn endorsement_key(&mut self) -> Result<Vec<u8>, HsmError> {
-        if let Some(ek) = &self.ek {
+    fn endorsement_key(&self) -> Result<Vec<u8>, HsmError> {
+        let mut connection = self.connection();
+        if let Some(ek) = &connection.ek {
             return Ok(ek.clone());
         }
-        let device = self.device()?;
+        let device = connection.device(&self.config)?;
         let handle = device.endorsement_key()?;
         let ek = device.public_tpm2b(handle)?;
-        self.ek = Some(ek.clone());
+        connection.ek = Some(ek.clone());
         Ok(ek)
     }
 
-    fn storage_root_key(&mut self) -> Result<Vec<u8>, HsmError> {
-        if let Some(srk) = &self.srk {
+    fn storage_root_key(&self) -> Result<Vec<u8>, HsmError> {
+        let mut connection = self.connection();
+        if let Some(srk) = &connection.srk {
             return Ok(srk.clone());
         }
-        let device = self.device()?;
+        let device = connection.device(&self.config)?;
         let handle = device.storage_root_key()?;
         let srk = device.public_tpm2b(handle)?;
-        self.srk = Some(srk.clone());
+        connection.srk = Some(srk.clone());
         Ok(srk)
     }
 
-    fn activate_identity_key(&mut self, blob: &[u8]) -> Result<(), HsmError> {
+    fn activate_identity_key(&self, blob: &[u8]) -> Result<(), HsmError> {
         let parts = parse_authentication_key(blob)
             .map_err(|e| HsmError::invalid_argument(format!("malformed authenticationKey: {e}")))?;
-        self.device()?.import_dps_blob(&parts)?;
+        self.with_device(|device| device.import_dps_blob(&parts))?;
         hsm_plugin_sdk::log::info(&format!(
             "tpm2: identity key imported and persisted at {:#010x}",
             self.config.identity_handle
@@ -114,16 +140,18 @@ impl TpmHsm for Tpm2Plugin {
         Ok(())
     }
 
-    fn sign_with_identity(&mut self, data: &[u8]) -> Result<Vec<u8>, HsmError> {
-        let device = self.device()?;
+    fn sign_with_identity(&self, data: &[u8]) -> Result<Vec<u8>, HsmError> {
+        let mut connection = self.connection();
+        let device = connection.device(&self.config)?;
         // Fails with InvalidState before activation, whichever path the input takes.
         device.identity_key()?;
         let limit = device.input_buffer_limit()?;
         if data.len() <= limit {
             return device.hmac_identity(data);
         }
-        // The sequence path needs the TPM connection to itself.
-        self.disconnect();
+        // The sequence path needs the TPM connection to itself; the lock stays held so that
+        // no other call reconnects meanwhile.
+        connection.device = None;
         hmac_sequence::hmac_with_sequence(
             &self.config.tcti,
             self.config.identity_handle,

@@ -42,10 +42,14 @@ fn software_ek_and_srk() -> (Vec<u8>, Vec<u8>) {
 }
 
 /// Transient objects and sessions currently loaded in the TPM (handles 0x80..., 0x02..., 0x03...).
-fn loaded_transients_and_sessions(p: &mut Tpm2Plugin) -> Vec<u32> {
+fn loaded_transients_and_sessions(p: &Tpm2Plugin) -> Vec<u32> {
+    p.with_device(|device| Ok(loaded_in(device.context())))
+        .unwrap()
+}
+
+fn loaded_in(ctx: &mut tss_esapi::Context) -> Vec<u32> {
     use tss_esapi::constants::CapabilityType;
     use tss_esapi::structures::CapabilityData;
-    let ctx = p.device().unwrap().context();
     let mut found = Vec::new();
     for first in [0x8000_0000u32, 0x0200_0000, 0x0300_0000] {
         let (data, _) = ctx
@@ -71,7 +75,7 @@ fn software_hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
 #[test]
 fn ek_and_srk_are_created_once_follow_templates_and_survive_restart() {
     let mut tpm = start_swtpm();
-    let mut p = plugin(&tpm, &[]);
+    let p = plugin(&tpm, &[]);
     let ek = p.endorsement_key().unwrap();
     let srk = p.storage_root_key().unwrap();
     let ek_area = PublicArea::from_tpm2b(&ek).unwrap();
@@ -83,7 +87,7 @@ fn ek_and_srk_are_created_once_follow_templates_and_survive_restart() {
     drop(p);
 
     tpm.restart().unwrap();
-    let mut again = plugin(&tpm, &[]);
+    let again = plugin(&tpm, &[]);
     assert_eq!(again.endorsement_key().unwrap(), ek);
     assert_eq!(again.storage_root_key().unwrap(), srk);
 }
@@ -91,7 +95,7 @@ fn ek_and_srk_are_created_once_follow_templates_and_survive_restart() {
 #[test]
 fn wire_library_challenge_is_accepted_by_swtpm_and_hmac_matches_software() {
     let tpm = start_swtpm();
-    let mut p = plugin(&tpm, &[]);
+    let p = plugin(&tpm, &[]);
     assert_eq!(
         p.sign_with_identity(b"too early").unwrap_err().code(),
         ErrorCode::InvalidState
@@ -121,13 +125,13 @@ fn wire_library_challenge_is_accepted_by_swtpm_and_hmac_matches_software() {
         p.sign_with_identity(b"again").unwrap(),
         software_hmac(&challenge.identity_key, b"again")
     );
-    assert_eq!(loaded_transients_and_sessions(&mut p), Vec::<u32>::new());
+    assert_eq!(loaded_transients_and_sessions(&p), Vec::<u32>::new());
 }
 
 #[test]
 fn reimport_replaces_the_persisted_key_and_it_survives_restart() {
     let mut tpm = start_swtpm();
-    let mut p = plugin(&tpm, &[("identity_handle", "0x81000123")]);
+    let p = plugin(&tpm, &[("identity_handle", "0x81000123")]);
     let ek = p.endorsement_key().unwrap();
     let srk = p.storage_root_key().unwrap();
     let first = make_dps_challenge_for_key(&ek, &srk, &[1u8; 32]).unwrap();
@@ -144,13 +148,13 @@ fn reimport_replaces_the_persisted_key_and_it_survives_restart() {
     );
     drop(p);
     tpm.restart().unwrap();
-    let mut again = plugin(&tpm, &[("identity_handle", "0x81000123")]);
+    let again = plugin(&tpm, &[("identity_handle", "0x81000123")]);
     assert_eq!(
         again.sign_with_identity(b"d").unwrap(),
         software_hmac(&[2u8; 32], b"d")
     );
     // The default handle was never used.
-    let mut default = plugin(&tpm, &[]);
+    let default = plugin(&tpm, &[]);
     drop(again);
     assert_eq!(
         default.sign_with_identity(b"d").unwrap_err().code(),
@@ -161,7 +165,7 @@ fn reimport_replaces_the_persisted_key_and_it_survives_restart() {
 #[test]
 fn foreign_and_malformed_blobs_are_refused_without_losing_the_key() {
     let tpm = start_swtpm();
-    let mut p = plugin(&tpm, &[]);
+    let p = plugin(&tpm, &[]);
     let ek = p.endorsement_key().unwrap();
     let srk = p.storage_root_key().unwrap();
     let good = make_dps_challenge_for_key(&ek, &srk, &[9u8; 32]).unwrap();
@@ -186,31 +190,35 @@ fn foreign_and_malformed_blobs_are_refused_without_losing_the_key() {
 fn hierarchy_auth_from_config_is_used() {
     let tpm = start_swtpm();
     {
-        let mut p = plugin(&tpm, &[]);
-        let ctx = p.device().unwrap().context();
-        for handle in [
-            tss_esapi::handles::AuthHandle::Owner,
-            tss_esapi::handles::AuthHandle::Endorsement,
-        ] {
-            ctx.execute_with_session(
-                Some(tss_esapi::interface_types::session_handles::AuthSession::Password),
-                |ctx| {
-                    ctx.hierarchy_change_auth(
-                        handle,
-                        tss_esapi::structures::Auth::try_from(b"hunter2".to_vec()).unwrap(),
-                    )
-                },
-            )
-            .unwrap();
-        }
+        let p = plugin(&tpm, &[]);
+        p.with_device(|device| {
+            let ctx = device.context();
+            for handle in [
+                tss_esapi::handles::AuthHandle::Owner,
+                tss_esapi::handles::AuthHandle::Endorsement,
+            ] {
+                ctx.execute_with_session(
+                    Some(tss_esapi::interface_types::session_handles::AuthSession::Password),
+                    |ctx| {
+                        ctx.hierarchy_change_auth(
+                            handle,
+                            tss_esapi::structures::Auth::try_from(b"hunter2".to_vec()).unwrap(),
+                        )
+                    },
+                )
+                .unwrap();
+            }
+            Ok(())
+        })
+        .unwrap();
     }
-    let mut wrong = plugin(&tpm, &[]);
+    let wrong = plugin(&tpm, &[]);
     let err = wrong.endorsement_key().unwrap_err();
     assert_eq!(err.code(), ErrorCode::Authentication, "{}", err.message());
     assert!(!err.message().contains("hunter2"));
     drop(wrong);
 
-    let mut p = plugin(
+    let p = plugin(
         &tpm,
         &[
             ("owner_auth", "hunter2"),
@@ -235,7 +243,7 @@ fn unreachable_tpm_is_a_device_error() {
         .unwrap()
         .port();
     let tcti = format!("swtpm:host=127.0.0.1,port={port}");
-    let mut p = Tpm2Plugin::create(&PluginConfig::from_pairs([("tcti", tcti.as_str())])).unwrap();
+    let p = Tpm2Plugin::create(&PluginConfig::from_pairs([("tcti", tcti.as_str())])).unwrap();
     let err = p.endorsement_key().unwrap_err();
     assert_eq!(err.code(), ErrorCode::Device);
     assert!(err.message().contains("TCTI"), "{}", err.message());

@@ -8,9 +8,10 @@ pub mod x509;
 use crate::{HsmError, HsmPlugin, PluginConfig};
 use hsm_api::*;
 use std::any::Any;
+use std::cell::RefCell;
 use std::ffi::CString;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
 use zeroize::Zeroize;
 
 pub use abi_stable::type_layout::TypeLayout;
@@ -49,15 +50,26 @@ impl Interfaces {
     }
 }
 
-/// What an `*mut HsmInstance` really points to for an SDK plugin.
-struct InstanceBox<T> {
-    inner: Mutex<T>,
-    last_error: Mutex<String>,
+thread_local! {
+    /// The message of the last failed call made by this thread, with the address of the
+    /// instance it failed on. Kept per thread, like `errno`, because SDK instances take
+    /// concurrent calls: a per-instance slot would let one thread's failure overwrite another's
+    /// before it is read, and would need a lock on every call.
+    static LAST_ERROR: RefCell<Option<(usize, String)>> = const { RefCell::new(None) };
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic in an earlier call poisoned the lock; the panic was reported, carry on.
-    m.lock().unwrap_or_else(|e| e.into_inner())
+fn set_last_error(instance: *mut HsmInstance, message: String) {
+    // `try_with` fails only while the thread is being torn down; the message is lost then.
+    let _ = LAST_ERROR.try_with(|slot| *slot.borrow_mut() = Some((instance as usize, message)));
+}
+
+fn last_error_of(instance: *mut HsmInstance) -> String {
+    LAST_ERROR
+        .try_with(|slot| match &*slot.borrow() {
+            Some((at, message)) if *at == instance as usize => message.clone(),
+            _ => String::new(),
+        })
+        .unwrap_or_default()
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {
@@ -160,6 +172,7 @@ pub unsafe fn abi_layout(out_minor: *mut u16) -> &'static TypeLayout {
 ///
 /// # Safety
 /// `out` is valid for one write.
+#[inline]
 unsafe fn put_buffer(out: *mut HsmBuffer, bytes: Vec<u8>) {
     let boxed = bytes.into_boxed_slice();
     let len = boxed.len();
@@ -204,6 +217,7 @@ pub unsafe extern "C" fn release_buffer(buffer: *mut HsmBuffer) {
 ///
 /// # Safety
 /// A non-NULL `ptr` is valid for `len` bytes for the duration of the call.
+#[inline]
 unsafe fn slice<'a>(s: HsmSlice) -> Option<&'a [u8]> {
     if s.len == 0 {
         Some(&[])
@@ -215,25 +229,24 @@ unsafe fn slice<'a>(s: HsmSlice) -> Option<&'a [u8]> {
     }
 }
 
-/// Runs `f` on the instance behind `instance`, with panics caught, the error message kept on
-/// the instance and the output moved into `out` (when given).
+/// Runs `f` on the instance behind `instance`, with panics caught, the error message kept for
+/// `last_error` and the output moved into `out` (when given).
 ///
 /// # Safety
 /// `instance` is NULL or a live instance made by `create::<T>`; `out` is NULL or writable.
+#[inline(always)]
 unsafe fn with_instance<T: HsmPlugin>(
     instance: *mut HsmInstance,
     out: *mut HsmBuffer,
-    f: impl FnOnce(&mut T) -> Result<Vec<u8>, HsmError>,
+    f: impl FnOnce(&T) -> Result<Vec<u8>, HsmError>,
 ) -> HsmStatus {
     if instance.is_null() {
         return HSM_ERR_INVALID_ARGUMENT;
     }
-    // SAFETY: non-NULL instances are live InstanceBox<T> per the contract.
-    let boxed = unsafe { &*(instance as *const InstanceBox<T>) };
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        let mut inner = lock(&boxed.inner);
-        f(&mut inner)
-    }));
+    // SAFETY: non-NULL instances are live `T`s made by `create::<T>` per the contract; `T` is
+    // `Sync`, so shared references from concurrent calls are fine.
+    let inner = unsafe { &*(instance as *const T) };
+    let result = catch_unwind(AssertUnwindSafe(|| f(inner)));
     let outcome = match result {
         Ok(Ok(bytes)) => {
             if !out.is_null() {
@@ -248,7 +261,7 @@ unsafe fn with_instance<T: HsmPlugin>(
             format!("plugin panicked: {}", panic_message(payload.as_ref())),
         ),
     };
-    *lock(&boxed.last_error) = outcome.1;
+    set_last_error(instance, outcome.1);
     outcome.0
 }
 
@@ -256,6 +269,7 @@ unsafe fn with_instance<T: HsmPlugin>(
 ///
 /// # Safety
 /// `out` is NULL or writable.
+#[inline]
 unsafe fn prepare_out(out: *mut HsmBuffer) -> bool {
     if out.is_null() {
         return false;
@@ -317,10 +331,7 @@ pub unsafe extern "C" fn create<T: HsmPlugin>(
     let config = PluginConfig::from_pairs(pairs);
     match catch_unwind(AssertUnwindSafe(|| T::create(&config))) {
         Ok(Ok(inner)) => {
-            let boxed = Box::new(InstanceBox {
-                inner: Mutex::new(inner),
-                last_error: Mutex::new(String::new()),
-            });
+            let boxed = Box::new(inner);
             // SAFETY: out_instance checked non-NULL.
             unsafe { *out_instance = Box::into_raw(boxed) as *mut HsmInstance };
             HSM_OK
@@ -344,8 +355,15 @@ pub unsafe extern "C" fn destroy<T: HsmPlugin>(instance: *mut HsmInstance) {
     if instance.is_null() {
         return;
     }
+    // A later instance may reuse the address: it must not inherit this one's message.
+    let _ = LAST_ERROR.try_with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if matches!(&*slot, Some((at, _)) if *at == instance as usize) {
+            *slot = None;
+        }
+    });
     // SAFETY: the instance was made by Box::into_raw in create::<T>.
-    let boxed = unsafe { Box::from_raw(instance as *mut InstanceBox<T>) };
+    let boxed = unsafe { Box::from_raw(instance as *mut T) };
     if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(boxed))) {
         crate::log::error(&format!(
             "plugin panicked while destroying an instance: {}",
@@ -366,9 +384,7 @@ pub unsafe extern "C" fn last_error<T: HsmPlugin>(
     if instance.is_null() || !unsafe { prepare_out(out_message) } {
         return HSM_ERR_INVALID_ARGUMENT;
     }
-    // SAFETY: non-NULL instances are live InstanceBox<T>.
-    let boxed = unsafe { &*(instance as *const InstanceBox<T>) };
-    let message = lock(&boxed.last_error).clone();
+    let message = last_error_of(instance);
     // SAFETY: out_message checked writable.
     unsafe { put_buffer(out_message, message.into_bytes()) };
     HSM_OK
@@ -378,14 +394,15 @@ pub unsafe extern "C" fn last_error<T: HsmPlugin>(
 ///
 /// # Safety
 /// `instance` NULL or live; `out` NULL or writable.
+#[inline(always)]
 pub(crate) unsafe fn call_with_output<T: HsmPlugin>(
     instance: *mut HsmInstance,
     out: *mut HsmBuffer,
-    f: impl FnOnce(&mut T) -> Result<Vec<u8>, HsmError>,
+    f: impl FnOnce(&T) -> Result<Vec<u8>, HsmError>,
 ) -> HsmStatus {
     // SAFETY: forwarded contract.
     if !unsafe { prepare_out(out) } {
-        return record_invalid::<T>(instance, "output pointer is NULL");
+        return record_invalid(instance, "output pointer is NULL");
     }
     // SAFETY: forwarded contract.
     unsafe { with_instance(instance, out, f) }
@@ -397,11 +414,11 @@ pub(crate) unsafe fn call_with_output<T: HsmPlugin>(
 /// `instance` NULL or live.
 pub(crate) unsafe fn call_without_output<T: HsmPlugin>(
     instance: *mut HsmInstance,
-    f: impl FnOnce(&mut T) -> Result<(), HsmError>,
+    f: impl FnOnce(&T) -> Result<(), HsmError>,
 ) -> HsmStatus {
     // SAFETY: forwarded contract.
     unsafe {
-        with_instance(instance, std::ptr::null_mut(), |t: &mut T| {
+        with_instance(instance, std::ptr::null_mut(), |t: &T| {
             f(t).map(|()| Vec::new())
         })
     }
@@ -411,6 +428,7 @@ pub(crate) unsafe fn call_without_output<T: HsmPlugin>(
 ///
 /// # Safety
 /// Contract of [`slice`].
+#[inline]
 pub(crate) unsafe fn input<'a>(s: HsmSlice, what: &str) -> Result<&'a [u8], HsmError> {
     // SAFETY: forwarded contract.
     unsafe { slice(s) }.ok_or_else(|| {
@@ -418,11 +436,9 @@ pub(crate) unsafe fn input<'a>(s: HsmSlice, what: &str) -> Result<&'a [u8], HsmE
     })
 }
 
-unsafe fn record_invalid<T: HsmPlugin>(instance: *mut HsmInstance, message: &str) -> HsmStatus {
+fn record_invalid(instance: *mut HsmInstance, message: &str) -> HsmStatus {
     if !instance.is_null() {
-        // SAFETY: non-NULL instances are live InstanceBox<T>.
-        let boxed = unsafe { &*(instance as *const InstanceBox<T>) };
-        *lock(&boxed.last_error) = message.to_string();
+        set_last_error(instance, message.to_string());
     }
     HSM_ERR_INVALID_ARGUMENT
 }
