@@ -165,7 +165,10 @@ fn hmac_import_through_the_abi_matches_software() {
     let data = b"0ne00000001%2Fregistrations%2Fsym-abi\n1893456000";
     let mut soft = Hmac::<Sha256>::new_from_slice(&key).unwrap();
     soft.update(data);
-    assert_eq!(s.sign(data).unwrap(), soft.finalize().into_bytes().to_vec());
+    assert_eq!(
+        s.sign(data).unwrap().to_vec(),
+        soft.finalize().into_bytes().to_vec()
+    );
 }
 
 #[test]

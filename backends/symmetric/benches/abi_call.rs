@@ -52,7 +52,7 @@ fn main() {
     let state_direct = tempfile::tempdir().expect("temp dir");
     let state_abi = tempfile::tempdir().expect("temp dir");
 
-    let mut direct = SymmetricKeyPlugin::create(&PluginConfig::from_pairs([(
+    let direct = SymmetricKeyPlugin::create(&PluginConfig::from_pairs([(
         "state_dir",
         state_direct.path().display().to_string(),
     )]))
@@ -69,7 +69,10 @@ fn main() {
     sym.import_key(Some("bench"), &key).expect("import");
 
     let mut data = [0u8; 32];
-    assert_eq!(direct.sign(&data).unwrap(), sym.sign(&data).unwrap());
+    assert_eq!(
+        direct.sign(&data).unwrap(),
+        sym.sign(&data).unwrap().to_vec()
+    );
 
     // Interleave rounds so that machine noise hits both sides alike.
     let (mut d_ns, mut a_ns) = (Vec::new(), Vec::new());

@@ -3,7 +3,7 @@
 
 use super::model::{Attestation, TpmBody};
 use super::sas::{build_token, SasSigner};
-use crate::plugin::{PluginError, PluginInstance};
+use crate::plugin::{PluginBytes, PluginError, PluginInstance};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
@@ -27,7 +27,8 @@ pub struct PluginSasSigner<'a> {
 
 impl SasSigner for PluginSasSigner<'_> {
     type Error = PluginError;
-    fn sign(&self, data: &[u8]) -> Result<Vec<u8>, PluginError> {
+    type Signature = PluginBytes;
+    fn sign(&self, data: &[u8]) -> Result<PluginBytes, PluginError> {
         match self.key {
             SasKey::TpmIdentity => self.instance.tpm()?.sign_with_identity(data),
             SasKey::Symmetric => self.instance.symmetric_key()?.sign(data),

@@ -10,8 +10,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub trait SasSigner {
     /// The error a failed signature carries.
     type Error;
+    /// The signature bytes; a plugin hands back its own buffer, read in place.
+    type Signature: AsRef<[u8]>;
     /// HMAC-SHA256 of `data`.
-    fn sign(&self, data: &[u8]) -> Result<Vec<u8>, Self::Error>;
+    fn sign(&self, data: &[u8]) -> Result<Self::Signature, Self::Error>;
 }
 
 /// URL-encodes as the Azure IoT SDKs do: unreserved characters (`A-Z a-z 0-9 - _ . ! ( ) *`)
@@ -85,6 +87,7 @@ mod tests {
     struct KeySigner(Vec<u8>);
     impl SasSigner for KeySigner {
         type Error = std::convert::Infallible;
+        type Signature = Vec<u8>;
         fn sign(&self, data: &[u8]) -> Result<Vec<u8>, Self::Error> {
             let mut mac =
                 Hmac::<sha2::Sha256>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!());

@@ -264,7 +264,7 @@ impl Signer for PluginSigner {
             .instance
             .x509()
             .and_then(|x| x.sign_digest(algorithm, &digest));
-        result.map_err(|e| {
+        result.map(|signature| signature.to_vec()).map_err(|e| {
             let text = e.to_string();
             if let Ok(mut slot) = self.failure.lock() {
                 *slot = Some(e);

@@ -1,6 +1,7 @@
 //! A live plugin instance and the calling convention shared by every interface handle.
 
 use super::interfaces::{SymmetricKeyHandle, TpmHandle, X509Handle};
+use super::PluginBytes;
 use super::{LoadedPlugin, PluginError, PluginErrorCode};
 use hsm_api::*;
 use std::ptr::NonNull;
@@ -47,7 +48,7 @@ impl PluginInstance {
         let mut err = HsmBuffer::EMPTY;
         // SAFETY: entries and out pointers are valid for the call; `config` outlives it.
         let status = unsafe { (table.create)(entries.as_ptr(), entries.len(), &mut raw, &mut err) };
-        let message = take_buffer(plugin, err);
+        let message = take_buffer(plugin, &err);
         if status != HSM_OK {
             return Err(PluginError::Call {
                 plugin: plugin.name().to_string(),
@@ -113,22 +114,27 @@ impl PluginInstance {
         }
     }
 
+    #[inline]
     fn serialize(&self) -> Option<MutexGuard<'_, ()>> {
         self.serial
             .as_ref()
             .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Runs one ABI call that fills an output buffer and returns the bytes.
+    /// Runs one ABI call that fills an output buffer and returns the bytes, in place.
+    // Inlined into each handle method (and through them into the caller) so that the large
+    // `Result` is built where it is used instead of being copied out of a call frame.
+    #[inline(always)]
     pub(crate) fn call_output(
         &self,
         operation: &'static str,
         f: impl FnOnce(*mut HsmInstance, *mut HsmBuffer) -> HsmStatus,
-    ) -> Result<Vec<u8>, PluginError> {
+    ) -> Result<PluginBytes, PluginError> {
         let _guard = self.serialize();
         let mut out = HsmBuffer::EMPTY;
         let status = f(self.raw.as_ptr(), &mut out);
-        let bytes = take_buffer(&self.plugin, out);
+        // Owned at once, so that a buffer left behind by a failed call is released too.
+        let bytes = take_buffer(&self.plugin, &out);
         if status != HSM_OK {
             return Err(self.call_error(operation, status));
         }
@@ -150,11 +156,13 @@ impl PluginInstance {
     }
 
     /// Builds the error for a failed call, with the plugin's own message.
+    #[cold]
+    #[inline(never)]
     fn call_error(&self, operation: &'static str, status: HsmStatus) -> PluginError {
         let mut out = HsmBuffer::EMPTY;
         // SAFETY: live instance, valid out pointer.
         let s = unsafe { (self.plugin.table().last_error)(self.raw.as_ptr(), &mut out) };
-        let message = take_buffer(&self.plugin, out);
+        let message = take_buffer(&self.plugin, &out);
         PluginError::Call {
             plugin: self.plugin.name().to_string(),
             operation,
@@ -175,23 +183,13 @@ impl Drop for PluginInstance {
     }
 }
 
-/// Copies a plugin buffer into host memory and hands it back to the plugin for release.
-/// Callers that receive secrets wrap the result in `Zeroizing` at once (a move, not a copy).
-fn take_buffer(plugin: &LoadedPlugin, mut buf: HsmBuffer) -> Vec<u8> {
-    let bytes = if buf.data.is_null() || buf.len == 0 {
-        Vec::new()
-    } else {
-        // SAFETY: the plugin produced `len` readable bytes at `data` (ABI contract).
-        unsafe { std::slice::from_raw_parts(buf.data, buf.len) }.to_vec()
-    };
-    if !buf.data.is_null() {
-        // SAFETY: the buffer came from this plugin and is released exactly once.
-        unsafe { (plugin.table().release_buffer)(&mut buf) };
-    }
-    bytes
+/// Takes ownership of a buffer `plugin` filled, to be released by it when dropped.
+#[inline]
+fn take_buffer(plugin: &LoadedPlugin, buf: &HsmBuffer) -> PluginBytes {
+    PluginBytes::take(buf, plugin.table().release_buffer)
 }
 
-fn message_or_note(message: Vec<u8>) -> String {
+fn message_or_note(message: PluginBytes) -> String {
     if message.is_empty() {
         "(the plugin gave no message)".into()
     } else {

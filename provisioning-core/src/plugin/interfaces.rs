@@ -1,6 +1,6 @@
 //! Safe handles over one instance's interface tables.
 
-use super::{PluginError, PluginInstance};
+use super::{PluginBytes, PluginError, PluginInstance};
 use hsm_api::*;
 use zeroize::Zeroizing;
 
@@ -28,19 +28,17 @@ impl SignAlgorithm {
     }
 }
 
-fn utf8(
+/// The output as text; the plugin wipes its buffer when `bytes` is dropped, so a private key
+/// leaves no extra copy behind even when it is refused here.
+fn utf8<'b>(
     instance: &PluginInstance,
     operation: &'static str,
-    bytes: Vec<u8>,
-) -> Result<String, PluginError> {
-    String::from_utf8(bytes).map_err(|e| {
-        // The bytes may be a private key: wipe them before they are dropped.
-        drop(Zeroizing::new(e.into_bytes()));
-        PluginError::Contract {
-            plugin: instance.plugin().name().to_string(),
-            operation,
-            reason: "returned text that is not UTF-8".into(),
-        }
+    bytes: &'b PluginBytes,
+) -> Result<&'b str, PluginError> {
+    bytes.as_str().ok_or_else(|| PluginError::Contract {
+        plugin: instance.plugin().name().to_string(),
+        operation,
+        reason: "returned text that is not UTF-8".into(),
     })
 }
 
@@ -64,7 +62,8 @@ impl<'a> TpmHandle<'a> {
     }
 
     /// The endorsement key as a marshalled `TPM2B_PUBLIC`.
-    pub fn endorsement_key(&self) -> Result<Vec<u8>, PluginError> {
+    #[inline]
+    pub fn endorsement_key(&self) -> Result<PluginBytes, PluginError> {
         let f = self.table.get_endorsement_key;
         // SAFETY: live instance and valid out pointer, per the closure's caller.
         let out = self
@@ -74,7 +73,8 @@ impl<'a> TpmHandle<'a> {
     }
 
     /// The storage root key as a marshalled `TPM2B_PUBLIC`.
-    pub fn storage_root_key(&self) -> Result<Vec<u8>, PluginError> {
+    #[inline]
+    pub fn storage_root_key(&self) -> Result<PluginBytes, PluginError> {
         let f = self.table.get_storage_root_key;
         // SAFETY: as above.
         let out = self
@@ -84,6 +84,7 @@ impl<'a> TpmHandle<'a> {
     }
 
     /// Activates the identity key from a decoded DPS `authenticationKey` blob.
+    #[inline]
     pub fn activate_identity_key(&self, blob: &[u8]) -> Result<(), PluginError> {
         let f = self.table.activate_identity_key;
         // SAFETY: the slice borrows `blob` for the duration of the call.
@@ -93,7 +94,8 @@ impl<'a> TpmHandle<'a> {
     }
 
     /// HMAC-SHA256 of `data` with the identity key.
-    pub fn sign_with_identity(&self, data: &[u8]) -> Result<Vec<u8>, PluginError> {
+    #[inline]
+    pub fn sign_with_identity(&self, data: &[u8]) -> Result<PluginBytes, PluginError> {
         let f = self.table.sign_with_identity;
         // SAFETY: as above.
         let out = self
@@ -125,31 +127,34 @@ impl<'a> X509Handle<'a> {
     }
 
     /// The certificate chain as PEM, leaf first.
+    #[inline]
     pub fn certificate_chain_pem(&self) -> Result<String, PluginError> {
         let f = self.table.get_certificate_chain;
         // SAFETY: live instance and valid out pointer.
         let out = self
             .instance
             .call_output("get_certificate_chain", |i, o| unsafe { f(i, o) })?;
-        utf8(self.instance, "get_certificate_chain", out)
+        utf8(self.instance, "get_certificate_chain", &out).map(str::to_owned)
     }
 
     /// The leaf's common name: the registration id.
+    #[inline]
     pub fn common_name(&self) -> Result<String, PluginError> {
         let f = self.table.get_common_name;
         // SAFETY: as above.
         let out = self
             .instance
             .call_output("get_common_name", |i, o| unsafe { f(i, o) })?;
-        utf8(self.instance, "get_common_name", out)
+        utf8(self.instance, "get_common_name", &out).map(str::to_owned)
     }
 
     /// Signs a digest with the device key, inside the plugin.
+    #[inline]
     pub fn sign_digest(
         &self,
         algorithm: SignAlgorithm,
         digest: &[u8],
-    ) -> Result<Vec<u8>, PluginError> {
+    ) -> Result<PluginBytes, PluginError> {
         let f = self.table.sign_digest;
         // SAFETY: the slice borrows `digest` for the call.
         let out = self.instance.call_output("sign_digest", |i, o| unsafe {
@@ -159,17 +164,14 @@ impl<'a> X509Handle<'a> {
     }
 
     /// The private key as PKCS#8 PEM, where the plugin allows it (usually refused).
+    #[inline]
     pub fn export_private_key_pem(&self) -> Result<Zeroizing<String>, PluginError> {
         let f = self.table.export_private_key;
         // SAFETY: live instance and valid out pointer.
         let out = self
             .instance
             .call_output("export_private_key", |i, o| unsafe { f(i, o) })?;
-        Ok(Zeroizing::new(utf8(
-            self.instance,
-            "export_private_key",
-            out,
-        )?))
+        utf8(self.instance, "export_private_key", &out).map(|pem| Zeroizing::new(pem.to_owned()))
     }
 }
 
@@ -193,17 +195,19 @@ impl<'a> SymmetricKeyHandle<'a> {
     }
 
     /// The registration id the key belongs to.
+    #[inline]
     pub fn registration_id(&self) -> Result<String, PluginError> {
         let f = self.table.get_registration_id;
         // SAFETY: live instance and valid out pointer.
         let out = self
             .instance
             .call_output("get_registration_id", |i, o| unsafe { f(i, o) })?;
-        utf8(self.instance, "get_registration_id", out)
+        utf8(self.instance, "get_registration_id", &out).map(str::to_owned)
     }
 
     /// HMAC-SHA256 of `data` with the held key.
-    pub fn sign(&self, data: &[u8]) -> Result<Vec<u8>, PluginError> {
+    #[inline]
+    pub fn sign(&self, data: &[u8]) -> Result<PluginBytes, PluginError> {
         let f = self.table.sign;
         // SAFETY: the slice borrows `data` for the call.
         let out = self.instance.call_output("sign", |i, o| unsafe {
@@ -213,6 +217,7 @@ impl<'a> SymmetricKeyHandle<'a> {
     }
 
     /// Stores `key` (raw bytes) in the plugin, for `registration_id` when given.
+    #[inline]
     pub fn import_key(&self, registration_id: Option<&str>, key: &[u8]) -> Result<(), PluginError> {
         let f = self.table.import_key;
         let id = registration_id.unwrap_or("");

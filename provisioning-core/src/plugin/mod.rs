@@ -5,6 +5,7 @@
 //! users could have replaced, or that speaks another ABI is refused with the reason, before
 //! or instead of being run.
 
+mod bytes;
 mod checks;
 mod discovery;
 mod error;
@@ -13,6 +14,7 @@ mod instance;
 mod interfaces;
 mod library;
 
+pub use bytes::PluginBytes;
 pub use discovery::{
     PluginCandidate, PluginDirSource, PluginFindError, PluginScan, PluginSearchDir,
     PluginSearchPath, DEFAULT_SYSTEM_PLUGIN_DIRS, PLUGIN_DIR_ENV, PLUGIN_FILE_PREFIX,
