@@ -82,6 +82,48 @@ fn several_instances_of_one_plugin_are_independent() {
 }
 
 #[test]
+fn one_sdk_instance_serves_threads_at_once_and_each_gets_its_own_error() {
+    let plugin = LoadedPlugin::load(&bundled_plugin("symmetric")).unwrap();
+    assert!(
+        plugin.metadata().thread_safe,
+        "SDK plugins declare concurrency"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let inst = PluginInstance::create(&plugin, &state_config(dir.path())).unwrap();
+    let key = [5u8; 32];
+    inst.symmetric_key()
+        .unwrap()
+        .import_key(Some("shared"), &key)
+        .unwrap();
+    std::thread::scope(|scope| {
+        // Signers and failing importers on the one instance at the same time. Each failure
+        // must come back with its own message: a message slot shared by the threads would
+        // hand some of them another thread's length.
+        for t in 0..4u32 {
+            let inst = &inst;
+            scope.spawn(move || {
+                let sym = inst.symmetric_key().unwrap();
+                for i in 0..300u32 {
+                    let data = [t.to_be_bytes(), i.to_be_bytes()].concat();
+                    assert_eq!(sym.sign(&data).unwrap().to_vec(), hmac(&key, &data));
+                }
+            });
+        }
+        for bad_len in [3usize, 70] {
+            let inst = &inst;
+            scope.spawn(move || {
+                let sym = inst.symmetric_key().unwrap();
+                for _ in 0..300 {
+                    let e = sym.import_key(None, &vec![1u8; bad_len]).unwrap_err();
+                    assert_eq!(e.code(), Some(PluginErrorCode::InvalidArgument));
+                    assert!(e.to_string().contains(&format!("got {bad_len}")), "{e}");
+                }
+            });
+        }
+    });
+}
+
+#[test]
 fn plain_c_plugin_implements_the_abi() {
     let path = Path::new(hsmkit_c_example_plugin::PLUGIN_PATH);
     let dir = plugin_dir_with(&[path]);

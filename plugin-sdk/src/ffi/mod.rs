@@ -174,21 +174,34 @@ pub unsafe fn abi_layout(out_minor: *mut u16) -> &'static TypeLayout {
 /// `out` is valid for one write.
 #[inline]
 unsafe fn put_buffer(out: *mut HsmBuffer, bytes: Vec<u8>) {
-    let boxed = bytes.into_boxed_slice();
-    let len = boxed.len();
-    let data = if len == 0 {
-        std::ptr::null_mut()
+    let buffer = if bytes.capacity() == 0 {
+        HsmBuffer::EMPTY
     } else {
-        Box::into_raw(boxed) as *mut u8
-    };
-    // SAFETY: caller guarantees `out` is writable.
-    unsafe {
-        *out = HsmBuffer {
-            data,
-            len,
-            reserved: 0,
+        // Handed over as is, capacity in `reserved`: no shrinking reallocation per call.
+        let mut bytes = std::mem::ManuallyDrop::new(bytes);
+        HsmBuffer {
+            data: bytes.as_mut_ptr(),
+            len: bytes.len(),
+            reserved: bytes.capacity(),
         }
     };
+    // SAFETY: caller guarantees `out` is writable.
+    unsafe { *out = buffer };
+}
+
+/// Wipes `bytes`, with inline word stores when the buffer is whole aligned words (signatures,
+/// MACs, keys) and one `memset` otherwise; never byte by byte, since `free` reads the block's
+/// first words right after and a word load over byte stores stalls store forwarding.
+fn wipe(bytes: &mut [u8]) {
+    // SAFETY: every bit pattern is a valid `u64` and a valid `u8`, so viewing the aligned middle
+    // of a byte slice as words is sound.
+    if let ([], words, []) = unsafe { bytes.align_to_mut::<u64>() } {
+        for word in words {
+            word.zeroize();
+        }
+        return;
+    }
+    bytes.zeroize();
 }
 
 /// Releases a buffer made by [`put_buffer`], wiping it first: outputs can be secrets.
@@ -202,12 +215,16 @@ pub unsafe extern "C" fn release_buffer(buffer: *mut HsmBuffer) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: checked non-NULL; the caller hands back a buffer we produced.
         let b = unsafe { &mut *buffer };
-        if !b.data.is_null() && b.len > 0 {
-            // SAFETY: data/len came from Box<[u8]>::into_raw in put_buffer.
-            let mut boxed =
-                unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(b.data, b.len)) };
-            boxed.zeroize();
-            drop(boxed);
+        if !b.data.is_null() && b.reserved > 0 {
+            // SAFETY: data, len and capacity are the raw parts of the Vec put_buffer leaked.
+            let mut bytes = unsafe { Vec::from_raw_parts(b.data, b.len, b.reserved) };
+            // Not `Vec::zeroize`, which wipes element by element: byte stores just before
+            // `free` reads the block stall store forwarding. Slices wipe with one `memset`.
+            wipe(bytes.as_mut_slice());
+            if bytes.capacity() > bytes.len() {
+                bytes.spare_capacity_mut().zeroize();
+            }
+            drop(bytes);
         }
         *b = HsmBuffer::EMPTY;
     }));
@@ -240,29 +257,56 @@ unsafe fn with_instance<T: HsmPlugin>(
     out: *mut HsmBuffer,
     f: impl FnOnce(&T) -> Result<Vec<u8>, HsmError>,
 ) -> HsmStatus {
+    // A failure leaves an empty buffer; success writes it once, at the end.
+    let empty_out = || {
+        if !out.is_null() {
+            // SAFETY: non-NULL outputs are writable per contract.
+            unsafe { *out = HsmBuffer::EMPTY };
+        }
+    };
     if instance.is_null() {
+        empty_out();
         return HSM_ERR_INVALID_ARGUMENT;
     }
     // SAFETY: non-NULL instances are live `T`s made by `create::<T>` per the contract; `T` is
     // `Sync`, so shared references from concurrent calls are fine.
     let inner = unsafe { &*(instance as *const T) };
-    let result = catch_unwind(AssertUnwindSafe(|| f(inner)));
-    let outcome = match result {
+    match catch_unwind(AssertUnwindSafe(|| f(inner))) {
         Ok(Ok(bytes)) => {
             if !out.is_null() {
                 // SAFETY: out checked non-NULL and writable per contract.
                 unsafe { put_buffer(out, bytes) };
             }
-            return HSM_OK;
+            HSM_OK
         }
-        Ok(Err(e)) => (e.code().status(), e.message().to_string()),
-        Err(payload) => (
-            HSM_ERR_PANIC,
-            format!("plugin panicked: {}", panic_message(payload.as_ref())),
-        ),
-    };
-    set_last_error(instance, outcome.1);
-    outcome.0
+        Ok(Err(e)) => {
+            empty_out();
+            record_error(instance, e)
+        }
+        Err(payload) => {
+            empty_out();
+            record_panic(instance, payload)
+        }
+    }
+}
+
+// The failure paths live out of line so that the success path of every call stays small.
+#[cold]
+#[inline(never)]
+fn record_error(instance: *mut HsmInstance, e: HsmError) -> HsmStatus {
+    let status = e.code().status();
+    set_last_error(instance, e.message().to_string());
+    status
+}
+
+#[cold]
+#[inline(never)]
+fn record_panic(instance: *mut HsmInstance, payload: Box<dyn Any + Send>) -> HsmStatus {
+    set_last_error(
+        instance,
+        format!("plugin panicked: {}", panic_message(payload.as_ref())),
+    );
+    HSM_ERR_PANIC
 }
 
 /// Checks an output pointer and clears it, so that a failure leaves an empty buffer.
@@ -400,11 +444,10 @@ pub(crate) unsafe fn call_with_output<T: HsmPlugin>(
     out: *mut HsmBuffer,
     f: impl FnOnce(&T) -> Result<Vec<u8>, HsmError>,
 ) -> HsmStatus {
-    // SAFETY: forwarded contract.
-    if !unsafe { prepare_out(out) } {
+    if out.is_null() {
         return record_invalid(instance, "output pointer is NULL");
     }
-    // SAFETY: forwarded contract.
+    // SAFETY: forwarded contract; `with_instance` writes `*out` on every path.
     unsafe { with_instance(instance, out, f) }
 }
 
@@ -431,9 +474,13 @@ pub(crate) unsafe fn call_without_output<T: HsmPlugin>(
 #[inline]
 pub(crate) unsafe fn input<'a>(s: HsmSlice, what: &str) -> Result<&'a [u8], HsmError> {
     // SAFETY: forwarded contract.
-    unsafe { slice(s) }.ok_or_else(|| {
-        HsmError::invalid_argument(format!("{what}: NULL pointer with length {}", s.len))
-    })
+    unsafe { slice(s) }.ok_or_else(|| null_input(what, s.len))
+}
+
+#[cold]
+#[inline(never)]
+fn null_input(what: &str, len: usize) -> HsmError {
+    HsmError::invalid_argument(format!("{what}: NULL pointer with length {len}"))
 }
 
 fn record_invalid(instance: *mut HsmInstance, message: &str) -> HsmStatus {

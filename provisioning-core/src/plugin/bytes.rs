@@ -83,3 +83,61 @@ impl Drop for PluginBytes {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static RELEASED: AtomicUsize = AtomicUsize::new(0);
+    static RELEASED_LEN: AtomicUsize = AtomicUsize::new(0);
+
+    /// Frees what `leaked` made, counting calls the way a plugin's release would see them.
+    unsafe extern "C" fn release(buffer: *mut HsmBuffer) {
+        // SAFETY: the tests pass buffers made by `leaked`.
+        let b = unsafe { &mut *buffer };
+        RELEASED.fetch_add(1, Ordering::SeqCst);
+        RELEASED_LEN.store(b.len, Ordering::SeqCst);
+        // SAFETY: raw parts of the Vec `leaked` forgot.
+        drop(unsafe { Vec::from_raw_parts(b.data, b.len, b.reserved) });
+        *b = HsmBuffer::EMPTY;
+    }
+
+    fn leaked(bytes: &[u8]) -> HsmBuffer {
+        let mut v = std::mem::ManuallyDrop::new(bytes.to_vec());
+        HsmBuffer {
+            data: v.as_mut_ptr(),
+            len: v.len(),
+            reserved: v.capacity(),
+        }
+    }
+
+    // One test, so the counters are not shared between threads of the test runner.
+    #[test]
+    fn reads_in_place_releases_once_and_never_prints_contents() {
+        let out = leaked(b"secret bytes");
+        let bytes = PluginBytes::take(&out, release);
+        assert_eq!(&*bytes, b"secret bytes");
+        assert_eq!(bytes.as_str(), Some("secret bytes"));
+        assert_eq!(format!("{bytes:?}"), "PluginBytes(12 bytes)");
+        assert_eq!(
+            RELEASED.load(Ordering::SeqCst),
+            0,
+            "nothing released while alive"
+        );
+        drop(bytes);
+        assert_eq!(RELEASED.load(Ordering::SeqCst), 1);
+        assert_eq!(RELEASED_LEN.load(Ordering::SeqCst), 12);
+
+        // An empty buffer is never handed back (the plugin has nothing to free).
+        let empty = PluginBytes::take(&HsmBuffer::EMPTY, release);
+        assert!(empty.is_empty());
+        drop(empty);
+        assert_eq!(RELEASED.load(Ordering::SeqCst), 1);
+
+        let not_text = PluginBytes::take(&leaked(&[0xff, 0xfe]), release);
+        assert_eq!(not_text.as_str(), None);
+        drop(not_text);
+        assert_eq!(RELEASED.load(Ordering::SeqCst), 2);
+    }
+}

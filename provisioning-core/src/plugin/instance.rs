@@ -14,6 +14,8 @@ pub struct PluginInstance {
     plugin: Arc<LoadedPlugin>,
     raw: NonNull<HsmInstance>,
     serial: Option<Mutex<()>>,
+    /// The plugin's `release_buffer`, kept here so that each call's output needs no lookup.
+    release: unsafe extern "C" fn(*mut HsmBuffer),
 }
 
 // SAFETY: the ABI allows an instance to be used from any thread; concurrent use is either
@@ -48,7 +50,7 @@ impl PluginInstance {
         let mut err = HsmBuffer::EMPTY;
         // SAFETY: entries and out pointers are valid for the call; `config` outlives it.
         let status = unsafe { (table.create)(entries.as_ptr(), entries.len(), &mut raw, &mut err) };
-        let message = take_buffer(plugin, &err);
+        let message = PluginBytes::take(&err, table.release_buffer);
         if status != HSM_OK {
             return Err(PluginError::Call {
                 plugin: plugin.name().to_string(),
@@ -66,6 +68,7 @@ impl PluginInstance {
             plugin: plugin.clone(),
             raw,
             serial: (!plugin.metadata().thread_safe).then(|| Mutex::new(())),
+            release: table.release_buffer,
         })
     }
 
@@ -130,15 +133,18 @@ impl PluginInstance {
         operation: &'static str,
         f: impl FnOnce(*mut HsmInstance, *mut HsmBuffer) -> HsmStatus,
     ) -> Result<PluginBytes, PluginError> {
-        let _guard = self.serialize();
         let mut out = HsmBuffer::EMPTY;
-        let status = f(self.raw.as_ptr(), &mut out);
-        // Owned at once, so that a buffer left behind by a failed call is released too.
-        let bytes = take_buffer(&self.plugin, &out);
-        if status != HSM_OK {
-            return Err(self.call_error(operation, status));
+        {
+            let _guard = self.serialize();
+            let status = f(self.raw.as_ptr(), &mut out);
+            if status != HSM_OK {
+                // A failed call may still have left a buffer behind: release it.
+                drop(PluginBytes::take(&out, self.release));
+                return Err(self.call_error(operation, status));
+            }
         }
-        Ok(bytes)
+        // Taken after the guard is gone, so the bytes go straight to the caller.
+        Ok(PluginBytes::take(&out, self.release))
     }
 
     /// Runs one ABI call without output.
@@ -162,7 +168,7 @@ impl PluginInstance {
         let mut out = HsmBuffer::EMPTY;
         // SAFETY: live instance, valid out pointer.
         let s = unsafe { (self.plugin.table().last_error)(self.raw.as_ptr(), &mut out) };
-        let message = take_buffer(&self.plugin, &out);
+        let message = PluginBytes::take(&out, self.release);
         PluginError::Call {
             plugin: self.plugin.name().to_string(),
             operation,
@@ -181,12 +187,6 @@ impl Drop for PluginInstance {
         // SAFETY: the instance is live and never used after this.
         unsafe { (self.plugin.table().destroy)(self.raw.as_ptr()) };
     }
-}
-
-/// Takes ownership of a buffer `plugin` filled, to be released by it when dropped.
-#[inline]
-fn take_buffer(plugin: &LoadedPlugin, buf: &HsmBuffer) -> PluginBytes {
-    PluginBytes::take(buf, plugin.table().release_buffer)
 }
 
 fn message_or_note(message: PluginBytes) -> String {
