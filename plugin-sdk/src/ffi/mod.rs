@@ -10,6 +10,7 @@ use hsm_api::*;
 use std::any::Any;
 use std::cell::RefCell;
 use std::ffi::CString;
+use std::mem::MaybeUninit;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::OnceLock;
 use zeroize::Zeroize;
@@ -189,19 +190,29 @@ unsafe fn put_buffer(out: *mut HsmBuffer, bytes: Vec<u8>) {
     unsafe { *out = buffer };
 }
 
-/// Wipes `bytes`, with inline word stores when the buffer is whole aligned words (signatures,
-/// MACs, keys) and one `memset` otherwise; never byte by byte, since `free` reads the block's
-/// first words right after and a word load over byte stores stalls store forwarding.
-fn wipe(bytes: &mut [u8]) {
-    // SAFETY: every bit pattern is a valid `u64` and a valid `u8`, so viewing the aligned middle
-    // of a byte slice as words is sound.
-    if let ([], words, []) = unsafe { bytes.align_to_mut::<u64>() } {
+/// Wipes the `capacity` bytes at `data` (the output and any spare capacity behind it): with
+/// inline word stores when the block is whole aligned words, as signatures, MACs and keys are,
+/// else with one `memset`. Never byte by byte: `free` reads the block's first words right
+/// after, and a word load over byte stores still in flight stalls store forwarding.
+///
+/// # Safety
+/// `data` is valid for writes of `capacity` bytes.
+unsafe fn wipe(data: *mut u8, capacity: usize) {
+    const WORD: usize = std::mem::size_of::<u64>();
+    // Spare capacity may be uninitialised, so the block is only ever seen as `MaybeUninit`.
+    if (data as usize) % WORD == 0 && capacity % WORD == 0 {
+        // SAFETY: per the caller's contract, and the block is whole aligned words.
+        let words = unsafe {
+            std::slice::from_raw_parts_mut(data.cast::<MaybeUninit<u64>>(), capacity / WORD)
+        };
         for word in words {
             word.zeroize();
         }
-        return;
+    } else {
+        // SAFETY: per the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(data.cast::<MaybeUninit<u8>>(), capacity) }
+            .zeroize();
     }
-    bytes.zeroize();
 }
 
 /// Releases a buffer made by [`put_buffer`], wiping it first: outputs can be secrets.
@@ -216,15 +227,11 @@ pub unsafe extern "C" fn release_buffer(buffer: *mut HsmBuffer) {
         // SAFETY: checked non-NULL; the caller hands back a buffer we produced.
         let b = unsafe { &mut *buffer };
         if !b.data.is_null() && b.reserved > 0 {
-            // SAFETY: data, len and capacity are the raw parts of the Vec put_buffer leaked.
-            let mut bytes = unsafe { Vec::from_raw_parts(b.data, b.len, b.reserved) };
-            // Not `Vec::zeroize`, which wipes element by element: byte stores just before
-            // `free` reads the block stall store forwarding. Slices wipe with one `memset`.
-            wipe(bytes.as_mut_slice());
-            if bytes.capacity() > bytes.len() {
-                bytes.spare_capacity_mut().zeroize();
+            // SAFETY: data and capacity describe the allocation of the Vec put_buffer leaked.
+            unsafe {
+                wipe(b.data, b.reserved);
+                drop(Vec::from_raw_parts(b.data, 0, b.reserved));
             }
-            drop(bytes);
         }
         *b = HsmBuffer::EMPTY;
     }));
@@ -488,4 +495,56 @@ fn record_invalid(instance: *mut HsmInstance, message: &str) -> HsmStatus {
         set_last_error(instance, message.to_string());
     }
     HSM_ERR_INVALID_ARGUMENT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wipe_clears_exactly_the_block_aligned_or_not() {
+        let mut block = vec![0xAAu8; 64];
+        let base = block.as_mut_ptr();
+        // Whole aligned words (the word path), then an odd, unaligned range (the memset path).
+        let aligned = base.align_offset(8);
+        // SAFETY: both ranges lie inside `block`.
+        unsafe {
+            wipe(base.add(aligned), 32);
+            wipe(base.add(aligned + 41), 13);
+        }
+        for (i, b) in block.iter().enumerate() {
+            let wiped =
+                (aligned..aligned + 32).contains(&i) || (aligned + 41..aligned + 54).contains(&i);
+            assert_eq!(*b, if wiped { 0 } else { 0xAA }, "byte {i}");
+        }
+    }
+
+    #[test]
+    fn buffers_round_trip_with_their_capacity_and_empty_ones_stay_empty() {
+        let mut out = HsmBuffer::EMPTY;
+        let mut v = Vec::with_capacity(48);
+        v.extend_from_slice(b"signature");
+        // SAFETY: `out` is a valid local.
+        unsafe { put_buffer(&mut out, v) };
+        assert_eq!(
+            (out.len, out.reserved),
+            (9, 48),
+            "capacity travels in `reserved`"
+        );
+        // SAFETY: the buffer was just made by put_buffer.
+        assert_eq!(
+            unsafe { std::slice::from_raw_parts(out.data, out.len) },
+            b"signature"
+        );
+        // SAFETY: as above; released exactly once.
+        unsafe { release_buffer(&mut out) };
+        assert!(out.data.is_null() && out.len == 0 && out.reserved == 0);
+        // A second release of the emptied buffer is a no-op.
+        // SAFETY: empty buffers are accepted.
+        unsafe { release_buffer(&mut out) };
+
+        // SAFETY: as above.
+        unsafe { put_buffer(&mut out, Vec::new()) };
+        assert!(out.data.is_null() && out.reserved == 0);
+    }
 }
