@@ -31,6 +31,7 @@ mod error;
 pub mod ffi;
 pub mod log;
 pub mod secret_file;
+pub mod sync;
 mod traits;
 
 pub use config::PluginConfig;

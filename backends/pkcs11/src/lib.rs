@@ -27,8 +27,8 @@ use config::Pkcs11Config;
 use cryptoki::object::ObjectHandle;
 use error::{ErrorKind, Pkcs11Error, Result};
 use hsm_plugin_sdk::{
-    export_plugin, HsmError, HsmPlugin, PluginConfig, PluginInfo, SignAlgorithm, SymmetricKeyHsm,
-    X509Hsm,
+    export_plugin, sync, HsmError, HsmPlugin, PluginConfig, PluginInfo, SignAlgorithm,
+    SymmetricKeyHsm, X509Hsm,
 };
 use session::TokenSession;
 use std::sync::{Mutex, MutexGuard};
@@ -73,7 +73,7 @@ impl Pkcs11Plugin {
     fn token(&self) -> MutexGuard<'_, Token> {
         // The cached handles are re-looked-up when stale, so a panic mid-call leaves nothing
         // that later calls could trip on.
-        self.token.lock().unwrap_or_else(|e| e.into_inner())
+        sync::lock(&self.token)
     }
 
     /// Runs `f` on the session (for tools and tests that talk to the same token).

@@ -29,10 +29,7 @@ struct Entry {
 fn registry() -> MutexGuard<'static, HashMap<PathBuf, Entry>> {
     static REGISTRY: OnceLock<Mutex<HashMap<PathBuf, Entry>>> = OnceLock::new();
     // A panic while holding the lock leaves the map itself consistent, so poisoning is ignored.
-    REGISTRY
-        .get_or_init(|| Mutex::new(HashMap::new()))
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    hsm_plugin_sdk::sync::lock(REGISTRY.get_or_init(|| Mutex::new(HashMap::new())))
 }
 
 /// A counted use of an initialized PKCS#11 module; the module is finalized when the last

@@ -10,7 +10,7 @@ mod store;
 
 use hmac::{Hmac, Mac};
 use hsm_plugin_sdk::{
-    export_plugin, HsmError, HsmPlugin, PluginConfig, PluginInfo, SymmetricKeyHsm,
+    export_plugin, sync, HsmError, HsmPlugin, PluginConfig, PluginInfo, SymmetricKeyHsm,
 };
 use sha2::Sha256;
 use std::sync::RwLock;
@@ -50,7 +50,7 @@ impl HsmPlugin for SymmetricKeyPlugin {
 
 impl SymmetricKeyHsm for SymmetricKeyPlugin {
     fn registration_id(&self) -> Result<String, HsmError> {
-        if let Some(id) = self.id_override().as_ref() {
+        if let Some(id) = sync::read(&self.registration_id_override).as_ref() {
             return Ok(id.clone());
         }
         self.store.registration_id()?.ok_or_else(|| {
@@ -74,21 +74,9 @@ impl SymmetricKeyHsm for SymmetricKeyPlugin {
         let id = registration_id.map(validate_registration_id).transpose()?;
         self.store.save(Zeroizing::new(key.to_vec()), id)?;
         if let Some(id) = id {
-            *self
-                .registration_id_override
-                .write()
-                .unwrap_or_else(|e| e.into_inner()) = Some(id.to_string());
+            *sync::write(&self.registration_id_override) = Some(id.to_string());
         }
         Ok(())
-    }
-}
-
-impl SymmetricKeyPlugin {
-    fn id_override(&self) -> std::sync::RwLockReadGuard<'_, Option<String>> {
-        // One assignment replaces the id, so a poisoned lock still holds a whole value.
-        self.registration_id_override
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
     }
 }
 

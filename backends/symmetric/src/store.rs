@@ -1,8 +1,8 @@
 //! The key file and the registration id file in the plugin's state folder.
 
-use hsm_plugin_sdk::{secret_file, ErrorCode, HsmError};
+use hsm_plugin_sdk::{secret_file, sync, ErrorCode, HsmError};
 use std::path::PathBuf;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{RwLock, RwLockReadGuard};
 use zeroize::Zeroizing;
 
 type CachedKey = Option<Zeroizing<Vec<u8>>>;
@@ -33,16 +33,6 @@ impl KeyStore {
         }
     }
 
-    // A panic while the lock was held cannot leave the key half-written (it is replaced by one
-    // assignment), so a poisoned lock is still good.
-    fn read_cache(&self) -> RwLockReadGuard<'_, CachedKey> {
-        self.cached.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn write_cache(&self) -> RwLockWriteGuard<'_, CachedKey> {
-        self.cached.write().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn key_path(&self) -> PathBuf {
         self.dir.join("key")
     }
@@ -55,13 +45,13 @@ impl KeyStore {
     /// imported.
     pub(crate) fn key(&self) -> Result<CachedKeyRef<'_>, HsmError> {
         {
-            let cache = self.read_cache();
+            let cache = sync::read(&self.cached);
             if cache.is_some() {
                 return Ok(CachedKeyRef(cache));
             }
         }
         {
-            let mut cache = self.write_cache();
+            let mut cache = sync::write(&self.cached);
             if cache.is_none() {
                 *cache = Some(match secret_file::read(&self.key_path()) {
                     Err(e) if e.code() == ErrorCode::NotFound => {
@@ -74,7 +64,7 @@ impl KeyStore {
             }
         }
         // Keys are only ever replaced, never removed, so the cache is still filled here.
-        Ok(CachedKeyRef(self.read_cache()))
+        Ok(CachedKeyRef(sync::read(&self.cached)))
     }
 
     /// The stored registration id, if any.
@@ -92,7 +82,7 @@ impl KeyStore {
     /// Replaces the key (and the registration id when given).
     pub(crate) fn save(&self, key: Zeroizing<Vec<u8>>, id: Option<&str>) -> Result<(), HsmError> {
         // Held across the write so that a concurrent signer sees the old key or the new one.
-        let mut cache = self.write_cache();
+        let mut cache = sync::write(&self.cached);
         secret_file::write(&self.key_path(), &key)?;
         *cache = Some(key);
         if let Some(id) = id {

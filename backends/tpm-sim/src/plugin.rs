@@ -2,10 +2,10 @@
 //! code can be compiled into programs that also link another plugin).
 
 use std::path::PathBuf;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::RwLock;
 
 use hmac::{Hmac, Mac};
-use hsm_plugin_sdk::{HsmError, HsmPlugin, PluginConfig, PluginInfo, TpmHsm};
+use hsm_plugin_sdk::{sync, HsmError, HsmPlugin, PluginConfig, PluginInfo, TpmHsm};
 use hsm_tpm_common::dps::{open_dps_challenge, SoftwareTpmKeys};
 use hsm_tpm_common::public::{
     ek_template_rsa2048, srk_template_rsa2048, with_rsa_modulus, PublicArea,
@@ -29,7 +29,7 @@ impl std::fmt::Debug for TpmSimPlugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TpmSimPlugin")
             .field("path", &self.path)
-            .field("activated", &self.read_state().identity.is_some())
+            .field("activated", &sync::read(&self.state).identity.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -60,16 +60,6 @@ impl TpmSimPlugin {
             ek_public,
             srk_public,
         })
-    }
-
-    // Activation restores the previous identity before it can fail half-way, so a poisoned
-    // lock still guards a consistent state.
-    fn read_state(&self) -> RwLockReadGuard<'_, SimState> {
-        self.state.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn write_state(&self) -> RwLockWriteGuard<'_, SimState> {
-        self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The state file this instance uses.
@@ -106,7 +96,7 @@ impl TpmHsm for TpmSimPlugin {
     }
 
     fn activate_identity_key(&self, blob: &[u8]) -> Result<(), HsmError> {
-        let mut state = self.write_state();
+        let mut state = sync::write(&self.state);
         let keys = SoftwareTpmKeys {
             ek_private: &state.ek,
             ek_public: &self.ek_public,
@@ -128,7 +118,7 @@ impl TpmHsm for TpmSimPlugin {
     }
 
     fn sign_with_identity(&self, data: &[u8]) -> Result<Vec<u8>, HsmError> {
-        let state = self.read_state();
+        let state = sync::read(&self.state);
         let identity = state.identity.as_ref().ok_or_else(|| {
             HsmError::invalid_state("no identity key yet: activate the DPS authenticationKey first")
         })?;

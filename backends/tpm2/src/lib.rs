@@ -17,7 +17,7 @@ pub mod config;
 pub mod device;
 mod hmac_sequence;
 
-use hsm_plugin_sdk::{export_plugin, HsmError, HsmPlugin, PluginConfig, PluginInfo, TpmHsm};
+use hsm_plugin_sdk::{export_plugin, sync, HsmError, HsmPlugin, PluginConfig, PluginInfo, TpmHsm};
 use hsm_tpm_common::dps::parse_authentication_key;
 
 use config::Tpm2Config;
@@ -74,7 +74,7 @@ impl Tpm2Plugin {
     fn connection(&self) -> MutexGuard<'_, Connection> {
         // A panic mid-command leaves at worst a connection the next command reuses; the TPM
         // itself keeps no half-state across commands.
-        self.connection.lock().unwrap_or_else(|e| e.into_inner())
+        sync::lock(&self.connection)
     }
 
     /// Runs `f` on the open TPM (connecting on first use), with the connection to itself.
