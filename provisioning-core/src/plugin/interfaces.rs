@@ -28,18 +28,21 @@ impl SignAlgorithm {
     }
 }
 
-/// The output as text; the plugin wipes its buffer when `bytes` is dropped, so a private key
-/// leaves no extra copy behind even when it is refused here.
-fn utf8<'b>(
+/// The output as text. The only copy is the returned `String`; the plugin wipes its own
+/// buffer when `bytes` is dropped, also when the text is refused here.
+fn utf8(
     instance: &PluginInstance,
     operation: &'static str,
-    bytes: &'b PluginBytes,
-) -> Result<&'b str, PluginError> {
-    bytes.as_str().ok_or_else(|| PluginError::Contract {
-        plugin: instance.plugin().name().to_string(),
-        operation,
-        reason: "returned text that is not UTF-8".into(),
-    })
+    bytes: &PluginBytes,
+) -> Result<String, PluginError> {
+    bytes
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| PluginError::Contract {
+            plugin: instance.plugin().name().to_string(),
+            operation,
+            reason: "returned text that is not UTF-8".into(),
+        })
 }
 
 /// The TPM interface of one instance.
@@ -62,7 +65,6 @@ impl<'a> TpmHandle<'a> {
     }
 
     /// The endorsement key as a marshalled `TPM2B_PUBLIC`.
-    #[inline]
     pub fn endorsement_key(&self) -> Result<PluginBytes, PluginError> {
         let f = self.table.get_endorsement_key;
         // SAFETY: live instance and valid out pointer, per the closure's caller.
@@ -73,7 +75,6 @@ impl<'a> TpmHandle<'a> {
     }
 
     /// The storage root key as a marshalled `TPM2B_PUBLIC`.
-    #[inline]
     pub fn storage_root_key(&self) -> Result<PluginBytes, PluginError> {
         let f = self.table.get_storage_root_key;
         // SAFETY: as above.
@@ -84,7 +85,6 @@ impl<'a> TpmHandle<'a> {
     }
 
     /// Activates the identity key from a decoded DPS `authenticationKey` blob.
-    #[inline]
     pub fn activate_identity_key(&self, blob: &[u8]) -> Result<(), PluginError> {
         let f = self.table.activate_identity_key;
         // SAFETY: the slice borrows `blob` for the duration of the call.
@@ -127,25 +127,23 @@ impl<'a> X509Handle<'a> {
     }
 
     /// The certificate chain as PEM, leaf first.
-    #[inline]
     pub fn certificate_chain_pem(&self) -> Result<String, PluginError> {
         let f = self.table.get_certificate_chain;
         // SAFETY: live instance and valid out pointer.
         let out = self
             .instance
             .call_output("get_certificate_chain", |i, o| unsafe { f(i, o) })?;
-        utf8(self.instance, "get_certificate_chain", &out).map(str::to_owned)
+        utf8(self.instance, "get_certificate_chain", &out)
     }
 
     /// The leaf's common name: the registration id.
-    #[inline]
     pub fn common_name(&self) -> Result<String, PluginError> {
         let f = self.table.get_common_name;
         // SAFETY: as above.
         let out = self
             .instance
             .call_output("get_common_name", |i, o| unsafe { f(i, o) })?;
-        utf8(self.instance, "get_common_name", &out).map(str::to_owned)
+        utf8(self.instance, "get_common_name", &out)
     }
 
     /// Signs a digest with the device key, inside the plugin.
@@ -164,14 +162,13 @@ impl<'a> X509Handle<'a> {
     }
 
     /// The private key as PKCS#8 PEM, where the plugin allows it (usually refused).
-    #[inline]
     pub fn export_private_key_pem(&self) -> Result<Zeroizing<String>, PluginError> {
         let f = self.table.export_private_key;
         // SAFETY: live instance and valid out pointer.
         let out = self
             .instance
             .call_output("export_private_key", |i, o| unsafe { f(i, o) })?;
-        utf8(self.instance, "export_private_key", &out).map(|pem| Zeroizing::new(pem.to_owned()))
+        utf8(self.instance, "export_private_key", &out).map(Zeroizing::new)
     }
 }
 
@@ -195,14 +192,13 @@ impl<'a> SymmetricKeyHandle<'a> {
     }
 
     /// The registration id the key belongs to.
-    #[inline]
     pub fn registration_id(&self) -> Result<String, PluginError> {
         let f = self.table.get_registration_id;
         // SAFETY: live instance and valid out pointer.
         let out = self
             .instance
             .call_output("get_registration_id", |i, o| unsafe { f(i, o) })?;
-        utf8(self.instance, "get_registration_id", &out).map(str::to_owned)
+        utf8(self.instance, "get_registration_id", &out)
     }
 
     /// HMAC-SHA256 of `data` with the held key.
@@ -217,7 +213,6 @@ impl<'a> SymmetricKeyHandle<'a> {
     }
 
     /// Stores `key` (raw bytes) in the plugin, for `registration_id` when given.
-    #[inline]
     pub fn import_key(&self, registration_id: Option<&str>, key: &[u8]) -> Result<(), PluginError> {
         let f = self.table.import_key;
         let id = registration_id.unwrap_or("");
