@@ -251,6 +251,18 @@ fn attestation(kind: &str) -> AttestationMechanism {
     }
 }
 
+/// A symmetric-key attestation with `primary_key`, and whether the store will generate the
+/// key (none given), so that the CLI knows to show it.
+fn symmetric_attestation(primary_key: Option<String>) -> (AttestationMechanism, bool) {
+    let generated = primary_key.is_none();
+    let mut a = attestation("symmetricKey");
+    a.symmetric_key = Some(SymmetricKeyAttestation {
+        primary_key,
+        secondary_key: None,
+    });
+    (a, generated)
+}
+
 fn print_individual(e: &IndividualEnrollment, show_key: bool) {
     println!(
         "enrolled {} ({}, {:?})",
@@ -343,12 +355,7 @@ fn enroll(args: EnrollArgs) -> Result<()> {
                     state,
                     common: c,
                 } => {
-                    let generated = primary_key.is_none();
-                    let mut a = attestation("symmetricKey");
-                    a.symmetric_key = Some(SymmetricKeyAttestation {
-                        primary_key,
-                        secondary_key: None,
-                    });
+                    let (a, generated) = symmetric_attestation(primary_key);
                     (
                         state,
                         c,
@@ -403,12 +410,7 @@ fn group(args: GroupArgs) -> Result<()> {
             state,
             common: c,
         } => {
-            let generated = primary_key.is_none();
-            let mut a = attestation("symmetricKey");
-            a.symmetric_key = Some(SymmetricKeyAttestation {
-                primary_key,
-                secondary_key: None,
-            });
+            let (a, generated) = symmetric_attestation(primary_key);
             (
                 state,
                 c,
