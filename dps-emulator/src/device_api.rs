@@ -1,6 +1,9 @@
 //! The device API: register, operation status, registration status lookup. Credentials are
-//! verified for real before anything is recorded; unknown devices get the same 401 as bad
-//! credentials, so the API does not reveal which registration ids are enrolled.
+//! verified for real before anything is recorded. Unknown devices and every refused credential
+//! get the same answer (401, errorCode 401002, "Unauthorized", as the service answers; the
+//! reason is logged under the trackingId), so the API reveals neither which registration ids
+//! are enrolled nor with which attestation. The one exception is the service's own: a TPM
+//! challenge for an endorsement key that matches the enrollment.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -118,9 +121,11 @@ fn tpm_challenge(
     let tpm = r.body.tpm.as_ref().ok_or_else(|| {
         ApiError::unauthorized("TPM registration needs tpm.endorsementKey and tpm.storageRootKey")
     })?;
+    // Refused like any other credential (not a 400): for an id that is not TPM-enrolled the
+    // EK is never looked at, so a different answer here would reveal the enrollment.
     let ek = B64
         .decode(tpm.endorsement_key.trim())
-        .map_err(|_| ApiError::bad_request("tpm.endorsementKey is not valid base64"))?;
+        .map_err(|_| ApiError::unauthorized("tpm.endorsementKey is not valid base64"))?;
     let enrolled = B64
         .decode(enrolled_ek.trim())
         .map_err(|_| ApiError::internal("the enrolled endorsement key is corrupt"))?;
@@ -141,7 +146,11 @@ fn tpm_challenge(
         .tpm
         .issue(&r.registration_id, &ek, &srk)
         .map_err(|e| ApiError::bad_request(format!("cannot make a TPM challenge: {e}")))?;
-    let mut err = ApiError::unauthorized("TPM challenge: activate the authenticationKey and sign");
+    let mut err = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        401002,
+        "TPM challenge: activate the authenticationKey and sign",
+    );
     let mut extra = serde_json::Map::new();
     extra.insert("authenticationKey".into(), Value::String(blob));
     extra.insert("unencryptedAuthenticationKey".into(), Value::Null);
@@ -242,38 +251,43 @@ fn authenticate(app: &AppState, r: &Request_) -> Result<Authenticated, ApiError>
         ));
     }
     if !r.chain.is_empty() {
-        let mut last = None;
-        for g in groups.into_iter().filter(|g| g.attestation.kind == "x509") {
-            let signing = g
-                .attestation
-                .x509
-                .as_ref()
-                .and_then(|x| x.signing_certificates.as_ref())
-                .map(|c| c.texts())
-                .unwrap_or_default();
-            match x509auth::verify_group(&r.chain, &signing, reg) {
-                Ok(()) => {
-                    let signing_info = signing
-                        .first()
-                        .and_then(|t| crate::pki::parse_certificates(t).ok())
-                        .and_then(|c| c.into_iter().next())
-                        .map(|d| x509auth::certificate_info(&d));
-                    let leaf_info = x509auth::certificate_info(&r.chain[0]);
-                    return Ok(Authenticated::Group(
-                        Box::new(g),
-                        Section::X509 {
-                            leaf_info,
-                            signing_info,
-                        },
-                    ));
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        return Err(ApiError::unauthorized(match last {
-            Some(e) => e.to_string(),
-            None => "no enrollment group accepts this certificate".to_string(),
-        }));
+        let groups: Vec<EnrollmentGroup> = groups
+            .into_iter()
+            .filter(|g| g.attestation.kind == "x509")
+            .collect();
+        let signing: Vec<Vec<&str>> = groups
+            .iter()
+            .map(|g| {
+                g.attestation
+                    .x509
+                    .as_ref()
+                    .and_then(|x| x.signing_certificates.as_ref())
+                    .map(|c| c.texts())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let idx =
+            x509auth::verify_against_groups(&r.chain, &signing, reg).map_err(|e| match e {
+                Some(e) => ApiError::unauthorized(e),
+                None => ApiError::unauthorized("no enrollment group accepts this certificate"),
+            })?;
+        let signing_info = signing
+            .get(idx)
+            .and_then(|s| s.first())
+            .and_then(|t| crate::pki::parse_certificates(t).ok())
+            .and_then(|c| c.into_iter().next())
+            .map(|d| x509auth::certificate_info(&d));
+        let leaf_info = x509auth::certificate_info(&r.chain[0]);
+        let Some(g) = groups.into_iter().nth(idx) else {
+            return Err(ApiError::internal("the accepting group vanished"));
+        };
+        return Ok(Authenticated::Group(
+            Box::new(g),
+            Section::X509 {
+                leaf_info,
+                signing_info,
+            },
+        ));
     }
     Err(ApiError::unauthorized(
         "no credentials: send a SharedAccessSignature, a TPM endorsement key or a client certificate",

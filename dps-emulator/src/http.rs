@@ -13,6 +13,15 @@ use crate::timeutil::{now_rfc3339, random_guid};
 /// The response type of every handler.
 pub(crate) type Resp = Response<Full<Bytes>>;
 
+/// The message of every refused credential, as the real service words it: a 401 with
+/// errorCode 401002 and "Unauthorized", whatever the reason, e.g.
+/// `{"errorCode":401002,"trackingId":"...","message":"Unauthorized","timestampUtc":"..."}` for
+/// a refused X.509 device (https://pastebin.com/Qtyxky3N) and for a refused group SAS
+/// (Stack Overflow question 72150274, "Group enrollment in Azure DPS not working through REST
+/// API: unauthorized 401002"). Giving the reason would tell an unauthenticated caller which
+/// registration ids are enrolled and with which attestation.
+pub(crate) const UNAUTHORIZED_MESSAGE: &str = "Unauthorized";
+
 /// An error answer: status, DPS error code, message (never secret), optional Retry-After.
 #[derive(Debug)]
 pub(crate) struct ApiError {
@@ -22,6 +31,8 @@ pub(crate) struct ApiError {
     pub retry_after: Option<u64>,
     /// Extra top-level fields (the TPM challenge rides on a 401).
     pub extra: Option<serde_json::Map<String, Value>>,
+    /// The trackingId to answer with when it was already logged (refusals); else a fresh one.
+    pub tracking_id: Option<String>,
 }
 
 impl ApiError {
@@ -32,13 +43,21 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             extra: None,
+            tracking_id: None,
         }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, 400004, message)
     }
-    pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, 401002, message)
+    /// A refused credential: the caller gets only the service's uniform 401002
+    /// "Unauthorized"; the real reason goes to the log under the answer's trackingId, as the
+    /// service keeps it for its diagnostic logs.
+    pub fn unauthorized(reason: impl std::fmt::Display) -> Self {
+        let tracking_id = random_guid();
+        tracing::info!(%tracking_id, %reason, "request refused as Unauthorized");
+        let mut e = Self::new(StatusCode::UNAUTHORIZED, 401002, UNAUTHORIZED_MESSAGE);
+        e.tracking_id = Some(tracking_id);
+        e
     }
     pub fn not_found(code: u32, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
@@ -50,7 +69,7 @@ impl ApiError {
     pub fn into_response(self) -> Resp {
         let mut body = json!({
             "errorCode": self.code,
-            "trackingId": random_guid(),
+            "trackingId": self.tracking_id.unwrap_or_else(random_guid),
             "message": self.message,
             "timestampUtc": now_rfc3339(),
         });

@@ -38,6 +38,23 @@ pub enum X509AuthError {
     /// Chain verification failed (signature, validity, CA constraints).
     #[error("certificate chain verification failed: {0}")]
     Verification(String),
+    /// No certification path leads from the chain to the enrollment's certificates: the
+    /// device belongs to another CA (the least telling failure when several groups are tried).
+    #[error("certificate chain verification failed: {0} (the chain does not lead to this enrollment's certificates)")]
+    Untrusted(String),
+    /// The device certificate is a CA certificate (basicConstraints cA TRUE).
+    #[error(
+        "the device certificate is a CA certificate (basicConstraints cA is TRUE); a device \
+         must present an end-entity certificate"
+    )]
+    LeafIsCa,
+    /// The device certificate restricts its use (extendedKeyUsage) to purposes without TLS
+    /// client authentication.
+    #[error(
+        "the device certificate's extendedKeyUsage does not include clientAuth \
+         (1.3.6.1.5.5.7.3.2), so it may not authenticate a TLS client"
+    )]
+    NotForClientAuth,
     /// A certificate of the chain has a critical extension that is neither understood by the
     /// verifier nor one of the DICE extensions.
     #[error(
@@ -55,6 +72,46 @@ pub enum X509AuthError {
 
 /// OpenSSL's `X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION`.
 const UNHANDLED_CRITICAL_EXTENSION: i32 = 34;
+
+/// OpenSSL's errors for "no path to a trust anchor": `X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT`,
+/// `_DEPTH_ZERO_SELF_SIGNED_CERT`, `_SELF_SIGNED_CERT_IN_CHAIN`,
+/// `_UNABLE_TO_GET_ISSUER_CERT_LOCALLY`, `_UNABLE_TO_VERIFY_LEAF_SIGNATURE`. They say the
+/// chain belongs to another CA, not what is wrong with it.
+const NO_PATH_TO_ANCHOR: [i32; 5] = [2, 18, 19, 20, 21];
+
+/// RFC 5280 4.2.1.9 basicConstraints.
+const BASIC_CONSTRAINTS: spki::ObjectIdentifier = spki::ObjectIdentifier::new_unwrap("2.5.29.19");
+/// RFC 5280 4.2.1.12 extKeyUsage.
+const EXT_KEY_USAGE: spki::ObjectIdentifier = spki::ObjectIdentifier::new_unwrap("2.5.29.37");
+/// RFC 5280 4.2.1.12 id-kp-clientAuth.
+const CLIENT_AUTH: spki::ObjectIdentifier = spki::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.2");
+
+/// Checks that the device certificate is fit to authenticate a TLS client: an end-entity
+/// certificate (basicConstraints absent or cA FALSE, RFC 5280 4.2.1.9; the service's
+/// "end-entity (leaf) certificate installed on a device",
+/// https://learn.microsoft.com/azure/iot-dps/concepts-x509-attestation), and, when it
+/// restricts its purposes with extendedKeyUsage, one that lists clientAuth (RFC 5280
+/// 4.2.1.12: "the certificate MUST only be used for one of the purposes indicated").
+pub fn check_device_certificate(leaf_der: &[u8]) -> Result<(), X509AuthError> {
+    use der::Decode;
+    use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage};
+    let cert = x509_cert::Certificate::from_der(leaf_der).map_err(|_| X509AuthError::Unparsable)?;
+    for ext in cert.tbs_certificate.extensions.iter().flatten() {
+        let value = ext.extn_value.as_bytes();
+        if ext.extn_id == BASIC_CONSTRAINTS {
+            let bc = BasicConstraints::from_der(value).map_err(|_| X509AuthError::Unparsable)?;
+            if bc.ca {
+                return Err(X509AuthError::LeafIsCa);
+            }
+        } else if ext.extn_id == EXT_KEY_USAGE {
+            let eku = ExtendedKeyUsage::from_der(value).map_err(|_| X509AuthError::Unparsable)?;
+            if !eku.0.contains(&CLIENT_AUTH) {
+                return Err(X509AuthError::NotForClientAuth);
+            }
+        }
+    }
+    Ok(())
+}
 
 fn load(der: &[u8]) -> Result<X509, X509AuthError> {
     X509::from_der(der).map_err(|_| X509AuthError::Unparsable)
@@ -110,7 +167,12 @@ fn verify_chain(chain: &[Vec<u8>], anchors: &[Vec<u8>]) -> Result<(), X509AuthEr
 }
 
 fn verification(result: X509VerifyResult) -> X509AuthError {
-    X509AuthError::Verification(result.error_string().to_string())
+    let reason = result.error_string().to_string();
+    if NO_PATH_TO_ANCHOR.contains(&result.as_raw()) {
+        X509AuthError::Untrusted(reason)
+    } else {
+        X509AuthError::Verification(reason)
+    }
 }
 
 /// What one OpenSSL verification concluded.
@@ -170,6 +232,7 @@ pub fn verify_individual(
     if common_name(leaf)? != registration_id {
         return Err(X509AuthError::CommonNameMismatch);
     }
+    check_device_certificate(leaf)?;
     let mut anchors = Vec::new();
     for text in enrolled {
         if let Ok(certs) = parse_certificates(text) {
@@ -193,6 +256,7 @@ pub fn verify_group(
     if common_name(leaf)? != registration_id {
         return Err(X509AuthError::CommonNameMismatch);
     }
+    check_device_certificate(leaf)?;
     let mut anchors = Vec::new();
     for text in signing {
         if let Ok(certs) = parse_certificates(text) {
@@ -200,6 +264,41 @@ pub fn verify_group(
         }
     }
     verify_chain(chain, &anchors)
+}
+
+impl X509AuthError {
+    /// How much a failure says about the device's own enrollment: a chain that simply leads
+    /// to another CA says nothing, any other failure (expired, bad signature, not a client
+    /// certificate...) concerns a group whose CA the chain does reach, or the leaf itself.
+    fn relevance(&self) -> u8 {
+        match self {
+            X509AuthError::Untrusted(_) => 0,
+            _ => 1,
+        }
+    }
+}
+
+/// Tries each group's signing certificates (`groups[i]`) in order and returns the index of the
+/// first that accepts the chain. When none does, the most relevant failure (see
+/// [`X509AuthError`]'s ranking: the group whose CA actually issued the chain rather than the
+/// last one tried), or `None` when there is no group.
+pub fn verify_against_groups(
+    chain: &[Vec<u8>],
+    groups: &[Vec<&str>],
+    registration_id: &str,
+) -> Result<usize, Option<X509AuthError>> {
+    let mut best: Option<X509AuthError> = None;
+    for (i, signing) in groups.iter().enumerate() {
+        match verify_group(chain, signing, registration_id) {
+            Ok(()) => return Ok(i),
+            Err(e) => {
+                if best.as_ref().is_none_or(|b| e.relevance() > b.relevance()) {
+                    best = Some(e);
+                }
+            }
+        }
+    }
+    Err(best)
 }
 
 fn hex_upper(b: &[u8]) -> String {
@@ -410,6 +509,7 @@ mod tests {
         // Another root: not trusted.
         let (_, other_root) = dice_like_chain(&[]);
         let e = verify_group(&chain, &[other_root.as_str()], "device-1").unwrap_err();
+        // Same name as the real root: OpenSSL finds it by name and the signature fails.
         assert!(matches!(e, X509AuthError::Verification(_)), "{e:?}");
         // A forged intermediate: the right issuer name, another key.
         let root = issue("Test Root", None, true, &[]);
@@ -438,6 +538,121 @@ mod tests {
         assert_eq!(
             verify_group(&chain, &[root.as_str()], "device-2"),
             Err(X509AuthError::CommonNameMismatch)
+        );
+    }
+
+    fn pem(c: &Issued) -> String {
+        String::from_utf8(c.cert.to_pem().unwrap()).unwrap()
+    }
+
+    fn der(c: &Issued) -> Vec<u8> {
+        c.cert.to_der().unwrap()
+    }
+
+    /// A leaf for `cn` under `issuer` with the given extendedKeyUsage (None: no extension).
+    fn leaf_with_eku(cn: &str, issuer: &Issued, eku: Option<&str>) -> Issued {
+        use openssl::x509::extension::ExtendedKeyUsage;
+        let mut leaf = issue(cn, Some(issuer), false, &[]);
+        if let Some(eku) = eku {
+            // Rebuild with the extension: the helper signs once, so issue a fresh one here.
+            let key = key();
+            let mut name = X509NameBuilder::new().unwrap();
+            name.append_entry_by_nid(Nid::COMMONNAME, cn).unwrap();
+            let name = name.build();
+            let mut b = X509Builder::new().unwrap();
+            b.set_version(2).unwrap();
+            let serial = BigNum::from_u32(7).unwrap().to_asn1_integer().unwrap();
+            b.set_serial_number(&serial).unwrap();
+            b.set_subject_name(&name).unwrap();
+            b.set_issuer_name(issuer.cert.subject_name()).unwrap();
+            b.set_pubkey(&key).unwrap();
+            b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+                .unwrap();
+            b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+                .unwrap();
+            let mut e = ExtendedKeyUsage::new();
+            match eku {
+                "serverAuth" => e.server_auth(),
+                "clientAuth" => e.client_auth(),
+                "both" => e.server_auth().client_auth(),
+                other => e.other(other),
+            };
+            b.append_extension(e.build().unwrap()).unwrap();
+            b.sign(&issuer.key, MessageDigest::sha256()).unwrap();
+            leaf = Issued {
+                cert: b.build(),
+                key,
+            };
+        }
+        leaf
+    }
+
+    #[test]
+    fn a_device_certificate_must_be_an_end_entity_for_client_authentication() {
+        let root = issue("Test Root", None, true, &[]);
+        let root_pem = pem(&root);
+        let verify = |leaf: &Issued| {
+            verify_group(&[der(leaf), der(&root)], &[root_pem.as_str()], "device-1")
+        };
+        // Accepted: no EKU, clientAuth, clientAuth among others.
+        for eku in [None, Some("clientAuth"), Some("both")] {
+            assert_eq!(
+                verify(&leaf_with_eku("device-1", &root, eku)),
+                Ok(()),
+                "{eku:?}"
+            );
+        }
+        // A server-only certificate and one for another purpose are refused.
+        for eku in ["serverAuth", "1.3.6.1.5.5.7.3.4"] {
+            assert_eq!(
+                verify(&leaf_with_eku("device-1", &root, Some(eku))),
+                Err(X509AuthError::NotForClientAuth),
+                "{eku}"
+            );
+        }
+        // A CA certificate presented as the device's own is refused, individually too.
+        let ca_leaf = issue("device-1", Some(&root), true, &[]);
+        assert_eq!(verify(&ca_leaf), Err(X509AuthError::LeafIsCa));
+        let self_signed_ca = issue("device-1", None, true, &[]);
+        assert_eq!(
+            verify_individual(
+                &[der(&self_signed_ca)],
+                &[pem(&self_signed_ca).as_str()],
+                "device-1"
+            ),
+            Err(X509AuthError::LeafIsCa)
+        );
+        assert!(X509AuthError::NotForClientAuth
+            .to_string()
+            .contains("clientAuth"));
+    }
+
+    #[test]
+    fn with_several_groups_the_failure_of_the_issuing_ca_is_reported() {
+        // root <- not-a-CA "intermediate" <- leaf: the chain reaches `root` but is invalid.
+        let root = issue("Test Root", None, true, &[]);
+        let not_ca = issue("Test CDI", Some(&root), false, &[]);
+        let leaf = issue("device-1", Some(&not_ca), false, &[]);
+        let chain = vec![der(&leaf), der(&not_ca)];
+        let other = issue("Other Root", None, true, &[]);
+        let (root_pem, other_pem) = (pem(&root), pem(&other));
+        for groups in [
+            vec![vec![root_pem.as_str()], vec![other_pem.as_str()]],
+            vec![vec![other_pem.as_str()], vec![root_pem.as_str()]],
+        ] {
+            let e = verify_against_groups(&chain, &groups, "device-1").unwrap_err();
+            assert!(matches!(e, Some(X509AuthError::Verification(_))), "{e:?}");
+        }
+        // Only unrelated groups: the chain is simply not theirs.
+        let e = verify_against_groups(&chain, &[vec![other_pem.as_str()]], "device-1");
+        assert!(matches!(e, Err(Some(X509AuthError::Untrusted(_)))), "{e:?}");
+        assert_eq!(verify_against_groups(&chain, &[], "device-1"), Err(None));
+        // The accepting group's index.
+        let good = issue("device-1", Some(&root), false, &[]);
+        let groups = vec![vec![other_pem.as_str()], vec![root_pem.as_str()]];
+        assert_eq!(
+            verify_against_groups(&[der(&good)], &groups, "device-1"),
+            Ok(1)
         );
     }
 }
