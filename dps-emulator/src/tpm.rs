@@ -1,30 +1,53 @@
 //! TPM attestation, server side: challenges made with `hsm-tpm-common` (MakeCredential to the EK,
 //! Duplicate of a fresh HMAC identity key to the SRK), and the identity keys remembered until the
 //! device answers with a SAS signed by that key.
+//!
+//! Anyone who knows a device's EK (public: it is printed for enrollment) can ask for a
+//! challenge for it. If each new challenge replaced the previous one, such a caller could
+//! keep invalidating the real device's challenge between the moment it is issued and the
+//! moment the device answers, and the device could never register. So every registration id
+//! keeps several recent challenges, each answerable for [`CHALLENGE_LIFETIME`], at most
+//! [`CHALLENGES_PER_REGISTRATION`] of them (the oldest is dropped first), so memory stays
+//! bounded by the number of enrolled TPM devices.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
+
+/// How long an issued challenge can be answered. Long enough for a slow TPM (several RSA
+/// operations) and a slow link; short enough that stale identity keys do not pile up.
+pub const CHALLENGE_LIFETIME: Duration = Duration::from_secs(120);
+
+/// Most challenges kept per registration id; issuing one more drops the oldest.
+pub const CHALLENGES_PER_REGISTRATION: usize = 32;
 
 /// An issued challenge: the identity key (secret) and the blob the device received.
 struct Issued {
     identity_key: Zeroizing<Vec<u8>>,
     authentication_key_b64: String,
+    /// When it was issued, or last answered correctly (an answered challenge is in use: the
+    /// device polls its operation with tokens signed by the same key).
+    fresh_at: Instant,
 }
 
 /// Identity keys of outstanding and answered TPM challenges, by registration id. In memory only:
 /// after a restart a TPM device simply gets a fresh challenge.
 #[derive(Default)]
 pub(crate) struct Challenges {
-    by_registration: Mutex<HashMap<String, Issued>>,
+    by_registration: Mutex<HashMap<String, VecDeque<Issued>>>,
 }
 
 impl std::fmt::Debug for Challenges {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Challenges { .. }")
     }
+}
+
+fn expired(i: &Issued, now: Instant) -> bool {
+    now.saturating_duration_since(i.fresh_at) >= CHALLENGE_LIFETIME
 }
 
 impl Challenges {
@@ -38,32 +61,134 @@ impl Challenges {
     ) -> Result<String, hsm_tpm_common::TpmWireError> {
         let ch = hsm_tpm_common::dps::make_dps_challenge(ek, srk)?;
         let b64 = B64.encode(&ch.blob);
-        let mut map = self
-            .by_registration
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        map.insert(
-            registration_id.to_string(),
+        self.remember(
+            registration_id,
             Issued {
                 identity_key: ch.identity_key,
                 authentication_key_b64: b64.clone(),
+                fresh_at: Instant::now(),
             },
         );
         Ok(b64)
     }
 
-    /// Runs `verify` with the identity key issued to `registration_id`; returns the blob's base64
-    /// when a key exists and `verify` accepts it.
-    pub fn verify_with<E>(
-        &self,
-        registration_id: &str,
-        verify: impl FnOnce(&[u8]) -> Result<(), E>,
-    ) -> Option<Result<String, E>> {
-        let map = self
+    fn remember(&self, registration_id: &str, issued: Issued) {
+        let now = issued.fresh_at;
+        let mut map = self
             .by_registration
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let issued = map.get(registration_id)?;
-        Some(verify(&issued.identity_key).map(|()| issued.authentication_key_b64.clone()))
+        // Forget what can no longer be answered, for every device, so ids whose challenges
+        // all expired do not stay in the map.
+        map.retain(|_, list| {
+            list.retain(|i| !expired(i, now));
+            !list.is_empty()
+        });
+        let list = map.entry(registration_id.to_string()).or_default();
+        while list.len() >= CHALLENGES_PER_REGISTRATION {
+            list.pop_front();
+        }
+        list.push_back(issued);
+    }
+
+    /// Runs `verify` with the identity keys of the challenges still answerable for
+    /// `registration_id`, newest first. `None` when none is outstanding (the caller issues a
+    /// new one); otherwise the accepted challenge's blob (base64), or the last refusal.
+    pub fn verify_with<E>(
+        &self,
+        registration_id: &str,
+        mut verify: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Option<Result<String, E>> {
+        let now = Instant::now();
+        let mut map = self
+            .by_registration
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let list = map.get_mut(registration_id)?;
+        list.retain(|i| !expired(i, now));
+        let mut refusal = None;
+        for idx in (0..list.len()).rev() {
+            match verify(&list[idx].identity_key) {
+                Ok(()) => {
+                    // Keep the answered challenge the freshest: the device goes on signing
+                    // its operation polls with this key.
+                    let mut answered = list.remove(idx)?;
+                    answered.fresh_at = now;
+                    let blob = answered.authentication_key_b64.clone();
+                    list.push_back(answered);
+                    return Some(Ok(blob));
+                }
+                Err(e) => refusal = Some(e),
+            }
+        }
+        if list.is_empty() {
+            map.remove(registration_id);
+        }
+        refusal.map(Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issued(key: u8, at: Instant) -> Issued {
+        Issued {
+            identity_key: Zeroizing::new(vec![key; 32]),
+            authentication_key_b64: format!("blob-{key}"),
+            fresh_at: at,
+        }
+    }
+
+    fn accepts(key: u8) -> impl FnMut(&[u8]) -> Result<(), ()> {
+        move |k| if k[0] == key { Ok(()) } else { Err(()) }
+    }
+
+    #[test]
+    fn an_earlier_challenge_still_verifies_after_newer_ones() {
+        let c = Challenges::default();
+        let now = Instant::now();
+        c.remember("dev", issued(1, now));
+        for k in 2..10 {
+            c.remember("dev", issued(k, now));
+        }
+        assert_eq!(c.verify_with("dev", accepts(1)), Some(Ok("blob-1".into())));
+        assert_eq!(c.verify_with("dev", accepts(9)), Some(Ok("blob-9".into())));
+        assert_eq!(c.verify_with("dev", accepts(200)), Some(Err(())));
+        assert_eq!(c.verify_with("other", accepts(1)), None);
+    }
+
+    #[test]
+    fn the_count_per_registration_is_bounded_and_the_oldest_goes_first() {
+        let c = Challenges::default();
+        let now = Instant::now();
+        for k in 0..(CHALLENGES_PER_REGISTRATION as u8 + 5) {
+            c.remember("dev", issued(k, now));
+        }
+        let map = c.by_registration.lock().unwrap();
+        assert_eq!(map["dev"].len(), CHALLENGES_PER_REGISTRATION);
+        drop(map);
+        assert_eq!(c.verify_with("dev", accepts(4)), Some(Err(())));
+        assert_eq!(c.verify_with("dev", accepts(5)), Some(Ok("blob-5".into())));
+    }
+
+    #[test]
+    fn expired_challenges_are_forgotten_for_every_device() {
+        let c = Challenges::default();
+        let Some(long_ago) =
+            Instant::now().checked_sub(CHALLENGE_LIFETIME + Duration::from_secs(1))
+        else {
+            return; // A clock this close to its origin cannot express the past needed here.
+        };
+        c.remember("old", issued(1, long_ago));
+        c.remember("dev", issued(2, long_ago));
+        assert_eq!(c.verify_with("dev", accepts(2)), None, "expired");
+        c.remember("new", issued(3, Instant::now()));
+        let map = c.by_registration.lock().unwrap();
+        assert!(
+            !map.contains_key("old"),
+            "swept when another device got one"
+        );
+        assert!(map.contains_key("new"));
     }
 }
