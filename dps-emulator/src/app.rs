@@ -33,6 +33,11 @@ pub(crate) struct AppState {
     pub faults: Faults,
     pub service_key_b64: Zeroizing<String>,
     pub tpm: Challenges,
+    /// The names this service answers to (those in its server certificate), lowercase: a
+    /// service-API token must be minted for one of them.
+    pub host_names: Vec<String>,
+    /// The port it listens on (a token's host may carry it).
+    pub port: u16,
 }
 
 /// What the connection layer should do with a request's outcome.

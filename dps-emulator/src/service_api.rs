@@ -25,9 +25,42 @@ fn authorize(app: &AppState, req: &Request<Incoming>) -> Result<(), ApiError> {
     token
         .check_claims(None, Some(&app.config.service_policy_name), unix_now())
         .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    if !resource_is_this_service(app, &token.sr, req.uri().path()) {
+        return Err(ApiError::unauthorized(
+            "the token's sr names another service or resource",
+        ));
+    }
     token
         .verify_signature_b64(&app.service_key_b64)
         .map_err(|e| ApiError::unauthorized(e.to_string()))
+}
+
+/// Whether a service token's `sr` grants this request. The service documents `sr` as "URI
+/// prefix (by segment) of the endpoints that can be accessed with this token, starting with
+/// host name of the IoT Device Provisioning Service (no protocol)", for example
+/// `myDPS.azure-devices-provisioning.net`
+/// (https://learn.microsoft.com/azure/iot-dps/how-to-control-access, "Security tokens"). So
+/// the first segment must be one of this service's names (with this port, if one is given)
+/// and the rest a segment prefix of the request path; case does not matter (the documented
+/// value is the lowercase URI). A token minted for another DPS is refused even when the same
+/// key signed it.
+fn resource_is_this_service(app: &AppState, sr: &str, path: &str) -> bool {
+    let sr = sr.trim_end_matches('/').to_ascii_lowercase();
+    let mut parts = sr.split('/');
+    let host = parts.next().unwrap_or_default();
+    let host_ok = app.host_names.iter().any(|name| {
+        host == name
+            || host == format!("{name}:{}", app.port)
+            || host == format!("[{name}]:{}", app.port)
+    });
+    if !host_ok {
+        return false;
+    }
+    let mut path_segments = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.to_ascii_lowercase());
+    parts.all(|want| path_segments.next().is_some_and(|have| have == want))
 }
 
 fn if_match(req: &Request<Incoming>) -> Option<String> {
