@@ -41,6 +41,8 @@ fn main() {
         let env = start_with(|c| {
             c.hubs = vec!["hub-a".into(), "hub-b".into(), "hub-c".into()];
             c.max_connections = concurrency + 16;
+            // Every simulated device connects from 127.0.0.1.
+            c.max_connections_per_peer = Some(concurrency + 16);
         })
         .await;
         let emu = &env.emu;

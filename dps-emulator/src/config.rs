@@ -29,13 +29,19 @@ pub struct EmulatorConfig {
     pub max_body_bytes: usize,
     /// Most simultaneous connections; more are closed at once.
     pub max_connections: usize,
+    /// Most simultaneous connections from one source address; more from it are closed at
+    /// once, so one client holding idle connections cannot take every slot from the other
+    /// devices. `None`: a quarter of `max_connections` (at least 1). Devices behind one NAT
+    /// share an address: raise it for a fleet simulated from one host.
+    pub max_connections_per_peer: Option<usize>,
     /// Name of the service API's shared access policy.
     pub service_policy_name: String,
 }
 
 impl EmulatorConfig {
     /// Defaults for a state folder: loopback with a free port, scope `0ne00000001`, one hub, no
-    /// assignment delay, Retry-After 1 s, 64 KiB bodies, 512 connections.
+    /// assignment delay, Retry-After 1 s, 64 KiB bodies, 512 connections (128 per source
+    /// address).
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -48,8 +54,18 @@ impl EmulatorConfig {
             server_names: Vec::new(),
             max_body_bytes: 64 * 1024,
             max_connections: 512,
+            max_connections_per_peer: None,
             service_policy_name: "provisioningserviceowner".to_string(),
         }
+    }
+}
+
+impl EmulatorConfig {
+    /// The per-source-address connection limit in effect.
+    pub fn connections_per_peer(&self) -> usize {
+        self.max_connections_per_peer
+            .unwrap_or(self.max_connections / 4)
+            .clamp(1, self.max_connections.max(1))
     }
 }
 

@@ -94,6 +94,11 @@ struct ServeArgs {
     /// Most simultaneous connections.
     #[arg(long, default_value_t = 512)]
     max_connections: usize,
+    /// Most simultaneous connections from one source address (default: a quarter of
+    /// --max-connections). Raise it when many devices share one address (NAT, a fleet
+    /// simulated from one host).
+    #[arg(long)]
+    max_connections_per_peer: Option<usize>,
 }
 
 #[derive(Args, Clone)]
@@ -511,6 +516,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
     cfg.complete_registrations_immediately = a.complete_immediately;
     cfg.max_body_bytes = a.max_body_bytes;
     cfg.max_connections = a.max_connections;
+    cfg.max_connections_per_peer = a.max_connections_per_peer;
     let running = Emulator::start(cfg).await?;
     println!("listening: {}", running.endpoint());
     println!("id scope: {}", running.id_scope());

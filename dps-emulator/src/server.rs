@@ -1,11 +1,12 @@
-//! The HTTPS server: accept loop with a connection limit, TLS handshake with a timeout, HTTP/1.1
-//! per connection, graceful shutdown.
+//! The HTTPS server: accept loop with a connection limit overall and per source address, TLS
+//! handshake with a timeout, HTTP/1.1 per connection, graceful shutdown.
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -49,9 +50,13 @@ impl Emulator {
                 "the id scope is empty or malformed".into(),
             ));
         }
-        if config.max_connections == 0 || config.max_body_bytes == 0 {
+        if config.max_connections == 0
+            || config.max_body_bytes == 0
+            || config.max_connections_per_peer == Some(0)
+        {
             return Err(EmulatorError::Config(
-                "max_connections and max_body_bytes must be positive".into(),
+                "max_connections, max_connections_per_peer and max_body_bytes must be positive"
+                    .into(),
             ));
         }
         let dir = config.state_dir.clone();
@@ -81,6 +86,7 @@ impl Emulator {
                 names.push(n.clone());
             }
         }
+        let host_names = names.iter().map(|n| n.to_ascii_lowercase()).collect();
         let (ca, ca_cert_path, server, service_key, store) =
             tokio::task::spawn_blocking(move || -> Result<_> {
                 let (ca, ca_path) = state::load_or_create_ca(&dir)?;
@@ -100,6 +106,8 @@ impl Emulator {
             faults: Faults::default(),
             service_key_b64: service_key,
             tpm: Challenges::default(),
+            host_names,
+            port: addr.port(),
         });
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn(accept_loop(
@@ -127,6 +135,7 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let limit = Arc::new(Semaphore::new(app.config.max_connections));
+    let peers = PeerConnections::new(app.config.connections_per_peer());
     loop {
         let accepted = tokio::select! {
             _ = shutdown.changed() => break,
@@ -141,6 +150,12 @@ async fn accept_loop(
                 continue;
             }
         };
+        // Per source first: a client over its own share must not use up a global slot.
+        let Some(peer_slot) = peers.try_acquire(peer.ip()) else {
+            tracing::debug!(%peer, "connection limit for this address reached, closing");
+            drop(tcp);
+            continue;
+        };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection limit reached, closing");
             drop(tcp);
@@ -151,6 +166,7 @@ async fn accept_loop(
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _peer_slot = peer_slot;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -188,6 +204,55 @@ async fn accept_loop(
                 }
             }
         });
+    }
+}
+
+/// Open connections per source address, bounded by `limit`.
+#[derive(Clone)]
+struct PeerConnections {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    limit: usize,
+}
+
+/// One connection's share of its address's count, given back on drop.
+struct PeerSlot {
+    peers: PeerConnections,
+    ip: IpAddr,
+}
+
+impl PeerConnections {
+    fn new(limit: usize) -> Self {
+        Self {
+            open: Arc::new(Mutex::new(HashMap::new())),
+            limit,
+        }
+    }
+
+    fn try_acquire(&self, ip: IpAddr) -> Option<PeerSlot> {
+        // An IPv4 client of a dual-stack listener shows up as ::ffff:a.b.c.d: count it as a.b.c.d.
+        let ip = ip.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            peers: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self.peers.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
     }
 }
 

@@ -194,7 +194,12 @@ async fn garbage_on_the_tls_port_closes_the_connection_and_the_server_lives_on()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_limit_are_closed() {
-    let env = start_with(|c| c.max_connections = 2).await;
+    let env = start_with(|c| {
+        c.max_connections = 2;
+        // All from 127.0.0.1: this checks the overall limit, not the per-address one.
+        c.max_connections_per_peer = Some(2);
+    })
+    .await;
     let emu = &env.emu;
     let held1 = raw_tls(emu).await;
     let held2 = raw_tls(emu).await;
