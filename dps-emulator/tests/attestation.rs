@@ -133,7 +133,9 @@ async fn symmetric_individual_registers_and_bad_tokens_get_401() {
         assert_error_body(&a, StatusCode::UNAUTHORIZED);
         assert!(!a.body.to_string().contains(KEY), "{what}: key leaked");
     }
-    assert!(expired_msg(&c, emu, &expired).await.contains("expired"));
+    // Like the service, the answer does not say why (the emulator logs it under the
+    // trackingId): a reason would tell callers which ids are enrolled.
+    assert_eq!(expired_msg(&c, emu, &expired).await, "Unauthorized");
     let unknown = device_sas(emu, "nobody", KEY, in_an_hour());
     assert_error_body(
         &put_register(&c, emu, "nobody", body_reg("nobody"), Some(&unknown)).await,
@@ -391,11 +393,7 @@ async fn x509_individual_by_leaf_certificate() {
     let co = client(emu, Some((&[&old], &old)));
     let r = put_register(&co, emu, "x509-old", body_reg("x509-old"), None).await;
     assert_error_body(&r, StatusCode::UNAUTHORIZED);
-    assert!(
-        r.body["message"].as_str().unwrap().contains("expired"),
-        "{}",
-        r.body
-    );
+    assert_eq!(r.body["message"], "Unauthorized", "{}", r.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
