@@ -1,107 +1,65 @@
 //! Files that hold secrets: private folders (0700) and key files (0600), written atomically.
+//!
+//! A thin layer over [`hsm_secure_fs::state`], which holds the one copy of the rules: folders
+//! owned by this user or root and writable by nobody else (checked on an open descriptor),
+//! writes through randomly named `O_EXCL` temp files, fsync and rename, temp files of killed
+//! runs removed, secret files read with `O_NOFOLLOW` and checked on the descriptor. This module
+//! only turns its errors into [`HsmError`]s.
 
 use crate::HsmError;
-use std::fs::{self, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use hsm_secure_fs::state::{self, StateError, PRIVATE_FILE_MODE};
 use std::path::Path;
 use zeroize::Zeroizing;
 
-/// Creates `dir` and its missing parents with mode 0700. An existing folder is left as it is
-/// unless other users can write to it, which is refused.
+pub use hsm_secure_fs::state::TEMP_PREFIX;
+
+fn hsm_error(e: StateError) -> HsmError {
+    if e.is_not_found() {
+        HsmError::not_found(e.to_string())
+    } else if e.is_refusal() {
+        HsmError::invalid_argument(e.to_string())
+    } else {
+        HsmError::device(e.to_string())
+    }
+}
+
+/// Creates `dir` and its missing parents with mode 0700, refuses it unless it belongs to this
+/// user or root and only its owner can write to it, and removes temp files that killed
+/// writers left in it.
 pub fn create_private_dir(dir: &Path) -> Result<(), HsmError> {
-    if !dir.exists() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| HsmError::device(format!("cannot create {}: {e}", dir.display())))?;
-    }
-    let meta = fs::metadata(dir)
-        .map_err(|e| HsmError::device(format!("cannot read {}: {e}", dir.display())))?;
-    if !meta.is_dir() {
-        return Err(HsmError::invalid_argument(format!(
-            "{} is not a folder",
-            dir.display()
-        )));
-    }
-    if meta.permissions().mode() & 0o002 != 0 {
-        return Err(HsmError::invalid_argument(format!(
-            "refusing state folder {}: it is writable by every user (chmod o-w it)",
-            dir.display()
-        )));
-    }
-    Ok(())
+    state::prepare_dir(dir).map(drop).map_err(hsm_error)
 }
 
 /// Writes `bytes` to `path` with mode 0600 through a temporary file and a rename, so that a
-/// crash leaves either the old or the new content, never a torn file.
+/// crash leaves either the old or the new content, never a torn file. The folder is prepared
+/// as [`create_private_dir`] does.
 pub fn write(path: &Path, bytes: &[u8]) -> Result<(), HsmError> {
-    let parent = path.parent().unwrap_or_else(|| Path::new("."));
-    create_private_dir(parent)?;
-    let file_name = path.file_name().ok_or_else(|| {
-        HsmError::invalid_argument(format!("{} is not a file path", path.display()))
-    })?;
-    let tmp = parent.join(format!(
-        ".{}.tmp{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        if let Ok(d) = fs::File::open(parent) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(HsmError::device(format!(
-            "cannot write {}: {e}",
-            path.display()
-        )));
-    }
-    Ok(())
+    state::write_atomic(path, bytes, PRIVATE_FILE_MODE).map_err(hsm_error)
 }
 
-/// Reads a secret file, refusing one that other users can read or write.
+/// Creates `path` (mode 0600) with `bytes` only if it does not exist, in one step: true when
+/// this call created it, false when another writer got there first (read theirs then).
+pub fn create_if_absent(path: &Path, bytes: &[u8]) -> Result<bool, HsmError> {
+    state::create_if_absent(path, bytes, PRIVATE_FILE_MODE).map_err(hsm_error)
+}
+
+/// Reads a secret file, refusing a symlink, a file of another user, and one that other users
+/// can read or write. [`crate::ErrorCode::NotFound`] when it (or its folder) does not exist.
 pub fn read(path: &Path) -> Result<Zeroizing<Vec<u8>>, HsmError> {
-    let mut f = fs::File::open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            HsmError::not_found(format!("{} does not exist", path.display()))
-        } else {
-            HsmError::device(format!("cannot open {}: {e}", path.display()))
-        }
-    })?;
-    let mode = f
-        .metadata()
-        .map_err(|e| HsmError::device(format!("cannot stat {}: {e}", path.display())))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(HsmError::invalid_argument(format!(
-            "refusing key file {}: its mode is {:o}, other users may read it (chmod 600 it)",
-            path.display(),
-            mode & 0o777
-        )));
-    }
-    let mut buf = Zeroizing::new(Vec::new());
-    f.read_to_end(&mut buf)
-        .map_err(|e| HsmError::device(format!("cannot read {}: {e}", path.display())))?;
-    Ok(buf)
+    state::read_secret(path).map_err(hsm_error)
+}
+
+/// Reads a private file that is not secret (a registration id): checked like [`read`] except
+/// that other users may read it.
+pub fn read_private(path: &Path) -> Result<Vec<u8>, HsmError> {
+    state::read_private(path).map_err(hsm_error)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn written_files_are_private_and_read_back() {

@@ -379,6 +379,14 @@ pub unsafe extern "C" fn create<T: HsmPlugin>(
             }
         }
     }
+    // An instance may load or derive secrets; whatever the host is, its memory must not end
+    // up in a core file from now on (process-wide, see hsm_secure_fs::dump for why).
+    if let Err(e) = hsm_secure_fs::dump::disable_core_dumps() {
+        return fail(
+            HSM_ERR_DEVICE,
+            format!("create: cannot keep secrets out of core dumps (prctl PR_SET_DUMPABLE): {e}"),
+        );
+    }
     let config = PluginConfig::from_pairs(pairs);
     match catch_unwind(AssertUnwindSafe(|| T::create(&config))) {
         Ok(Ok(inner)) => {
