@@ -2,12 +2,10 @@
 //!
 //! `<state_dir>/dice/uds` holds 32 raw bytes, `<state_dir>/dice/root-ca-key.pem` a PKCS#8 PEM
 //! P-256 key; both are created on first use (mode 0600 in a 0700 folder) and refused when
-//! other users can read them. Creation is "create if absent" through a hard link, so two
-//! processes starting at once still end up with one identity.
+//! other users can read them. Creation is "create if absent" (a random temp file linked into
+//! place without replacing, through `hsm_secure_fs`), so two processes starting at once still
+//! end up with one identity.
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use hsm_plugin_sdk::{secret_file, ErrorCode};
@@ -34,54 +32,10 @@ pub fn root_key_path(state_dir: &Path) -> PathBuf {
     dice_dir(state_dir).join("root-ca-key.pem")
 }
 
-fn io_error(path: &Path, source: std::io::Error) -> DiceError {
-    DiceError::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
-
 fn bad_file(path: &Path, reason: impl Into<String>) -> DiceError {
     DiceError::BadStateFile {
         path: path.display().to_string(),
         reason: reason.into(),
-    }
-}
-
-/// Writes `bytes` to `path` only if `path` does not exist yet. Returns false when another
-/// writer got there first (the caller then reads theirs).
-fn create_if_absent(path: &Path, bytes: &[u8]) -> Result<bool, DiceError> {
-    let parent = path
-        .parent()
-        .ok_or_else(|| bad_file(path, "has no parent folder"))?;
-    secret_file::create_private_dir(parent)?;
-    let tmp = parent.join(format!(
-        ".{}.new{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let written = (|| -> std::io::Result<()> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_error(&tmp, e));
-    }
-    // link(2) fails if the target exists, which rename(2) would silently replace.
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(io_error(path, e)),
     }
 }
 
@@ -113,6 +67,8 @@ fn parse_uds(path: &Path, bytes: &[u8]) -> Result<Secret32, DiceError> {
 /// The device's UDS: read from `<state_dir>/dice/uds`, or created there from 32 random bytes
 /// when absent.
 pub fn load_or_create_uds(state_dir: &Path) -> Result<Secret32, DiceError> {
+    // The state folder too must be ours: its owner could swap `dice/` between runs.
+    secret_file::create_private_dir(state_dir)?;
     let path = uds_path(state_dir);
     if let Some(bytes) = read_optional(&path)? {
         return parse_uds(&path, &bytes);
@@ -121,7 +77,7 @@ pub fn load_or_create_uds(state_dir: &Path) -> Result<Secret32, DiceError> {
     OsRng
         .try_fill_bytes(&mut fresh[..])
         .map_err(|_| DiceError::Derivation("the operating system random source failed"))?;
-    if create_if_absent(&path, &fresh[..])? {
+    if secret_file::create_if_absent(&path, &fresh[..])? {
         hsm_plugin_sdk::log::info(&format!("created a new UDS at {}", path.display()));
         return parse_uds(&path, &fresh[..]);
     }
@@ -146,6 +102,7 @@ pub fn load_or_create_root_key(
             .ok_or_else(|| bad_file(path, "does not exist (root_ca_key_path)"))?;
         return parse_root_key(path, &bytes);
     }
+    secret_file::create_private_dir(state_dir)?;
     let path = root_key_path(state_dir);
     if let Some(bytes) = read_optional(&path)? {
         return parse_root_key(&path, &bytes);
@@ -154,7 +111,7 @@ pub fn load_or_create_root_key(
     let pem = key
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(|_| DiceError::Derivation("encoding the new root CA key"))?;
-    if create_if_absent(&path, pem.as_bytes())? {
+    if secret_file::create_if_absent(&path, pem.as_bytes())? {
         hsm_plugin_sdk::log::info(&format!(
             "created a development root CA key at {}",
             path.display()

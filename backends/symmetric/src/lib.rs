@@ -40,7 +40,10 @@ impl HsmPlugin for SymmetricKeyPlugin {
             Some(id) => Some(validate_registration_id(id)?.to_string()),
             None => None,
         };
-        let store = KeyStore::new(config.state_dir()?.join("symmetric"));
+        let state_dir = config.state_dir()?;
+        // The state folder too must be ours: its owner could swap `symmetric/` between runs.
+        hsm_plugin_sdk::secret_file::create_private_dir(&state_dir)?;
+        let store = KeyStore::new(state_dir.join("symmetric"));
         Ok(SymmetricKeyPlugin {
             store,
             registration_id_override: RwLock::new(registration_id_override),

@@ -69,13 +69,15 @@ impl KeyStore {
 
     /// The stored registration id, if any.
     pub(crate) fn registration_id(&self) -> Result<Option<String>, HsmError> {
-        match std::fs::read_to_string(self.id_path()) {
-            Ok(s) => Ok(Some(s.trim().to_string())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(HsmError::device(format!(
-                "cannot read {}: {e}",
-                self.id_path().display()
-            ))),
+        match secret_file::read_private(&self.id_path()) {
+            Ok(bytes) => {
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    HsmError::device(format!("{} is not UTF-8 text", self.id_path().display()))
+                })?;
+                Ok(Some(text.trim().to_string()))
+            }
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(e),
         }
     }
 

@@ -78,6 +78,8 @@ impl HsmPlugin for TpmSimPlugin {
 
     fn create(config: &PluginConfig) -> Result<Self, HsmError> {
         let dir = config.state_dir()?;
+        // The state folder too must be ours: its owner could swap `tpm-sim/` between runs.
+        hsm_plugin_sdk::secret_file::create_private_dir(&dir)?;
         Self::open(state::state_path(&dir, config.get("instance"))?)
     }
 }

@@ -157,19 +157,10 @@ pub fn load_or_create(path: &Path) -> Result<SimState, HsmError> {
         Err(e) => return Err(e),
     }
     let state = SimState::generate()?;
-    let tmp = path.with_extension(format!("new{}", std::process::id()));
-    secret_file::write(&tmp, &state.encode()?)?;
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => Ok(state),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            SimState::decode(&secret_file::read(path)?, path)
-        }
-        Err(e) => Err(HsmError::device(format!(
-            "cannot create {}: {e}",
-            path.display()
-        ))),
+    if secret_file::create_if_absent(path, &state.encode()?)? {
+        Ok(state)
+    } else {
+        SimState::decode(&secret_file::read(path)?, path)
     }
 }
 
