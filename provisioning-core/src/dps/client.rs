@@ -1,7 +1,7 @@
 //! The registration flow: register, answer a TPM challenge, poll the operation, retry what is
 //! transient, all inside one overall deadline.
 
-use super::config::{base_url, is_valid_id, DpsClientConfig};
+use super::config::{base_url, is_valid_id, survives_url_normalisation, DpsClientConfig};
 use super::credentials::{dps_token, DeviceIdentity, SasKey};
 use super::error::DpsError;
 use super::http::{Answer, DpsHttp, TransportFailure};
@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How many TPM challenges one registration answers before giving up (a second one comes when
-/// the service restarted between the challenge and the answer).
+/// the service restarted between the challenge and the answer, or when the client asks for a
+/// fresh one after its answer was refused).
 const MAX_TPM_CHALLENGES: u32 = 3;
 
 /// Registers the device with DPS through `instance` and returns the assignment.
@@ -66,6 +67,9 @@ struct Flow<'a> {
     tpm_activated: bool,
     /// keyName from the TPM challenge.
     key_name: String,
+    /// TPM: a token signed with the activated key was refused once and a fresh challenge
+    /// was asked for; a second refusal is final.
+    tpm_rechallenged: bool,
     tpm_challenges: u32,
     connect_failures: u32,
     failures: u32,
@@ -95,6 +99,18 @@ impl<'a> Flow<'a> {
                 "the registration id `{}` is not valid for DPS (1-128 of a-z A-Z 0-9 - . _ :); set a valid one",
                 identity.registration_id.escape_debug()
             )));
+        }
+        // Refused before anything is sent: the request would reach another path than the one
+        // its SAS scope and body name.
+        for (what, value) in [
+            ("id scope", &config.id_scope),
+            ("registration id", &identity.registration_id),
+        ] {
+            if !survives_url_normalisation(&base, value) {
+                return Err(config_err(format!(
+                    "the {what} `{value}` would be changed by URL normalisation (`.` and `..` path segments are removed or resolved), so the request would go to another path than the one DPS checks; use a {what} that is not `.` or `..`"
+                )));
+            }
         }
         let roots = tls::root_store(config.extra_trust_pem.as_deref(), config.trust_public_roots)
             .map_err(|e| config_err(e.to_string()))?;
@@ -130,6 +146,7 @@ impl<'a> Flow<'a> {
             last,
             tpm_activated: false,
             key_name: "registration".into(),
+            tpm_rechallenged: false,
             tpm_challenges: 0,
             connect_failures: 0,
             failures: 0,
@@ -318,7 +335,10 @@ impl<'a> Flow<'a> {
             serde_json::from_slice(&answer.body).map_err(|e| DpsError::Protocol {
                 detail: format!("{what} answer {} is not an operation: {e}", answer.status),
             })?;
-        if op.operation_id.is_empty() || !is_valid_id(&op.operation_id) {
+        if op.operation_id.is_empty()
+            || !is_valid_id(&op.operation_id)
+            || !survives_url_normalisation(&self.base, &op.operation_id)
+        {
             return Err(DpsError::Protocol {
                 detail: format!("{what} answer carries a malformed operationId"),
             });
@@ -426,6 +446,30 @@ impl<'a> Flow<'a> {
                     self.key_name = name;
                 }
                 return Ok(Step::Register);
+            }
+            if self.tpm_activated {
+                // The answer to the challenge was refused: the service may have dropped that
+                // challenge (restart, or newer challenges for the same EK pushed it out, which
+                // anyone who knows the EK can cause). Ask once for a fresh one, then give up.
+                if !self.tpm_rechallenged {
+                    self.tpm_rechallenged = true;
+                    self.tpm_activated = false;
+                    self.note_failure(
+                        "DPS refused the token signed with the activated identity key; asking for a fresh TPM challenge".into(),
+                    );
+                    return Ok(Step::Register);
+                }
+                let detail = format!(
+                    "DPS refused the token signed with the TPM identity key twice, the second time right after a fresh challenge ({})",
+                    body.message.as_deref().unwrap_or("no message")
+                );
+                return Err(self.unauthorized(
+                    ErrorBody {
+                        message: Some(detail),
+                        ..body
+                    },
+                    "",
+                ));
             }
         }
         Err(self.unauthorized(body, "unauthorized"))

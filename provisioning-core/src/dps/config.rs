@@ -166,6 +166,16 @@ pub(crate) fn is_valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
 }
 
+/// Whether `segment` reaches the server unchanged as one path segment after `base`. URL
+/// normalisation (RFC 3986 section 5.2.4 "Remove Dot Segments", which the URL parser, proxies
+/// and servers apply) drops `.` and resolves `..`, so a registration id like `..` would send
+/// the request to another path than the one its SAS scope names. Checked by building a URL
+/// and comparing the parsed path, so any other rewriting is caught too.
+pub(crate) fn survives_url_normalisation(base: &str, segment: &str) -> bool {
+    let expected = format!("/probe/{segment}/probe");
+    reqwest::Url::parse(&format!("{base}{expected}")).is_ok_and(|u| u.path() == expected)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +206,21 @@ mod tests {
             .parse::<ApiVersion>()
             .unwrap_err()
             .contains("2021-06-01"));
+    }
+
+    #[test]
+    fn dot_segments_do_not_survive_normalisation() {
+        let base = "https://127.0.0.1:8443";
+        for bad in [".", ".."] {
+            assert!(
+                is_valid_id(bad),
+                "the character rule alone lets {bad} through"
+            );
+            assert!(!survives_url_normalisation(base, bad), "{bad}");
+        }
+        for good in ["...", "a..b", ".a", "a.", "dev-1:x", "0ne00000001"] {
+            assert!(survives_url_normalisation(base, good), "{good}");
+        }
     }
 
     #[test]
