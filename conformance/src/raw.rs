@@ -29,12 +29,17 @@ impl std::fmt::Debug for RawLibrary {
 }
 
 impl RawLibrary {
-    /// `dlopen(RTLD_NOW | RTLD_LOCAL)` and `dlsym(hsm_plugin_entry)`.
+    /// The checked file's `dlopen(RTLD_NOW | RTLD_LOCAL)` and `dlsym(hsm_plugin_entry)`.
     pub fn open(path: &Path) -> Result<Self, RawError> {
         use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
+        // The harness loads a plugin under the host's file rules: what was checked is what
+        // is loaded.
+        let checked = hsm_secure_fs::trust::open_trusted(path)
+            .and_then(hsm_secure_fs::trust::TrustedFile::pin_for_dlopen)
+            .map_err(|e| RawError::Open(e.to_string()))?;
         // SAFETY: loading runs the library's initializers; checking that code is this
         // harness's job, and it runs in a disposable child process.
-        let lib = unsafe { Library::open(Some(path), RTLD_NOW | RTLD_LOCAL) }
+        let lib = unsafe { Library::open(Some(&checked), RTLD_NOW | RTLD_LOCAL) }
             .map_err(|e| RawError::Open(e.to_string()))?;
         // SAFETY: the symbol's type is fixed by the ABI the plugin claims to implement.
         let entry = unsafe { lib.get::<HsmPluginEntryFn>(b"hsm_plugin_entry\0") }

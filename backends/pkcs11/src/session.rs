@@ -42,13 +42,23 @@ pub struct ModuleLease {
 
 impl ModuleLease {
     /// Loads and initializes the module at `path`, or shares the already initialized one.
+    ///
+    /// The module becomes code in this process, so it gets the plugin rules: opened once,
+    /// checked on that descriptor (owner root or us, not writable by others, every folder up
+    /// to `/`), and loaded from that descriptor, never by a second lookup of the path.
     pub fn acquire(path: &Path) -> Result<Self> {
-        let canonical = std::fs::canonicalize(path).map_err(|e| {
-            Pkcs11Error::not_found(format!(
-                "PKCS#11 module {} not found ({e}); for SoftHSM2 install it with `apt-get install softhsm2`",
-                path.display()
-            ))
+        let checked = hsm_secure_fs::trust::open_trusted(path).map_err(|e| match e {
+            hsm_secure_fs::trust::TrustError::Io { ref source, .. }
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Pkcs11Error::not_found(format!(
+                    "PKCS#11 module {} not found ({source}); for SoftHSM2 install it with `apt-get install softhsm2`",
+                    path.display()
+                ))
+            }
+            other => Pkcs11Error::invalid_argument(format!("PKCS#11 module {other}")),
         })?;
+        let canonical = checked.real_path().to_path_buf();
         let mut map = registry();
         if let Some(entry) = map.get_mut(&canonical) {
             entry.users += 1;
@@ -57,7 +67,10 @@ impl ModuleLease {
                 context: entry.context.clone(),
             });
         }
-        let context = Pkcs11::new(&canonical).map_err(|e| {
+        let load_path = checked.pin_for_dlopen().map_err(|e| {
+            Pkcs11Error::device(format!("PKCS#11 module {}: {e}", canonical.display()))
+        })?;
+        let context = Pkcs11::new(&load_path).map_err(|e| {
             crate::error::from_cryptoki(&format!("loading module {}", canonical.display()), e)
         })?;
         let owned = match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))

@@ -17,6 +17,7 @@ use openssl::sign::{RsaPssSaltlen, Verifier};
 use openssl::x509::X509;
 use provisioning_core::plugin::{PluginErrorCode, PluginInstance, SignAlgorithm};
 use sha2::{Digest, Sha256};
+use std::os::unix::fs::PermissionsExt;
 
 fn leaf_key(chain_pem: &str) -> PKey<Public> {
     X509::stack_from_pem(chain_pem.as_bytes()).unwrap()[0]
@@ -246,4 +247,63 @@ fn two_abi_instances_in_one_process() {
         .sign_digest(SignAlgorithm::EcdsaP256Sha256, &Sha256::digest(b"after"))
         .unwrap();
     assert!(verify(&key, b"after", &sig, None));
+}
+
+/// A PKCS#11 module becomes code in the host: a module file another user owns and can write
+/// (0666, uid 65534) is refused by name and reason, and its constructor never runs. Needs root
+/// to give the file away; fails, never skips, without it.
+#[test]
+fn a_module_other_users_can_write_is_refused_before_it_runs() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test chowns a module to uid 65534: run it as root (CI does)"
+    );
+    let tok = token("abi-foreign-module");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let marker = dir.path().join("marker");
+    let src = dir.path().join("evil.c");
+    std::fs::write(
+        &src,
+        format!(
+            "#include <fcntl.h>\n#include <unistd.h>\n\
+             __attribute__((constructor)) static void pwned(void) {{\n\
+               int fd = open(\"{}\", O_WRONLY | O_CREAT, 0644);\n\
+               if (fd >= 0) close(fd);\n}}\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let module = dir.path().join("libevil-pkcs11.so");
+    let status = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&module)
+        .arg(&src)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cc ({e}); install gcc"));
+    assert!(status.success());
+    std::fs::set_permissions(&module, std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::os::unix::fs::chown(&module, Some(65534), Some(65534)).unwrap();
+    let e = instance(&[
+        ("module", module.to_str().unwrap()),
+        ("token_uri", &tok.uri()),
+        ("pin_file", tok.pin_file.to_str().unwrap()),
+    ])
+    .expect_err("another user's writable module must be refused");
+    assert_eq!(e.code(), Some(PluginErrorCode::InvalidArgument), "{e:?}");
+    assert!(message(&e).contains("refused because"), "{e:?}");
+    assert!(message(&e).contains("owned by uid 65534"), "{e:?}");
+    assert!(!marker.exists(), "the module's code ran");
+    // Ours but still writable by others: refused too.
+    std::os::unix::fs::chown(&module, Some(0), Some(0)).unwrap();
+    let e = instance(&[
+        ("module", module.to_str().unwrap()),
+        ("token_uri", &tok.uri()),
+        ("pin_file", tok.pin_file.to_str().unwrap()),
+    ])
+    .expect_err("a world-writable module must be refused");
+    assert!(message(&e).contains("chmod go-w"), "{e:?}");
+    assert!(!marker.exists(), "the module's code ran");
 }

@@ -1,107 +1,24 @@
-//! Checks made on a plugin file before it is opened: the rules ssh and sudo apply to files
-//! they trust, and an ELF header check so that a wrong file gets a clear reason instead of a
-//! loader error.
+//! The ELF header check made on a plugin's checked descriptor before it is loaded, so that a
+//! wrong file gets a clear reason instead of a loader error. The ownership and mode rules are
+//! `hsm_secure_fs::trust`'s.
 
 use super::LoadError;
-use std::fs;
-use std::io::Read;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use hsm_secure_fs::trust::TrustedFile;
 
 const ELF_MAGIC: [u8; 4] = [0x7f, b'E', b'L', b'F'];
 const ET_DYN: u16 = 3;
 
-/// Refuses files that are not regular, or that other users could change: the file or its
-/// folder writable by group or others (folders with the sticky bit, like /tmp, excepted for
-/// others), or owned by a user other than root or us.
-pub(crate) fn check_permissions(path: &Path) -> Result<(), LoadError> {
-    let meta = fs::metadata(path).map_err(|source| LoadError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if !meta.is_file() {
-        return Err(LoadError::NotRegularFile {
-            path: path.to_path_buf(),
-        });
-    }
-    let insecure = |reason: String| LoadError::InsecurePermissions {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let mode = meta.permissions().mode();
-    if mode & 0o022 != 0 {
-        return Err(insecure(format!(
-            "the file is writable by {} (mode {:o}); run `chmod go-w {}`",
-            who(mode),
-            mode & 0o777,
-            path.display()
-        )));
-    }
-    let me = current_uid();
-    if meta.uid() != 0 && meta.uid() != me {
-        return Err(insecure(format!(
-            "the file is owned by uid {}, neither root nor the current user (uid {me})",
-            meta.uid()
-        )));
-    }
-    let real = fs::canonicalize(path).map_err(|source| LoadError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if let Some(dir) = real.parent() {
-        let dmeta = fs::metadata(dir).map_err(|source| LoadError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let dmode = dmeta.permissions().mode();
-        let sticky = dmode & 0o1000 != 0;
-        if dmode & 0o020 != 0 || (dmode & 0o002 != 0 && !sticky) {
-            return Err(insecure(format!(
-                "its folder {} is writable by {} (mode {:o}); run `chmod go-w {}`",
-                dir.display(),
-                who(dmode),
-                dmode & 0o7777,
-                dir.display()
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn who(mode: u32) -> &'static str {
-    match (mode & 0o020 != 0, mode & 0o002 != 0) {
-        (true, true) => "group and others",
-        (true, false) => "its group",
-        _ => "other users",
-    }
-}
-
-fn current_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
-
 /// Reads the ELF identification and header fields that decide whether this host can load the
 /// file: magic, class, byte order, type (shared object) and machine.
-pub(crate) fn check_elf(path: &Path) -> Result<(), LoadError> {
+pub(crate) fn check_elf(file: &TrustedFile) -> Result<(), LoadError> {
+    let path = file.path();
     let mut header = [0u8; 20];
-    let mut f = fs::File::open(path).map_err(|source| LoadError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut read = 0;
-    while read < header.len() {
-        match f.read(&mut header[read..]) {
-            Ok(0) => break,
-            Ok(n) => read += n,
-            Err(source) => {
-                return Err(LoadError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                })
-            }
-        }
-    }
+    let read = file
+        .read_at(&mut header, 0)
+        .map_err(|source| LoadError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let not_so = |reason: String| LoadError::NotSharedLibrary {
         path: path.to_path_buf(),
         reason,
@@ -203,6 +120,7 @@ fn arch_name(machine: u16, class: u8, little: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn elf_header(machine: u16, e_type: u16) -> Vec<u8> {
         let mut h = vec![0u8; 64];
@@ -215,19 +133,23 @@ mod tests {
         h
     }
 
+    fn check(path: &std::path::Path) -> Result<(), LoadError> {
+        check_elf(&hsm_secure_fs::trust::open_trusted(path).unwrap())
+    }
+
     #[test]
     fn elf_checks_name_what_is_wrong() {
         let dir = tempfile::tempdir().unwrap();
         let text = dir.path().join("text.so");
         fs::write(&text, b"hello, not a library").unwrap();
         assert!(matches!(
-            check_elf(&text),
+            check(&text),
             Err(LoadError::NotSharedLibrary { .. })
         ));
         let empty = dir.path().join("empty.so");
         fs::write(&empty, b"").unwrap();
         assert!(matches!(
-            check_elf(&empty),
+            check(&empty),
             Err(LoadError::NotSharedLibrary { .. })
         ));
         let other = if cfg!(target_arch = "aarch64") {
@@ -237,35 +159,13 @@ mod tests {
         };
         let foreign = dir.path().join("foreign.so");
         fs::write(&foreign, elf_header(other, ET_DYN)).unwrap();
-        let e = check_elf(&foreign).unwrap_err();
+        let e = check(&foreign).unwrap_err();
         assert!(matches!(e, LoadError::WrongArchitecture { .. }), "{e}");
         let exe = dir.path().join("exe.so");
         fs::write(&exe, elf_header(HostArch::current().machine, 2)).unwrap();
         assert!(matches!(
-            check_elf(&exe),
+            check(&exe),
             Err(LoadError::NotSharedLibrary { .. })
-        ));
-    }
-
-    #[test]
-    fn writable_files_and_folders_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("p.so");
-        fs::write(&f, b"x").unwrap();
-        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        check_permissions(&f).unwrap();
-        fs::set_permissions(&f, fs::Permissions::from_mode(0o666)).unwrap();
-        let e = check_permissions(&f).unwrap_err();
-        assert!(e.to_string().contains("chmod go-w"), "{e}");
-        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
-        let e = check_permissions(&f).unwrap_err();
-        assert!(e.to_string().contains("its folder"), "{e}");
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
-        assert!(matches!(
-            check_permissions(dir.path()),
-            Err(LoadError::NotRegularFile { .. })
         ));
     }
 }

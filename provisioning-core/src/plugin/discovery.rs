@@ -149,13 +149,19 @@ impl PluginSearchPath {
         PluginScan { candidates }
     }
 
-    /// Finds a plugin by name (`dice`) or by path (anything with a `/` or ending in `.so`).
+    /// Finds a plugin by name (`dice`) or by path (anything with a `/` or ending in `.so`; a
+    /// bare `libx.so` is `./libx.so`).
     /// Files named after the plugin (`libhsmkit_plugin_<name>.so`) are tried first and the
     /// search stops at the first match, so selecting one plugin does not run every other
     /// plugin's initialisation.
     pub fn find(&self, name_or_path: &str) -> Result<Arc<LoadedPlugin>, FindError> {
-        if name_or_path.contains('/') || name_or_path.ends_with(".so") {
+        if name_or_path.contains('/') {
             return LoadedPlugin::load(Path::new(name_or_path)).map_err(FindError::Load);
+        }
+        if name_or_path.ends_with(".so") {
+            // A file name alone is a file in the working folder, never a library search: the
+            // `./` makes that visible in every message about it.
+            return LoadedPlugin::load(&Path::new(".").join(name_or_path)).map_err(FindError::Load);
         }
         let conventional = format!("{PLUGIN_FILE_PREFIX}{}.so", name_or_path.replace('-', "_"));
         let mut candidates = self.candidates();

@@ -109,6 +109,22 @@ pub enum LoadError {
     },
 }
 
+impl From<hsm_secure_fs::trust::TrustError> for LoadError {
+    fn from(e: hsm_secure_fs::trust::TrustError) -> Self {
+        use hsm_secure_fs::trust::TrustError;
+        let path = e.path().to_path_buf();
+        match e {
+            TrustError::NotRegularFile { .. } => LoadError::NotRegularFile { path },
+            TrustError::Insecure { reason, .. } => LoadError::InsecurePermissions { path, reason },
+            TrustError::Io { source, .. } => LoadError::Io { path, source },
+            other => LoadError::InsecurePermissions {
+                path,
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
 impl LoadError {
     /// A short machine-readable kind, used in `--json` output.
     pub fn kind(&self) -> &'static str {

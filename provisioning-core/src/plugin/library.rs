@@ -1,6 +1,6 @@
 //! Opening a plugin library, calling its entry point and validating what it returns.
 
-use super::checks::{check_elf, check_permissions};
+use super::checks::check_elf;
 use super::host_api::HOST_API;
 use super::{LoadError, PluginErrorCode};
 use hsm_api::*;
@@ -90,14 +90,16 @@ impl std::fmt::Debug for LoadedPlugin {
 }
 
 impl LoadedPlugin {
-    /// Checks and loads the plugin at `path`: permissions, ELF header, `dlopen` with
-    /// `RTLD_NOW | RTLD_LOCAL`, the entry point, the ABI version and (for Rust plugins) the
-    /// abi_stable layout of the tables.
+    /// Checks and loads the plugin at `path`: the file is opened once and its owner, mode,
+    /// folders and ELF header are checked on that descriptor (`hsm_secure_fs::trust`), which
+    /// is then what `dlopen` (`RTLD_NOW | RTLD_LOCAL`) loads, through `/proc/self/fd`; then the
+    /// entry point, the ABI version and (for Rust plugins) the abi_stable layout of the tables.
+    /// A relative path is relative to the working folder, never a library search.
     pub fn load(path: &Path) -> Result<Arc<LoadedPlugin>, LoadError> {
         let started = Instant::now();
-        check_permissions(path)?;
-        check_elf(path)?;
-        let library = open(path)?;
+        let file = hsm_secure_fs::trust::open_trusted(path)?;
+        check_elf(&file)?;
+        let library = open(path, file)?;
         // SAFETY: the entry symbol's type is fixed by the ABI; a library exporting the name
         // with another type breaks the contract it claims by exporting it.
         let entry: HsmPluginEntryFn = unsafe {
@@ -200,11 +202,16 @@ impl LoadedPlugin {
     }
 }
 
-fn open(path: &Path) -> Result<libloading::os::unix::Library, LoadError> {
+fn open(
+    path: &Path,
+    file: hsm_secure_fs::trust::TrustedFile,
+) -> Result<libloading::os::unix::Library, LoadError> {
     use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
-    // SAFETY: loading a library runs its initializers; the file passed the permission and ELF
-    // checks above, which is the trust decision this host makes about plugin code.
-    unsafe { Library::open(Some(path), RTLD_NOW | RTLD_LOCAL) }.map_err(|e| LoadError::Dlopen {
+    let checked = file.pin_for_dlopen()?;
+    // SAFETY: loading a library runs its initializers; `checked` names the very descriptor
+    // that passed the ownership, mode and ELF checks, which is the trust decision this host
+    // makes about plugin code.
+    unsafe { Library::open(Some(&checked), RTLD_NOW | RTLD_LOCAL) }.map_err(|e| LoadError::Dlopen {
         path: path.to_path_buf(),
         message: e.to_string(),
     })

@@ -49,8 +49,10 @@ impl ConfigFile {
         let Some(path) = path else {
             return Ok(ConfigFile::default());
         };
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        // The config chooses which code runs (plugin, PKCS#11 module) and whom to trust, so it
+        // gets the plugin rules: refused when other users could change it or its folders.
+        let text =
+            hsm_secure_fs::trust::read_to_string(path).context("cannot use the config file")?;
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 

@@ -59,8 +59,9 @@ pub fn client_config(args: &ProvisionArgs, file: &ProvisioningSection) -> Result
         config.api_version = v.parse().map_err(|e: String| anyhow!(e))?;
     }
     if let Some(ca) = args.trust_ca.clone().or_else(|| file.trust_ca.clone()) {
-        let pem = std::fs::read(&ca)
-            .with_context(|| format!("cannot read the CA certificate {}", ca.display()))?;
+        // A CA file decides whom the device trusts: the same rules as for plugins.
+        let pem = hsm_secure_fs::trust::read(&ca)
+            .context("cannot use the CA certificate file (--trust-ca)")?;
         config.extra_trust_pem = Some(pem);
     }
     config.registration_id = args
