@@ -154,10 +154,9 @@ async fn chain_from_another_root_ca_is_refused() {
         .await
         .unwrap_err();
     match &e {
-        DpsError::Unauthorized { message, .. } => assert!(
-            message.contains("certificate chain verification failed"),
-            "{e}"
-        ),
+        // DPS does not say why a credential was refused (no enumeration of enrollments);
+        // the emulator logs the reason under the tracking id instead.
+        DpsError::Unauthorized { message, .. } => assert_eq!(message, "Unauthorized", "{e}"),
         other => panic!("expected Unauthorized, got {other}"),
     }
     assert!(
