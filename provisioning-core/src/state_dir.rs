@@ -1,6 +1,5 @@
 //! The state folder: keys, simulated TPM state, the provisioning result.
 
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Environment variable naming the state folder.
@@ -19,48 +18,12 @@ pub fn default_state_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/hsmkit"))
 }
 
-/// Errors preparing the state folder.
-#[derive(Debug, thiserror::Error)]
-pub enum StateDirError {
-    /// It could not be created or read.
-    #[error("state folder {path}: {source}")]
-    Io {
-        /// The folder.
-        path: PathBuf,
-        /// What the OS said.
-        source: std::io::Error,
-    },
-    /// Other users can write to it.
-    #[error(
-        "state folder {path} is writable by other users (mode {mode:o}); run `chmod 700 {path}`"
-    )]
-    Insecure {
-        /// The folder.
-        path: PathBuf,
-        /// Its mode.
-        mode: u32,
-    },
-}
+/// Errors preparing the state folder: the folder, the owner or mode found and the fix.
+pub type StateDirError = hsm_secure_fs::state::StateError;
 
-/// Creates `dir` with mode 0700 if missing, and refuses one that others can write to.
+/// Creates `dir` (and missing parents) with mode 0700 when missing; refuses it unless it is a
+/// real folder (not a symlink) owned by this user or root that nobody else can write to; and
+/// removes temp files that a killed run left in it (only those whose writer pid is gone).
 pub fn prepare_state_dir(dir: &Path) -> Result<(), StateDirError> {
-    let io = |source| StateDirError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io)?;
-    }
-    let mode = std::fs::metadata(dir).map_err(io)?.permissions().mode();
-    if mode & 0o022 != 0 {
-        return Err(StateDirError::Insecure {
-            path: dir.to_path_buf(),
-            mode: mode & 0o7777,
-        });
-    }
-    Ok(())
+    hsm_secure_fs::state::prepare_dir(dir).map(drop)
 }

@@ -1,11 +1,12 @@
 //! The provisioning result in the state folder: `<state_dir>/provisioning.json`, written
-//! atomically (temp file, fsync, rename) with mode 0600 in a 0700 folder, so a crash leaves
-//! either the old record or the new one, never half of one.
+//! atomically with mode 0600 in a checked 0700 folder through `hsm_secure_fs::state` (random
+//! `O_EXCL` temp file, fsync, rename, folder fsync), so a crash leaves either the old record or
+//! the new one, never half of one, and a planted symlink is never followed.
 
 use crate::dps::{Attestation, RegistrationResult};
+use hsm_secure_fs::state::{self, PrivateDir, StateError, PRIVATE_FILE_MODE};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 /// The record's file name inside the state folder.
@@ -52,15 +53,12 @@ impl ProvisioningRecord {
 
 /// Reading or writing the record failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RecordError {
-    /// File system error.
-    #[error("{path}: {source}; check that the state folder exists and belongs to this user")]
-    Io {
-        /// The file or folder.
-        path: PathBuf,
-        /// What the OS said.
-        source: std::io::Error,
-    },
+    /// The state folder or the record file was refused (owner, mode, symlink), or the file
+    /// system failed; the message names the path and the fix.
+    #[error(transparent)]
+    State(#[from] StateError),
     /// The file is not a record this version understands.
     #[error("{path} is not a valid provisioning record ({reason}); provision again with --force to replace it")]
     Corrupt {
@@ -76,13 +74,15 @@ pub fn record_path(state_dir: &Path) -> PathBuf {
     state_dir.join(RECORD_FILE)
 }
 
-/// The saved record, or `None` when there is none yet.
+/// The saved record, or `None` when there is none yet. The file is opened without following
+/// a symlink and refused unless it and its folder belong to this user or root and nobody else
+/// can write them.
 pub fn load(state_dir: &Path) -> Result<Option<ProvisioningRecord>, RecordError> {
     let path = record_path(state_dir);
-    let bytes = match std::fs::read(&path) {
+    let bytes = match state::read_private(&path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(RecordError::Io { path, source }),
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into()),
     };
     let record: ProvisioningRecord =
         serde_json::from_slice(&bytes).map_err(|e| RecordError::Corrupt {
@@ -101,44 +101,14 @@ pub fn load(state_dir: &Path) -> Result<Option<ProvisioningRecord>, RecordError>
     Ok(Some(record))
 }
 
-/// Saves `record` atomically, creating `state_dir` (0700) when missing.
+/// Saves `record` atomically (mode 0600), creating `state_dir` (0700) when missing and
+/// refusing it unless it belongs to this user or root and nobody else can write to it.
 pub fn save(state_dir: &Path, record: &ProvisioningRecord) -> Result<(), RecordError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| RecordError::Io { path, source }
-    };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(state_dir)
-        .map_err(io(state_dir))?;
-    let json = serde_json::to_vec_pretty(record).map_err(|e| RecordError::Corrupt {
+    let mut json = serde_json::to_vec_pretty(record).map_err(|e| RecordError::Corrupt {
         path: record_path(state_dir),
         reason: e.to_string(),
     })?;
-    let target = record_path(state_dir);
-    let tmp = state_dir.join(format!(".{RECORD_FILE}.{}.tmp", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        // An older temp file may have been created with other bits.
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        f.write_all(&json)?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &target)?;
-        // The rename is durable only once the folder is synced.
-        std::fs::File::open(state_dir)?.sync_all()
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        RecordError::Io {
-            path: target.clone(),
-            source: e,
-        }
-    })
+    json.push(b'\n');
+    PrivateDir::prepare(state_dir)?.write(OsStr::new(RECORD_FILE), &json, PRIVATE_FILE_MODE)?;
+    Ok(())
 }

@@ -11,6 +11,12 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // First, before anything can hold a secret (a PIN, a key a plugin loads): no core file and
+    // no ptrace by the user's other processes. Process-wide; see hsm_secure_fs::dump for why.
+    if let Err(e) = hsm_secure_fs::dump::disable_core_dumps() {
+        eprintln!("error: cannot keep secrets out of core dumps (prctl PR_SET_DUMPABLE): {e}");
+        return ExitCode::from(1);
+    }
     let cli = cli::Cli::parse();
     init_tracing(cli.global.verbose);
     match commands::run(cli) {
