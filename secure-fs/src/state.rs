@@ -17,7 +17,8 @@
 //!   power cut.
 //! - Temp files are named `.hsmkit-tmp.<pid>.<random>`. A run killed between creating and
 //!   renaming leaves one behind, possibly holding a secret; preparing the folder again removes
-//!   those whose writer pid no longer exists, and never one of a live writer.
+//!   those whose writer pid no longer exists, and never one of a live writer (the temp names
+//!   older hsmkit versions used, with the pid in them too, are cleaned the same way).
 //! - Secret files are read with `O_NOFOLLOW` and checked on the descriptor: a regular file,
 //!   owned by us or root, not readable or writable by group or others.
 
@@ -303,7 +304,7 @@ impl PrivateDir {
         for entry in entries {
             let entry = entry.map_err(io_error("list", &self.path))?;
             let name = entry.file_name();
-            let Some(pid) = temp_file_pid(&name) else {
+            let Some(pid) = temp_file_pid(&name).or_else(|| legacy_temp_file_pid(&name)) else {
                 continue;
             };
             if process_exists(pid) {
@@ -398,6 +399,37 @@ fn temp_file_pid(name: &OsStr) -> Option<libc::pid_t> {
     let end = rest.iter().position(|&b| b == b'.')?;
     let digits = std::str::from_utf8(&rest[..end]).ok()?;
     digits.parse::<libc::pid_t>().ok().filter(|pid| *pid > 0)
+}
+
+/// The writer pid in a temp file name used before `.hsmkit-tmp.` (hsmkit 0.1 wrote
+/// `.<name>.tmp<pid>`, `.<name>.new<pid>`, `.<name>.<pid>.tmp` and tpm-sim's `state.new<pid>`),
+/// so that the secret copies a killed older run left are removed too; `None` for other names.
+fn legacy_temp_file_pid(name: &OsStr) -> Option<libc::pid_t> {
+    let name = std::str::from_utf8(name.as_bytes()).ok()?;
+    let pid = |digits: &str| {
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse::<libc::pid_t>().ok().filter(|pid| *pid > 0)
+    };
+    if let Some(digits) = name.strip_prefix("state.new") {
+        return pid(digits);
+    }
+    let hidden = name.strip_prefix('.').filter(|rest| !rest.is_empty())?;
+    if let Some(base) = hidden.strip_suffix(".tmp") {
+        let (stem, digits) = base.rsplit_once('.')?;
+        return pid(digits).filter(|_| !stem.is_empty());
+    }
+    for marker in [".tmp", ".new"] {
+        if let Some((stem, digits)) = hidden.rsplit_once(marker) {
+            if !stem.is_empty() {
+                if let Some(found) = pid(digits) {
+                    return Some(found);
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Whether process `pid` exists (in our pid namespace). When unsure, it does.
@@ -680,5 +712,62 @@ mod tests {
         assert_eq!(temp_file_pid(OsStr::new(".hsmkit-tmp.42")), None);
         assert_eq!(temp_file_pid(OsStr::new("key")), None);
         assert!(temp_prefix().starts_with(TEMP_PREFIX));
+    }
+
+    #[test]
+    fn older_hsmkit_temp_names_are_recognised_and_nothing_else() {
+        for (name, pid) in [
+            (".key.tmp42", 42),
+            (".registration-id.tmp7", 7),
+            (".uds.new42", 42),
+            (".root-ca-key.pem.new42", 42),
+            (".provisioning.json.42.tmp", 42),
+            ("state.new42", 42),
+        ] {
+            assert_eq!(legacy_temp_file_pid(OsStr::new(name)), Some(pid), "{name}");
+        }
+        for name in [
+            "key",
+            "uds",
+            "state",
+            "provisioning.json",
+            ".tmp42",
+            ".new42",
+            ".key.tmp",
+            ".key.tmpx",
+            ".key.tmp0",
+            ".key.tmp+4",
+            "key.tmp42",
+            ".x.tmp",
+            "..tmp",
+            "state.new",
+        ] {
+            assert_eq!(legacy_temp_file_pid(OsStr::new(name)), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn leftovers_of_dead_writers_go_and_live_ones_stay() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("run true");
+        let dead = child.id();
+        child.wait().expect("reap");
+        let me = std::process::id();
+        let dead_names = [
+            format!("{TEMP_PREFIX}{dead}.AbCd"),
+            format!(".uds.new{dead}"),
+            format!("state.new{dead}"),
+        ];
+        let live_names = [format!("{TEMP_PREFIX}{me}.AbCd"), format!(".key.tmp{me}")];
+        for name in dead_names.iter().chain(&live_names) {
+            std::fs::write(root.path().join(name), b"secret").expect("write");
+        }
+        let dir = PrivateDir::open(root.path()).expect("open");
+        assert_eq!(dir.remove_stale_temp_files().expect("clean"), 3);
+        let mut expected = live_names.to_vec();
+        expected.sort();
+        assert_eq!(names(root.path()), expected);
     }
 }
