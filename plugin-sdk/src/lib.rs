@@ -43,9 +43,14 @@ pub use hsm_api;
 
 /// Exports `$ty` (which implements [`HsmPlugin`]) as this library's plugin, with the listed
 /// interfaces: any of `tpm`, `x509`, `symmetric_key`. Use it exactly once per cdylib.
+///
+/// `export_plugin!(entry = path::to::entry)` exports an entry function made elsewhere with
+/// [`plugin_entry!`] instead: the form of a plugin crate that is only a shim over a backend
+/// library, so that the library itself exports no symbol and several backends can be linked
+/// into one host.
 #[macro_export]
 macro_rules! export_plugin {
-    ($ty:ty $(, $iface:ident)* $(,)?) => {
+    (entry = $entry:path $(,)?) => {
         /// The plugin entry point (see `hsm_api::HsmPluginEntryFn`).
         ///
         /// # Safety
@@ -57,15 +62,9 @@ macro_rules! export_plugin {
             host: *const $crate::hsm_api::HsmHostApi,
             out_table: *mut *const $crate::hsm_api::HsmPluginTable,
         ) -> $crate::hsm_api::HsmStatus {
-            static TABLE: ::std::sync::OnceLock<$crate::hsm_api::HsmPluginTable> =
-                ::std::sync::OnceLock::new();
-            #[allow(unused_mut)]
-            let mut interfaces = $crate::ffi::Interfaces::NONE;
-            $( $crate::__hsm_register_interface!($iface, $ty, interfaces); )*
+            let entry: $crate::hsm_api::HsmPluginEntryFn = $entry;
             // SAFETY: the host guarantees the pointers per the ABI contract.
-            unsafe {
-                $crate::ffi::entry::<$ty>(host_major, host_minor, host, out_table, &TABLE, interfaces)
-            }
+            unsafe { entry(host_major, host_minor, host, out_table) }
         }
 
         /// The abi_stable layout of this plugin's `HsmPluginTable`, for the host's check.
@@ -78,6 +77,51 @@ macro_rules! export_plugin {
         ) -> &'static $crate::ffi::TypeLayout {
             // SAFETY: forwarded contract.
             unsafe { $crate::ffi::abi_layout(out_minor) }
+        }
+    };
+    ($ty:ty $(, $iface:ident)* $(,)?) => {
+        $crate::plugin_entry!(fn __hsm_plugin_entry_of_this_library for $ty $(, $iface)*);
+        $crate::export_plugin!(entry = __hsm_plugin_entry_of_this_library);
+    };
+}
+
+/// Defines `$name`, an entry function of type `hsm_api::HsmPluginEntryFn` that hands out
+/// `$ty`'s plugin table (interfaces as for [`export_plugin!`]), without exporting any symbol.
+///
+/// A backend library defines its entry with it; its plugin crate exports that entry with
+/// `export_plugin!(entry = ...)`, and a host that links the library in calls the same function
+/// instead of `dlsym`, so a builtin backend goes through the very table validation a loaded
+/// one does:
+///
+/// ```ignore
+/// hsm_plugin_sdk::plugin_entry!(
+///     /// The plugin table of [`MyHsm`].
+///     pub fn plugin_entry for MyHsm, x509
+/// );
+/// ```
+#[macro_export]
+macro_rules! plugin_entry {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident for $ty:ty $(, $iface:ident)* $(,)?) => {
+        $(#[$meta])*
+        ///
+        /// # Safety
+        /// Called with valid pointers, as the hsmkit ABI describes for `hsm_plugin_entry`.
+        $vis unsafe extern "C" fn $name(
+            host_major: u16,
+            host_minor: u16,
+            host: *const $crate::hsm_api::HsmHostApi,
+            out_table: *mut *const $crate::hsm_api::HsmPluginTable,
+        ) -> $crate::hsm_api::HsmStatus {
+            // One table per plugin type, built on the first call and handed out ever after.
+            static TABLE: ::std::sync::OnceLock<$crate::hsm_api::HsmPluginTable> =
+                ::std::sync::OnceLock::new();
+            #[allow(unused_mut)]
+            let mut interfaces = $crate::ffi::Interfaces::NONE;
+            $( $crate::__hsm_register_interface!($iface, $ty, interfaces); )*
+            // SAFETY: the caller guarantees the pointers per the ABI contract.
+            unsafe {
+                $crate::ffi::entry::<$ty>(host_major, host_minor, host, out_table, &TABLE, interfaces)
+            }
         }
     };
 }
