@@ -1,7 +1,7 @@
 //! DICE backend figures: cold identity derivation and chain building, and ECDSA signatures
 //! per second through the plugin's C ABI against the same signing function called directly.
 //!
-//! Run: `cargo bench -p hsmkit-plugin-dice`. Prints figures only; nothing here asserts a
+//! Run: `cargo bench -p hsmkit-backend-dice`. Prints figures only; nothing here asserts a
 //! speed.
 
 #[path = "../tests/common/mod.rs"]
@@ -11,9 +11,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use hsm_plugin_sdk::hsm_api::HSM_SIGN_ECDSA_P256_SHA256;
-use hsmkit_plugin_dice::derive::{derive_identity, DiceInputs, Mode, Secret32};
-use hsmkit_plugin_dice::plugin::sign_p256_digest;
-use hsmkit_plugin_dice::{build_chain, DeviceChain};
+use hsmkit_backend_dice::derive::{derive_identity, DiceInputs, Mode, Secret32};
+use hsmkit_backend_dice::plugin::sign_p256_digest;
+use hsmkit_backend_dice::{build_chain, DeviceChain};
 use p256::ecdsa::SigningKey;
 
 const DERIVE_ROUNDS: u32 = 50;

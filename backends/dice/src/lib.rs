@@ -13,6 +13,8 @@
 //! 4. the self-signed development root CA, for DPS group enrollment by CA.
 
 #![deny(missing_docs)]
+// The entry function below is SDK code (macro-generated); this crate itself has no unsafe.
+#![forbid(unsafe_code)]
 
 pub mod certificates;
 pub mod chain;
@@ -26,4 +28,8 @@ pub use chain::{build_chain, build_chain_with, ChainOptions, DeviceChain};
 pub use error::DiceError;
 pub use plugin::DicePlugin;
 
-hsm_plugin_sdk::export_plugin!(DicePlugin, x509);
+hsm_plugin_sdk::plugin_entry!(
+    /// The DICE plugin table (X.509 interface), exported by no symbol: `plugin/` exports it as
+    /// `hsm_plugin_entry`, and a host that links this crate in calls it directly.
+    pub fn plugin_entry for DicePlugin, x509
+);

@@ -7,8 +7,8 @@
 //! `kExpectedCdiAttest_ZeroInput` / `kExpectedCdiSeal_ZeroInput`, and the IDs are the issuer
 //! and subject serialNumber names of that certificate.
 
-use hsmkit_plugin_dice::certificates::{cdi_certificate, DEFAULT_PROFILE_NAME};
-use hsmkit_plugin_dice::derive::{
+use hsmkit_backend_dice::certificates::{cdi_certificate, DEFAULT_PROFILE_NAME};
+use hsmkit_backend_dice::derive::{
     derive_cdis, derive_identity, id_from_public_key, key_pair_seed, p256_key_from_seed,
     DiceInputs, Mode, Secret32,
 };

@@ -186,7 +186,7 @@ fn two_udses_give_two_registration_ids() {
     assert_ne!(id_a, id_b);
     for id in [&id_a, &id_b] {
         assert!(id.starts_with("dice-") && id.len() == 25, "{id}");
-        assert!(hsmkit_plugin_dice::settings::validate_registration_id(id).is_ok());
+        assert!(hsmkit_backend_dice::settings::validate_registration_id(id).is_ok());
     }
     // Two devices created from scratch (random UDS files) differ as well.
     let (s1, s2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

@@ -57,7 +57,7 @@ fn text(bytes: Vec<u8>) -> String {
 impl AbiInstance {
     /// `create` with the given settings.
     pub fn create(settings: &[(&str, &str)]) -> Result<Self, AbiError> {
-        Self::create_from(plugin_table(hsmkit_plugin_dice::hsm_plugin_entry), settings)
+        Self::create_from(plugin_table(hsmkit_backend_dice::plugin_entry), settings)
     }
 
     /// `create` through a given plugin table.
