@@ -1,4 +1,4 @@
-//! hsmkit-plugin-tpm-sim: a software TPM 2.0 that answers DPS TPM attestation.
+//! hsmkit-backend-tpm-sim: a software TPM 2.0 that answers DPS TPM attestation.
 //!
 //! It behaves like the TPM behind the C SDK's TPM interface: an RSA-2048 EK and SRK shaped by
 //! the TCG templates (marshalled TPM2B_PUBLIC out), ActivateCredential + Import of the DPS
@@ -10,10 +10,16 @@
 //! gives this instance its own TPM under `<state_dir>/tpm-sim/<instance>/`.
 
 #![deny(missing_docs)]
+// The entry function below is SDK code (macro-generated); this crate itself has no unsafe.
+#![forbid(unsafe_code)]
 
 mod plugin;
 mod state;
 
 pub use plugin::TpmSimPlugin;
 
-hsm_plugin_sdk::export_plugin!(TpmSimPlugin, tpm);
+hsm_plugin_sdk::plugin_entry!(
+    /// The tpm-sim plugin table (TPM interface), exported by no symbol: `plugin/` exports it
+    /// as `hsm_plugin_entry`, and a host that links this crate in calls it directly.
+    pub fn plugin_entry for TpmSimPlugin, tpm
+);

@@ -11,7 +11,7 @@ use hsm_tpm_common::dps::AuthenticationKeyBlob;
 use hsm_tpm_common::duplication::{duplicate, hmac_key_object};
 use hsm_tpm_common::public::PublicArea;
 use hsm_tpm_common::swtpm::Swtpm;
-use hsmkit_plugin_tpm_sim::TpmSimPlugin;
+use hsmkit_backend_tpm_sim::TpmSimPlugin;
 use sha2::Sha256;
 use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::structures::{Digest, EncryptedSecret, IdObject, Name, Public};
