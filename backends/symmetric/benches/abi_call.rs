@@ -2,7 +2,7 @@
 //! same `sign` called directly in-process, as a ratio measured in one run; and the time to load
 //! one plugin (permission and ELF checks, dlopen, entry, layout check).
 //!
-//! Run: `cargo bench -p hsmkit-plugin-symmetric --bench abi_call [-- --runs N]`
+//! Run: `cargo build --release -p hsmkit-plugin-symmetric && cargo bench -p hsmkit-backend-symmetric --bench abi_call [-- --runs N]`
 //!
 //! Each run is a separate process measuring both sides, interleaved, and reporting its own
 //! ratio. Code and stack placement differ from process to process (ASLR) and move a 200 ns
@@ -10,7 +10,7 @@
 //! median of the per-run ratios, printed with every run's value.
 
 use hsm_plugin_sdk::{HsmPlugin, PluginConfig, SymmetricKeyHsm};
-use hsmkit_plugin_symmetric::SymmetricKeyPlugin;
+use hsmkit_backend_symmetric::SymmetricKeyPlugin;
 use provisioning_core::plugin::{LoadedPlugin, PluginInstance};
 use std::hint::black_box;
 use std::os::unix::fs::PermissionsExt;
@@ -33,7 +33,7 @@ fn plugin_path() -> PathBuf {
         .parent()
         .and_then(|p| p.parent())
         .expect("target/<profile>/deps");
-    // `cargo bench` leaves this crate's cdylib in deps/; a workspace build also copies it up.
+    // The plugin crate's cdylib (hsmkit-plugin-symmetric), in deps/ or copied up by a build.
     [dir.join("deps"), dir.to_path_buf()]
         .into_iter()
         .map(|d| d.join("libhsmkit_plugin_symmetric.so"))

@@ -5,13 +5,13 @@
 //! Files: `<state_dir>/symmetric/key` (raw key, 0600), `<state_dir>/symmetric/registration-id`.
 
 #![deny(missing_docs)]
+// The entry function below is SDK code (macro-generated); this crate itself has no unsafe.
+#![forbid(unsafe_code)]
 
 mod store;
 
 use hmac::{Hmac, Mac};
-use hsm_plugin_sdk::{
-    export_plugin, sync, HsmError, HsmPlugin, PluginConfig, PluginInfo, SymmetricKeyHsm,
-};
+use hsm_plugin_sdk::{sync, HsmError, HsmPlugin, PluginConfig, PluginInfo, SymmetricKeyHsm};
 use sha2::Sha256;
 use std::sync::RwLock;
 use store::KeyStore;
@@ -107,7 +107,11 @@ pub fn validate_registration_id(id: &str) -> Result<&str, HsmError> {
     }
 }
 
-export_plugin!(SymmetricKeyPlugin, symmetric_key);
+hsm_plugin_sdk::plugin_entry!(
+    /// The symmetric plugin table (symmetric-key interface), exported by no symbol: `plugin/`
+    /// exports it as `hsm_plugin_entry`, and a host that links this crate in calls it directly.
+    pub fn plugin_entry for SymmetricKeyPlugin, symmetric_key
+);
 
 #[cfg(test)]
 mod tests {
