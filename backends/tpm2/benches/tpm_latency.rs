@@ -4,17 +4,7 @@
 //! the same run, are the same crypto done in memory by the wire library and a plain software
 //! HMAC, so the ratios show what each backend adds.
 //!
-//! Run: `cargo bench -p hsmkit-plugin-tpm2 --bench tpm_latency` (needs swtpm installed).
-//!
-//! Two plugin libraries cannot be linked into one program (each exports `hsm_plugin_entry`),
-//! so tpm-sim's instance code is compiled in here from its source files, without its export.
-
-#[allow(dead_code)]
-#[path = "../../tpm-sim/src/state.rs"]
-mod state;
-#[allow(dead_code)]
-#[path = "../../tpm-sim/src/plugin.rs"]
-mod tpm_sim;
+//! Run: `cargo bench -p hsmkit-backend-tpm2 --bench tpm_latency` (needs swtpm installed).
 
 use std::time::{Duration, Instant};
 
@@ -25,7 +15,8 @@ use hsm_tpm_common::public::{
     ek_template_rsa2048, srk_template_rsa2048, with_rsa_modulus, PublicArea,
 };
 use hsm_tpm_common::swtpm::Swtpm;
-use hsmkit_plugin_tpm2::Tpm2Plugin;
+use hsmkit_backend_tpm2::Tpm2Plugin;
+use hsmkit_backend_tpm_sim::TpmSimPlugin;
 use rsa::traits::PublicKeyParts;
 use sha2::Sha256;
 
@@ -94,7 +85,7 @@ fn main() {
     let mut tpm2 =
         Tpm2Plugin::create(&PluginConfig::from_pairs([("tcti", tcti.as_str())])).expect("tpm2");
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut sim = tpm_sim::TpmSimPlugin::create(&PluginConfig::from_pairs([(
+    let mut sim = TpmSimPlugin::create(&PluginConfig::from_pairs([(
         "state_dir",
         dir.path().to_str().expect("utf-8 temp path"),
     )]))

@@ -1,4 +1,4 @@
-//! hsmkit-plugin-tpm2: DPS TPM attestation on a real TPM 2.0 through tss-esapi.
+//! hsmkit-backend-tpm2: DPS TPM attestation on a real TPM 2.0 through tss-esapi.
 //!
 //! The TPM is chosen by TCTI string (`tcti` setting, else `TPM2TOOLS_TCTI`, else
 //! `device:/dev/tpmrm0`), so the same plugin drives the kernel resource manager, tabrmd,
@@ -12,12 +12,16 @@
 //! serves one connection at a time, so use one instance per TPM.
 
 #![deny(missing_docs)]
+// Unsafe code only in the raw ESAPI calls tss-esapi lacks (`hmac_sequence`); the entry
+// function below is SDK code (macro-generated).
+#![deny(unsafe_code)]
 
 pub mod config;
 pub mod device;
+#[allow(unsafe_code)]
 mod hmac_sequence;
 
-use hsm_plugin_sdk::{export_plugin, sync, HsmError, HsmPlugin, PluginConfig, PluginInfo, TpmHsm};
+use hsm_plugin_sdk::{sync, HsmError, HsmPlugin, PluginConfig, PluginInfo, TpmHsm};
 use hsm_tpm_common::dps::parse_authentication_key;
 
 use config::Tpm2Config;
@@ -161,4 +165,8 @@ impl TpmHsm for Tpm2Plugin {
     }
 }
 
-export_plugin!(Tpm2Plugin, tpm);
+hsm_plugin_sdk::plugin_entry!(
+    /// The tpm2 plugin table (TPM interface), exported by no symbol: `plugin/` exports it as
+    /// `hsm_plugin_entry`, and a host that links this crate in calls it directly.
+    pub fn plugin_entry for Tpm2Plugin, tpm
+);

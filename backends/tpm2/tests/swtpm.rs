@@ -11,7 +11,7 @@ use hsm_tpm_common::public::{
 };
 use hsm_tpm_common::registration_id_from_ek;
 use hsm_tpm_common::swtpm::Swtpm;
-use hsmkit_plugin_tpm2::Tpm2Plugin;
+use hsmkit_backend_tpm2::Tpm2Plugin;
 use rsa::traits::PublicKeyParts;
 use sha2::Sha256;
 
