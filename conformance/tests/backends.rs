@@ -55,10 +55,10 @@ fn tpm2_on_swtpm_passes() {
 
 #[test]
 fn pkcs11_on_softhsm_passes() {
-    use hsmkit_plugin_pkcs11::config::PinSource;
-    use hsmkit_plugin_pkcs11::provision::{init_device, InitOptions};
-    use hsmkit_plugin_pkcs11::softhsm::create_token;
-    use hsmkit_plugin_pkcs11::uri::Pkcs11Uri;
+    use hsmkit_backend_pkcs11::config::PinSource;
+    use hsmkit_backend_pkcs11::provision::{init_device, InitOptions};
+    use hsmkit_backend_pkcs11::softhsm::create_token;
+    use hsmkit_backend_pkcs11::uri::Pkcs11Uri;
     // Sets SOFTHSM2_CONF for this process, which the check processes inherit.
     let token = create_token("conf").unwrap_or_else(|e| panic!("{e}"));
     let device = init_device(&InitOptions {

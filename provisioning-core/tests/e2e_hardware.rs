@@ -7,9 +7,9 @@ mod helpers;
 
 use base64::Engine;
 use helpers::*;
-use hsmkit_plugin_pkcs11::config::PinSource;
-use hsmkit_plugin_pkcs11::provision::{init_device, InitOptions};
-use hsmkit_plugin_pkcs11::uri::Pkcs11Uri;
+use hsmkit_backend_pkcs11::config::PinSource;
+use hsmkit_backend_pkcs11::provision::{init_device, InitOptions};
+use hsmkit_backend_pkcs11::uri::Pkcs11Uri;
 use provisioning_core::dps::{register, Attestation};
 use provisioning_core::provisioning::hub_sas_token;
 use serde_json::json;
@@ -57,7 +57,7 @@ async fn tpm2_on_swtpm_provisions_and_signs_hub_tokens() {
 #[tokio::test]
 async fn pkcs11_on_softhsm_provisions_over_mutual_tls() {
     let token =
-        hsmkit_plugin_pkcs11::softhsm::create_token("dps-e2e").unwrap_or_else(|e| panic!("{e}"));
+        hsmkit_backend_pkcs11::softhsm::create_token("dps-e2e").unwrap_or_else(|e| panic!("{e}"));
     let out = init_device(&InitOptions {
         module: token.module.clone(),
         token: Pkcs11Uri::parse(&token.uri()).expect("token URI"),

@@ -2,7 +2,7 @@
 //! provisioning-core's loader as a host loads it) against cryptoki called directly on the same
 //! token and key, in the same run. Prints both rates and their ratio.
 //!
-//! `cargo bench -p hsmkit-plugin-pkcs11 --bench sign_throughput` (SoftHSM2 needed).
+//! `cargo build --release -p hsmkit-plugin-pkcs11 && cargo bench -p hsmkit-backend-pkcs11 --bench sign_throughput` (SoftHSM2 needed).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -10,8 +10,8 @@ mod common;
 use common::{init_self_signed, instance, token, x509_settings};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::ObjectClass;
-use hsmkit_plugin_pkcs11::session::TokenSession;
-use hsmkit_plugin_pkcs11::uri::Pkcs11Uri;
+use hsmkit_backend_pkcs11::session::TokenSession;
+use hsmkit_backend_pkcs11::uri::Pkcs11Uri;
 use provisioning_core::plugin::SignAlgorithm;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};

@@ -12,6 +12,8 @@
 //! module ([`session`]).
 
 #![deny(missing_docs)]
+// The entry function below is SDK code (macro-generated); this crate itself has no unsafe.
+#![forbid(unsafe_code)]
 
 pub mod config;
 pub mod error;
@@ -27,8 +29,7 @@ use config::Pkcs11Config;
 use cryptoki::object::ObjectHandle;
 use error::{ErrorKind, Pkcs11Error, Result};
 use hsm_plugin_sdk::{
-    export_plugin, sync, HsmError, HsmPlugin, PluginConfig, PluginInfo, SignAlgorithm,
-    SymmetricKeyHsm, X509Hsm,
+    sync, HsmError, HsmPlugin, PluginConfig, PluginInfo, SignAlgorithm, SymmetricKeyHsm, X509Hsm,
 };
 use session::TokenSession;
 use std::sync::{Mutex, MutexGuard};
@@ -254,4 +255,9 @@ impl SymmetricKeyHsm for Pkcs11Plugin {
     }
 }
 
-export_plugin!(Pkcs11Plugin, x509, symmetric_key);
+hsm_plugin_sdk::plugin_entry!(
+    /// The pkcs11 plugin table (X.509 and symmetric-key interfaces), exported by no symbol:
+    /// `plugin/` exports it as `hsm_plugin_entry`, and a host that links this crate in calls
+    /// it directly.
+    pub fn plugin_entry for Pkcs11Plugin, x509, symmetric_key
+);

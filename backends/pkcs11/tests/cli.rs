@@ -3,8 +3,8 @@
 
 use hmac::{Hmac, Mac};
 use hsm_plugin_sdk::{HsmPlugin, PluginConfig, SignAlgorithm, SymmetricKeyHsm, X509Hsm};
-use hsmkit_plugin_pkcs11::softhsm::create_token;
-use hsmkit_plugin_pkcs11::Pkcs11Plugin;
+use hsmkit_backend_pkcs11::softhsm::create_token;
+use hsmkit_backend_pkcs11::Pkcs11Plugin;
 use openssl::x509::X509;
 use sha2::{Digest, Sha256};
 use std::process::{Command, Output};

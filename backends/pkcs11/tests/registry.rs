@@ -7,9 +7,9 @@
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use hsm_plugin_sdk::{ErrorCode, HsmPlugin, PluginConfig, X509Hsm};
-use hsmkit_plugin_pkcs11::session::ModuleLease;
-use hsmkit_plugin_pkcs11::softhsm::create_token;
-use hsmkit_plugin_pkcs11::Pkcs11Plugin;
+use hsmkit_backend_pkcs11::session::ModuleLease;
+use hsmkit_backend_pkcs11::softhsm::create_token;
+use hsmkit_backend_pkcs11::Pkcs11Plugin;
 
 fn initialize(ctx: &Pkcs11) -> Result<(), CkError> {
     ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))

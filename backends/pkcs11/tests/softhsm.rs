@@ -6,10 +6,10 @@ mod common;
 use common::{init, token};
 use hmac::{Hmac, Mac};
 use hsm_plugin_sdk::{ErrorCode, HsmPlugin, PluginConfig, SignAlgorithm, SymmetricKeyHsm, X509Hsm};
-use hsmkit_plugin_pkcs11::provision::{CaFiles, InitOutcome};
-use hsmkit_plugin_pkcs11::softhsm::TestToken;
-use hsmkit_plugin_pkcs11::uri::Pkcs11Uri;
-use hsmkit_plugin_pkcs11::Pkcs11Plugin;
+use hsmkit_backend_pkcs11::provision::{CaFiles, InitOutcome};
+use hsmkit_backend_pkcs11::softhsm::TestToken;
+use hsmkit_backend_pkcs11::uri::Pkcs11Uri;
+use hsmkit_backend_pkcs11::Pkcs11Plugin;
 use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
@@ -175,7 +175,7 @@ fn hmac_of_imported_key_equals_software_hmac() {
     });
     assert_eq!(
         e.code(),
-        hsmkit_plugin_pkcs11::error::ErrorKind::NotSupported,
+        hsmkit_backend_pkcs11::error::ErrorKind::NotSupported,
         "{e}"
     );
     assert!(e.message().contains("secret"), "{e}");

@@ -7,9 +7,9 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use hsmkit_plugin_pkcs11::config::PinSource;
-use hsmkit_plugin_pkcs11::provision::{import_hmac_key, init_device, CaFiles, InitOptions};
-use hsmkit_plugin_pkcs11::uri::Pkcs11Uri;
+use hsmkit_backend_pkcs11::config::PinSource;
+use hsmkit_backend_pkcs11::provision::{import_hmac_key, init_device, CaFiles, InitOptions};
+use hsmkit_backend_pkcs11::uri::Pkcs11Uri;
 use std::path::PathBuf;
 use zeroize::Zeroizing;
 

@@ -10,10 +10,10 @@
 #![allow(dead_code)]
 
 use hsm_test_support::bundled_plugin;
-use hsmkit_plugin_pkcs11::config::PinSource;
-use hsmkit_plugin_pkcs11::provision::{init_device, CaFiles, InitOptions, InitOutcome};
-use hsmkit_plugin_pkcs11::softhsm::{create_token, TestToken};
-use hsmkit_plugin_pkcs11::uri::Pkcs11Uri;
+use hsmkit_backend_pkcs11::config::PinSource;
+use hsmkit_backend_pkcs11::provision::{init_device, CaFiles, InitOptions, InitOutcome};
+use hsmkit_backend_pkcs11::softhsm::{create_token, TestToken};
+use hsmkit_backend_pkcs11::uri::Pkcs11Uri;
 use provisioning_core::plugin::{LoadedPlugin, PluginError, PluginInstance};
 use std::sync::{Arc, OnceLock};
 

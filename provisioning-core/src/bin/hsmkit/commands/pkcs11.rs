@@ -35,6 +35,6 @@ fn locate() -> Result<PathBuf> {
         .map(|d| d.join(TOOL))
         .find(|p| p.is_file())
         .with_context(|| {
-            format!("{TOOL} not found next to hsmkit or in PATH: build it with `cargo build -p hsmkit-plugin-pkcs11`")
+            format!("{TOOL} not found next to hsmkit or in PATH: build it with `cargo build -p hsmkit-backend-pkcs11`")
         })
 }
