@@ -18,15 +18,31 @@
 //! The types derive [`abi_stable::StableAbi`], so a Rust plugin built with `hsm-plugin-sdk`
 //! also exports the layout of [`HsmPluginTable`] under [`HSM_LAYOUT_SYMBOL`] and the host can
 //! verify it field by field.
+//!
+//! Beside the C types, the crate holds their Rust view, so that the SDK, the host and the
+//! conformance harness read one definition: [`ErrorCode`] for the statuses (with their C and
+//! readable names), [`SignAlgorithm`] for the `HSM_SIGN_*` values and [`CapabilitySet`] for
+//! the `HSM_CAP_*` bits.
 
 #![deny(missing_docs)]
 
 use abi_stable::StableAbi;
-use std::ffi::c_char;
+use std::ffi::{c_char, CStr};
 
+// The Rust-only view stays out of the generated C header (C reads the HSM_* constants it is
+// built on); cbindgen would otherwise emit opaque typedefs and blank lines for its constants.
+/// cbindgen:ignore
+mod capabilities;
+/// cbindgen:ignore
+mod error_code;
+/// cbindgen:ignore
+mod sign;
 mod status;
 mod tables;
 
+pub use capabilities::CapabilitySet;
+pub use error_code::{status_name, ErrorCode};
+pub use sign::SignAlgorithm;
 pub use status::*;
 pub use tables::*;
 
@@ -35,11 +51,25 @@ pub const HSM_ABI_MAJOR: u16 = 1;
 /// ABI minor version spoken by this crate. Newer minors only append table entries.
 pub const HSM_ABI_MINOR: u16 = 0;
 
-/// Name of the one symbol every plugin exports (type [`HsmPluginEntryFn`]).
-pub const HSM_ENTRY_SYMBOL: &str = "hsm_plugin_entry";
+/// Name of the one symbol every plugin exports (type [`HsmPluginEntryFn`]), NUL-terminated
+/// as `dlsym` wants it.
+pub const HSM_ENTRY_SYMBOL_CSTR: &CStr = c"hsm_plugin_entry";
+/// [`HSM_ENTRY_SYMBOL_CSTR`] as text, for messages.
+pub const HSM_ENTRY_SYMBOL: &str = cstr_text(HSM_ENTRY_SYMBOL_CSTR);
 /// Name of the optional symbol a Rust plugin exports (type [`HsmLayoutFn`]): the abi_stable
-/// layout of its [`HsmPluginTable`], checked field by field by the host.
-pub const HSM_LAYOUT_SYMBOL: &str = "hsm_plugin_abi_layout";
+/// layout of its [`HsmPluginTable`], checked field by field by the host. NUL-terminated.
+pub const HSM_LAYOUT_SYMBOL_CSTR: &CStr = c"hsm_plugin_abi_layout";
+/// [`HSM_LAYOUT_SYMBOL_CSTR`] as text, for messages.
+pub const HSM_LAYOUT_SYMBOL: &str = cstr_text(HSM_LAYOUT_SYMBOL_CSTR);
+
+/// A symbol name as text; the names above are ASCII, so this is checked at compile time and
+/// each name is spelled once.
+const fn cstr_text(name: &'static CStr) -> &'static str {
+    match name.to_str() {
+        Ok(text) => text,
+        Err(_) => panic!("symbol names are ASCII"),
+    }
+}
 
 /// A borrowed run of bytes passed into a plugin. `ptr` may be NULL only when `len` is 0.
 #[repr(C)]
