@@ -1,41 +1,12 @@
-//! The error a plugin returns, and its mapping to ABI status codes.
+//! The error a plugin returns; its code is the ABI's [`ErrorCode`].
 
-use hsm_api as abi;
 use std::fmt;
 
-/// What kind of failure an [`HsmError`] is; maps one to one to the ABI's `HSM_ERR_*` codes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    /// An argument was missing, malformed or out of range.
-    InvalidArgument,
-    /// The operation is not implemented, or refused by policy.
-    NotSupported,
-    /// A key, certificate, token or object does not exist.
-    NotFound,
-    /// The hardware, its driver or the file system failed.
-    Device,
-    /// Authentication to the device failed.
-    Authentication,
-    /// The operation is not valid in the current state.
-    InvalidState,
-    /// A bug or unexpected condition.
-    Internal,
-}
-
-impl ErrorCode {
-    /// The ABI status code for this kind of failure.
-    pub fn status(self) -> abi::HsmStatus {
-        match self {
-            ErrorCode::InvalidArgument => abi::HSM_ERR_INVALID_ARGUMENT,
-            ErrorCode::NotSupported => abi::HSM_ERR_NOT_SUPPORTED,
-            ErrorCode::NotFound => abi::HSM_ERR_NOT_FOUND,
-            ErrorCode::Device => abi::HSM_ERR_DEVICE,
-            ErrorCode::Authentication => abi::HSM_ERR_AUTHENTICATION,
-            ErrorCode::InvalidState => abi::HSM_ERR_INVALID_STATE,
-            ErrorCode::Internal => abi::HSM_ERR_INTERNAL,
-        }
-    }
-}
+/// What kind of failure an [`HsmError`] is: the ABI's own status enum, so that the SDK, the
+/// host and the conformance harness map codes in one place (`hsm_api::ErrorCode`).
+/// [`ErrorCode::Panic`] and [`ErrorCode::AbiMismatch`] are what the SDK itself returns; a
+/// plugin has no reason to pick them.
+pub use hsm_api::ErrorCode;
 
 /// A failure inside a plugin: a code and a message for people. Messages never carry secrets.
 #[derive(Clone, Debug, PartialEq, Eq)]

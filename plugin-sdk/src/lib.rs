@@ -36,7 +36,11 @@ mod traits;
 
 pub use config::PluginConfig;
 pub use error::{ErrorCode, HsmError};
-pub use traits::{HsmPlugin, PluginInfo, SignAlgorithm, SymmetricKeyHsm, TpmHsm, X509Hsm};
+pub use traits::{HsmPlugin, PluginInfo, SymmetricKeyHsm, TpmHsm, X509Hsm};
+
+/// Signature algorithms of [`X509Hsm::sign_digest`]: the ABI's own view of the `HSM_SIGN_*`
+/// values, shared with the host.
+pub use hsm_api::SignAlgorithm;
 
 /// The raw ABI, re-exported so that macro expansions and C-level tests need only this crate.
 pub use hsm_api;

@@ -1,6 +1,7 @@
 //! The traits a plugin implements: one for the instance, one per interface.
 
 use crate::{HsmError, PluginConfig};
+use hsm_api::SignAlgorithm;
 use zeroize::Zeroizing;
 
 /// Static description of a plugin, shown by `hsmkit plugins list`.
@@ -48,50 +49,6 @@ pub trait TpmHsm {
     /// HMAC-SHA256 of `data` with the identity key (32 bytes).
     /// [`crate::ErrorCode::InvalidState`] before any key was activated.
     fn sign_with_identity(&self, data: &[u8]) -> Result<Vec<u8>, HsmError>;
-}
-
-/// Signature algorithms of [`X509Hsm::sign_digest`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SignAlgorithm {
-    /// ECDSA P-256 over a SHA-256 digest; DER `ECDSA-Sig-Value` out.
-    EcdsaP256Sha256,
-    /// ECDSA P-384 over a SHA-384 digest; DER out.
-    EcdsaP384Sha384,
-    /// RSA PKCS#1 v1.5 over a SHA-256 digest.
-    RsaPkcs1Sha256,
-    /// RSA-PSS (MGF1-SHA256, 32-byte salt) over a SHA-256 digest.
-    RsaPssSha256,
-}
-
-impl SignAlgorithm {
-    /// The algorithm for an ABI `HSM_SIGN_*` value.
-    pub fn from_abi(value: u32) -> Option<Self> {
-        match value {
-            hsm_api::HSM_SIGN_ECDSA_P256_SHA256 => Some(SignAlgorithm::EcdsaP256Sha256),
-            hsm_api::HSM_SIGN_ECDSA_P384_SHA384 => Some(SignAlgorithm::EcdsaP384Sha384),
-            hsm_api::HSM_SIGN_RSA_PKCS1_SHA256 => Some(SignAlgorithm::RsaPkcs1Sha256),
-            hsm_api::HSM_SIGN_RSA_PSS_SHA256 => Some(SignAlgorithm::RsaPssSha256),
-            _ => None,
-        }
-    }
-
-    /// The ABI `HSM_SIGN_*` value.
-    pub fn to_abi(self) -> u32 {
-        match self {
-            SignAlgorithm::EcdsaP256Sha256 => hsm_api::HSM_SIGN_ECDSA_P256_SHA256,
-            SignAlgorithm::EcdsaP384Sha384 => hsm_api::HSM_SIGN_ECDSA_P384_SHA384,
-            SignAlgorithm::RsaPkcs1Sha256 => hsm_api::HSM_SIGN_RSA_PKCS1_SHA256,
-            SignAlgorithm::RsaPssSha256 => hsm_api::HSM_SIGN_RSA_PSS_SHA256,
-        }
-    }
-
-    /// Length in bytes of the digest this algorithm signs.
-    pub fn digest_len(self) -> usize {
-        match self {
-            SignAlgorithm::EcdsaP384Sha384 => 48,
-            _ => 32,
-        }
-    }
 }
 
 /// X.509 attestation: a certificate chain and a device key that signs in place.

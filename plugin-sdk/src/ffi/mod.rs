@@ -36,16 +36,17 @@ impl Interfaces {
         symmetric_key: std::ptr::null(),
     };
 
-    fn capabilities(&self) -> u32 {
-        let mut caps = 0;
+    /// The capability bits the host checks against the tables present.
+    fn capabilities(&self) -> CapabilitySet {
+        let mut caps = CapabilitySet::NONE;
         if !self.tpm.is_null() {
-            caps |= HSM_CAP_TPM;
+            caps |= CapabilitySet::TPM;
         }
         if !self.x509.is_null() {
-            caps |= HSM_CAP_X509;
+            caps |= CapabilitySet::X509;
         }
         if !self.symmetric_key.is_null() {
-            caps |= HSM_CAP_SYMMETRIC_KEY;
+            caps |= CapabilitySet::SYMMETRIC_KEY;
         }
         caps
     }
@@ -122,7 +123,7 @@ pub unsafe fn entry<T: HsmPlugin>(
             version: leak_cstr(T::INFO.version),
             vendor: leak_cstr(T::INFO.vendor),
             description: leak_cstr(T::INFO.description),
-            capabilities: interfaces.capabilities(),
+            capabilities: interfaces.capabilities().bits(),
             threading: HSM_THREADING_CONCURRENT,
             create: create::<T>,
             destroy: destroy::<T>,
