@@ -1,7 +1,5 @@
 //! Errors from loading plugins and from calls into them.
 
-use hsm_api as abi;
-use std::fmt;
 use std::path::PathBuf;
 
 /// Why a plugin file was refused. Every variant names the file and says what to do.
@@ -145,73 +143,9 @@ impl LoadError {
     }
 }
 
-/// The ABI status of a failed call, as a Rust enum.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PluginErrorCode {
-    /// `HSM_ERR_INVALID_ARGUMENT`.
-    InvalidArgument,
-    /// `HSM_ERR_NOT_SUPPORTED`.
-    NotSupported,
-    /// `HSM_ERR_NOT_FOUND`.
-    NotFound,
-    /// `HSM_ERR_DEVICE`.
-    Device,
-    /// `HSM_ERR_AUTHENTICATION`.
-    Authentication,
-    /// `HSM_ERR_INVALID_STATE`.
-    InvalidState,
-    /// `HSM_ERR_INTERNAL`.
-    Internal,
-    /// `HSM_ERR_PANIC`.
-    Panic,
-    /// `HSM_ERR_ABI_MISMATCH`.
-    AbiMismatch,
-    /// A code this host does not know.
-    Unknown(i32),
-}
-
-impl PluginErrorCode {
-    /// Maps an ABI status (not `HSM_OK`) to a code.
-    pub fn from_status(status: abi::HsmStatus) -> Self {
-        match status {
-            abi::HSM_ERR_INVALID_ARGUMENT => Self::InvalidArgument,
-            abi::HSM_ERR_NOT_SUPPORTED => Self::NotSupported,
-            abi::HSM_ERR_NOT_FOUND => Self::NotFound,
-            abi::HSM_ERR_DEVICE => Self::Device,
-            abi::HSM_ERR_AUTHENTICATION => Self::Authentication,
-            abi::HSM_ERR_INVALID_STATE => Self::InvalidState,
-            abi::HSM_ERR_INTERNAL => Self::Internal,
-            abi::HSM_ERR_PANIC => Self::Panic,
-            abi::HSM_ERR_ABI_MISMATCH => Self::AbiMismatch,
-            other => Self::Unknown(other),
-        }
-    }
-
-    /// The stable name used in messages and JSON.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::InvalidArgument => "invalid-argument",
-            Self::NotSupported => "not-supported",
-            Self::NotFound => "not-found",
-            Self::Device => "device-error",
-            Self::Authentication => "authentication",
-            Self::InvalidState => "invalid-state",
-            Self::Internal => "internal",
-            Self::Panic => "panic",
-            Self::AbiMismatch => "abi-mismatch",
-            Self::Unknown(_) => "unknown",
-        }
-    }
-}
-
-impl fmt::Display for PluginErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Unknown(c) => write!(f, "unknown status {c}"),
-            other => f.write_str(other.as_str()),
-        }
-    }
-}
+/// The ABI status of a failed call: the ABI's own enum, so that the host names codes exactly
+/// as the SDK and the conformance harness do.
+pub use hsm_api::ErrorCode as PluginErrorCode;
 
 /// A failed call into a loaded plugin.
 #[derive(Debug, thiserror::Error)]

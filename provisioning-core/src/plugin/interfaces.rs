@@ -4,30 +4,6 @@ use super::{PluginBytes, PluginError, PluginInstance};
 use hsm_api::*;
 use zeroize::Zeroizing;
 
-/// Signature algorithms an X.509 plugin may be asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SignAlgorithm {
-    /// ECDSA P-256 over a SHA-256 digest; DER signature out.
-    EcdsaP256Sha256,
-    /// ECDSA P-384 over a SHA-384 digest; DER signature out.
-    EcdsaP384Sha384,
-    /// RSA PKCS#1 v1.5 over a SHA-256 digest.
-    RsaPkcs1Sha256,
-    /// RSA-PSS (MGF1-SHA256, salt 32) over a SHA-256 digest.
-    RsaPssSha256,
-}
-
-impl SignAlgorithm {
-    fn abi(self) -> u32 {
-        match self {
-            SignAlgorithm::EcdsaP256Sha256 => HSM_SIGN_ECDSA_P256_SHA256,
-            SignAlgorithm::EcdsaP384Sha384 => HSM_SIGN_ECDSA_P384_SHA384,
-            SignAlgorithm::RsaPkcs1Sha256 => HSM_SIGN_RSA_PKCS1_SHA256,
-            SignAlgorithm::RsaPssSha256 => HSM_SIGN_RSA_PSS_SHA256,
-        }
-    }
-}
-
 /// The output as text. The only copy is the returned `String`; the plugin wipes its own
 /// buffer when `bytes` is dropped, also when the text is refused here.
 fn utf8(
@@ -156,7 +132,7 @@ impl<'a> X509Handle<'a> {
         let f = self.table.sign_digest;
         // SAFETY: the slice borrows `digest` for the call.
         let out = self.instance.call_output("sign_digest", |i, o| unsafe {
-            f(i, algorithm.abi(), HsmSlice::from_bytes(digest), o)
+            f(i, algorithm.to_abi(), HsmSlice::from_bytes(digest), o)
         })?;
         Ok(out)
     }

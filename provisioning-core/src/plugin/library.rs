@@ -103,7 +103,7 @@ impl LoadedPlugin {
         // SAFETY: the entry symbol's type is fixed by the ABI; a library exporting the name
         // with another type breaks the contract it claims by exporting it.
         let entry: HsmPluginEntryFn = unsafe {
-            match library.get::<HsmPluginEntryFn>(b"hsm_plugin_entry\0") {
+            match library.get::<HsmPluginEntryFn>(HSM_ENTRY_SYMBOL_CSTR.to_bytes_with_nul()) {
                 Ok(sym) => *sym,
                 Err(_) => {
                     return Err(LoadError::MissingEntry {
@@ -116,7 +116,7 @@ impl LoadedPlugin {
         // SAFETY: as above, for the optional layout symbol.
         let layout_fn: Option<HsmLayoutFn> = unsafe {
             library
-                .get::<HsmLayoutFn>(b"hsm_plugin_abi_layout\0")
+                .get::<HsmLayoutFn>(HSM_LAYOUT_SYMBOL_CSTR.to_bytes_with_nul())
                 .ok()
                 .map(|s| *s)
         };

@@ -20,6 +20,8 @@ pub use discovery::{
     PluginSearchPath, DEFAULT_SYSTEM_PLUGIN_DIRS, PLUGIN_DIR_ENV, PLUGIN_FILE_PREFIX,
 };
 pub use error::{LoadError, PluginError, PluginErrorCode};
+/// Signature algorithms an X.509 plugin may be asked for: the ABI's own view, shared with the SDK.
+pub use hsm_api::SignAlgorithm;
 pub use instance::PluginInstance;
-pub use interfaces::{SignAlgorithm, SymmetricKeyHandle, TpmHandle, X509Handle};
+pub use interfaces::{SymmetricKeyHandle, TpmHandle, X509Handle};
 pub use library::{Capabilities, LoadedPlugin, PluginMetadata};
