@@ -3,6 +3,7 @@
 //! `inventory`, so adding one is adding one function.
 
 use crate::context::CheckContext;
+use crate::verdict::CheckResult;
 use serde::{Deserialize, Serialize};
 
 /// The interface a check exercises; checks for interfaces the plugin does not declare are
@@ -72,59 +73,6 @@ impl Group {
         }
     }
 }
-
-/// What a check found, as reported by the child process.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "result", rename_all = "camelCase")]
-pub enum Verdict {
-    /// The contract point holds; `note` may carry measurements.
-    Pass {
-        /// Free-form detail (may be empty).
-        note: String,
-    },
-    /// The contract point is broken.
-    Fail {
-        /// What the contract requires.
-        expected: String,
-        /// What the plugin did.
-        actual: String,
-    },
-    /// Not applicable to this plugin.
-    Skip {
-        /// Why.
-        reason: String,
-    },
-    /// Works, but worth a look (performance smoke only); never fails a run.
-    Warn {
-        /// What was measured.
-        message: String,
-    },
-}
-
-impl Verdict {
-    /// A pass with a note.
-    pub fn pass(note: impl Into<String>) -> Self {
-        Verdict::Pass { note: note.into() }
-    }
-
-    /// A failure naming what was expected and what came back.
-    pub fn fail(expected: impl Into<String>, actual: impl Into<String>) -> Self {
-        Verdict::Fail {
-            expected: expected.into(),
-            actual: actual.into(),
-        }
-    }
-
-    /// A skip with its reason.
-    pub fn skip(reason: impl Into<String>) -> Self {
-        Verdict::Skip {
-            reason: reason.into(),
-        }
-    }
-}
-
-/// What a check function returns: `Err` lets a check stop early with `?` on a failure or skip.
-pub type CheckResult = Result<Verdict, Verdict>;
 
 /// One registered check.
 #[derive(Debug)]

@@ -1,8 +1,9 @@
 //! The child side: runs one check (or the probe) and prints its result as one marked JSON
 //! line on stdout, where the parent finds it among whatever the plugin printed.
 
-use crate::check::{find_check, Verdict};
+use crate::check::find_check;
 use crate::context::CheckContext;
+use crate::verdict::Verdict;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! What a check function gets: the plugin file, its settings and helpers to open it.
 
-use crate::check::Verdict;
 use crate::raw::{RawInstance, RawLibrary};
+use crate::verdict::Verdict;
 use hsm_api::HsmPluginTable;
 use std::path::PathBuf;
 

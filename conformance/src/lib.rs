@@ -17,7 +17,9 @@ mod ops;
 pub mod raw;
 pub mod report;
 pub mod runner;
+pub mod verdict;
 
-pub use check::{all_checks, Check, CheckResult, Group, Interface, Verdict};
+pub use check::{all_checks, Check, Group, Interface};
 pub use report::{CheckReport, Counts, RunReport, Status};
 pub use runner::{run, select, RunError, RunOptions};
+pub use verdict::{CheckResult, Verdict};

@@ -1,7 +1,7 @@
 //! Typed calls on a raw instance, one per ABI operation, with NULL-checked interface tables.
 
-use crate::check::Verdict;
 use crate::raw::{RawFailure, RawInstance};
+use crate::verdict::Verdict;
 use hsm_api::*;
 
 /// A raw-call failure as a check failure: "expected `what` to succeed".

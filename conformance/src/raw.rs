@@ -42,9 +42,10 @@ impl RawLibrary {
         let lib = unsafe { Library::open(Some(&checked), RTLD_NOW | RTLD_LOCAL) }
             .map_err(|e| RawError::Open(e.to_string()))?;
         // SAFETY: the symbol's type is fixed by the ABI the plugin claims to implement.
-        let entry = unsafe { lib.get::<HsmPluginEntryFn>(b"hsm_plugin_entry\0") }
-            .map(|s| *s)
-            .map_err(|_| RawError::NoEntry)?;
+        let entry =
+            unsafe { lib.get::<HsmPluginEntryFn>(HSM_ENTRY_SYMBOL_CSTR.to_bytes_with_nul()) }
+                .map(|s| *s)
+                .map_err(|_| RawError::NoEntry)?;
         std::mem::forget(lib);
         Ok(RawLibrary { entry })
     }
@@ -107,23 +108,6 @@ pub struct RawFailure {
 impl std::fmt::Display for RawFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ({})", status_name(self.status), self.message)
-    }
-}
-
-/// The ABI name of a status code.
-pub fn status_name(status: HsmStatus) -> String {
-    match status {
-        HSM_OK => "HSM_OK".into(),
-        HSM_ERR_INVALID_ARGUMENT => "HSM_ERR_INVALID_ARGUMENT".into(),
-        HSM_ERR_NOT_SUPPORTED => "HSM_ERR_NOT_SUPPORTED".into(),
-        HSM_ERR_NOT_FOUND => "HSM_ERR_NOT_FOUND".into(),
-        HSM_ERR_DEVICE => "HSM_ERR_DEVICE".into(),
-        HSM_ERR_AUTHENTICATION => "HSM_ERR_AUTHENTICATION".into(),
-        HSM_ERR_INVALID_STATE => "HSM_ERR_INVALID_STATE".into(),
-        HSM_ERR_INTERNAL => "HSM_ERR_INTERNAL".into(),
-        HSM_ERR_PANIC => "HSM_ERR_PANIC".into(),
-        HSM_ERR_ABI_MISMATCH => "HSM_ERR_ABI_MISMATCH".into(),
-        other => format!("unknown status {other}"),
     }
 }
 

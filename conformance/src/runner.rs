@@ -1,9 +1,10 @@
 //! The parent side: probes the plugin, then runs every selected check in its own child
 //! process group with a timeout, `--jobs` at a time, and gathers the results.
 
-use crate::check::{all_checks, pattern_matches, Check, Interface, Verdict};
+use crate::check::{all_checks, pattern_matches, Check, Interface};
 use crate::child::{parse_verdict, split_result, Probe};
 use crate::report::{CheckReport, RunReport, Status};
+use crate::verdict::Verdict;
 use std::collections::VecDeque;
 use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};

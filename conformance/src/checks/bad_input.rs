@@ -2,10 +2,10 @@
 //! inputs. Each must be refused with an error code, never a crash.
 
 use super::{hmac_sha256, instance};
-use crate::check::{CheckResult, Verdict};
 use crate::context::CheckContext;
-use crate::raw::{status_name, RawInstance};
+use crate::raw::RawInstance;
 use crate::register;
+use crate::verdict::{CheckResult, Verdict};
 use hsm_api::*;
 use rand::{Rng, RngCore};
 

@@ -2,10 +2,10 @@
 //! declares concurrent calls safe.
 
 use super::{identity_ok, instance};
-use crate::check::{CheckResult, Verdict};
 use crate::context::CheckContext;
 use crate::raw::RawInstance;
 use crate::register;
+use crate::verdict::{CheckResult, Verdict};
 use hsm_api::HSM_THREADING_CONCURRENT;
 
 register!(

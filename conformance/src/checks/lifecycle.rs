@@ -1,10 +1,10 @@
 //! Instances: create, destroy, independence, error messages.
 
 use super::{identity_ok, instance, provoke_failure, rss_bytes};
-use crate::check::{CheckResult, Verdict};
 use crate::context::CheckContext;
-use crate::raw::{status_name, take};
+use crate::raw::take;
 use crate::register;
+use crate::verdict::{CheckResult, Verdict};
 use hsm_api::*;
 use std::time::{Duration, Instant};
 

@@ -1,9 +1,9 @@
 //! Loading and ABI: the file, the entry symbol, version negotiation and the tables.
 
-use crate::check::{CheckResult, Verdict};
 use crate::context::CheckContext;
-use crate::raw::{status_name, table_string, RawError, RawLibrary};
+use crate::raw::{table_string, RawError, RawLibrary};
 use crate::register;
+use crate::verdict::{CheckResult, Verdict};
 use hsm_api::*;
 use std::io::Read;
 
@@ -296,10 +296,13 @@ fn capabilities(ctx: &mut CheckContext) -> CheckResult {
             "the entry wrote no table (see loading.abi-version)",
         ));
     };
-    let known = HSM_CAP_TPM | HSM_CAP_X509 | HSM_CAP_SYMMETRIC_KEY;
-    if t.capabilities & !known != 0 {
+    let caps = CapabilitySet::from_bits(t.capabilities);
+    if caps.unknown_bits() != 0 {
         return Err(Verdict::fail(
-            format!("only known capability bits ({known:#x})"),
+            format!(
+                "only known capability bits ({:#x})",
+                CapabilitySet::KNOWN.bits()
+            ),
             format!("capabilities {:#x}", t.capabilities),
         ));
     }
@@ -309,28 +312,28 @@ fn capabilities(ctx: &mut CheckContext) -> CheckResult {
             format!("threading {}", t.threading),
         ));
     }
-    let interfaces: [(&str, u32, *const HsmTableHeader, usize); 3] = [
+    let interfaces: [(&str, CapabilitySet, *const HsmTableHeader, usize); 3] = [
         (
             "TPM",
-            HSM_CAP_TPM,
+            CapabilitySet::TPM,
             t.tpm.cast(),
             std::mem::size_of::<HsmTpmTable>(),
         ),
         (
             "X.509",
-            HSM_CAP_X509,
+            CapabilitySet::X509,
             t.x509.cast(),
             std::mem::size_of::<HsmX509Table>(),
         ),
         (
             "symmetric-key",
-            HSM_CAP_SYMMETRIC_KEY,
+            CapabilitySet::SYMMETRIC_KEY,
             t.symmetric_key.cast(),
             std::mem::size_of::<HsmSymmetricKeyTable>(),
         ),
     ];
     for (name, bit, ptr, size) in interfaces {
-        let declared = t.capabilities & bit != 0;
+        let declared = caps.contains(bit);
         // SAFETY: every interface table starts with its header and is static when non-NULL.
         match (declared, unsafe { ptr.as_ref() }) {
             (false, None) => {}

@@ -2,10 +2,10 @@
 //! really frees it.
 
 use super::{identity, identity_ok, instance, rss_bytes};
-use crate::check::{CheckResult, Verdict};
 use crate::context::CheckContext;
-use crate::raw::{status_name, RawInstance};
+use crate::raw::RawInstance;
 use crate::register;
+use crate::verdict::{CheckResult, Verdict};
 use hsm_api::*;
 use std::time::{Duration, Instant};
 

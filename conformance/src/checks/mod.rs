@@ -10,10 +10,10 @@ mod symmetric;
 mod tpm;
 mod x509;
 
-use crate::check::Verdict;
 use crate::context::CheckContext;
 use crate::ops::ok;
-use crate::raw::{status_name, RawFailure, RawInstance};
+use crate::raw::{RawFailure, RawInstance};
+use crate::verdict::Verdict;
 use hmac::{Hmac, Mac};
 use hsm_api::*;
 use sha2::Sha256;

@@ -1,11 +1,11 @@
 //! Performance smoke: measured, reported, and at worst a warning.
 
 use super::{identity_ok, instance};
-use crate::check::{CheckResult, Verdict};
 use crate::context::CheckContext;
 use crate::ops::ok;
 use crate::raw::RawInstance;
 use crate::register;
+use crate::verdict::{CheckResult, Verdict};
 use hsm_api::*;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};

@@ -2,11 +2,11 @@
 
 use super::x509::registration_id_problem;
 use super::{expect_status, hmac_sha256, instance};
-use crate::check::{CheckResult, Verdict};
 use crate::context::CheckContext;
 use crate::ops::ok;
 use crate::raw::RawInstance;
 use crate::register;
+use crate::verdict::{CheckResult, Verdict};
 use hsm_api::*;
 
 register!("symmetric-key.sign-without-key", SymmetricKey, SymmetricKey, true,

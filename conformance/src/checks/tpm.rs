@@ -3,11 +3,11 @@
 //! software computation.
 
 use super::{expect_status, hmac_sha256, instance};
-use crate::check::{CheckResult, Verdict};
 use crate::context::CheckContext;
 use crate::ops::ok;
 use crate::raw::RawInstance;
 use crate::register;
+use crate::verdict::{CheckResult, Verdict};
 use hsm_api::*;
 use hsm_tpm_common::alg::{self, attr};
 use hsm_tpm_common::dps::{make_dps_challenge, make_dps_challenge_for_key};

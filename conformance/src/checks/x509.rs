@@ -2,11 +2,11 @@
 //! the common name is a valid DPS registration id.
 
 use super::instance;
-use crate::check::{CheckResult, Verdict};
 use crate::context::CheckContext;
 use crate::ops::ok;
-use crate::raw::{status_name, RawInstance};
+use crate::raw::RawInstance;
 use crate::register;
+use crate::verdict::{CheckResult, Verdict};
 use const_oid::db::rfc5280::ID_KP_CLIENT_AUTH;
 use der::Decode;
 use hsm_api::*;
