@@ -87,8 +87,8 @@ fn main() {
                 let mut lat = Vec::with_capacity(per_device);
                 for i in 0..per_device {
                     let reg = format!("bench-{d}-{i}");
-                    let key = dps_emulator::sas::derive_device_key(GROUP_KEY, &reg).expect("key");
-                    let token = dps_emulator::sas::create_token(&format!("{scope}/registrations/{reg}"), &key, Some("registration"), in_an_hour()).expect("token");
+                    let key = dps_proto::group_key::derive_device_key_b64(GROUP_KEY, &reg).expect("key");
+                    let token = dps_proto::sas::create_token(&format!("{scope}/registrations/{reg}"), &key, Some("registration"), in_an_hour()).expect("token");
                     let start = Instant::now();
                     let r = c
                         .put(format!("{emu_endpoint}/{scope}/registrations/{reg}/register?api-version=2021-10-01"))

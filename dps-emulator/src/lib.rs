@@ -13,32 +13,32 @@
 
 #![deny(missing_docs)]
 
+//!
+//! Modules by what they are: [`transport`](crate) (TLS, HTTP server, connection caps), `api`
+//! (device and service REST APIs), [`auth`] (one authenticator per attestation), [`store`]
+//! (SQLite records and the state folder), [`model`] (the service API's shapes; the device
+//! API's and every protocol rule are `dps-proto`'s). The CLI's commands are in the binary.
+
 pub mod alloc;
-mod app;
+mod api;
+mod app_state;
+pub mod auth;
 pub mod config;
-mod device_api;
+mod emulator;
 pub mod enroll_files;
 pub mod error;
 pub mod faults;
-mod fsutil;
-mod http;
 pub mod model;
 pub mod pki;
-pub mod sas;
-mod server;
-mod service_api;
-mod state;
 pub mod store;
 pub mod timeutil;
-mod tls;
-mod tpm;
+mod transport;
 pub mod validate;
-pub mod x509auth;
 
-pub use app::{DEVICE_API_VERSIONS, SERVICE_API_VERSIONS};
 pub use config::EmulatorConfig;
+pub use dps_proto::{DEVICE_API_VERSIONS, SERVICE_API_VERSIONS};
+pub use emulator::{BackgroundEmulator, Emulator, RunningEmulator};
 pub use error::{EmulatorError, Result};
 pub use faults::{Fault, Faults};
-pub use server::{BackgroundEmulator, Emulator, RunningEmulator};
-pub use state::{open_store, service_key, CA_CERT_FILE, DATABASE_FILE};
+pub use store::state_dir::{open_store, service_key, CA_CERT_FILE, DATABASE_FILE};
 pub use store::Store;

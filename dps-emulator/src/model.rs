@@ -1,8 +1,12 @@
-//! The JSON shapes of the real DPS service and device REST APIs (camelCase names as the service
-//! uses them). Unknown fields are ignored on input, optional fields are omitted on output.
+//! The JSON shapes of the real DPS service REST API (camelCase names as the service uses them);
+//! the device API's shapes are dps-proto's, re-exported here. Unknown fields are ignored on
+//! input, optional fields are omitted on output.
 
+use dps_proto::AttestationKind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub use dps_proto::wire::{DeviceRegistration, RegistrationState, TpmAttestation};
 
 /// Whether an enrollment may register devices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -55,6 +59,17 @@ pub struct X509Certificates {
 }
 
 impl X509Certificates {
+    /// Just a primary certificate.
+    pub fn primary(certificate: String) -> Self {
+        Self {
+            primary: Some(X509CertificateWithInfo {
+                certificate: Some(certificate),
+                info: None,
+            }),
+            secondary: None,
+        }
+    }
+
     /// The certificates present, primary first.
     pub fn texts(&self) -> Vec<&str> {
         [&self.primary, &self.secondary]
@@ -93,17 +108,6 @@ pub struct X509Attestation {
     pub ca_references: Option<X509CaReferences>,
 }
 
-/// The tpm attestation section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct TpmAttestation {
-    /// base64 of the marshalled TPM2B_PUBLIC of the endorsement key.
-    pub endorsement_key: String,
-    /// base64 of the storage root key (informational).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage_root_key: Option<String>,
-}
-
 /// The symmetricKey attestation section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -120,7 +124,9 @@ pub struct SymmetricKeyAttestation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AttestationMechanism {
-    /// "tpm", "x509" or "symmetricKey".
+    /// "tpm", "x509" or "symmetricKey". Kept as the text the caller sent, so that an unknown
+    /// type is answered with a 400 naming it (as the service does) rather than a parse error;
+    /// code asks [`AttestationMechanism::attestation_kind`].
     #[serde(rename = "type")]
     pub kind: String,
     /// Set when `kind` is "tpm".
@@ -196,63 +202,82 @@ pub struct EnrollmentGroup {
     pub common: EnrollmentCommon,
 }
 
-/// The body of a device's register request.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct DeviceRegistration {
-    /// Must match the path's registration id when present.
-    #[serde(default)]
-    pub registration_id: Option<String>,
-    /// TPM devices send their EK and SRK.
-    #[serde(default)]
-    pub tpm: Option<TpmAttestation>,
-    /// Custom data, echoed in registrationState.payload.
-    #[serde(default)]
-    pub payload: Option<Value>,
+impl AttestationMechanism {
+    /// An empty mechanism of `kind`; the caller fills in its section.
+    pub fn new(kind: AttestationKind) -> Self {
+        Self {
+            kind: kind.as_str().to_string(),
+            tpm: None,
+            x509: None,
+            symmetric_key: None,
+        }
+    }
+
+    /// A TPM mechanism with the device's EK (base64 `TPM2B_PUBLIC`).
+    pub fn tpm(endorsement_key: String) -> Self {
+        let mut a = Self::new(AttestationKind::Tpm);
+        a.tpm = Some(TpmAttestation {
+            endorsement_key,
+            storage_root_key: None,
+        });
+        a
+    }
+
+    /// An individual X.509 mechanism: the device's own certificate (PEM).
+    pub fn x509_client(certificate_pem: String) -> Self {
+        let mut a = Self::new(AttestationKind::X509);
+        a.x509 = Some(X509Attestation {
+            client_certificates: Some(X509Certificates::primary(certificate_pem)),
+            ..Default::default()
+        });
+        a
+    }
+
+    /// A group X.509 mechanism: the CA (PEM) that signs the devices' chains.
+    pub fn x509_signing(ca_pem: String) -> Self {
+        let mut a = Self::new(AttestationKind::X509);
+        a.x509 = Some(X509Attestation {
+            signing_certificates: Some(X509Certificates::primary(ca_pem)),
+            ..Default::default()
+        });
+        a
+    }
+
+    /// A symmetric-key mechanism; without a key the store generates both, as the service does.
+    pub fn symmetric_key(primary_key: Option<String>) -> Self {
+        let mut a = Self::new(AttestationKind::SymmetricKey);
+        a.symmetric_key = Some(SymmetricKeyAttestation {
+            primary_key,
+            secondary_key: None,
+        });
+        a
+    }
+
+    /// The kind, when it is one DPS knows.
+    pub fn attestation_kind(&self) -> Option<AttestationKind> {
+        AttestationKind::from_dps_name(&self.kind)
+    }
 }
 
-/// A registration record (registrationState in the device API).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RegistrationState {
-    /// The registration id.
-    pub registration_id: String,
-    /// First registration time (RFC 3339 UTC).
-    pub created_date_time_utc: String,
-    /// The hub the device was given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub assigned_hub: Option<String>,
-    /// The device id on that hub.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device_id: Option<String>,
-    /// assigned, failed or disabled.
-    pub status: String,
-    /// initialAssignment for a first registration, deviceDataMigrated afterwards.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub substatus: Option<String>,
-    /// Set when status is failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_code: Option<u32>,
-    /// Set when status is failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_message: Option<String>,
-    /// Last change (RFC 3339 UTC).
-    pub last_updated_date_time_utc: String,
-    /// Changes on every update.
-    pub etag: String,
-    /// The device's payload, passed through.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payload: Option<Value>,
-    /// TPM result: {"authenticationKey": b64}.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tpm: Option<Value>,
-    /// X.509 result: {"certificateInfo", "enrollmentGroupId", "signingCertificateInfo"}.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub x509: Option<Value>,
-    /// Symmetric key result: {"enrollmentGroupId"}.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub symmetric_key: Option<Value>,
-    /// The enrollment's initial twin (what the hub device starts with).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub initial_twin: Option<Value>,
+impl IndividualEnrollment {
+    /// An enabled enrollment with default settings.
+    pub fn new(registration_id: String, attestation: AttestationMechanism) -> Self {
+        Self {
+            registration_id,
+            device_id: None,
+            attestation,
+            common: EnrollmentCommon::default(),
+        }
+    }
+}
+
+impl EnrollmentGroup {
+    /// An enabled group with default settings.
+    pub fn new(enrollment_group_id: String, attestation: AttestationMechanism) -> Self {
+        Self {
+            enrollment_group_id,
+            attestation,
+            common: EnrollmentCommon::default(),
+        }
+    }
 }

@@ -7,19 +7,14 @@ use base64::Engine;
 use crate::error::{EmulatorError, Result};
 use crate::model::{AttestationMechanism, EnrollmentGroup, IndividualEnrollment};
 use crate::pki::parse_certificates;
+use dps_proto::AttestationKind;
 
 fn invalid(msg: impl Into<String>) -> EmulatorError {
     EmulatorError::InvalidEnrollment(msg.into())
 }
 
-/// DPS ids: 1..=128 characters of alphanumerics and `-._:`.
-pub fn is_valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
-}
+/// DPS ids: 1..=128 characters of alphanumerics and `-._:` (dps-proto's rule, the client's too).
+pub use dps_proto::is_valid_id;
 
 fn check_key(name: &str, key: Option<&str>) -> Result<()> {
     if let Some(k) = key {
@@ -34,8 +29,8 @@ fn check_key(name: &str, key: Option<&str>) -> Result<()> {
 }
 
 fn check_attestation(a: &AttestationMechanism, group: bool) -> Result<()> {
-    match a.kind.as_str() {
-        "tpm" => {
+    match a.attestation_kind() {
+        Some(AttestationKind::Tpm) => {
             if group {
                 return Err(invalid("enrollment groups do not support TPM attestation"));
             }
@@ -50,7 +45,7 @@ fn check_attestation(a: &AttestationMechanism, group: bool) -> Result<()> {
                 return Err(invalid("attestation.tpm.endorsementKey is too short"));
             }
         }
-        "x509" => {
+        Some(AttestationKind::X509) => {
             let x = a
                 .x509
                 .as_ref()
@@ -76,7 +71,7 @@ fn check_attestation(a: &AttestationMechanism, group: bool) -> Result<()> {
                     .map_err(|e| invalid(format!("attestation.x509.{field}: {e}")))?;
             }
         }
-        "symmetricKey" => {
+        Some(AttestationKind::SymmetricKey) => {
             if let Some(sk) = &a.symmetric_key {
                 check_key(
                     "attestation.symmetricKey.primaryKey",
@@ -88,9 +83,10 @@ fn check_attestation(a: &AttestationMechanism, group: bool) -> Result<()> {
                 )?;
             }
         }
-        other => {
+        _ => {
             return Err(invalid(format!(
-                "attestation.type {other:?} is not one of tpm, x509, symmetricKey"
+                "attestation.type {:?} is not one of tpm, x509, symmetricKey",
+                a.kind
             )))
         }
     }

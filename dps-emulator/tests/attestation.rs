@@ -115,7 +115,7 @@ async fn symmetric_individual_registers_and_bad_tokens_get_401() {
         KEY,
         dps_emulator::timeutil::unix_now() - 1,
     );
-    let wrong_scope = dps_emulator::sas::create_token(
+    let wrong_scope = dps_proto::sas::create_token(
         "0neOTHER/registrations/sym-dev-1",
         KEY,
         Some("registration"),
@@ -184,7 +184,7 @@ async fn symmetric_group_uses_derived_keys() {
         })
         .unwrap();
     let c = client(emu, None);
-    let derived = dps_emulator::sas::derive_device_key(KEY, "fleet-dev-7").unwrap();
+    let derived = dps_proto::group_key::derive_device_key_b64(KEY, "fleet-dev-7").unwrap();
     let auth = device_sas(emu, "fleet-dev-7", &derived, in_an_hour());
     let done = register(&c, emu, "fleet-dev-7", body_reg("fleet-dev-7"), Some(&auth)).await;
     assert_eq!(done.body["status"], "assigned");
@@ -206,7 +206,7 @@ async fn symmetric_group_uses_derived_keys() {
         .await,
         StatusCode::UNAUTHORIZED,
     );
-    let other = dps_emulator::sas::derive_device_key(KEY, "fleet-dev-8").unwrap();
+    let other = dps_proto::group_key::derive_device_key_b64(KEY, "fleet-dev-8").unwrap();
     let crossed = device_sas(emu, "fleet-dev-7", &other, in_an_hour());
     assert_error_body(
         &put_register(
@@ -531,7 +531,7 @@ mod tpm {
         let emu = &env.emu;
         let dev = SoftTpm::new();
         let other = SoftTpm::new();
-        let reg = hsm_tpm_common::registration_id_from_ek(&dev.ek_pub.to_tpm2b().unwrap());
+        let reg = dps_proto::tpm_registration_id(&dev.ek_pub.to_tpm2b().unwrap());
         let mut a = attestation("tpm");
         a.tpm = Some(TpmAttestation {
             endorsement_key: dev.ek_b64(),
@@ -569,7 +569,7 @@ mod tpm {
         // 2. Wrong signature, expired token, wrong scope: 401.
         let forged = device_sas(emu, &reg, KEY, in_an_hour());
         let expired = device_sas(emu, &reg, &key_b64, 10);
-        let scope = dps_emulator::sas::create_token(
+        let scope = dps_proto::sas::create_token(
             &format!("otherscope/registrations/{reg}"),
             &key_b64,
             Some("registration"),

@@ -1,6 +1,6 @@
 //! Parsers that face network or file input return typed errors on arbitrary bytes, never panic.
 
-use dps_emulator::sas::SasToken;
+use dps_proto::sas::SasToken;
 
 /// Deterministic xorshift so failures reproduce.
 struct Rng(u64);
@@ -20,7 +20,7 @@ impl Rng {
 #[test]
 fn random_and_mutated_inputs_never_panic() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let good = dps_emulator::sas::create_token(
+    let good = dps_proto::sas::create_token(
         "scope/registrations/dev",
         "AAAAAAAAAAAAAAAAAAAAAA==",
         Some("registration"),
@@ -52,9 +52,9 @@ fn random_and_mutated_inputs_never_panic() {
         let j = (rng.next() as usize) % d.len();
         d[j] ^= 1 << (rng.next() % 8);
         d.truncate((rng.next() as usize) % (d.len() + 1));
-        let _ = dps_emulator::x509auth::common_name(&d);
-        let _ = dps_emulator::x509auth::certificate_info(&d);
-        let _ = dps_emulator::x509auth::verify_group(&[d.clone()], &[pem.as_str()], "x");
+        let _ = dps_emulator::auth::x509::common_name(&d);
+        let _ = dps_emulator::auth::x509::certificate_info(&d);
+        let _ = dps_emulator::auth::x509::verify_group(&[d.clone()], &[pem.as_str()], "x");
         let mut p = pem.clone().into_bytes();
         let k = (rng.next() as usize) % p.len();
         p[k] = rng.next() as u8;

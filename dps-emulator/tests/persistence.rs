@@ -178,8 +178,8 @@ async fn kill_minus_nine_loses_no_acknowledged_registration() {
         tasks.push(tokio::spawn(async move {
             for i in 0.. {
                 let reg = format!("kill-{w}-{i}");
-                let key = dps_emulator::sas::derive_device_key(KEY, &reg).unwrap();
-                let token = dps_emulator::sas::create_token(
+                let key = dps_proto::group_key::derive_device_key_b64(KEY, &reg).unwrap();
+                let token = dps_proto::sas::create_token(
                     &format!("0ne00000001/registrations/{reg}"),
                     &key,
                     Some("registration"),
@@ -247,8 +247,8 @@ async fn kill_minus_nine_loses_no_acknowledged_registration() {
     // The restarted binary serves the old operations.
     let served = serve(&state);
     let (reg, op) = &acked[0];
-    let key = dps_emulator::sas::derive_device_key(KEY, reg).unwrap();
-    let token = dps_emulator::sas::create_token(
+    let key = dps_proto::group_key::derive_device_key_b64(KEY, reg).unwrap();
+    let token = dps_proto::sas::create_token(
         &format!("0ne00000001/registrations/{reg}"),
         &key,
         Some("registration"),

@@ -278,7 +278,7 @@ async fn service_api_crud_with_sas_and_etags() {
     // Authentication.
     let url = format!("{}/enrollments/e1?api-version=2021-10-01", emu.endpoint());
     assert_error_body(&send(c.get(&url)).await, StatusCode::UNAUTHORIZED);
-    let forged = dps_emulator::sas::create_token(
+    let forged = dps_proto::sas::create_token(
         "localhost",
         KEY,
         Some("provisioningserviceowner"),

@@ -163,7 +163,7 @@ impl SoftTpm {
         B64.encode(self.srk_pub.to_tpm2b().unwrap())
     }
     fn registration_id(&self) -> String {
-        hsm_tpm_common::registration_id_from_ek(&self.ek_pub.to_tpm2b().unwrap())
+        dps_proto::tpm_registration_id(&self.ek_pub.to_tpm2b().unwrap())
     }
     fn body(&self) -> Value {
         json!({"registrationId": self.registration_id(),

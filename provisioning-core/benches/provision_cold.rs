@@ -8,7 +8,7 @@
 //!   cargo build --release --workspace && .ci/install-node-deps
 //!   cargo bench -p provisioning-core --bench provision_cold
 
-use dps_emulator::enroll_files::EnrollmentInfo;
+use dps_emulator::enroll_files::{EnrollmentInfo, EnrollmentInfoExt};
 use dps_emulator::{Emulator, EmulatorConfig};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

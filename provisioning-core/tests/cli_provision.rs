@@ -3,7 +3,7 @@
 
 mod support;
 
-use dps_emulator::enroll_files::EnrollmentInfo;
+use dps_emulator::enroll_files::{EnrollmentInfo, EnrollmentInfoExt};
 use dps_emulator::{Emulator, EmulatorConfig};
 use serde_json::Value;
 use support::*;

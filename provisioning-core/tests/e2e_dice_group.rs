@@ -7,7 +7,7 @@
 mod helpers;
 
 use der::Decode;
-use dps_emulator::enroll_files::EnrollmentInfo;
+use dps_emulator::enroll_files::{EnrollmentInfo, EnrollmentInfoExt};
 use helpers::*;
 use provisioning_core::dps::{register, Attestation, DpsError};
 use std::os::unix::fs::PermissionsExt;

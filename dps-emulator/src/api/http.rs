@@ -2,11 +2,12 @@
 //! JSON answers, bounded body reading.
 
 use bytes::Bytes;
+use dps_proto::wire::{ErrorBody, TpmChallenge, ERROR_CODE_HEADER};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::timeutil::{now_rfc3339, random_guid};
 
@@ -29,8 +30,8 @@ pub(crate) struct ApiError {
     pub code: u32,
     pub message: String,
     pub retry_after: Option<u64>,
-    /// Extra top-level fields (the TPM challenge rides on a 401).
-    pub extra: Option<serde_json::Map<String, Value>>,
+    /// The TPM challenge, which rides on a 401 (boxed: errors travel in every `Result`).
+    pub tpm_challenge: Option<Box<TpmChallenge>>,
     /// The trackingId to answer with when it was already logged (refusals); else a fresh one.
     pub tracking_id: Option<String>,
 }
@@ -42,7 +43,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
-            extra: None,
+            tpm_challenge: None,
             tracking_id: None,
         }
     }
@@ -67,18 +68,19 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> Resp {
-        let mut body = json!({
-            "errorCode": self.code,
-            "trackingId": self.tracking_id.unwrap_or_else(random_guid),
-            "message": self.message,
-            "timestampUtc": now_rfc3339(),
-        });
-        if let (Some(extra), Some(obj)) = (self.extra, body.as_object_mut()) {
-            obj.extend(extra);
-        }
+        let body = ErrorBody {
+            error_code: Some(u64::from(self.code)),
+            tracking_id: Some(self.tracking_id.unwrap_or_else(random_guid)),
+            message: Some(self.message),
+            timestamp_utc: Some(now_rfc3339()),
+            tpm_challenge: self.tpm_challenge.map(|c| *c),
+        };
+        // Through a JSON value, whose object keeps its keys sorted: the same bytes as before
+        // the body had a type.
+        let body = serde_json::to_value(&body).unwrap_or(Value::Null);
         let mut r = json_response(self.status, &body);
         if let Ok(v) = HeaderValue::from_str(&self.code.to_string()) {
-            r.headers_mut().insert("x-ms-error-code", v);
+            r.headers_mut().insert(ERROR_CODE_HEADER, v);
         }
         if let Some(s) = self.retry_after {
             r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));

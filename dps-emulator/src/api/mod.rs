@@ -1,44 +1,17 @@
-//! Request routing and the shared state handlers run against.
+//! The REST APIs: routing of every request to the device API ([`device`]) or the service API
+//! ([`service`]), with the checks both share. Handlers run against [`AppState`].
+
+pub(crate) mod device;
+pub(crate) mod http;
+pub(crate) mod service;
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use std::sync::Arc;
-use zeroize::Zeroizing;
 
-use crate::config::EmulatorConfig;
-use crate::faults::{Fault, Faults};
-use crate::http::{ApiError, Resp};
-use crate::store::Store;
-use crate::tpm::Challenges;
-use crate::{device_api, service_api};
-
-/// api-versions of the device API the emulator speaks.
-pub const DEVICE_API_VERSIONS: &[&str] = &["2019-03-31", "2021-06-01", "2021-10-01"];
-/// api-versions of the service API the emulator speaks (SDKs pin older ones too).
-pub const SERVICE_API_VERSIONS: &[&str] = &[
-    "2017-11-15",
-    "2018-04-01",
-    "2018-09-01-preview",
-    "2019-03-31",
-    "2021-06-01",
-    "2021-10-01",
-];
-
-/// Everything a handler needs.
-#[derive(Debug)]
-pub(crate) struct AppState {
-    pub config: EmulatorConfig,
-    pub hubs: Vec<String>,
-    pub store: Store,
-    pub faults: Faults,
-    pub service_key_b64: Zeroizing<String>,
-    pub tpm: Challenges,
-    /// The names this service answers to (those in its server certificate), lowercase: a
-    /// service-API token must be minted for one of them.
-    pub host_names: Vec<String>,
-    /// The port it listens on (a token's host may carry it).
-    pub port: u16,
-}
+use self::http::{ApiError, Resp};
+use crate::app_state::{AppState, PeerChain};
+use crate::faults::Fault;
 
 /// What the connection layer should do with a request's outcome.
 #[derive(Debug)]
@@ -50,9 +23,6 @@ impl std::fmt::Display for DropConnection {
     }
 }
 impl std::error::Error for DropConnection {}
-
-/// The per-connection facts: the client's certificate chain, leaf first (empty without mTLS).
-pub(crate) type PeerChain = Arc<Vec<Vec<u8>>>;
 
 /// Entry point for every request.
 pub(crate) async fn handle(
@@ -115,19 +85,19 @@ async fn route(
     let method = req.method().clone();
     match seg {
         [scope, "registrations", reg, "register"] if method == Method::PUT => {
-            device_api::register(app, chain, req, scope, reg).await
+            device::register(app, chain, req, scope, reg).await
         }
         [scope, "registrations", reg, "operations", op] if method == Method::GET => {
-            device_api::operation_status(app, chain, req, scope, reg, op).await
+            device::operation_status(app, chain, req, scope, reg, op).await
         }
         [scope, "registrations", reg] if method == Method::POST => {
-            device_api::status_lookup(app, chain, req, scope, reg).await
+            device::status_lookup(app, chain, req, scope, reg).await
         }
         [kind @ ("enrollments" | "enrollmentGroups"), "query"] if method == Method::POST => {
-            service_api::query(app, req, kind).await
+            service::query(app, req, kind).await
         }
         [kind @ ("enrollments" | "enrollmentGroups" | "registrations"), id] => {
-            service_api::item(app, req, kind, id).await
+            service::item(app, req, kind, id).await
         }
         [_, "registrations", ..] | ["enrollments" | "enrollmentGroups" | "registrations", ..] => {
             Err(ApiError::new(
@@ -142,7 +112,7 @@ async fn route(
 
 /// Checks `api-version` against `allowed`.
 pub(crate) fn check_api_version(req: &Request<Incoming>, allowed: &[&str]) -> Result<(), ApiError> {
-    match crate::http::query_param(req.uri().query(), "api-version") {
+    match http::query_param(req.uri().query(), "api-version") {
         None => Err(ApiError::bad_request(
             "the api-version query parameter is required",
         )),

@@ -7,12 +7,14 @@ use hyper::{Method, Request, StatusCode};
 use serde_json::Value;
 use std::sync::Arc;
 
-use crate::app::{blocking, check_api_version, AppState, SERVICE_API_VERSIONS};
-use crate::http::{empty_response, json_response, parse_json, read_body, ApiError, Resp};
+use super::http::{empty_response, json_response, parse_json, read_body, ApiError, Resp};
+use super::{blocking, check_api_version};
+use crate::app_state::AppState;
 use crate::model::{EnrollmentGroup, IndividualEnrollment};
-use crate::sas::SasToken;
 use crate::store::PutOutcome;
 use crate::timeutil::unix_now;
+use dps_proto::sas::SasToken;
+use dps_proto::SERVICE_API_VERSIONS;
 
 fn authorize(app: &AppState, req: &Request<Incoming>) -> Result<(), ApiError> {
     let header = req

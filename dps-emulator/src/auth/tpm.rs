@@ -17,6 +17,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
+use dps_proto::sas::DEVICE_KEY_NAME;
+use dps_proto::wire::TpmChallenge;
+use dps_proto::AttestationKind;
+
+use super::sas::checked_token;
+use super::{AuthContext, AuthError, Authenticator, DeviceRequest, Section};
+use crate::model::{EnrollmentGroup, IndividualEnrollment};
+
 /// How long an issued challenge can be answered. Long enough for a slow TPM (several RSA
 /// operations) and a slow link; short enough that stale identity keys do not pile up.
 pub const CHALLENGE_LIFETIME: Duration = Duration::from_secs(120);
@@ -125,6 +133,100 @@ impl Challenges {
             map.remove(registration_id);
         }
         refusal.map(Err)
+    }
+}
+
+/// Checks TPM devices: a challenge for the enrolled EK, then a SAS signed with the identity key
+/// it delivered.
+pub(crate) struct TpmAuthenticator;
+
+/// The challenge for the device's EK, when it matches the enrollment's.
+fn challenge(
+    ctx: &AuthContext<'_>,
+    request: &DeviceRequest,
+    enrolled_ek: &str,
+) -> Result<Section, AuthError> {
+    let tpm = request.body.tpm.as_ref().ok_or_else(|| {
+        AuthError::refused("TPM registration needs tpm.endorsementKey and tpm.storageRootKey")
+    })?;
+    // Refused like any other credential (not a 400): for an id that is not TPM-enrolled the
+    // EK is never looked at, so a different answer here would reveal the enrollment.
+    let ek = B64
+        .decode(tpm.endorsement_key.trim())
+        .map_err(|_| AuthError::refused("tpm.endorsementKey is not valid base64"))?;
+    let enrolled = B64
+        .decode(enrolled_ek.trim())
+        .map_err(|_| AuthError::Internal("the enrolled endorsement key is corrupt"))?;
+    if ek != enrolled {
+        return Err(AuthError::refused(
+            "the endorsement key does not match the enrollment",
+        ));
+    }
+    let srk = tpm
+        .storage_root_key
+        .as_deref()
+        .ok_or_else(|| AuthError::BadRequest("tpm.storageRootKey is required".into()))
+        .and_then(|s| {
+            B64.decode(s.trim())
+                .map_err(|_| AuthError::BadRequest("tpm.storageRootKey is not valid base64".into()))
+        })?;
+    let blob = ctx
+        .challenges
+        .issue(&request.registration_id, &ek, &srk)
+        .map_err(|e| AuthError::BadRequest(format!("cannot make a TPM challenge: {e}")))?;
+    Err(AuthError::Challenge(TpmChallenge {
+        authentication_key: blob,
+        unencrypted_authentication_key: None,
+        key_name: Some(DEVICE_KEY_NAME.into()),
+    }))
+}
+
+impl Authenticator for TpmAuthenticator {
+    fn kind(&self) -> AttestationKind {
+        AttestationKind::Tpm
+    }
+
+    fn individual(
+        &self,
+        ctx: &AuthContext<'_>,
+        request: &DeviceRequest,
+        enrollment: &IndividualEnrollment,
+    ) -> Result<Section, AuthError> {
+        let ek = enrollment
+            .attestation
+            .tpm
+            .as_ref()
+            .map(|t| t.endorsement_key.clone())
+            .unwrap_or_default();
+        if request.authorization.is_none() {
+            return challenge(ctx, request, &ek);
+        }
+        let token = checked_token(ctx, request)?;
+        match ctx
+            .challenges
+            .verify_with(&request.registration_id, |k| token.verify_signature_raw(k))
+        {
+            Some(Ok(blob)) => Ok(Section::Tpm {
+                authentication_key_b64: blob,
+            }),
+            Some(Err(e)) => Err(AuthError::refused(e)),
+            // No challenge outstanding (e.g. after a restart): issue one.
+            None => challenge(ctx, request, &ek),
+        }
+    }
+
+    fn presents_group_credentials(&self, _request: &DeviceRequest) -> bool {
+        // DPS has no TPM enrollment groups.
+        false
+    }
+
+    fn group(
+        &self,
+        _ctx: &AuthContext<'_>,
+        _request: &DeviceRequest,
+        _groups: &[EnrollmentGroup],
+    ) -> Result<(usize, Section), AuthError> {
+        Err(AuthError::refused("TPM devices have no enrollment groups"))
     }
 }
 

@@ -20,6 +20,10 @@ use serde_json::{json, Value};
 
 use crate::pki::parse_certificates;
 
+use super::{AuthContext, AuthError, Authenticator, DeviceRequest, Section};
+use crate::model::{EnrollmentGroup, IndividualEnrollment};
+use dps_proto::AttestationKind;
+
 /// Why an X.509 device was refused. Messages describe the failure, never key material.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum X509AuthError {
@@ -348,6 +352,86 @@ fn rfc3339(t: &openssl::asn1::Asn1TimeRef) -> Option<String> {
     let dt = time::OffsetDateTime::from_unix_timestamp(secs).ok()?;
     dt.format(&time::format_description::well_known::Rfc3339)
         .ok()
+}
+
+/// Checks the TLS client chain against enrolled certificates.
+pub(crate) struct X509Authenticator;
+
+/// certificateInfo of the verified leaf.
+fn leaf_info(request: &DeviceRequest) -> Value {
+    request
+        .chain
+        .first()
+        .map(|d| certificate_info(d))
+        .unwrap_or(Value::Null)
+}
+
+impl Authenticator for X509Authenticator {
+    fn kind(&self) -> AttestationKind {
+        AttestationKind::X509
+    }
+
+    fn individual(
+        &self,
+        _ctx: &AuthContext<'_>,
+        request: &DeviceRequest,
+        enrollment: &IndividualEnrollment,
+    ) -> Result<Section, AuthError> {
+        let enrolled = enrollment
+            .attestation
+            .x509
+            .as_ref()
+            .and_then(|x| x.client_certificates.as_ref())
+            .map(|c| c.texts())
+            .unwrap_or_default();
+        verify_individual(&request.chain, &enrolled, &request.registration_id)
+            .map_err(AuthError::refused)?;
+        Ok(Section::X509 {
+            leaf_info: leaf_info(request),
+            signing_info: None,
+        })
+    }
+
+    fn presents_group_credentials(&self, request: &DeviceRequest) -> bool {
+        !request.chain.is_empty()
+    }
+
+    fn group(
+        &self,
+        _ctx: &AuthContext<'_>,
+        request: &DeviceRequest,
+        groups: &[EnrollmentGroup],
+    ) -> Result<(usize, Section), AuthError> {
+        let signing: Vec<Vec<&str>> = groups
+            .iter()
+            .map(|g| {
+                g.attestation
+                    .x509
+                    .as_ref()
+                    .and_then(|x| x.signing_certificates.as_ref())
+                    .map(|c| c.texts())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let idx = verify_against_groups(&request.chain, &signing, &request.registration_id)
+            .map_err(|e| match e {
+                Some(e) => AuthError::refused(e),
+                None => AuthError::refused("no enrollment group accepts this certificate"),
+            })?;
+        let signing_info = signing
+            .get(idx)
+            .and_then(|s| s.first())
+            .and_then(|t| parse_certificates(t).ok())
+            .and_then(|c| c.into_iter().next())
+            .map(|d| certificate_info(&d));
+        Ok((
+            idx,
+            Section::X509 {
+                leaf_info: leaf_info(request),
+                signing_info,
+            },
+        ))
+    }
 }
 
 #[cfg(test)]

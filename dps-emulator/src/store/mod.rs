@@ -15,6 +15,10 @@ use crate::model::{
 use crate::timeutil::{now_rfc3339, random_guid, random_hex};
 use crate::validate;
 
+mod fsutil;
+pub mod state_dir;
+use dps_proto::wire::{status, substatus};
+
 /// Result of a conditional write.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PutOutcome<T> {
@@ -318,11 +322,11 @@ impl Store {
         if let Some(prev) = previous {
             let prev: RegistrationState = serde_json::from_str(&prev).map_err(corrupt)?;
             state.created_date_time_utc = prev.created_date_time_utc;
-            if state.status == "assigned" && prev.status == "assigned" {
+            if state.status == status::ASSIGNED && prev.status == status::ASSIGNED {
                 state.substatus = Some(if prev.assigned_hub == state.assigned_hub {
-                    "initialAssignment".to_string()
+                    substatus::INITIAL_ASSIGNMENT.to_string()
                 } else {
-                    "deviceDataMigrated".to_string()
+                    substatus::DEVICE_DATA_MIGRATED.to_string()
                 });
             }
         }
@@ -397,7 +401,9 @@ fn random_etag() -> String {
 
 /// A symmetric-key attestation without keys gets random ones, as the service does.
 fn fill_symmetric_keys(attestation: &mut AttestationMechanism) {
-    if attestation.kind == "symmetricKey" && attestation.symmetric_key.is_none() {
+    if attestation.attestation_kind() == Some(dps_proto::AttestationKind::SymmetricKey)
+        && attestation.symmetric_key.is_none()
+    {
         attestation.symmetric_key = Some(Default::default());
     }
     if let Some(sk) = attestation.symmetric_key.as_mut() {

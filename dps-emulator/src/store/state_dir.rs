@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use zeroize::Zeroizing;
 
+use super::fsutil::{create_private_dir, write_file_atomic};
 use crate::error::{io_at, Result};
-use crate::fsutil::{create_private_dir, write_file_atomic};
 use crate::pki::{CertifiedKey, LeafUsage};
 
 /// File names inside the state folder.

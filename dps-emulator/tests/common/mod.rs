@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 
 use dps_emulator::pki::CertifiedKey;
-use dps_emulator::sas::create_token;
 use dps_emulator::{Emulator, EmulatorConfig, RunningEmulator};
+use dps_proto::sas::create_token;
 use reqwest::StatusCode;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{json, Value};

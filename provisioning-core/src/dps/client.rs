@@ -5,15 +5,14 @@ use super::config::{base_url, is_valid_id, survives_url_normalisation, DpsClient
 use super::credentials::{dps_token, DeviceIdentity, SasKey};
 use super::error::DpsError;
 use super::http::{Answer, DpsHttp, TransportFailure};
-use super::model::{
-    Attestation, ErrorBody, OperationAnswer, ProgressEvent, RegisterBody, RegistrationResult,
-};
+use super::model::{Attestation, ProgressEvent, RegistrationResult};
 use super::retry::backoff;
 use super::sas::expiry_from_now;
 use super::tls;
 use crate::plugin::PluginInstance;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use dps_proto::wire::{status, DeviceRegistration, ErrorBody, RegistrationOperationStatus};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -257,10 +256,10 @@ impl<'a> Flow<'a> {
             registration_id: self.identity.registration_id.clone(),
             attempt: self.register_attempts,
         });
-        let body = RegisterBody {
-            registration_id: &self.identity.registration_id,
+        let body = DeviceRegistration {
+            registration_id: Some(self.identity.registration_id.clone()),
             tpm: self.identity.tpm.clone(),
-            payload: self.config.payload.as_ref(),
+            payload: self.config.payload.clone(),
         };
         let body = serde_json::to_vec(&body).map_err(|e| DpsError::Config {
             reason: format!("the payload cannot be serialized: {e}"),
@@ -331,7 +330,7 @@ impl<'a> Flow<'a> {
 
     /// 202 or 200 with an operation: keep polling, or finish.
     fn on_operation_answer(&mut self, answer: &Answer, what: &str) -> Result<Step, DpsError> {
-        let op: OperationAnswer =
+        let op: RegistrationOperationStatus =
             serde_json::from_slice(&answer.body).map_err(|e| DpsError::Protocol {
                 detail: format!("{what} answer {} is not an operation: {e}", answer.status),
             })?;
@@ -344,7 +343,7 @@ impl<'a> Flow<'a> {
             });
         }
         match op.status.as_str() {
-            "assigning" | "unassigned" => {
+            status::ASSIGNING | status::UNASSIGNED => {
                 (self.progress)(&ProgressEvent::Assigning {
                     operation_id: op.operation_id.clone(),
                 });
@@ -360,14 +359,18 @@ impl<'a> Flow<'a> {
     }
 
     /// The final registration state.
-    fn finish(&mut self, op: OperationAnswer) -> Result<RegistrationResult, DpsError> {
+    fn finish(&mut self, op: RegistrationOperationStatus) -> Result<RegistrationResult, DpsError> {
         let state = op.registration_state.unwrap_or_default();
-        let status = state.status.clone().unwrap_or_else(|| op.status.clone());
+        // Fields the service always sends parse as empty when missing: empty means absent.
+        let present = |s: String| (!s.is_empty()).then_some(s);
+        let status = present(state.status.clone()).unwrap_or_else(|| op.status.clone());
         let registration_id = self.identity.registration_id.clone();
         match status.as_str() {
-            "assigned" => {}
-            "disabled" | "blacklisted" => return Err(DpsError::Disabled { registration_id }),
-            "failed" => {
+            status::ASSIGNED => {}
+            status::DISABLED | status::BLACKLISTED => {
+                return Err(DpsError::Disabled { registration_id })
+            }
+            status::FAILED => {
                 return Err(DpsError::AssignmentFailed {
                     registration_id,
                     error_code: state.error_code.unwrap_or(0),
@@ -380,11 +383,7 @@ impl<'a> Flow<'a> {
                 })
             }
         }
-        if state
-            .registration_id
-            .as_deref()
-            .is_some_and(|id| id != registration_id)
-        {
+        if !state.registration_id.is_empty() && state.registration_id != registration_id {
             return Err(DpsError::Protocol {
                 detail: "the answer is for another registration id".into(),
             });
@@ -416,9 +415,9 @@ impl<'a> Flow<'a> {
             substatus: state.substatus,
             attestation: self.identity.attestation,
             payload: state.payload,
-            created_date_time_utc: state.created_date_time_utc,
-            last_updated_date_time_utc: state.last_updated_date_time_utc,
-            etag: state.etag,
+            created_date_time_utc: present(state.created_date_time_utc),
+            last_updated_date_time_utc: present(state.last_updated_date_time_utc),
+            etag: present(state.etag),
             operation_id: op.operation_id,
         })
     }
@@ -427,7 +426,8 @@ impl<'a> Flow<'a> {
     async fn on_unauthorized(&mut self, answer: &Answer) -> Result<Step, DpsError> {
         let body: ErrorBody = serde_json::from_slice(&answer.body).unwrap_or_default();
         if self.identity.attestation == Attestation::Tpm {
-            if let Some(key) = body.authentication_key.as_deref() {
+            if let Some(challenge) = body.tpm_challenge.clone() {
+                let key = challenge.authentication_key;
                 self.tpm_challenges += 1;
                 if self.tpm_challenges > MAX_TPM_CHALLENGES {
                     return Err(self.unauthorized(
@@ -442,7 +442,7 @@ impl<'a> Flow<'a> {
                 })?;
                 self.instance.tpm()?.activate_identity_key(&blob)?;
                 self.tpm_activated = true;
-                if let Some(name) = body.key_name.filter(|n| !n.is_empty()) {
+                if let Some(name) = challenge.key_name.filter(|n| !n.is_empty()) {
                     self.key_name = name;
                 }
                 return Ok(Step::Register);

@@ -5,52 +5,7 @@ use std::time::Duration;
 /// The global DPS endpoint devices use unless told otherwise.
 pub const GLOBAL_ENDPOINT: &str = "global.azure-devices-provisioning.net";
 
-/// The device API version sent as `api-version`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ApiVersion {
-    /// `2019-03-31`, spoken by older services and SDKs.
-    V2019_03_31,
-    /// `2021-06-01`, what the Azure IoT C SDK sends.
-    #[default]
-    V2021_06_01,
-    /// `2021-10-01`, the current REST reference.
-    V2021_10_01,
-}
-
-impl ApiVersion {
-    /// Every version, oldest first.
-    pub const ALL: [ApiVersion; 3] = [Self::V2019_03_31, Self::V2021_06_01, Self::V2021_10_01];
-
-    /// The query-string value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::V2019_03_31 => "2019-03-31",
-            Self::V2021_06_01 => "2021-06-01",
-            Self::V2021_10_01 => "2021-10-01",
-        }
-    }
-}
-
-impl std::fmt::Display for ApiVersion {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for ApiVersion {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown DPS api-version `{s}`; use one of {}",
-                    Self::ALL.map(|v| v.as_str()).join(", ")
-                )
-            })
-    }
-}
+pub use dps_proto::ApiVersion;
 
 /// How transient failures (connection drops, 429, 5xx, request timeouts) are retried. Every
 /// wait is also bounded by the overall timeout.
@@ -156,25 +111,7 @@ pub(crate) fn base_url(endpoint: &str) -> Result<String, String> {
     Ok(format!("https://{rest}"))
 }
 
-/// DPS's rule for ids in paths: 1-128 of `a-z A-Z 0-9 - . _ :`. Checked before the id goes
-/// into a URL, so nothing needs escaping.
-pub(crate) fn is_valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
-}
-
-/// Whether `segment` reaches the server unchanged as one path segment after `base`. URL
-/// normalisation (RFC 3986 section 5.2.4 "Remove Dot Segments", which the URL parser, proxies
-/// and servers apply) drops `.` and resolves `..`, so a registration id like `..` would send
-/// the request to another path than the one its SAS scope names. Checked by building a URL
-/// and comparing the parsed path, so any other rewriting is caught too.
-pub(crate) fn survives_url_normalisation(base: &str, segment: &str) -> bool {
-    let expected = format!("/probe/{segment}/probe");
-    reqwest::Url::parse(&format!("{base}{expected}")).is_ok_and(|u| u.path() == expected)
-}
+pub(crate) use dps_proto::{is_valid_id, survives_url_normalisation};
 
 #[cfg(test)]
 mod tests {
@@ -194,40 +131,5 @@ mod tests {
         assert!(base_url("http://h").is_err());
         assert!(base_url("").is_err());
         assert!(base_url("h/path?x").is_err());
-    }
-
-    #[test]
-    fn api_versions_parse() {
-        assert_eq!(
-            "2021-10-01".parse::<ApiVersion>(),
-            Ok(ApiVersion::V2021_10_01)
-        );
-        assert!("2020-01-01"
-            .parse::<ApiVersion>()
-            .unwrap_err()
-            .contains("2021-06-01"));
-    }
-
-    #[test]
-    fn dot_segments_do_not_survive_normalisation() {
-        let base = "https://127.0.0.1:8443";
-        for bad in [".", ".."] {
-            assert!(
-                is_valid_id(bad),
-                "the character rule alone lets {bad} through"
-            );
-            assert!(!survives_url_normalisation(base, bad), "{bad}");
-        }
-        for good in ["...", "a..b", ".a", "a.", "dev-1:x", "0ne00000001"] {
-            assert!(survives_url_normalisation(base, good), "{good}");
-        }
-    }
-
-    #[test]
-    fn ids_are_checked() {
-        assert!(is_valid_id("dev-1.a_b:c"));
-        assert!(!is_valid_id("a/b"));
-        assert!(!is_valid_id(""));
-        assert!(!is_valid_id(&"a".repeat(129)));
     }
 }

@@ -1,11 +1,13 @@
 //! The device's side of each attestation: its registration id, what goes in the register body,
 //! and SAS tokens signed inside the plugin.
 
-use super::model::{Attestation, TpmBody};
+use super::error::DpsError;
+use super::model::Attestation;
 use super::sas::{build_token, SasSigner};
 use crate::plugin::{PluginBytes, PluginError, PluginInstance};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use dps_proto::wire::TpmAttestation;
 
 /// Which plugin key signs a SAS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,30 +39,18 @@ impl SasSigner for PluginSasSigner<'_> {
 }
 
 /// The TPM registration id: lowercase unpadded base32 of SHA-256 of the marshalled EK, the
-/// C SDK's rule (52 characters). One definition, shared with the emulator's side.
-pub use hsm_tpm_common::registration_id_from_ek as tpm_registration_id;
+/// C SDK's rule (52 characters); [`dps_proto`]'s, which the emulator uses too.
+pub use dps_proto::tpm_registration_id;
 
 /// The device key of a symmetric-key enrollment group member:
 /// HMAC-SHA256(group key, registration id). The result goes into the plugin with `import_key`.
-pub fn derive_group_device_key(
-    group_key: &[u8],
-    registration_id: &str,
-) -> zeroize::Zeroizing<Vec<u8>> {
-    use hmac::Mac;
-    // HMAC accepts keys of any length, so this cannot fail; an empty key still yields a MAC.
-    let mut mac = match hmac::Hmac::<sha2::Sha256>::new_from_slice(group_key) {
-        Ok(m) => m,
-        Err(_) => return zeroize::Zeroizing::new(Vec::new()),
-    };
-    mac.update(registration_id.as_bytes());
-    zeroize::Zeroizing::new(mac.finalize().into_bytes().to_vec())
-}
+pub use dps_proto::group_key::derive_device_key as derive_group_device_key;
 
 /// What the device presents, gathered from the plugin once per registration.
 pub(crate) struct DeviceIdentity {
     pub attestation: Attestation,
     pub registration_id: String,
-    pub tpm: Option<TpmBody>,
+    pub tpm: Option<TpmAttestation>,
 }
 
 impl DeviceIdentity {
@@ -69,7 +59,7 @@ impl DeviceIdentity {
         instance: &PluginInstance,
         attestation: Attestation,
         override_id: Option<&str>,
-    ) -> Result<Self, PluginError> {
+    ) -> Result<Self, DpsError> {
         let (derived, tpm) = match attestation {
             Attestation::Tpm => {
                 let tpm = instance.tpm()?;
@@ -81,9 +71,9 @@ impl DeviceIdentity {
                 };
                 (
                     id,
-                    Some(TpmBody {
+                    Some(TpmAttestation {
                         endorsement_key: B64.encode(ek),
-                        storage_root_key: B64.encode(srk),
+                        storage_root_key: Some(B64.encode(srk)),
                     }),
                 )
             }
@@ -99,6 +89,11 @@ impl DeviceIdentity {
                 }
                 None => (Some(instance.symmetric_key()?.registration_id()?), None),
             },
+            other => {
+                return Err(DpsError::Config {
+                    reason: format!("{other} attestation is not supported by this client"),
+                })
+            }
         };
         let registration_id = match (override_id, derived) {
             (Some(o), _) => o.to_string(),
@@ -128,30 +123,4 @@ pub(crate) fn dps_token(
         expiry,
         Some(key_name),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tpm_registration_id_known_answer() {
-        // SHA-256("") base32, computed independently (python base64.b32encode).
-        assert_eq!(
-            tpm_registration_id(b""),
-            "4oymiquy7qobjgx36tejs35zeqt24qpemsnzgtfeswmrw6csxbkq"
-        );
-    }
-
-    #[test]
-    fn group_key_derivation_matches_the_documented_formula() {
-        use hmac::Mac;
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"group-key")
-            .unwrap_or_else(|_| unreachable!());
-        mac.update(b"device-7");
-        assert_eq!(
-            derive_group_device_key(b"group-key", "device-7").as_slice(),
-            &mac.finalize().into_bytes()[..]
-        );
-    }
 }

@@ -13,6 +13,9 @@ pub enum HubTokenError {
     /// X.509 devices authenticate with their certificate, not a token.
     #[error("X.509 devices connect to IoT Hub with their certificate (mutual TLS), not a SAS token; use the certificate chain and a TLS client that signs through the plugin")]
     X509HasNoToken,
+    /// An attestation kind this version cannot make hub tokens for.
+    #[error("{0} devices have no IoT Hub SAS token in this version of hsmkit")]
+    Unsupported(Attestation),
     /// The hub or device id is empty or has characters a token scope cannot hold.
     #[error("invalid hub `{hub}` or device id `{device_id}`; provision the device first")]
     BadScope {
@@ -42,6 +45,7 @@ pub fn hub_sas_token(
         Attestation::Tpm => SasKey::TpmIdentity,
         Attestation::SymmetricKey => SasKey::Symmetric,
         Attestation::X509 => return Err(HubTokenError::X509HasNoToken),
+        other => return Err(HubTokenError::Unsupported(other)),
     };
     let ok = |s: &str| !s.is_empty() && !s.bytes().any(|b| b.is_ascii_control() || b == b' ');
     if !ok(hub) || !ok(device_id) {

@@ -9,7 +9,7 @@ use crate::cli::{DemoArgs, PluginArgs};
 use crate::output::{print_json, print_table};
 use crate::plugin_setup::{choose_attestation, Context_};
 use anyhow::{Context, Result};
-use dps_emulator::enroll_files::EnrollmentInfo as EnrollmentFiles;
+use dps_emulator::enroll_files::{EnrollmentInfo as EnrollmentFiles, EnrollmentInfoExt};
 use dps_emulator::{Emulator, EmulatorConfig};
 use provisioning_core::dps::DpsClientConfig;
 use provisioning_core::provisioning::provision;

@@ -6,40 +6,17 @@ use crate::plugin_setup::{choose_attestation, Context_};
 use anyhow::{bail, Context, Result};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use dps_proto::enrollment_file::{EnrollmentCertificates, EnrollmentFile, ENROLLMENT_FILE};
 use provisioning_core::dps::Attestation;
 use provisioning_core::plugin::{PluginErrorCode, PluginInstance};
-use serde::Serialize;
 use std::path::Path;
 use std::process::ExitCode;
 use x509_cert::der::{pem::LineEnding, DecodePem, EncodePem};
 use zeroize::Zeroizing;
 
-/// The enrollment information, in the shape `dps-emulator enroll --from DIR` reads.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EnrollmentInfo {
-    pub plugin: String,
-    pub attestation: &'static str,
-    pub registration_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub endorsement_key: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub certificates: Option<Certificates>,
-    /// Only when enroll-info generated or derived the key just now: the one moment the key
-    /// exists outside the HSM, so that it can be registered with DPS.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub primary_key: Option<Zeroizing<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Certificates {
-    pub leaf_pem: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub root_ca_pem: Option<String>,
-}
+/// The enrollment information: `enrollment.json` as `dps-emulator enroll --from DIR` reads it
+/// (dps-proto's schema, one for writer and reader).
+pub type EnrollmentInfo = EnrollmentFile;
 
 pub fn run(ctx: &Context_, args: &EnrollInfoArgs) -> Result<ExitCode> {
     let plugin = ctx.load_plugin(&args.plugin)?;
@@ -65,8 +42,8 @@ pub fn collect(
 ) -> Result<EnrollmentInfo> {
     let plugin = instance.plugin().name().to_string();
     let mut info = EnrollmentInfo {
-        plugin,
-        attestation: kind.as_str(),
+        plugin: Some(plugin),
+        attestation: kind,
         registration_id: String::new(),
         endorsement_key: None,
         certificates: None,
@@ -76,7 +53,7 @@ pub fn collect(
     match kind {
         Attestation::Tpm => {
             let ek = instance.tpm()?.endorsement_key()?;
-            info.registration_id = hsm_tpm_common::registration_id_from_ek(&ek);
+            info.registration_id = dps_proto::tpm_registration_id(&ek);
             info.endorsement_key = Some(B64.encode(&ek));
         }
         Attestation::X509 => {
@@ -84,8 +61,8 @@ pub fn collect(
             let chain = x509.certificate_chain_pem()?;
             let (leaf, root) = split_chain(&chain)?;
             info.registration_id = x509.common_name()?;
-            info.certificates = Some(Certificates {
-                leaf_pem: leaf,
+            info.certificates = Some(EnrollmentCertificates {
+                leaf_pem: Some(leaf),
                 root_ca_pem: root,
             });
         }
@@ -122,6 +99,7 @@ pub fn collect(
                 info.note = Some("the HSM already holds a key; it cannot be read back (create the enrollment with the key you imported, or re-key with --group-key)".into());
             }
         }
+        other => bail!("{other} attestation has no enrollment information in this version"),
     }
     Ok(info)
 }
@@ -165,31 +143,29 @@ pub fn write_files(dir: &Path, info: &EnrollmentInfo) -> Result<()> {
         Ok(())
     };
     let json = serde_json::to_vec_pretty(info)?;
-    write("enrollment.json", &json, info.primary_key.is_some())?;
-    if let Some(ek) = &info.endorsement_key {
-        write("ek.b64", ek.as_bytes(), false)?;
-    }
-    if let Some(c) = &info.certificates {
-        write("leaf.pem", c.leaf_pem.as_bytes(), false)?;
-        if let Some(root) = &c.root_ca_pem {
-            write("root-ca.pem", root.as_bytes(), false)?;
-        }
+    write(ENROLLMENT_FILE, &json, info.primary_key.is_some())?;
+    for (name, text) in info.companions() {
+        write(name, text.as_bytes(), false)?;
     }
     Ok(())
 }
 
 fn print_human(info: &EnrollmentInfo, out: Option<&Path>) {
-    println!("Plugin:          {}", info.plugin);
+    if let Some(plugin) = &info.plugin {
+        println!("Plugin:          {plugin}");
+    }
     println!("Attestation:     {}", info.attestation);
     println!("Registration Id: {}", info.registration_id);
     if let Some(ek) = &info.endorsement_key {
         println!("Endorsement Key: {ek}");
     }
     if let Some(c) = &info.certificates {
-        println!(
-            "Leaf certificate (individual enrollment):\n{}",
-            c.leaf_pem.trim_end()
-        );
+        if let Some(leaf) = &c.leaf_pem {
+            println!(
+                "Leaf certificate (individual enrollment):\n{}",
+                leaf.trim_end()
+            );
+        }
         if let Some(root) = &c.root_ca_pem {
             println!(
                 "Root CA certificate (group enrollment):\n{}",

@@ -56,7 +56,7 @@ pub fn client_config(args: &ProvisionArgs, file: &ProvisioningSection) -> Result
         .clone()
         .or_else(|| file.api_version.clone())
     {
-        config.api_version = v.parse().map_err(|e: String| anyhow!(e))?;
+        config.api_version = v.parse()?;
     }
     if let Some(ca) = args.trust_ca.clone().or_else(|| file.trust_ca.clone()) {
         // A CA file decides whom the device trusts: the same rules as for plugins.

@@ -1,0 +1,30 @@
+//! The state every request is handled against. A leaf: it names the parts (configuration,
+//! store, fault injection, TPM challenges) and depends on no handler, so the API, transport and
+//! authentication modules can all use it without a cycle.
+
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+use crate::auth::tpm::Challenges;
+use crate::config::EmulatorConfig;
+use crate::faults::Faults;
+use crate::store::Store;
+
+/// Everything a handler needs.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    pub config: EmulatorConfig,
+    pub hubs: Vec<String>,
+    pub store: Store,
+    pub faults: Faults,
+    pub service_key_b64: Zeroizing<String>,
+    pub tpm: Challenges,
+    /// The names this service answers to (those in its server certificate), lowercase: a
+    /// service-API token must be minted for one of them.
+    pub host_names: Vec<String>,
+    /// The port it listens on (a token's host may carry it).
+    pub port: u16,
+}
+
+/// The per-connection facts: the client's certificate chain, leaf first (empty without mTLS).
+pub(crate) type PeerChain = Arc<Vec<Vec<u8>>>;

@@ -1,0 +1,249 @@
+//! The `dps-emulator` commands: argument types and one module per command. Each command only
+//! turns arguments into library calls; enrollments are built by the library's constructors.
+
+mod connection_string;
+mod enroll;
+mod list;
+mod serve;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use dps_emulator::model::{AllocationPolicy, EnrollmentCommon, ProvisioningStatus};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "dps-emulator",
+    version,
+    about = "A local Azure IoT Hub Device Provisioning Service"
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+pub(crate) struct StateArg {
+    /// State folder (dev CA, keys, database).
+    #[arg(
+        long = "state",
+        env = "DPS_EMULATOR_STATE",
+        default_value = "dps-emulator-state"
+    )]
+    pub(crate) state: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Cmd {
+    /// Serve the device and service APIs over HTTPS.
+    Serve(ServeArgs),
+    /// Create or replace an individual enrollment.
+    Enroll(EnrollArgs),
+    /// Create or replace an enrollment group.
+    Group(GroupArgs),
+    /// List enrollments, groups and registration records.
+    List {
+        #[command(flatten)]
+        state: StateArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the service API connection string (secret) for a host name.
+    ConnectionString {
+        #[command(flatten)]
+        state: StateArg,
+        /// The host name clients use.
+        #[arg(long, default_value = "localhost")]
+        host: String,
+    },
+}
+
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    pub(crate) state: StateArg,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub(crate) listen: SocketAddr,
+    /// The id scope.
+    #[arg(long, default_value = "0ne00000001")]
+    pub(crate) id_scope: String,
+    /// IoT hub names (repeat for several).
+    #[arg(long = "hub")]
+    pub(crate) hubs: Vec<String>,
+    /// Extra server certificate names (host names or IPs).
+    #[arg(long = "server-name")]
+    pub(crate) server_names: Vec<String>,
+    /// Milliseconds an operation stays "assigning".
+    #[arg(long, default_value_t = 0)]
+    pub(crate) assignment_delay_ms: u64,
+    /// Retry-After seconds on 202 answers.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) retry_after: u64,
+    /// With --assignment-delay-ms 0, answer the register request itself with 200 and the
+    /// final state instead of 202 and a poll.
+    #[arg(long)]
+    pub(crate) complete_immediately: bool,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub(crate) max_body_bytes: usize,
+    /// Most simultaneous connections.
+    #[arg(long, default_value_t = 512)]
+    pub(crate) max_connections: usize,
+    /// Most simultaneous connections from one source address (default: a quarter of
+    /// --max-connections). Raise it when many devices share one address (NAT, a fleet
+    /// simulated from one host).
+    #[arg(long)]
+    pub(crate) max_connections_per_peer: Option<usize>,
+}
+
+#[derive(Args, Clone)]
+pub(crate) struct CommonArgs {
+    /// Create it disabled.
+    #[arg(long)]
+    pub(crate) disabled: bool,
+    /// Hubs for this enrollment (repeat); empty means all.
+    #[arg(long = "hub")]
+    pub(crate) hubs: Vec<String>,
+    /// Allocation policy.
+    #[arg(long, value_enum)]
+    pub(crate) allocation: Option<Allocation>,
+    /// JSON file with the initial twin.
+    #[arg(long)]
+    pub(crate) initial_twin: Option<PathBuf>,
+}
+
+#[derive(ValueEnum, Clone, Copy)]
+pub(crate) enum Allocation {
+    Hashed,
+    Static,
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct EnrollArgs {
+    #[command(subcommand)]
+    pub(crate) kind: Option<EnrollKind>,
+    /// Folder written by `hsmkit enroll-info --out`.
+    #[arg(long)]
+    pub(crate) from: Option<PathBuf>,
+    /// With --from: create an enrollment group with this id instead (x509 root CA or symmetric group key).
+    #[arg(long, requires = "from")]
+    pub(crate) group: Option<String>,
+    #[command(flatten)]
+    pub(crate) state: StateArg,
+    #[command(flatten)]
+    pub(crate) common: CommonArgs,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum EnrollKind {
+    /// TPM: registration id and base64 EK (TPM2B_PUBLIC).
+    Tpm {
+        #[arg(long)]
+        registration_id: String,
+        #[arg(long)]
+        endorsement_key: String,
+        #[command(flatten)]
+        state: StateArg,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// X.509: registration id (= CN) and the device's leaf certificate file.
+    X509 {
+        #[arg(long)]
+        registration_id: String,
+        #[arg(long)]
+        cert: PathBuf,
+        #[command(flatten)]
+        state: StateArg,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Symmetric key: registration id and key (generated when left out; printed once).
+    Symmetric {
+        #[arg(long)]
+        registration_id: String,
+        #[arg(long, env = "DPS_EMULATOR_PRIMARY_KEY", hide_env_values = true)]
+        primary_key: Option<String>,
+        #[command(flatten)]
+        state: StateArg,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+#[derive(Args)]
+pub(crate) struct GroupArgs {
+    #[command(subcommand)]
+    pub(crate) kind: GroupKind,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum GroupKind {
+    /// X.509 group: the CA certificate that signs the devices' chains.
+    X509 {
+        #[arg(long)]
+        group_id: String,
+        #[arg(long)]
+        ca_cert: PathBuf,
+        #[command(flatten)]
+        state: StateArg,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Symmetric-key group: device keys are HMAC-SHA256(group key, registration id).
+    Symmetric {
+        #[arg(long)]
+        group_id: String,
+        #[arg(long, env = "DPS_EMULATOR_GROUP_KEY", hide_env_values = true)]
+        primary_key: Option<String>,
+        #[command(flatten)]
+        state: StateArg,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+/// Runs the command line.
+pub(crate) fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Serve(a) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(serve::run(a)),
+        Cmd::Enroll(a) => enroll::enroll(a),
+        Cmd::Group(a) => enroll::group(a),
+        Cmd::List { state, json } => list::run(&state.state, json),
+        Cmd::ConnectionString { state, host } => connection_string::run(&state.state, &host),
+    }
+}
+
+/// The shared enrollment settings.
+fn common(c: &CommonArgs) -> Result<EnrollmentCommon> {
+    let initial_twin = match &c.initial_twin {
+        Some(p) => Some(
+            serde_json::from_str(
+                &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            )
+            .with_context(|| format!("{} is not JSON", p.display()))?,
+        ),
+        None => None,
+    };
+    Ok(EnrollmentCommon {
+        provisioning_status: if c.disabled {
+            ProvisioningStatus::Disabled
+        } else {
+            ProvisioningStatus::Enabled
+        },
+        initial_twin,
+        allocation_policy: c.allocation.map(|a| match a {
+            Allocation::Hashed => AllocationPolicy::Hashed,
+            Allocation::Static => AllocationPolicy::Static,
+        }),
+        iot_hubs: c.hubs.clone(),
+        ..Default::default()
+    })
+}

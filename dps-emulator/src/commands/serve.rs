@@ -1,0 +1,37 @@
+//! `dps-emulator serve`: the device and service APIs over HTTPS until Ctrl-C.
+
+use anyhow::{Context, Result};
+use dps_emulator::{Emulator, EmulatorConfig};
+use std::time::Duration;
+
+use super::ServeArgs;
+
+pub(crate) async fn run(a: ServeArgs) -> Result<()> {
+    let mut cfg = EmulatorConfig::new(&a.state.state);
+    cfg.listen = a.listen;
+    cfg.id_scope = a.id_scope;
+    if !a.hubs.is_empty() {
+        cfg.hubs = a.hubs;
+    }
+    cfg.server_names = a.server_names;
+    cfg.assignment_delay = Duration::from_millis(a.assignment_delay_ms);
+    cfg.retry_after_secs = a.retry_after;
+    cfg.complete_registrations_immediately = a.complete_immediately;
+    cfg.max_body_bytes = a.max_body_bytes;
+    cfg.max_connections = a.max_connections;
+    cfg.max_connections_per_peer = a.max_connections_per_peer;
+    let running = Emulator::start(cfg).await?;
+    println!("listening: {}", running.endpoint());
+    println!("id scope: {}", running.id_scope());
+    println!("hubs: {}", running.hubs().join(", "));
+    println!("dev CA certificate: {}", running.ca_cert_path().display());
+    println!(
+        "service connection string: dps-emulator connection-string --state {}",
+        a.state.state.display()
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    running.shutdown().await;
+    Ok(())
+}
