@@ -136,21 +136,28 @@ impl PluginSearchPath {
         out
     }
 
-    /// Loads every candidate. Refused files are kept with their reason.
+    /// Loads every candidate, after the backends linked into this build (path
+    /// `builtin:NAME`). Refused files are kept with their reason.
     pub fn scan(&self) -> PluginScan {
-        let candidates = self
-            .candidates()
-            .into_iter()
-            .map(|path| {
-                let result = LoadedPlugin::load(&path);
-                PluginCandidate { path, result }
+        let builtins = LoadedPlugin::builtin_names().filter_map(|name| {
+            let result = LoadedPlugin::builtin(name)?;
+            Some(PluginCandidate {
+                path: PathBuf::from(format!("builtin:{name}")),
+                result,
             })
-            .collect();
-        PluginScan { candidates }
+        });
+        let files = self.candidates().into_iter().map(|path| {
+            let result = LoadedPlugin::load(&path);
+            PluginCandidate { path, result }
+        });
+        PluginScan {
+            candidates: builtins.chain(files).collect(),
+        }
     }
 
     /// Finds a plugin by name (`dice`) or by path (anything with a `/` or ending in `.so`; a
-    /// bare `libx.so` is `./libx.so`).
+    /// bare `libx.so` is `./libx.so`). A name that a backend linked into this build carries
+    /// (`builtin-*` features) selects that backend, without looking at any folder.
     /// Files named after the plugin (`libhsmkit_plugin_<name>.so`) are tried first and the
     /// search stops at the first match, so selecting one plugin does not run every other
     /// plugin's initialisation.
@@ -162,6 +169,9 @@ impl PluginSearchPath {
             // A file name alone is a file in the working folder, never a library search: the
             // `./` makes that visible in every message about it.
             return LoadedPlugin::load(&Path::new(".").join(name_or_path)).map_err(FindError::Load);
+        }
+        if let Some(builtin) = LoadedPlugin::builtin(name_or_path) {
+            return builtin.map_err(FindError::Load);
         }
         let conventional = format!("{PLUGIN_FILE_PREFIX}{}.so", name_or_path.replace('-', "_"));
         let mut candidates = self.candidates();

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod builtin;
+
 /// Which interfaces a plugin implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Capabilities {
@@ -74,7 +76,9 @@ pub struct PluginMetadata {
 /// A loaded, validated plugin. Never unloaded: its code may still be referenced by instances,
 /// thread-locals or atexit handlers, so closing it is not safe.
 pub struct LoadedPlugin {
+    /// The file, or `builtin:NAME` for a backend linked into this build.
     path: PathBuf,
+    builtin: bool,
     table: &'static HsmPluginTable,
     metadata: PluginMetadata,
     load_time: Duration,
@@ -84,6 +88,7 @@ impl std::fmt::Debug for LoadedPlugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedPlugin")
             .field("path", &self.path)
+            .field("builtin", &self.builtin)
             .field("metadata", &self.metadata)
             .finish()
     }
@@ -122,7 +127,50 @@ impl LoadedPlugin {
         };
         // Never unload: see the type's documentation.
         std::mem::forget(library);
+        Self::from_entry(path, entry, layout_fn, started, false)
+    }
 
+    /// The backend called `name` that was linked into this build (`builtin-*` features of
+    /// provisioning-core), or `None` when there is none. No file is involved: the backend's
+    /// entry function is called directly, and its table goes through the same checks as a
+    /// loaded plugin's (ABI version, NULL entries, capabilities, layout, name).
+    pub fn builtin(name: &str) -> Option<Result<Arc<LoadedPlugin>, LoadError>> {
+        let (builtin_name, entry) = builtin::BACKENDS.iter().find(|(n, _)| *n == name)?;
+        let started = Instant::now();
+        let path = PathBuf::from(format!("builtin:{builtin_name}"));
+        let plugin = Self::from_entry(&path, *entry, Some(builtin::layout), started, true);
+        Some(plugin.and_then(|p| {
+            // The list and the table are written separately; a mismatch would select one
+            // backend under another's name.
+            if p.name() == *builtin_name {
+                Ok(p)
+            } else {
+                Err(LoadError::MalformedTable {
+                    path,
+                    reason: format!(
+                        "builtin backend `{builtin_name}` calls itself `{}`",
+                        p.name()
+                    ),
+                })
+            }
+        }))
+    }
+
+    /// The names of the backends linked into this build, in listing order; empty without the
+    /// `builtin-*` features.
+    pub fn builtin_names() -> impl Iterator<Item = &'static str> {
+        builtin::BACKENDS.iter().map(|(name, _)| *name)
+    }
+
+    /// Calls `entry` and validates the table it returns; shared by files and builtins so that
+    /// both are held to the same rules.
+    fn from_entry(
+        path: &Path,
+        entry: HsmPluginEntryFn,
+        layout_fn: Option<HsmLayoutFn>,
+        started: Instant,
+        builtin: bool,
+    ) -> Result<Arc<LoadedPlugin>, LoadError> {
         let mut table_ptr: *const HsmPluginTable = std::ptr::null();
         // SAFETY: calling the plugin's entry with a valid static host table and a valid out
         // pointer, per the ABI.
@@ -171,15 +219,21 @@ impl LoadedPlugin {
         let metadata = validate_table(path, table, layout_checked)?;
         Ok(Arc::new(LoadedPlugin {
             path: path.to_path_buf(),
+            builtin,
             table,
             metadata,
             load_time: started.elapsed(),
         }))
     }
 
-    /// The file it was loaded from.
+    /// The file it was loaded from (`builtin:NAME` for a builtin backend).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether it is a backend linked into this build rather than a loaded file.
+    pub fn is_builtin(&self) -> bool {
+        self.builtin
     }
 
     /// Name, version, capabilities...

@@ -47,7 +47,8 @@ fn list(ctx: &Context_, json: bool) -> Result<ExitCode> {
             Ok(p) => PluginRow {
                 path: c.path.display().to_string(),
                 name: None,
-                status: "loaded",
+                // Linked into this hsmkit (`builtin-*` features) rather than loaded from a file.
+                status: if p.is_builtin() { "builtin" } else { "loaded" },
                 reason: None,
                 refused_because: None,
                 metadata: Some(p.metadata().clone()),
@@ -87,7 +88,7 @@ fn list(ctx: &Context_, json: bool) -> Result<ExitCode> {
         .map(|r| match &r.metadata {
             Some(m) => vec![
                 m.name.clone(),
-                "loaded".into(),
+                r.status.into(),
                 m.version.clone(),
                 m.capabilities.names().join(","),
                 m.vendor.clone(),
