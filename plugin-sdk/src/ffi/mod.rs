@@ -216,7 +216,7 @@ unsafe fn wipe(data: *mut u8, capacity: usize) {
     }
 }
 
-/// Releases a buffer made by [`put_buffer`], wiping it first: outputs can be secrets.
+/// Releases a buffer made by `put_buffer`, wiping it first: outputs can be secrets.
 ///
 /// # Safety
 /// `buffer` is NULL or points to a buffer this plugin produced and did not release yet.
