@@ -14,6 +14,10 @@ pub enum EmulatorError {
         #[source]
         source: std::io::Error,
     },
+    /// The state folder or one of its files was refused or could not be written (owner, mode,
+    /// symbolic link; see `hsm_secure_fs::state`).
+    #[error(transparent)]
+    State(#[from] hsm_secure_fs::state::StateError),
     /// The listening socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

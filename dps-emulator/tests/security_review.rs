@@ -623,3 +623,41 @@ async fn idle_connections_from_one_address_do_not_lock_out_other_devices() {
     assert_eq!(done.body["status"], "assigned", "{}", done.body);
     drop(held);
 }
+
+/// The emulator's state folder holds its CA key and service policy key: one that another user
+/// owns, or that others can write, is refused before anything is written into it (the same
+/// rules as hsmkit's state folder). Needs root to give the folder away.
+#[test]
+fn a_state_folder_another_user_controls_is_refused_before_anything_is_written() {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test chowns a folder to uid 65534: run it as root (CI does)"
+    );
+    let root = tempfile::tempdir().unwrap();
+    let state = root.path().join("emu");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // The attacker's folder, with a link where a key might be written.
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+    let victim = root.path().join("victim");
+    std::fs::write(&victim, "untouched").unwrap();
+    std::os::unix::fs::symlink(&victim, state.join("dev-ca.key.pem")).unwrap();
+    let e = dps_emulator::Emulator::start_in_background(dps_emulator::EmulatorConfig::new(
+        state.clone(),
+    ))
+    .err()
+    .expect("a foreign state folder must be refused");
+    assert!(e.to_string().contains("65534"), "{e}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    // Ours but group-writable: refused too.
+    std::os::unix::fs::chown(&state, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o770)).unwrap();
+    let e = dps_emulator::Emulator::start_in_background(dps_emulator::EmulatorConfig::new(state))
+        .err()
+        .expect("a group-writable state folder must be refused");
+    assert!(e.to_string().contains("chmod 700"), "{e}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+}

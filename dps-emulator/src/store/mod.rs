@@ -15,7 +15,6 @@ use crate::model::{
 use crate::timeutil::{now_rfc3339, random_guid, random_hex};
 use crate::validate;
 
-mod fsutil;
 pub mod state_dir;
 use dps_proto::wire::{status, substatus};
 

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use zeroize::Zeroizing;
 
-use super::fsutil::{create_private_dir, write_file_atomic};
-use crate::error::{io_at, Result};
+use crate::error::Result;
 use crate::pki::{CertifiedKey, LeafUsage};
+use hsm_secure_fs::state::{prepare_dir, read_private, read_secret, write_atomic};
 
 /// File names inside the state folder.
 pub const CA_CERT_FILE: &str = "dev-ca.pem";
@@ -21,20 +21,20 @@ pub const DATABASE_FILE: &str = "dps.sqlite3";
 
 /// Loads the dev CA from `dir`, creating it on first use.
 pub(crate) fn load_or_create_ca(dir: &Path) -> Result<(CertifiedKey, PathBuf)> {
-    create_private_dir(dir)?;
+    prepare_dir(dir)?;
     let cert_path = dir.join(CA_CERT_FILE);
     let key_path = dir.join(CA_KEY_FILE);
     if cert_path.exists() && key_path.exists() {
-        let cert = std::fs::read_to_string(&cert_path).map_err(io_at(&cert_path))?;
-        let key = Zeroizing::new(std::fs::read_to_string(&key_path).map_err(io_at(&key_path))?);
+        let cert = utf8(&cert_path, read_private(&cert_path)?)?;
+        let key = secret_text(&key_path)?;
         return Ok((CertifiedKey::from_pem(&cert, &key)?, cert_path));
     }
     let ca = CertifiedKey::new_root_ca(
         "hsmkit DPS emulator dev CA",
         Duration::from_secs(10 * 365 * 86400),
     )?;
-    write_file_atomic(&key_path, ca.key_pem()?.as_bytes(), 0o600)?;
-    write_file_atomic(&cert_path, ca.cert_pem().as_bytes(), 0o644)?;
+    write_atomic(&key_path, ca.key_pem()?.as_bytes(), 0o600)?;
+    write_atomic(&cert_path, ca.cert_pem().as_bytes(), 0o644)?;
     Ok((ca, cert_path))
 }
 
@@ -50,7 +50,7 @@ pub(crate) fn issue_server_cert(
         names,
         Duration::from_secs(365 * 86400),
     )?;
-    write_file_atomic(
+    write_atomic(
         &dir.join(SERVER_CERT_FILE),
         server.cert_pem().as_bytes(),
         0o644,
@@ -62,26 +62,40 @@ pub(crate) fn issue_server_cert(
 pub(crate) fn load_or_create_service_key(dir: &Path) -> Result<Zeroizing<String>> {
     let path = dir.join(SERVICE_KEY_FILE);
     if path.exists() {
-        let k = Zeroizing::new(std::fs::read_to_string(&path).map_err(io_at(&path))?);
+        let k = secret_text(&path)?;
         return Ok(Zeroizing::new(k.trim().to_string()));
     }
     let mut raw = Zeroizing::new([0u8; 32]);
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, raw.as_mut());
     let k = Zeroizing::new(B64.encode(raw.as_ref()));
-    write_file_atomic(&path, k.as_bytes(), 0o600)?;
+    write_atomic(&path, k.as_bytes(), 0o600)?;
     Ok(k)
 }
 
 /// The service policy key of a state folder (created on first use), for tools that build a
 /// connection string without a running emulator. Secret.
 pub fn service_key(state_dir: &Path) -> Result<Zeroizing<String>> {
-    create_private_dir(state_dir)?;
+    prepare_dir(state_dir)?;
     load_or_create_service_key(state_dir)
 }
 
 /// Opens the database of a state folder (for the CLI, while a server may be running: WAL lets
 /// both write).
 pub fn open_store(state_dir: &Path) -> Result<crate::store::Store> {
-    create_private_dir(state_dir)?;
+    prepare_dir(state_dir)?;
     crate::store::Store::open(&state_dir.join(DATABASE_FILE))
+}
+
+/// State files are PEM or base64 text; anything else was edited or corrupted.
+fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String> {
+    String::from_utf8(bytes).map_err(|_| crate::error::EmulatorError::StateIo {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+    })
+}
+
+/// A secret text file (0600, ours), moved out of the read buffer without a copy.
+fn secret_text(path: &Path) -> Result<Zeroizing<String>> {
+    let mut bytes = read_secret(path)?;
+    Ok(Zeroizing::new(utf8(path, std::mem::take(&mut *bytes))?))
 }
