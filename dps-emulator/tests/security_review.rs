@@ -645,19 +645,19 @@ fn a_state_folder_another_user_controls_is_refused_before_anything_is_written() 
     let victim = root.path().join("victim");
     std::fs::write(&victim, "untouched").unwrap();
     std::os::unix::fs::symlink(&victim, state.join("dev-ca.key.pem")).unwrap();
-    let e = dps_emulator::Emulator::start_in_background(dps_emulator::EmulatorConfig::new(
-        state.clone(),
-    ))
-    .err()
-    .expect("a foreign state folder must be refused");
+    let start = |dir: &std::path::Path| match dps_emulator::Emulator::start_in_background(
+        dps_emulator::EmulatorConfig::new(dir),
+    ) {
+        Ok(_) => panic!("the state folder {} must be refused", dir.display()),
+        Err(e) => e,
+    };
+    let e = start(&state);
     assert!(e.to_string().contains("65534"), "{e}");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
     // Ours but group-writable: refused too.
     std::os::unix::fs::chown(&state, Some(0), Some(0)).unwrap();
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o770)).unwrap();
-    let e = dps_emulator::Emulator::start_in_background(dps_emulator::EmulatorConfig::new(state))
-        .err()
-        .expect("a group-writable state folder must be refused");
+    let e = start(&state);
     assert!(e.to_string().contains("chmod 700"), "{e}");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
 }
