@@ -189,7 +189,7 @@ pub fn key_pair_seed(secret: &Secret32) -> Result<Secret32, DiceError> {
     result.map(|()| wrapped)
 }
 
-/// The seed of the hsmkit TLS leaf key, from CDI_Attest (see [`LEAF_KEY_INFO`]).
+/// The seed of the hsmkit TLS leaf key, from CDI_Attest (HKDF info "hsmkit TLS Client Key Pair").
 pub fn leaf_key_seed(cdi_attest: &Secret32) -> Result<Secret32, DiceError> {
     let mut seed = [0u8; CDI_SIZE];
     let result = kdf(cdi_attest.expose(), &ASYM_SALT, LEAF_KEY_INFO, &mut seed);
