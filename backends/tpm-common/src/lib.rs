@@ -17,10 +17,8 @@ mod error;
 pub mod kdf;
 pub mod marshal;
 pub mod public;
-mod registration;
 pub mod seed;
 #[cfg(feature = "swtpm-harness")]
 pub mod swtpm;
 
 pub use error::{Result, TpmWireError};
-pub use registration::registration_id_from_ek;

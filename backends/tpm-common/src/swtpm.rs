@@ -13,9 +13,10 @@ pub enum SwtpmError {
     /// The `swtpm` binary is not installed.
     #[error("swtpm is not installed or not on PATH ({0}); install it with `apt-get install swtpm swtpm-tools`")]
     NotInstalled(std::io::Error),
-    /// Some other I/O failure (temp dir, ports, process).
+    /// Some other I/O failure (temp dir, ports, process); in the message, so not also the
+    /// `source()`.
     #[error("swtpm harness I/O error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// swtpm did not accept connections in time.
     #[error("swtpm did not come up on port {port}: {detail}")]
     NotReady {
@@ -24,6 +25,12 @@ pub enum SwtpmError {
         /// What was observed.
         detail: String,
     },
+}
+
+impl From<std::io::Error> for SwtpmError {
+    fn from(e: std::io::Error) -> Self {
+        SwtpmError::Io(e)
+    }
 }
 
 /// A running swtpm. The TCTI for it is [`Swtpm::tcti`].

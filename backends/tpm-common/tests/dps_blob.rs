@@ -1,5 +1,6 @@
 //! The DPS challenge round trip in software, and malformed-blob handling.
 
+use dps_proto::tpm_registration_id as registration_id_from_ek;
 use hsm_tpm_common::dps::{
     make_dps_challenge, make_dps_challenge_for_key, open_dps_challenge, parse_authentication_key,
     SoftwareTpmKeys,
@@ -8,7 +9,7 @@ use hsm_tpm_common::public::{
     ek_template_rsa2048, srk_template_rsa2048, with_rsa_modulus, PublicArea,
     IDENTITY_KEY_ATTRIBUTES,
 };
-use hsm_tpm_common::{registration_id_from_ek, TpmWireError};
+use hsm_tpm_common::TpmWireError;
 use rsa::traits::PublicKeyParts;
 use rsa::RsaPrivateKey;
 use std::sync::OnceLock;

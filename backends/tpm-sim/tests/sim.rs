@@ -2,11 +2,11 @@
 
 use std::os::unix::fs::PermissionsExt;
 
+use dps_proto::tpm_registration_id as registration_id_from_ek;
 use hmac::{Hmac, Mac};
 use hsm_plugin_sdk::{ErrorCode, HsmPlugin, PluginConfig, TpmHsm};
 use hsm_tpm_common::dps::{make_dps_challenge, make_dps_challenge_for_key};
 use hsm_tpm_common::public::{PublicArea, EK_ATTRIBUTES, SRK_ATTRIBUTES};
-use hsm_tpm_common::registration_id_from_ek;
 use hsmkit_backend_tpm_sim::TpmSimPlugin;
 use sha2::Sha256;
 

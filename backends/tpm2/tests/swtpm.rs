@@ -2,6 +2,7 @@
 //! loopback ports (fails with an install hint when swtpm is missing). Includes the
 //! cross-checks that tie the wire library to a real TPM in both directions.
 
+use dps_proto::tpm_registration_id as registration_id_from_ek;
 use hmac::{Hmac, Mac};
 use hsm_plugin_sdk::{ErrorCode, HsmPlugin, PluginConfig, TpmHsm};
 use hsm_tpm_common::dps::{make_dps_challenge, make_dps_challenge_for_key};
@@ -9,7 +10,6 @@ use hsm_tpm_common::public::{
     ek_template_rsa2048, srk_template_rsa2048, with_rsa_modulus, PublicArea, EK_ATTRIBUTES,
     SRK_ATTRIBUTES,
 };
-use hsm_tpm_common::registration_id_from_ek;
 use hsm_tpm_common::swtpm::Swtpm;
 use hsmkit_backend_tpm2::Tpm2Plugin;
 use rsa::traits::PublicKeyParts;
