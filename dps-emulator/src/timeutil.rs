@@ -32,11 +32,7 @@ pub fn unix_now_ms() -> i64 {
 pub fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
-    hex_lower(&b)
-}
-
-fn hex_lower(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex::encode(b)
 }
 
 /// A GUID-shaped random string, as the service's tracking ids look.

@@ -137,11 +137,11 @@ mod tests {
         // RFC 4231 test case 1.
         let expected = "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7";
         let sig = p.sign(b"Hi There").unwrap();
-        assert_eq!(hex(&sig), expected);
+        assert_eq!(hex::encode(&sig), expected);
         // A new instance on the same state folder sees the same key and id.
         let q = plugin(dir.path(), None);
         assert_eq!(q.registration_id().unwrap(), "device-1");
-        assert_eq!(hex(&q.sign(b"Hi There").unwrap()), expected);
+        assert_eq!(hex::encode(q.sign(b"Hi There").unwrap()), expected);
     }
 
     #[test]
@@ -161,9 +161,5 @@ mod tests {
             ("registration_id", "UPPER".to_string()),
         ]);
         assert!(SymmetricKeyPlugin::create(&cfg).is_err());
-    }
-
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
     }
 }

@@ -184,15 +184,14 @@ fn expect_hmac(inst: &RawInstance, key: &[u8], data: &[u8]) -> Result<(), Verdic
     let want = hmac_sha256(key, data);
     if got != want {
         return Err(Verdict::fail(
-            format!("HMAC-SHA256 with the challenge's key ({})", hex(&want)),
-            format!("{} ({} bytes)", hex(&got), got.len()),
+            format!(
+                "HMAC-SHA256 with the challenge's key ({})",
+                hex::encode(&want)
+            ),
+            format!("{} ({} bytes)", hex::encode(&got), got.len()),
         ));
     }
     Ok(())
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn activate_and_sign(ctx: &mut CheckContext) -> CheckResult {

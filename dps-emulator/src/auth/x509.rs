@@ -93,7 +93,7 @@ const CLIENT_AUTH: spki::ObjectIdentifier = spki::ObjectIdentifier::new_unwrap("
 /// Checks that the device certificate is fit to authenticate a TLS client: an end-entity
 /// certificate (basicConstraints absent or cA FALSE, RFC 5280 4.2.1.9; the service's
 /// "end-entity (leaf) certificate installed on a device",
-/// https://learn.microsoft.com/azure/iot-dps/concepts-x509-attestation), and, when it
+/// <https://learn.microsoft.com/azure/iot-dps/concepts-x509-attestation>), and, when it
 /// restricts its purposes with extendedKeyUsage, one that lists clientAuth (RFC 5280
 /// 4.2.1.12: "the certificate MUST only be used for one of the purposes indicated").
 pub fn check_device_certificate(leaf_der: &[u8]) -> Result<(), X509AuthError> {
@@ -305,10 +305,6 @@ pub fn verify_against_groups(
     Err(best)
 }
 
-fn hex_upper(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02X}")).collect()
-}
-
 fn name_string(name: &openssl::x509::X509NameRef) -> String {
     name.entries()
         .filter_map(|e| {
@@ -334,8 +330,8 @@ pub fn certificate_info(der: &[u8]) -> Value {
         .and_then(|b| b.to_hex_str().ok().map(|s| s.to_string()));
     json!({
         "subjectName": name_string(c.subject_name()),
-        "sha1Thumbprint": sha1.map(|d| hex_upper(&d)),
-        "sha256Thumbprint": sha256.map(|d| hex_upper(&d)),
+        "sha1Thumbprint": sha1.map(hex::encode_upper),
+        "sha256Thumbprint": sha256.map(hex::encode_upper),
         "issuerName": name_string(c.issuer_name()),
         "notBeforeUtc": rfc3339(c.not_before()),
         "notAfterUtc": rfc3339(c.not_after()),
