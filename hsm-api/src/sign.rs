@@ -3,10 +3,10 @@
 
 use crate::status::*;
 
-/// Signature algorithms of the X.509 `sign_digest` entry.
-// Not `#[non_exhaustive]` yet although a later ABI minor may add algorithms: backends still
-// match on it exhaustively (backends/pkcs11/src/x509.rs); mark it when they have a wildcard arm.
+/// Signature algorithms of the X.509 `sign_digest` entry. A later ABI minor may add
+/// algorithms, so a plugin matching on it answers "not supported" for the ones it does not know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SignAlgorithm {
     /// `HSM_SIGN_ECDSA_P256_SHA256`: ECDSA P-256 over a SHA-256 digest; DER
     /// `ECDSA-Sig-Value` out.

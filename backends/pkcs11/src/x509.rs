@@ -144,6 +144,10 @@ impl TokenKey {
                 };
                 sign(&Mechanism::RsaPkcsPss(params), digest)
             }
+            // An algorithm a later ABI minor adds: this plugin does not know its mechanism.
+            other => Err(Pkcs11Error::not_supported(format!(
+                "{other:?} is not supported by the PKCS#11 plugin"
+            ))),
         }
     }
 }
