@@ -3,18 +3,50 @@
 //! Implement [`HsmPlugin`] for your instance type, plus one trait per interface you offer
 //! ([`TpmHsm`], [`X509Hsm`], [`SymmetricKeyHsm`]), then export it once:
 //!
-//! ```ignore
-//! use hsm_plugin_sdk::{export_plugin, HsmError, HsmPlugin, PluginConfig, PluginInfo, SymmetricKeyHsm};
+//! ```
+//! use hmac::{Hmac, Mac};
+//! use hsm_plugin_sdk::{
+//!     export_plugin, secret_file, HsmError, HsmPlugin, PluginConfig, PluginInfo, SymmetricKeyHsm,
+//! };
+//! use sha2::Sha256;
+//! use std::path::PathBuf;
 //!
-//! pub struct MyHsm { /* device handle */ }
+//! /// A software symmetric key kept 0600 under the state folder, so it outlives the process.
+//! pub struct MyHsm {
+//!     registration_id: String,
+//!     key_file: PathBuf,
+//! }
 //!
 //! impl HsmPlugin for MyHsm {
 //!     const INFO: PluginInfo = PluginInfo {
-//!         name: "my-hsm", version: "1.0.0", vendor: "Example Corp", description: "Example HSM",
+//!         name: "my-hsm",
+//!         version: "1.0.0",
+//!         vendor: "Example Corp",
+//!         description: "Example symmetric-key HSM",
 //!     };
-//!     fn create(config: &PluginConfig) -> Result<Self, HsmError> { Ok(MyHsm {}) }
+//!     fn create(config: &PluginConfig) -> Result<Self, HsmError> {
+//!         Ok(MyHsm {
+//!             registration_id: config.require("registration_id")?.to_string(),
+//!             key_file: config.state_dir()?.join("my-hsm").join("key"),
+//!         })
+//!     }
 //! }
-//! impl SymmetricKeyHsm for MyHsm { /* ... */ }
+//!
+//! impl SymmetricKeyHsm for MyHsm {
+//!     fn registration_id(&self) -> Result<String, HsmError> {
+//!         Ok(self.registration_id.clone())
+//!     }
+//!     fn sign(&self, data: &[u8]) -> Result<Vec<u8>, HsmError> {
+//!         let key = secret_file::read(&self.key_file)?;
+//!         let mut mac = Hmac::<Sha256>::new_from_slice(&key)
+//!             .map_err(|e| HsmError::internal(e.to_string()))?;
+//!         mac.update(data);
+//!         Ok(mac.finalize().into_bytes().to_vec())
+//!     }
+//!     fn import_key(&self, _registration_id: Option<&str>, key: &[u8]) -> Result<(), HsmError> {
+//!         secret_file::write(&self.key_file, key)
+//!     }
+//! }
 //!
 //! export_plugin!(MyHsm, symmetric_key);
 //! ```
@@ -97,11 +129,25 @@ macro_rules! export_plugin {
 /// instead of `dlsym`, so a builtin backend goes through the very table validation a loaded
 /// one does:
 ///
-/// ```ignore
+/// ```
+/// # use hsm_plugin_sdk::{HsmError, HsmPlugin, PluginConfig, PluginInfo, SymmetricKeyHsm};
+/// # pub struct MyHsm;
+/// # impl HsmPlugin for MyHsm {
+/// #     const INFO: PluginInfo =
+/// #         PluginInfo { name: "my-hsm", version: "1", vendor: "x", description: "x" };
+/// #     fn create(_: &PluginConfig) -> Result<Self, HsmError> { Ok(MyHsm) }
+/// # }
+/// # impl SymmetricKeyHsm for MyHsm {
+/// #     fn registration_id(&self) -> Result<String, HsmError> { Ok("d".into()) }
+/// #     fn sign(&self, _: &[u8]) -> Result<Vec<u8>, HsmError> { Ok(vec![0; 32]) }
+/// #     fn import_key(&self, _: Option<&str>, _: &[u8]) -> Result<(), HsmError> { Ok(()) }
+/// # }
 /// hsm_plugin_sdk::plugin_entry!(
-///     /// The plugin table of [`MyHsm`].
-///     pub fn plugin_entry for MyHsm, x509
+///     /// The plugin table of `MyHsm`, for a host that links this library in.
+///     pub fn plugin_entry for MyHsm, symmetric_key
 /// );
+/// // The plugin crate (cdylib) beside the library is then only:
+/// // hsm_plugin_sdk::export_plugin!(entry = my_hsm::plugin_entry);
 /// ```
 #[macro_export]
 macro_rules! plugin_entry {
