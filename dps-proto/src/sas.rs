@@ -86,8 +86,8 @@ pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
 /// characters never occur in a valid DPS id anyway.
 const KEPT: &[u8] = b"-_.!~*'()";
 
-/// URL-encodes as the service documents: [`KEPT`] characters stay, every other byte of the
-/// UTF-8 form becomes `%xx` with lowercase hex.
+/// URL-encodes as the service documents: ASCII letters, digits and `-_.!~*'()` stay, every
+/// other byte of the UTF-8 form becomes `%xx` with lowercase hex.
 pub fn url_encode(text: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(text.len() * 3);

@@ -1,9 +1,9 @@
-//! Device authentication: one [`Authenticator`] per attestation kind (as Parsec has one per
+//! Device authentication: one `Authenticator` per attestation kind (as Parsec has one per
 //! authentication method), chosen by the enrollment's kind for individual enrollments and by
-//! the credentials the device presents for groups. Every refusal is an [`AuthError::Refused`]
+//! the credentials the device presents for groups. Every refusal is an `AuthError::Refused`
 //! with the reason, which the API answers with the service's uniform 401 and logs.
 //!
-//! Independent of HTTP: the API layer turns [`AuthError`] into answers.
+//! Independent of HTTP: the API layer turns `AuthError` into answers.
 
 pub mod sas;
 pub mod symmetric_key;

@@ -5,7 +5,7 @@ use hsm_api::HsmBuffer;
 /// An output buffer owned by the plugin that filled it, read in place and handed back to the
 /// plugin (which wipes it) when dropped.
 ///
-/// The host never copies plugin output unless the caller asks for it ([`PluginBytes::to_vec`]
+/// The host never copies plugin output unless the caller asks for it (`to_vec()`
 /// through `Deref`), so a signature or key costs no second allocation and leaves no copy in
 /// host memory that would need wiping.
 pub struct PluginBytes {
