@@ -49,15 +49,14 @@ const TEMP_RANDOM_LEN: usize = 16;
 #[non_exhaustive]
 pub enum StateError {
     /// The operating system refused an operation.
-    #[error("cannot {action} {}: {source}", path.display())]
+    #[error("cannot {action} {}: {error}", path.display())]
     Io {
         /// What was being done (`create`, `open`, `write`, ...).
         action: &'static str,
         /// The file or folder.
         path: PathBuf,
-        /// What the OS said.
-        #[source]
-        source: io::Error,
+        /// What the OS said (in the message, so not also the `source()`).
+        error: io::Error,
     },
     /// The file or folder does not exist.
     #[error("{} does not exist", path.display())]
@@ -158,8 +157,8 @@ impl StateError {
 }
 
 fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StateError + 'a {
-    move |source| {
-        if source.kind() == io::ErrorKind::NotFound {
+    move |error| {
+        if error.kind() == io::ErrorKind::NotFound {
             StateError::NotFound {
                 path: path.to_path_buf(),
             }
@@ -167,7 +166,7 @@ fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) 
             StateError::Io {
                 action,
                 path: path.to_path_buf(),
-                source,
+                error,
             }
         }
     }
@@ -479,10 +478,10 @@ fn open_refusal(path: &Path, e: io::Error, want_dir: bool) -> StateError {
 fn rename_in(e: StateError, shown: &Path) -> StateError {
     let path = shown.to_path_buf();
     match e {
-        StateError::Io { action, source, .. } => StateError::Io {
+        StateError::Io { action, error, .. } => StateError::Io {
             action,
             path,
-            source,
+            error,
         },
         StateError::NotFound { .. } => StateError::NotFound { path },
         StateError::SymbolicLink { .. } => StateError::SymbolicLink { path },

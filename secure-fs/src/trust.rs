@@ -30,12 +30,12 @@ use std::sync::{Mutex, OnceLock};
 #[non_exhaustive]
 pub enum TrustError {
     /// The path could not be opened or examined.
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read: {error}")]
     Io {
         /// The path.
         path: PathBuf,
-        /// What the OS said.
-        source: io::Error,
+        /// What the OS said (in the message, so not also the `source()`).
+        error: io::Error,
     },
     /// The path names a folder, a device, a FIFO or a socket.
     #[error("{path}: not a regular file")]
@@ -125,15 +125,15 @@ impl TrustedFile {
     /// later `dlopen` of another file return the library loaded earlier under that name.
     /// Libraries are never unloaded by hsmkit, so nothing is lost by keeping them.
     pub fn pin_for_dlopen(self) -> Result<PathBuf, TrustError> {
-        let meta = self.file.metadata().map_err(|source| TrustError::Io {
+        let meta = self.file.metadata().map_err(|error| TrustError::Io {
             path: self.requested.clone(),
-            source,
+            error,
         })?;
         let proc_fd = Path::new("/proc/self/fd");
         if !proc_fd.is_dir() {
             return Err(TrustError::Io {
                 path: self.requested,
-                source: io::Error::new(
+                error: io::Error::new(
                     io::ErrorKind::NotFound,
                     "/proc is not mounted; hsmkit loads checked libraries through /proc/self/fd",
                 ),
@@ -167,9 +167,9 @@ pub fn current_uid() -> u32 {
 /// relative to the working folder, never looked up on a library search path.
 pub fn open_trusted(path: &Path) -> Result<TrustedFile, TrustError> {
     let requested = path.to_path_buf();
-    let io_err = |source| TrustError::Io {
+    let io_err = |error| TrustError::Io {
         path: requested.clone(),
-        source,
+        error,
     };
     let absolute = if path.is_absolute() {
         path.to_path_buf()
@@ -227,9 +227,9 @@ pub fn open_trusted(path: &Path) -> Result<TrustedFile, TrustError> {
 pub fn read(path: &Path) -> Result<Vec<u8>, TrustError> {
     open_trusted(path)?
         .read_to_end()
-        .map_err(|source| TrustError::Io {
+        .map_err(|error| TrustError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })
 }
 
@@ -237,18 +237,18 @@ pub fn read(path: &Path) -> Result<Vec<u8>, TrustError> {
 pub fn read_to_string(path: &Path) -> Result<String, TrustError> {
     open_trusted(path)?
         .read_to_string()
-        .map_err(|source| TrustError::Io {
+        .map_err(|error| TrustError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })
 }
 
 /// Checks `dir` and every folder above it under the folder rules, without opening a file in it
 /// (for folders that are searched, such as a plugins folder). Returns the real path.
 pub fn check_dir(dir: &Path) -> Result<PathBuf, TrustError> {
-    let real = std::fs::canonicalize(dir).map_err(|source| TrustError::Io {
+    let real = std::fs::canonicalize(dir).map_err(|error| TrustError::Io {
         path: dir.to_path_buf(),
-        source,
+        error,
     })?;
     open_checked_dir_chain(&real, dir)?;
     Ok(real)
@@ -265,9 +265,9 @@ fn split_file_name(path: &Path) -> Option<(&Path, &OsStr)> {
 /// with `O_NOFOLLOW`, checking each folder on its descriptor. A component that became a link
 /// after `real` was resolved is refused rather than followed.
 fn open_checked_dir_chain(real: &Path, requested: &Path) -> Result<OwnedFd, TrustError> {
-    let io_err = |source| TrustError::Io {
+    let io_err = |error| TrustError::Io {
         path: requested.to_path_buf(),
-        source,
+        error,
     };
     let mut current = open_at(None, Path::new("/").as_os_str(), dir_flags()).map_err(io_err)?;
     let mut walked = PathBuf::from("/");
@@ -352,9 +352,9 @@ fn check_dir_fd(
     is_parent: bool,
     requested: &Path,
 ) -> Result<(), TrustError> {
-    let st = fstat(fd.as_raw_fd()).map_err(|source| TrustError::Io {
+    let st = fstat(fd.as_raw_fd()).map_err(|error| TrustError::Io {
         path: requested.to_path_buf(),
-        source,
+        error,
     })?;
     folder_rule(st.st_uid, st.st_mode).map_err(|why| TrustError::Insecure {
         path: requested.to_path_buf(),
@@ -406,9 +406,9 @@ pub fn file_rule(uid: u32, mode: u32) -> Result<(), String> {
 }
 
 fn check_file(file: &File, real: &Path, requested: &Path) -> Result<(), TrustError> {
-    let st = fstat(file.as_raw_fd()).map_err(|source| TrustError::Io {
+    let st = fstat(file.as_raw_fd()).map_err(|error| TrustError::Io {
         path: requested.to_path_buf(),
-        source,
+        error,
     })?;
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
         return Err(TrustError::NotRegularFile {

@@ -48,11 +48,11 @@ impl ModuleLease {
     /// to `/`), and loaded from that descriptor, never by a second lookup of the path.
     pub fn acquire(path: &Path) -> Result<Self> {
         let checked = hsm_secure_fs::trust::open_trusted(path).map_err(|e| match e {
-            hsm_secure_fs::trust::TrustError::Io { ref source, .. }
-                if source.kind() == std::io::ErrorKind::NotFound =>
+            hsm_secure_fs::trust::TrustError::Io { ref error, .. }
+                if error.kind() == std::io::ErrorKind::NotFound =>
             {
                 Pkcs11Error::not_found(format!(
-                    "PKCS#11 module {} not found ({source}); for SoftHSM2 install it with `apt-get install softhsm2`",
+                    "PKCS#11 module {} not found ({error}); for SoftHSM2 install it with `apt-get install softhsm2`",
                     path.display()
                 ))
             }

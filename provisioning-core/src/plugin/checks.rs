@@ -15,9 +15,9 @@ pub(crate) fn check_elf(file: &TrustedFile) -> Result<(), LoadError> {
     let mut header = [0u8; 20];
     let read = file
         .read_at(&mut header, 0)
-        .map_err(|source| LoadError::Io {
+        .map_err(|error| LoadError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
     let not_so = |reason: String| LoadError::NotSharedLibrary {
         path: path.to_path_buf(),

@@ -6,12 +6,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The path does not exist or cannot be read.
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read: {error}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// What the OS said.
-        source: std::io::Error,
+        /// What the OS said (in the message, so not also the `source()`).
+        error: std::io::Error,
     },
     /// Not a regular file (a folder, a device, a socket...).
     #[error("{path}: not a regular file")]
@@ -114,7 +114,7 @@ impl From<hsm_secure_fs::trust::TrustError> for LoadError {
         match e {
             TrustError::NotRegularFile { .. } => LoadError::NotRegularFile { path },
             TrustError::Insecure { reason, .. } => LoadError::InsecurePermissions { path, reason },
-            TrustError::Io { source, .. } => LoadError::Io { path, source },
+            TrustError::Io { error, .. } => LoadError::Io { path, error },
             other => LoadError::InsecurePermissions {
                 path,
                 reason: other.to_string(),
