@@ -58,16 +58,14 @@ impl Emulator {
         let listener =
             TcpListener::bind(config.listen)
                 .await
-                .map_err(|source| EmulatorError::Bind {
+                .map_err(|error| EmulatorError::Bind {
                     addr: config.listen,
-                    source,
+                    error,
                 })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| EmulatorError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let addr = listener.local_addr().map_err(|error| EmulatorError::Bind {
+            addr: config.listen,
+            error,
+        })?;
         let mut names = vec![
             "localhost".to_string(),
             "127.0.0.1".to_string(),

@@ -41,7 +41,7 @@ impl EnrollmentInfoExt for EnrollmentInfo {
             .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
         file.resolve(|name| read_optional(&dir.join(name)))
             .map_err(|e| match e {
-                EnrollmentFileError::Companion { file, source } => io_at(&dir.join(file))(source),
+                EnrollmentFileError::Companion { file, error } => io_at(&dir.join(file))(error),
                 other => invalid(other.to_string()),
             })
     }

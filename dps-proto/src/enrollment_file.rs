@@ -90,13 +90,12 @@ pub enum EnrollmentFileError {
     #[error("attestation {0} cannot be enrolled from files")]
     Unsupported(AttestationKind),
     /// A companion file could not be read.
-    #[error("{file}: {source}")]
+    #[error("{file}: {error}")]
     Companion {
         /// The companion file's name.
         file: &'static str,
-        /// The read error.
-        #[source]
-        source: std::io::Error,
+        /// The read error (in the message, so not also the `source()`).
+        error: std::io::Error,
     },
 }
 
@@ -179,7 +178,7 @@ impl EnrollmentFile {
             return Err(EnrollmentFileError::InvalidRegistrationId);
         }
         let mut read = |file: &'static str| {
-            companion(file).map_err(|source| EnrollmentFileError::Companion { file, source })
+            companion(file).map_err(|error| EnrollmentFileError::Companion { file, error })
         };
         let certs = self.certificates.unwrap_or_default();
         match self.attestation {
