@@ -26,12 +26,12 @@ pub enum RunError {
     #[error("cannot prepare a temporary state folder: {0}")]
     State(std::io::Error),
     /// The harness binary could not be started.
-    #[error("cannot start the check process {exe}: {source}")]
+    #[error("cannot start the check process {exe}: {error}")]
     Spawn {
         /// The binary.
         exe: PathBuf,
-        /// What the OS said.
-        source: std::io::Error,
+        /// What the OS said (in the message, so not also the `source()`).
+        error: std::io::Error,
     },
     /// An `--only` / `--skip` pattern matched nothing.
     #[error("pattern `{0}` matches no check (see --list)")]
@@ -345,9 +345,9 @@ fn supervise(exe: &Path, mut cmd: Command, timeout: Duration) -> Result<ChildOut
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let mut child = cmd.spawn().map_err(|source| RunError::Spawn {
+    let mut child = cmd.spawn().map_err(|error| RunError::Spawn {
         exe: exe.to_path_buf(),
-        source,
+        error,
     })?;
     let pgid = child.id() as libc::pid_t;
     let out_reader = child.stdout.take().map(reader);

@@ -24,13 +24,12 @@ pub enum DiceError {
         reason: String,
     },
     /// Reading or writing a state file failed.
-    #[error("state file {path}: {source}")]
+    #[error("state file {path}: {error}")]
     Io {
         /// The file.
         path: String,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error (in the message, so not also the `source()`).
+        error: std::io::Error,
     },
     /// The key derivation could not produce a key (practically unreachable for HKDF/DRBG).
     #[error("key derivation failed: {0}")]
