@@ -67,9 +67,9 @@ pub enum DpsError {
         /// registrationState.errorMessage.
         message: String,
     },
-    /// The plugin failed.
+    /// The plugin failed (its error is in the message, so not also the `source()`).
     #[error("the HSM plugin failed: {0}; check the plugin's settings and its device (see `hsmkit plugins list`)")]
-    Plugin(#[from] PluginError),
+    Plugin(PluginError),
     /// No final answer within the overall timeout.
     #[error("no final answer from DPS within {after:?} (last: {last}); try again later or raise the timeout")]
     Timeout {
@@ -98,6 +98,12 @@ pub enum DpsError {
         /// The service's tracking id.
         tracking_id: String,
     },
+}
+
+impl From<PluginError> for DpsError {
+    fn from(e: PluginError) -> Self {
+        DpsError::Plugin(e)
+    }
 }
 
 impl DpsError {

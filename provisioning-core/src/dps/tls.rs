@@ -32,9 +32,16 @@ pub enum TlsSetupError {
     /// The plugin failed to hand out its chain.
     #[error(transparent)]
     Plugin(#[from] PluginError),
-    /// rustls refused the protocol settings.
+    /// rustls refused the protocol settings (its error is in the message, so not also the
+    /// `source()`).
     #[error("TLS settings refused by rustls: {0}")]
-    Rustls(#[from] rustls::Error),
+    Rustls(rustls::Error),
+}
+
+impl From<rustls::Error> for TlsSetupError {
+    fn from(e: rustls::Error) -> Self {
+        TlsSetupError::Rustls(e)
+    }
 }
 
 /// The trust store: the public web roots (the real service) and/or extra CA PEM (emulators,

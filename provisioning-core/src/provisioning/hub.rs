@@ -27,9 +27,15 @@ pub enum HubTokenError {
     /// A zero TTL would make an already expired token.
     #[error("the token lifetime must be at least one second")]
     ZeroTtl,
-    /// The plugin could not sign.
+    /// The plugin could not sign (its error is in the message, so not also the `source()`).
     #[error("the HSM plugin could not sign the token: {0}")]
-    Plugin(#[from] PluginError),
+    Plugin(PluginError),
+}
+
+impl From<PluginError> for HubTokenError {
+    fn from(e: PluginError) -> Self {
+        HubTokenError::Plugin(e)
+    }
 }
 
 /// A SAS token for `{hub}/devices/{device_id}` valid for `ttl`, signed by the plugin (TPM:
