@@ -22,7 +22,9 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", error_chain(&e));
+            // The message, then each `source()`: the workspace's errors show an inner error
+            // in their message or as their source, never both, so nothing repeats.
+            eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
     }
@@ -55,16 +57,73 @@ fn init_tracing(verbose: u8) {
         .try_init();
 }
 
-/// The error and its causes on one line, skipping a cause whose text the message already
-/// carries (typed errors often include their source in their own message).
-fn error_chain(e: &anyhow::Error) -> String {
-    let mut message = e.to_string();
-    for cause in e.chain().skip(1) {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
+#[cfg(test)]
+mod tests {
+    use anyhow::Context;
+    use provisioning_core::dps::DpsError;
+    use provisioning_core::plugin::{LoadError, PluginError, PluginErrorCode};
+    use std::path::Path;
+
+    /// What `main` prints after `error: `, checked to hold each layer once.
+    fn printed(e: &anyhow::Error) -> String {
+        let layers: Vec<String> = e.chain().map(ToString::to_string).collect();
+        for (i, outer) in layers.iter().enumerate() {
+            for inner in &layers[i + 1..] {
+                assert!(
+                    !outer.contains(inner.as_str()),
+                    "`{inner}` repeats in `{outer}`"
+                );
+            }
         }
+        format!("{e:#}")
     }
-    message
+
+    #[test]
+    fn the_chain_prints_each_layer_once() {
+        // An OS error shown in the typed error's message, under a context.
+        let missing = Path::new("/nonexistent-hsmkit-test/config.toml");
+        let os = std::fs::metadata(missing).unwrap_err().to_string();
+        let e = hsm_secure_fs::trust::read_to_string(missing)
+            .context("cannot use the config file")
+            .unwrap_err();
+        assert_eq!(
+            printed(&e),
+            format!(
+                "cannot use the config file: {}: cannot read: {os}",
+                missing.display()
+            )
+        );
+        let e = anyhow::Error::from(LoadError::from(
+            hsm_secure_fs::trust::open_trusted(missing).unwrap_err(),
+        ));
+        assert_eq!(
+            printed(&e),
+            format!("{}: cannot read: {os}", missing.display())
+        );
+
+        // A plugin error inside a DPS error inside a context: each text once.
+        let plugin = PluginError::Call {
+            plugin: "p".into(),
+            operation: "sign",
+            code: PluginErrorCode::Device,
+            message: "no key".into(),
+        };
+        let plugin_text = plugin.to_string();
+        let e = Err::<(), _>(DpsError::from(plugin))
+            .context("provisioning failed")
+            .unwrap_err();
+        let text = printed(&e);
+        assert!(
+            text.starts_with("provisioning failed: the HSM plugin failed: "),
+            "{text}"
+        );
+        assert_eq!(text.matches(plugin_text.as_str()).count(), 1, "{text}");
+
+        // A source that is not in the message is printed after it.
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot start")]
+        struct Start(#[source] std::io::Error);
+        let e = anyhow::Error::new(Start(std::fs::metadata(missing).unwrap_err())).context("demo");
+        assert_eq!(printed(&e), format!("demo: cannot start: {os}"));
+    }
 }
