@@ -5,7 +5,7 @@ use crate::verdict::Verdict;
 use hsm_api::*;
 
 /// A raw-call failure as a check failure: "expected `what` to succeed".
-pub fn ok<T>(r: Result<T, RawFailure>, what: &str) -> Result<T, Verdict> {
+pub(crate) fn ok<T>(r: Result<T, RawFailure>, what: &str) -> Result<T, Verdict> {
     r.map_err(|e| Verdict::fail(format!("{what} succeeds"), format!("it failed with {e}")))
 }
 

@@ -232,7 +232,7 @@ unsafe fn slot_is_null<T>(slot: *const T) -> bool {
 pub fn null_entries(table: &HsmPluginTable) -> Vec<&'static str> {
     use std::ptr::addr_of;
     let mut v = Vec::new();
-    // SAFETY (every slot_is_null call below): each pointer is the address of a field of a
+    // SAFETY: (every slot_is_null call below) each pointer is the address of a field of a
     // live static table, valid for reading one word.
     unsafe {
         let t: *const HsmPluginTable = table;

@@ -630,8 +630,8 @@ async fn idle_connections_from_one_address_do_not_lock_out_other_devices() {
 #[test]
 fn a_state_folder_another_user_controls_is_refused_before_anything_is_written() {
     use std::os::unix::fs::PermissionsExt;
-    // SAFETY: geteuid has no preconditions.
     assert_eq!(
+        // SAFETY: geteuid has no preconditions.
         unsafe { libc::geteuid() },
         0,
         "this test chowns a folder to uid 65534: run it as root (CI does)"

@@ -254,8 +254,8 @@ fn two_abi_instances_in_one_process() {
 /// to give the file away; fails, never skips, without it.
 #[test]
 fn a_module_other_users_can_write_is_refused_before_it_runs() {
-    // SAFETY: geteuid has no preconditions.
     assert_eq!(
+        // SAFETY: geteuid has no preconditions.
         unsafe { libc::geteuid() },
         0,
         "this test chowns a module to uid 65534: run it as root (CI does)"

@@ -14,7 +14,7 @@ const MAGIC: &[u8; 14] = b"HSMKIT-TPMSIM\x01";
 const MAX_FIELD: usize = 16 * 1024;
 
 /// The identity key DPS gave the device.
-pub struct IdentityKey {
+pub(crate) struct IdentityKey {
     /// TPMT_PUBLIC of the key as DPS sent it.
     pub public: Vec<u8>,
     /// The HMAC key.
@@ -22,7 +22,7 @@ pub struct IdentityKey {
 }
 
 /// Everything the simulated TPM keeps across restarts.
-pub struct SimState {
+pub(crate) struct SimState {
     /// Endorsement key (RSA-2048).
     pub ek: RsaPrivateKey,
     /// Storage root key (RSA-2048).
@@ -59,7 +59,7 @@ fn take_field<'a>(rest: &mut &'a [u8], path: &Path) -> Result<&'a [u8], HsmError
 
 impl SimState {
     /// A new TPM: fresh random EK and SRK, no identity key.
-    pub fn generate() -> Result<Self, HsmError> {
+    pub(crate) fn generate() -> Result<Self, HsmError> {
         let mut rng = rand::rngs::OsRng;
         let gen = |rng: &mut rand::rngs::OsRng| {
             RsaPrivateKey::new(rng, 2048)
@@ -73,7 +73,7 @@ impl SimState {
     }
 
     /// Serializes the state.
-    pub fn encode(&self) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+    pub(crate) fn encode(&self) -> Result<Zeroizing<Vec<u8>>, HsmError> {
         let der = |k: &RsaPrivateKey| {
             k.to_pkcs1_der()
                 .map_err(|e| HsmError::internal(format!("cannot encode RSA key: {e}")))
@@ -98,7 +98,7 @@ impl SimState {
     }
 
     /// Parses a state file's bytes (`path` only names it in errors).
-    pub fn decode(bytes: &[u8], path: &Path) -> Result<Self, HsmError> {
+    pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<Self, HsmError> {
         let mut rest = bytes
             .strip_prefix(MAGIC.as_slice())
             .ok_or_else(|| corrupt(path, "not a tpm-sim state file or unknown version"))?;
@@ -126,7 +126,7 @@ impl SimState {
 
 /// Where the state lives: `<state_dir>/tpm-sim/state`, or `<state_dir>/tpm-sim/<instance>/state`
 /// when an instance name is set (several simulated devices sharing one state folder).
-pub fn state_path(state_dir: &Path, instance: Option<&str>) -> Result<PathBuf, HsmError> {
+pub(crate) fn state_path(state_dir: &Path, instance: Option<&str>) -> Result<PathBuf, HsmError> {
     let base = state_dir.join("tpm-sim");
     match instance {
         None => Ok(base.join("state")),
@@ -150,7 +150,7 @@ pub fn state_path(state_dir: &Path, instance: Option<&str>) -> Result<PathBuf, H
 /// Loads the state at `path`, creating a new TPM there when none exists. Creation is
 /// race-free: the new file is linked into place only if no other instance got there first,
 /// in which case that instance's TPM is loaded instead.
-pub fn load_or_create(path: &Path) -> Result<SimState, HsmError> {
+pub(crate) fn load_or_create(path: &Path) -> Result<SimState, HsmError> {
     match secret_file::read(path) {
         Ok(bytes) => return SimState::decode(&bytes, path),
         Err(e) if e.code() == ErrorCode::NotFound => {}
@@ -165,6 +165,6 @@ pub fn load_or_create(path: &Path) -> Result<SimState, HsmError> {
 }
 
 /// Writes the state back (atomically, 0600).
-pub fn save(path: &Path, state: &SimState) -> Result<(), HsmError> {
+pub(crate) fn save(path: &Path, state: &SimState) -> Result<(), HsmError> {
     secret_file::write(path, &state.encode()?)
 }

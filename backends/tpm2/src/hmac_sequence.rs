@@ -45,15 +45,15 @@ impl RawEsys {
             tcti: null_mut(),
             esys: null_mut(),
         };
-        // SAFETY: `conf` is a valid NUL-terminated string that outlives the call; `raw.tcti`
-        // is a valid out-pointer, left null on failure (Drop checks for null).
         check(
+            // SAFETY: `conf` is a valid NUL-terminated string that outlives the call; `raw.tcti`
+            // is a valid out-pointer, left null on failure (Drop checks for null).
             unsafe { Tss2_TctiLdr_Initialize(conf.as_ptr(), &mut raw.tcti) },
             "TCTI initialization",
         )?;
-        // SAFETY: `raw.tcti` is the initialized TCTI from above; `raw.esys` is a valid
-        // out-pointer; a null ABI-version pointer asks for the library's own version.
         check(
+            // SAFETY: `raw.tcti` is the initialized TCTI from above; `raw.esys` is a valid
+            // out-pointer; a null ABI-version pointer asks for the library's own version.
             unsafe { Esys_Initialize(&mut raw.esys, raw.tcti, null_mut()) },
             "ESYS initialization",
         )?;
@@ -77,7 +77,7 @@ impl Drop for RawEsys {
 }
 
 /// HMAC-SHA256 of `data` with the persistent key at `key_handle`, in chunks of `chunk` bytes.
-pub fn hmac_with_sequence(
+pub(crate) fn hmac_with_sequence(
     tcti: &str,
     key_handle: u32,
     data: &[u8],
@@ -88,8 +88,8 @@ pub fn hmac_with_sequence(
     }
     let raw = RawEsys::open(tcti)?;
     let mut key: ESYS_TR = ESYS_TR_NONE;
-    // SAFETY: `raw.esys` is an initialized context; `key` is a valid out-pointer.
     check(
+        // SAFETY: `raw.esys` is an initialized context; `key` is a valid out-pointer.
         unsafe {
             Esys_TR_FromTPMPublic(
                 raw.esys,
@@ -104,9 +104,9 @@ pub fn hmac_with_sequence(
     )?;
     let empty_auth = Auth::default().into();
     let mut sequence: ESYS_TR = ESYS_TR_NONE;
-    // SAFETY: context and key are valid; `empty_auth` lives across the call; `sequence` is a
-    // valid out-pointer. The key's (empty) authValue goes through the password session.
     check(
+        // SAFETY: context and key are valid; `empty_auth` lives across the call; `sequence` is a
+        // valid out-pointer. The key's (empty) authValue goes through the password session.
         unsafe {
             Esys_HMAC_Start(
                 raw.esys,
@@ -152,8 +152,8 @@ fn run_sequence(
     let (body, last) = data.split_at(data.len() - last_len);
     for piece in body.chunks(chunk) {
         let buffer = max_buffer(piece)?;
-        // SAFETY: context and sequence handle valid; `buffer` lives across the call.
         check(
+            // SAFETY: context and sequence handle valid; `buffer` lives across the call.
             unsafe {
                 Esys_SequenceUpdate(
                     raw.esys,

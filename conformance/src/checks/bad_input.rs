@@ -76,12 +76,11 @@ fn slice_calls(inst: &RawInstance, data: HsmSlice) -> Vec<(&'static str, HsmStat
             *out = HsmBuffer::EMPTY;
         }
     };
-    // SAFETY (all calls below): live instance; the slice is what the check means to pass;
-    // the out buffer is valid.
     if let Ok(t) = inst.tpm_table() {
-        v.push(("activate_identity_key", unsafe {
-            (t.activate_identity_key)(inst.ptr, data)
-        }));
+        // SAFETY: (this call and those below) live instance; the slice is what the check
+        // means to pass; the out buffer is valid.
+        let status = unsafe { (t.activate_identity_key)(inst.ptr, data) };
+        v.push(("activate_identity_key", status));
     }
     if let Ok(t) = inst.x509_table() {
         // SAFETY: as above.

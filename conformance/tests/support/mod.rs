@@ -1,6 +1,6 @@
 //! Shared helpers: where the built plugins are, and running the harness as a library with
 //! this package's `hsm-conformance` binary for the child processes.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code, unused_imports, unreachable_pub)] // shared by several test binaries, which see it through `pub`
 
 use hsm_conformance::{run, RunOptions, RunReport, Status};
 use std::collections::BTreeSet;

@@ -37,7 +37,7 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: u32, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: u32, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -47,27 +47,27 @@ impl ApiError {
             tracking_id: None,
         }
     }
-    pub fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, 400004, message)
     }
     /// A refused credential: the caller gets only the service's uniform 401002
     /// "Unauthorized"; the real reason goes to the log under the answer's trackingId, as the
     /// service keeps it for its diagnostic logs.
-    pub fn unauthorized(reason: impl std::fmt::Display) -> Self {
+    pub(crate) fn unauthorized(reason: impl std::fmt::Display) -> Self {
         let tracking_id = random_guid();
         tracing::info!(%tracking_id, %reason, "request refused as Unauthorized");
         let mut e = Self::new(StatusCode::UNAUTHORIZED, 401002, UNAUTHORIZED_MESSAGE);
         e.tracking_id = Some(tracking_id);
         e
     }
-    pub fn not_found(code: u32, message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(code: u32, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
-    pub fn internal(message: impl Into<String>) -> Self {
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, 500000, message)
     }
 
-    pub fn into_response(self) -> Resp {
+    pub(crate) fn into_response(self) -> Resp {
         let body = ErrorBody {
             error_code: Some(u64::from(self.code)),
             tracking_id: Some(self.tracking_id.unwrap_or_else(random_guid)),

@@ -61,7 +61,7 @@ fn expired(i: &Issued, now: Instant) -> bool {
 impl Challenges {
     /// Makes a challenge for `ek`/`srk` (marshalled TPM2B_PUBLIC) and remembers its key. Returns
     /// the base64 authenticationKey.
-    pub fn issue(
+    pub(crate) fn issue(
         &self,
         registration_id: &str,
         ek: &[u8],
@@ -102,7 +102,7 @@ impl Challenges {
     /// Runs `verify` with the identity keys of the challenges still answerable for
     /// `registration_id`, newest first. `None` when none is outstanding (the caller issues a
     /// new one); otherwise the accepted challenge's blob (base64), or the last refusal.
-    pub fn verify_with<E>(
+    pub(crate) fn verify_with<E>(
         &self,
         registration_id: &str,
         mut verify: impl FnMut(&[u8]) -> Result<(), E>,

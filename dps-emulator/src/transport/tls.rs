@@ -78,7 +78,7 @@ impl ClientCertVerifier for RecordingClientCertVerifier {
 }
 
 /// Builds the server configuration: `server` leaf plus `ca` in the chain, ALPN http/1.1.
-pub fn server_config(server: &CertifiedKey, ca: &CertifiedKey) -> Result<Arc<ServerConfig>> {
+pub(crate) fn server_config(server: &CertifiedKey, ca: &CertifiedKey) -> Result<Arc<ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = RecordingClientCertVerifier {
         provider: provider.clone(),

@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests: an emulator in a temp state folder, HTTPS clients
 //! that trust its dev CA (optionally with a client certificate), device-API calls.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)] // shared by several test binaries, which see it through `pub`
 
 use dps_emulator::pki::CertifiedKey;
 use dps_emulator::{Emulator, EmulatorConfig, RunningEmulator};

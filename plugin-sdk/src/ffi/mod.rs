@@ -540,8 +540,8 @@ mod tests {
             (9, 48),
             "capacity travels in `reserved`"
         );
-        // SAFETY: the buffer was just made by put_buffer.
         assert_eq!(
+            // SAFETY: the buffer was just made by put_buffer.
             unsafe { std::slice::from_raw_parts(out.data, out.len) },
             b"signature"
         );

@@ -55,7 +55,7 @@ pub(crate) struct DeviceIdentity {
 
 impl DeviceIdentity {
     /// Reads the identity from the plugin; `override_id` replaces the derived registration id.
-    pub fn read(
+    pub(super) fn read(
         instance: &PluginInstance,
         attestation: Attestation,
         override_id: Option<&str>,

@@ -39,7 +39,7 @@ pub(crate) struct DpsHttp {
 }
 
 impl DpsHttp {
-    pub fn new(
+    pub(super) fn new(
         tls: rustls::ClientConfig,
         request_timeout: Duration,
         max_retry_after: Duration,
@@ -62,7 +62,7 @@ impl DpsHttp {
     }
 
     /// Sends one request; `body` is JSON.
-    pub async fn send(
+    pub(super) async fn send(
         &self,
         method: reqwest::Method,
         url: &str,

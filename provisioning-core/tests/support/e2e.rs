@@ -1,7 +1,7 @@
 //! Shared by the e2e and fault tests (included with `#[path]`): an emulator per test on a free
 //! loopback port with its own temp state, plugin instances of the built plugins, enrollments,
 //! and a DPS client configuration that trusts the emulator's dev CA.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)] // shared by several test binaries, which see it through `pub`
 
 #[path = "mod.rs"]
 mod support;

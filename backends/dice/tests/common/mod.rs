@@ -1,7 +1,7 @@
 //! A minimal host for tests and the benchmark: drives the plugin through its C ABI entry
 //! point and function tables, exactly as a host does after `dlsym("hsm_plugin_entry")`.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)] // shared by several test binaries, which see it through `pub`
 
 use hsm_plugin_sdk::hsm_api::{
     HsmBuffer, HsmInstance, HsmKeyValue, HsmPluginEntryFn, HsmPluginTable, HsmSlice, HsmStatus,

@@ -7,7 +7,7 @@
 //! its own module registry. The harness initializes SoftHSM first and keeps it initialized, so
 //! the library's copy finds it already initialized, shares it and never finalizes it.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)] // shared by several test binaries, which see it through `pub`
 
 use hsm_test_support::bundled_plugin;
 use hsmkit_backend_pkcs11::config::PinSource;

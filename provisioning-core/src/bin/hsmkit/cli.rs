@@ -21,7 +21,7 @@ use std::path::PathBuf;
   hsmkit hub-token --ttl 1h
   hsmkit demo --json"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
     #[command(subcommand)]
@@ -30,7 +30,7 @@ pub struct Cli {
 
 /// Options every command takes.
 #[derive(Debug, Args)]
-pub struct GlobalArgs {
+pub(crate) struct GlobalArgs {
     /// Configuration file (TOML). See hsmkit.example.toml.
     #[arg(long, global = true, env = "HSMKIT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -47,7 +47,7 @@ pub struct GlobalArgs {
 
 /// Which plugin and its settings.
 #[derive(Debug, Args, Clone)]
-pub struct PluginArgs {
+pub(crate) struct PluginArgs {
     /// Plugin name (dice, tpm-sim, tpm2, pkcs11, symmetric, ...) or path to a .so.
     #[arg(long, short = 'p', value_name = "NAME|PATH")]
     pub plugin: Option<String>,
@@ -58,7 +58,7 @@ pub struct PluginArgs {
 
 /// The commands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Inspect the plugins hsmkit can find.
     #[command(subcommand)]
     Plugins(PluginsCommand),
@@ -85,7 +85,7 @@ pub enum Command {
 
 /// `hsmkit plugins ...`
 #[derive(Debug, Subcommand)]
-pub enum PluginsCommand {
+pub(crate) enum PluginsCommand {
     /// Every file in the plugin folders: loaded, or refused and why.
     List {
         /// Machine-readable output.
@@ -104,7 +104,7 @@ pub enum PluginsCommand {
 
 /// `hsmkit enroll-info`
 #[derive(Debug, Args)]
-pub struct EnrollInfoArgs {
+pub(crate) struct EnrollInfoArgs {
     #[command(flatten)]
     pub plugin: PluginArgs,
     /// Attestation to describe when the plugin offers several (tpm, x509, symmetric-key).
@@ -136,7 +136,7 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 
 /// `hsmkit provision`
 #[derive(Debug, Args)]
-pub struct ProvisionArgs {
+pub(crate) struct ProvisionArgs {
     #[command(flatten)]
     pub plugin: PluginArgs,
     /// tpm, x509 or symmetricKey, when the plugin offers several.
@@ -173,7 +173,7 @@ pub struct ProvisionArgs {
 
 /// `hsmkit hub-token`
 #[derive(Debug, Args)]
-pub struct HubTokenArgs {
+pub(crate) struct HubTokenArgs {
     #[command(flatten)]
     pub plugin: PluginArgs,
     /// Token lifetime: 3600, 90s, 30m, 1h, 7d. Default 1h.
@@ -187,7 +187,7 @@ pub struct HubTokenArgs {
 /// `hsmkit demo`
 #[cfg(feature = "demo")]
 #[derive(Debug, Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Keep the demo's state (emulator database, device keys) in this folder instead of a
     /// temporary one.
     #[arg(long, value_name = "DIR")]
@@ -201,7 +201,7 @@ pub struct DemoArgs {
 }
 
 /// Parses `3600`, `90s`, `30m`, `1h`, `7d`.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
     let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => (&s[..i], &s[i..]),

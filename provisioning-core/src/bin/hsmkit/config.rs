@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// hsmkit.toml.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConfigFile {
+pub(crate) struct ConfigFile {
     /// Default plugin name or path.
     pub plugin: Option<String>,
     /// Plugins folder.
@@ -26,7 +26,7 @@ pub struct ConfigFile {
 /// `[provisioning]`.
 #[derive(Debug, Default, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
-pub struct ProvisioningSection {
+pub(crate) struct ProvisioningSection {
     /// DPS host (default global.azure-devices-provisioning.net).
     pub endpoint: Option<String>,
     /// ID scope.
@@ -45,7 +45,7 @@ pub struct ProvisioningSection {
 
 impl ConfigFile {
     /// Reads `path`; a missing explicit file is an error, as is any unknown key.
-    pub fn load(path: Option<&Path>) -> Result<ConfigFile> {
+    pub(crate) fn load(path: Option<&Path>) -> Result<ConfigFile> {
         let Some(path) = path else {
             return Ok(ConfigFile::default());
         };
@@ -57,7 +57,7 @@ impl ConfigFile {
     }
 
     /// The `[plugins.NAME]` settings as strings.
-    pub fn plugin_settings(&self, name: &str) -> Vec<(String, String)> {
+    pub(crate) fn plugin_settings(&self, name: &str) -> Vec<(String, String)> {
         self.plugins
             .get(name)
             .map(|table| {

@@ -10,14 +10,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Everything resolved from flags, environment and config.
-pub struct Context_ {
+pub(crate) struct Context_ {
     pub config: ConfigFile,
     pub search: PluginSearchPath,
     pub state_dir: PathBuf,
 }
 
 impl Context_ {
-    pub fn new(global: &GlobalArgs) -> Result<Self> {
+    pub(crate) fn new(global: &GlobalArgs) -> Result<Self> {
         let config = ConfigFile::load(global.config.as_deref())?;
         let search =
             PluginSearchPath::resolve(global.plugin_dir.as_deref(), config.plugin_dir.as_deref());
@@ -35,7 +35,7 @@ impl Context_ {
     }
 
     /// Loads the plugin named by --plugin or the config.
-    pub fn load_plugin(&self, args: &PluginArgs) -> Result<Arc<LoadedPlugin>> {
+    pub(crate) fn load_plugin(&self, args: &PluginArgs) -> Result<Arc<LoadedPlugin>> {
         let name = args
             .plugin
             .clone()
@@ -47,7 +47,7 @@ impl Context_ {
     }
 
     /// Creates an instance with `[plugins.NAME]` settings, --set overrides and the state folder.
-    pub fn create_instance(
+    pub(crate) fn create_instance(
         &self,
         plugin: &Arc<LoadedPlugin>,
         args: &PluginArgs,
@@ -65,7 +65,10 @@ impl Context_ {
 }
 
 /// Which attestation to use: the flag, or the only one the plugin offers.
-pub fn choose_attestation(plugin: &LoadedPlugin, requested: Option<&str>) -> Result<Attestation> {
+pub(crate) fn choose_attestation(
+    plugin: &LoadedPlugin,
+    requested: Option<&str>,
+) -> Result<Attestation> {
     let caps = plugin.metadata().capabilities;
     let offered: Vec<Attestation> = [
         (caps.tpm, Attestation::Tpm),

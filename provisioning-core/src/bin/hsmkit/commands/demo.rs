@@ -36,7 +36,7 @@ struct DemoReport {
     state_dir: String,
 }
 
-pub fn run(ctx: &Context_, args: &DemoArgs) -> Result<ExitCode> {
+pub(super) fn run(ctx: &Context_, args: &DemoArgs) -> Result<ExitCode> {
     let temp;
     let root: PathBuf = match &args.keep_state {
         Some(dir) => dir.clone(),

@@ -16,9 +16,9 @@ use zeroize::Zeroizing;
 
 /// The enrollment information: `enrollment.json` as `dps-emulator enroll --from DIR` reads it
 /// (dps-proto's schema, one for writer and reader).
-pub type EnrollmentInfo = EnrollmentFile;
+pub(super) type EnrollmentInfo = EnrollmentFile;
 
-pub fn run(ctx: &Context_, args: &EnrollInfoArgs) -> Result<ExitCode> {
+pub(super) fn run(ctx: &Context_, args: &EnrollInfoArgs) -> Result<ExitCode> {
     let plugin = ctx.load_plugin(&args.plugin)?;
     let kind = choose_attestation(&plugin, args.attestation.as_deref())?;
     let instance = ctx.create_instance(&plugin, &args.plugin)?;
@@ -35,7 +35,7 @@ pub fn run(ctx: &Context_, args: &EnrollInfoArgs) -> Result<ExitCode> {
 }
 
 /// Reads the enrollment information through the plugin.
-pub fn collect(
+pub(super) fn collect(
     instance: &PluginInstance,
     kind: Attestation,
     group_key_b64: Option<&str>,
@@ -126,7 +126,7 @@ fn split_chain(chain_pem: &str) -> Result<(String, Option<String>)> {
     Ok((leaf_pem, root))
 }
 
-pub fn write_files(dir: &Path, info: &EnrollmentInfo) -> Result<()> {
+pub(super) fn write_files(dir: &Path, info: &EnrollmentInfo) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

@@ -23,7 +23,7 @@ struct HubCredentials {
     certificate_chain_pem: Option<String>,
 }
 
-pub fn run(ctx: &Context_, args: &HubTokenArgs) -> Result<ExitCode> {
+pub(super) fn run(ctx: &Context_, args: &HubTokenArgs) -> Result<ExitCode> {
     let record = load(&ctx.state_dir)?.ok_or_else(|| {
         anyhow!(
             "the device is not provisioned yet ({} does not exist): run `hsmkit provision` first",

@@ -13,7 +13,7 @@ use crate::plugin_setup::Context_;
 use anyhow::Result;
 use std::process::ExitCode;
 
-pub fn run(cli: Cli) -> Result<ExitCode> {
+pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     let ctx = Context_::new(&cli.global)?;
     match cli.command {
         Command::Plugins(cmd) => plugins::run(&ctx, cmd),

@@ -7,7 +7,7 @@ use std::process::{Command, ExitCode};
 
 const TOOL: &str = "hsmkit-pkcs11";
 
-pub fn run(args: &[String]) -> Result<ExitCode> {
+pub(super) fn run(args: &[String]) -> Result<ExitCode> {
     let tool = locate()?;
     let status = Command::new(&tool)
         .args(args)

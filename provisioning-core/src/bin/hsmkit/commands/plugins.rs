@@ -31,7 +31,7 @@ struct PluginList<'a> {
     plugins: Vec<PluginRow>,
 }
 
-pub fn run(ctx: &Context_, cmd: PluginsCommand) -> Result<ExitCode> {
+pub(super) fn run(ctx: &Context_, cmd: PluginsCommand) -> Result<ExitCode> {
     match cmd {
         PluginsCommand::List { json } => list(ctx, json),
         PluginsCommand::Info { name, json } => info(ctx, &name, json),

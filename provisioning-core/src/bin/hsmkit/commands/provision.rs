@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 /// What `provision --json` prints (and the demo's rows reuse).
 #[derive(Serialize, Clone)]
 #[serde(rename_all = "camelCase")]
-pub struct ProvisionSummary {
+pub(super) struct ProvisionSummary {
     pub plugin: String,
     pub attestation: String,
     pub registration_id: String,
@@ -26,7 +26,7 @@ pub struct ProvisionSummary {
 }
 
 impl ProvisionSummary {
-    pub fn new(record: &ProvisioningRecord, outcome: Outcome, elapsed: Duration) -> Self {
+    pub(super) fn new(record: &ProvisioningRecord, outcome: Outcome, elapsed: Duration) -> Self {
         ProvisionSummary {
             plugin: record.plugin.clone(),
             attestation: record.result.attestation.as_str().to_string(),
@@ -41,7 +41,10 @@ impl ProvisionSummary {
 }
 
 /// Merges flags over the `[provisioning]` section into a client configuration.
-pub fn client_config(args: &ProvisionArgs, file: &ProvisioningSection) -> Result<DpsClientConfig> {
+pub(super) fn client_config(
+    args: &ProvisionArgs,
+    file: &ProvisioningSection,
+) -> Result<DpsClientConfig> {
     let id_scope = args
         .id_scope
         .clone()
@@ -78,7 +81,7 @@ pub fn client_config(args: &ProvisionArgs, file: &ProvisioningSection) -> Result
 }
 
 /// Prints progress on stderr so that stdout stays clean for --json.
-pub fn print_progress(event: &ProgressEvent) {
+pub(super) fn print_progress(event: &ProgressEvent) {
     match event {
         ProgressEvent::Registering {
             registration_id,
@@ -106,7 +109,7 @@ pub fn print_progress(event: &ProgressEvent) {
     }
 }
 
-pub fn run(ctx: &Context_, args: &ProvisionArgs) -> Result<ExitCode> {
+pub(super) fn run(ctx: &Context_, args: &ProvisionArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let config = client_config(args, &ctx.config.provisioning)?;
     let plugin = ctx.load_plugin(&args.plugin)?;
