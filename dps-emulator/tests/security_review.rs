@@ -630,12 +630,7 @@ async fn idle_connections_from_one_address_do_not_lock_out_other_devices() {
 #[test]
 fn a_state_folder_another_user_controls_is_refused_before_anything_is_written() {
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        // SAFETY: geteuid has no preconditions.
-        unsafe { libc::geteuid() },
-        0,
-        "this test chowns a folder to uid 65534: run it as root (CI does)"
-    );
+    hsm_test_support::attacker::require_root();
     let root = tempfile::tempdir().unwrap();
     let state = root.path().join("emu");
     std::fs::create_dir(&state).unwrap();

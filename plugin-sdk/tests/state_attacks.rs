@@ -5,50 +5,13 @@
 //! else they fail saying so instead of passing without checking anything.
 
 use hsm_plugin_sdk::secret_file;
-use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
-use std::path::Path;
-
-/// The uid the attacker runs as (`nobody`).
-const ATTACKER: u32 = 65534;
-
-fn require_root(scratch: &Path) {
-    let probe = scratch.join(".uid-probe");
-    std::fs::write(&probe, b"").expect("write a probe file");
-    let uid = std::fs::metadata(&probe).expect("stat the probe").uid();
-    std::fs::remove_file(&probe).expect("remove the probe");
-    assert_eq!(
-        uid, 0,
-        "this test needs root: it hands a folder to uid {ATTACKER} to play the attacker; \
-         run it as root (e.g. `sudo -E cargo test -p hsm-plugin-sdk --test state_attacks`)"
-    );
-}
-
-fn set_mode(path: &Path, mode: u32) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-}
-
-/// A root-owned file the attacker wants overwritten, outside the state folder.
-fn victim(root: &Path) -> std::path::PathBuf {
-    let victim = root.join("victim");
-    std::fs::write(&victim, b"root's file").expect("write the victim");
-    set_mode(&victim, 0o644);
-    victim
-}
-
-/// The pid of a process that has exited and been reaped.
-fn dead_pid() -> u32 {
-    let mut child = std::process::Command::new("true")
-        .spawn()
-        .expect("run `true`");
-    let pid = child.id();
-    child.wait().expect("reap `true`");
-    pid
-}
+use hsm_test_support::attacker::{dead_pid, require_root, set_mode, victim, ATTACKER};
+use std::os::unix::fs::{chown, MetadataExt};
 
 #[test]
 fn a_state_folder_owned_by_another_user_is_refused_and_planted_symlinks_go_nowhere() {
     let root = tempfile::tempdir().expect("temp dir");
-    require_root(root.path());
+    require_root();
     let victim = victim(root.path());
     let folder = root.path().join("symmetric");
     std::fs::create_dir(&folder).expect("mkdir");

@@ -7,61 +7,15 @@
 
 mod support;
 
+use hsm_test_support::attacker::{give_away, marker_library, require_root, set_mode as chmod};
 use provisioning_core::plugin::{LoadError, LoadedPlugin};
-use std::os::unix::fs::{chown, symlink, PermissionsExt};
+use std::os::unix::fs::{chown, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
-
-const NOBODY: u32 = 65534;
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
-    assert_eq!(
-        uid, 0,
-        "this test plays a second local user by chowning files to uid {NOBODY}: run it as root (CI does)"
-    );
-}
-
-fn chmod(p: &Path, mode: u32) {
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
-        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", p.display()));
-}
-
-fn give_away(p: &Path) {
-    chown(p, Some(NOBODY), Some(NOBODY))
-        .unwrap_or_else(|e| panic!("chown {NOBODY} {}: {e}", p.display()));
-}
-
-/// Builds `lib<name>.so` in `dir`: a library whose constructor creates `marker`.
-fn evil_library(dir: &Path, name: &str, marker: &Path) -> PathBuf {
-    let src = dir.join(format!("{name}.c"));
-    std::fs::write(
-        &src,
-        format!(
-            "#include <fcntl.h>\n#include <unistd.h>\n\
-             __attribute__((constructor)) static void pwned(void) {{\n\
-               int fd = open(\"{}\", O_WRONLY | O_CREAT, 0644);\n\
-               if (fd >= 0) close(fd);\n}}\n\
-             int hsm_plugin_entry(void) {{ return 0; }}\n",
-            marker.display()
-        ),
-    )
-    .unwrap();
-    let out = dir.join(format!("lib{name}.so"));
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run cc ({e}); install gcc"));
-    assert!(status.success(), "compiling the evil library failed");
-    out
-}
 
 fn private_dir() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
@@ -143,7 +97,7 @@ fn a_symlink_swapped_between_check_and_load_never_runs_the_attackers_code() {
     std::fs::copy(bundled_plugin("symmetric"), &good).unwrap();
     let attacker_dir = root.path().join("attacker");
     std::fs::create_dir(&attacker_dir).unwrap();
-    let evil = evil_library(&attacker_dir, "evil_link", &marker);
+    let evil = marker_library(&attacker_dir, "evil_link", &marker);
     give_away(&evil);
     give_away(&attacker_dir);
     // The plugins folder is writable by the attacker (0777, no sticky bit).
@@ -194,7 +148,7 @@ fn a_file_swapped_between_check_and_load_never_runs_the_attackers_code() {
     let good = plugins.join(".good");
     std::fs::copy(bundled_plugin("symmetric"), &good).unwrap();
     let build = private_dir();
-    let evil_built = evil_library(build.path(), "evil_file", &marker);
+    let evil_built = marker_library(build.path(), "evil_file", &marker);
     let evil = plugins.join(".evil");
     std::fs::copy(&evil_built, &evil).unwrap();
     chmod(&evil, 0o644);
@@ -282,7 +236,7 @@ fn a_bare_library_name_is_never_searched_for_on_the_library_path() {
     // The attacker's library under the plugin's file name, on LD_LIBRARY_PATH, 0666 and theirs.
     let lib_dir = root.path().join("ldpath");
     std::fs::create_dir(&lib_dir).unwrap();
-    let built = evil_library(&lib_dir, "build_evil", &marker);
+    let built = marker_library(&lib_dir, "build_evil", &marker);
     let evil = lib_dir.join("libhsmkit_plugin_symmetric.so");
     std::fs::rename(&built, &evil).unwrap();
     chmod(&evil, 0o666);

@@ -6,32 +6,13 @@
 
 mod support;
 
+use hsm_test_support::attacker::{dead_pid, require_root, set_mode, victim, ATTACKER};
 use provisioning_core::provisioning::{self, ProvisioningRecord};
 use provisioning_core::state_dir::prepare_state_dir;
 use std::io::Read;
-use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{chown, MetadataExt};
 use std::time::{Duration, Instant};
 use support::*;
-
-/// The uid the attacker runs as (`nobody`).
-const ATTACKER: u32 = 65534;
-
-fn require_root(scratch: &Path) {
-    let probe = scratch.join(".uid-probe");
-    std::fs::write(&probe, b"").expect("write a probe file");
-    let uid = std::fs::metadata(&probe).expect("stat the probe").uid();
-    std::fs::remove_file(&probe).expect("remove the probe");
-    assert_eq!(
-        uid, 0,
-        "this test needs root: it plays a second user (uid {ATTACKER}); run it as root \
-         (e.g. `sudo -E cargo test -p provisioning-core --test state_safety`)"
-    );
-}
-
-fn set_mode(path: &Path, mode: u32) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-}
 
 fn record() -> ProvisioningRecord {
     serde_json::from_value(serde_json::json!({
@@ -50,26 +31,10 @@ fn record() -> ProvisioningRecord {
     .expect("a record")
 }
 
-fn victim(root: &Path) -> PathBuf {
-    let victim = root.join("victim");
-    std::fs::write(&victim, b"root's file").expect("write the victim");
-    set_mode(&victim, 0o644);
-    victim
-}
-
-fn dead_pid() -> u32 {
-    let mut child = std::process::Command::new("true")
-        .spawn()
-        .expect("run `true`");
-    let pid = child.id();
-    child.wait().expect("reap `true`");
-    pid
-}
-
 #[test]
 fn provision_force_into_a_state_folder_owned_by_another_user_is_refused() {
     let root = tempfile::tempdir().expect("temp dir");
-    require_root(root.path());
+    require_root();
     let victim = victim(root.path());
     let state = root.path().join("state");
     std::fs::create_dir(&state).expect("mkdir");
@@ -186,7 +151,7 @@ fn preparing_the_state_folder_removes_only_dead_writers_temp_files() {
 #[test]
 fn hsmkit_run_by_an_ordinary_user_loads_its_plugin_and_is_not_dumpable() {
     let work = tempfile::tempdir_in(profile_dir()).expect("temp dir beside the build");
-    require_root(work.path());
+    require_root();
     set_mode(work.path(), 0o755);
     let plugins = work.path().join("plugins");
     std::fs::create_dir(&plugins).expect("mkdir");

@@ -8,6 +8,7 @@ use common::{init_self_signed, instance, message, token, x509_settings};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType};
 use hmac::{Hmac, Mac};
+use hsm_test_support::attacker::{give_away, marker_library, require_root};
 use hsmkit_backend_pkcs11::session::TokenSession;
 use hsmkit_backend_pkcs11::uri::Pkcs11Uri;
 use openssl::hash::MessageDigest;
@@ -254,38 +255,14 @@ fn two_abi_instances_in_one_process() {
 /// to give the file away; fails, never skips, without it.
 #[test]
 fn a_module_other_users_can_write_is_refused_before_it_runs() {
-    assert_eq!(
-        // SAFETY: geteuid has no preconditions.
-        unsafe { libc::geteuid() },
-        0,
-        "this test chowns a module to uid 65534: run it as root (CI does)"
-    );
+    require_root();
     let tok = token("abi-foreign-module");
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let marker = dir.path().join("marker");
-    let src = dir.path().join("evil.c");
-    std::fs::write(
-        &src,
-        format!(
-            "#include <fcntl.h>\n#include <unistd.h>\n\
-             __attribute__((constructor)) static void pwned(void) {{\n\
-               int fd = open(\"{}\", O_WRONLY | O_CREAT, 0644);\n\
-               if (fd >= 0) close(fd);\n}}\n",
-            marker.display()
-        ),
-    )
-    .unwrap();
-    let module = dir.path().join("libevil-pkcs11.so");
-    let status = std::process::Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&module)
-        .arg(&src)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run cc ({e}); install gcc"));
-    assert!(status.success());
+    let module = marker_library(dir.path(), "evil-pkcs11", &marker);
     std::fs::set_permissions(&module, std::fs::Permissions::from_mode(0o666)).unwrap();
-    std::os::unix::fs::chown(&module, Some(65534), Some(65534)).unwrap();
+    give_away(&module);
     let e = instance(&[
         ("module", module.to_str().unwrap()),
         ("token_uri", &tok.uri()),
