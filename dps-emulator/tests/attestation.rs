@@ -482,48 +482,6 @@ async fn x509_group_by_ca_certificate() {
 mod tpm {
     use super::*;
     use hsm_tpm_common::dps::{open_dps_challenge, SoftwareTpmKeys};
-    use hsm_tpm_common::public::{
-        ek_template_rsa2048, srk_template_rsa2048, with_rsa_modulus, PublicArea,
-    };
-    use rsa::traits::PublicKeyParts;
-    use rsa::RsaPrivateKey;
-
-    struct SoftTpm {
-        ek: RsaPrivateKey,
-        ek_pub: PublicArea,
-        srk: RsaPrivateKey,
-        srk_pub: PublicArea,
-    }
-
-    impl SoftTpm {
-        fn new() -> Self {
-            let mut rng = rand::thread_rng();
-            let ek = RsaPrivateKey::new(&mut rng, 2048).unwrap();
-            let srk = RsaPrivateKey::new(&mut rng, 2048).unwrap();
-            let ek_pub = with_rsa_modulus(ek_template_rsa2048(), ek.n().to_bytes_be());
-            let srk_pub = with_rsa_modulus(srk_template_rsa2048(), srk.n().to_bytes_be());
-            Self {
-                ek,
-                ek_pub,
-                srk,
-                srk_pub,
-            }
-        }
-        fn ek_b64(&self) -> String {
-            B64.encode(self.ek_pub.to_tpm2b().unwrap())
-        }
-        fn srk_b64(&self) -> String {
-            B64.encode(self.srk_pub.to_tpm2b().unwrap())
-        }
-        fn keys(&self) -> SoftwareTpmKeys<'_> {
-            SoftwareTpmKeys {
-                ek_private: &self.ek,
-                ek_public: &self.ek_pub,
-                srk_private: &self.srk,
-                srk_public: &self.srk_pub,
-            }
-        }
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tpm_challenge_then_sas_with_the_duplicated_key() {

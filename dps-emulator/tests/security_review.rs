@@ -9,13 +9,8 @@ use base64::Engine;
 use common::*;
 use dps_emulator::model::*;
 use dps_emulator::pki::{CertifiedKey, LeafUsage};
-use hsm_tpm_common::dps::{open_dps_challenge, SoftwareTpmKeys};
-use hsm_tpm_common::public::{
-    ek_template_rsa2048, srk_template_rsa2048, with_rsa_modulus, PublicArea,
-};
+use hsm_tpm_common::public::{srk_template_rsa2048, with_rsa_modulus};
 use reqwest::{Method, StatusCode};
-use rsa::traits::PublicKeyParts;
-use rsa::RsaPrivateKey;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -132,60 +127,6 @@ fn enroll_symmetric(emu: &dps_emulator::RunningEmulator, reg: &str, key: &str) {
             common: Default::default(),
         })
         .unwrap();
-}
-
-/// A software TPM: EK and SRK key pairs.
-struct SoftTpm {
-    ek: RsaPrivateKey,
-    ek_pub: PublicArea,
-    srk: RsaPrivateKey,
-    srk_pub: PublicArea,
-}
-
-impl SoftTpm {
-    fn new() -> Self {
-        let mut rng = rand::thread_rng();
-        let ek = RsaPrivateKey::new(&mut rng, 2048).unwrap();
-        let srk = RsaPrivateKey::new(&mut rng, 2048).unwrap();
-        let ek_pub = with_rsa_modulus(ek_template_rsa2048(), ek.n().to_bytes_be());
-        let srk_pub = with_rsa_modulus(srk_template_rsa2048(), srk.n().to_bytes_be());
-        Self {
-            ek,
-            ek_pub,
-            srk,
-            srk_pub,
-        }
-    }
-    fn ek_b64(&self) -> String {
-        B64.encode(self.ek_pub.to_tpm2b().unwrap())
-    }
-    fn srk_b64(&self) -> String {
-        B64.encode(self.srk_pub.to_tpm2b().unwrap())
-    }
-    fn registration_id(&self) -> String {
-        dps_proto::tpm_registration_id(&self.ek_pub.to_tpm2b().unwrap())
-    }
-    fn body(&self) -> Value {
-        json!({"registrationId": self.registration_id(),
-               "tpm": {"endorsementKey": self.ek_b64(), "storageRootKey": self.srk_b64()}})
-    }
-    /// Opens a challenge blob: the identity key, base64.
-    fn open(&self, challenge: &Answer) -> String {
-        let blob = B64
-            .decode(
-                challenge.body["authenticationKey"]
-                    .as_str()
-                    .expect("a challenge"),
-            )
-            .unwrap();
-        let keys = SoftwareTpmKeys {
-            ek_private: &self.ek,
-            ek_public: &self.ek_pub,
-            srk_private: &self.srk,
-            srk_public: &self.srk_pub,
-        };
-        B64.encode(open_dps_challenge(&keys, &blob).unwrap().key.as_slice())
-    }
 }
 
 fn enroll_tpm(emu: &dps_emulator::RunningEmulator, dev: &SoftTpm) {

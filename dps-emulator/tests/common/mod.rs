@@ -213,3 +213,83 @@ pub fn service(
     )
     .header("authorization", token.as_str())
 }
+
+/// A software TPM for driving the emulator's TPM attestation: EK and SRK key pairs and their
+/// TPM2B_PUBLIC areas.
+pub struct SoftTpm {
+    /// The EK's private key.
+    pub ek: rsa::RsaPrivateKey,
+    /// The EK's public area.
+    pub ek_pub: hsm_tpm_common::public::PublicArea,
+    /// The SRK's private key.
+    pub srk: rsa::RsaPrivateKey,
+    /// The SRK's public area.
+    pub srk_pub: hsm_tpm_common::public::PublicArea,
+}
+
+impl SoftTpm {
+    /// A new TPM with fresh RSA-2048 EK and SRK.
+    pub fn new() -> Self {
+        use hsm_tpm_common::public::{ek_template_rsa2048, srk_template_rsa2048, with_rsa_modulus};
+        use rsa::traits::PublicKeyParts;
+        let mut rng = rand::thread_rng();
+        let ek = rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap();
+        let srk = rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap();
+        let ek_pub = with_rsa_modulus(ek_template_rsa2048(), ek.n().to_bytes_be());
+        let srk_pub = with_rsa_modulus(srk_template_rsa2048(), srk.n().to_bytes_be());
+        Self {
+            ek,
+            ek_pub,
+            srk,
+            srk_pub,
+        }
+    }
+
+    /// The EK as DPS carries it (base64 TPM2B_PUBLIC).
+    pub fn ek_b64(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(self.ek_pub.to_tpm2b().unwrap())
+    }
+
+    /// The SRK as DPS carries it.
+    pub fn srk_b64(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(self.srk_pub.to_tpm2b().unwrap())
+    }
+
+    /// The registration id DPS derives from the EK.
+    pub fn registration_id(&self) -> String {
+        dps_proto::tpm_registration_id(&self.ek_pub.to_tpm2b().unwrap())
+    }
+
+    /// The register request body with EK and SRK.
+    pub fn body(&self) -> Value {
+        json!({"registrationId": self.registration_id(),
+               "tpm": {"endorsementKey": self.ek_b64(), "storageRootKey": self.srk_b64()}})
+    }
+
+    /// The keys `open_dps_challenge` needs.
+    pub fn keys(&self) -> hsm_tpm_common::dps::SoftwareTpmKeys<'_> {
+        hsm_tpm_common::dps::SoftwareTpmKeys {
+            ek_private: &self.ek,
+            ek_public: &self.ek_pub,
+            srk_private: &self.srk,
+            srk_public: &self.srk_pub,
+        }
+    }
+
+    /// Opens the challenge in a 401 answer: the identity key, base64.
+    pub fn open(&self, challenge: &Answer) -> String {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let blob = b64
+            .decode(
+                challenge.body["authenticationKey"]
+                    .as_str()
+                    .expect("a challenge"),
+            )
+            .unwrap();
+        let opened = hsm_tpm_common::dps::open_dps_challenge(&self.keys(), &blob).unwrap();
+        b64.encode(opened.key.as_slice())
+    }
+}
