@@ -14,9 +14,14 @@ use std::time::Duration;
 #[command(name = "hsm-conformance", version)]
 struct Cli {
     /// The plugin: a path to its .so, or a name found in the plugins folders
-    /// (HSMKIT_PLUGIN_DIR, plugins/ next to this program, system folders).
+    /// (--plugin-dir, else HSMKIT_PLUGIN_DIR, else plugins/ next to this program and the
+    /// system folders).
     #[arg(required_unless_present = "list")]
     plugin: Option<String>,
+    /// Folder to find a plugin given by name in, as hsmkit's flag (`NAME` is
+    /// `libhsmkit_plugin_NAME.so` there); replaces every other plugins folder.
+    #[arg(long, value_name = "DIR")]
+    plugin_dir: Option<PathBuf>,
     /// A setting passed to the plugin's create (repeatable), e.g. `--config tcti=swtpm:port=2321`.
     /// Without `state_dir`, every check gets a private copy of a prepared state folder.
     #[arg(long = "config", value_name = "K=V", value_parser = parse_setting)]
@@ -51,7 +56,7 @@ struct Cli {
     probe: bool,
 }
 
-fn resolve_plugin(arg: &str) -> Result<PathBuf> {
+fn resolve_plugin(arg: &str, plugin_dir: Option<&std::path::Path>) -> Result<PathBuf> {
     let as_path = PathBuf::from(arg);
     if arg.contains('/') || arg.ends_with(".so") || as_path.is_file() {
         return std::fs::canonicalize(&as_path).with_context(|| format!("plugin {arg}"));
@@ -63,7 +68,7 @@ fn resolve_plugin(arg: &str) -> Result<PathBuf> {
         provisioning_core::plugin::PLUGIN_FILE_PREFIX,
         arg.replace('-', "_")
     );
-    let search = provisioning_core::plugin::PluginSearchPath::resolve(None, None);
+    let search = provisioning_core::plugin::PluginSearchPath::resolve(plugin_dir, None);
     search
         .candidates()
         .into_iter()
@@ -98,7 +103,7 @@ fn main() -> Result<()> {
     if !(cli.timeout.is_finite() && cli.timeout > 0.0) {
         bail!("--timeout must be a positive number of seconds");
     }
-    let plugin = resolve_plugin(&plugin_arg)?;
+    let plugin = resolve_plugin(&plugin_arg, cli.plugin_dir.as_deref())?;
     let single_connection_tpm = cli
         .config
         .iter()
