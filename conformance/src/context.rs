@@ -2,7 +2,7 @@
 
 use crate::raw::{RawInstance, RawLibrary};
 use crate::verdict::Verdict;
-use hsm_api::HsmPluginTable;
+use hsm_api::{status_name, HsmPluginTable, HSM_ERR_INVALID_ARGUMENT, HSM_ERR_NOT_FOUND};
 use std::path::PathBuf;
 
 /// The inputs of one check, inside its child process.
@@ -48,10 +48,22 @@ impl CheckContext {
         })
     }
 
-    /// A new instance with the configured settings.
+    /// A new instance with the configured settings. A `create` refused with
+    /// `HSM_ERR_INVALID_ARGUMENT` or `HSM_ERR_NOT_FOUND` is a setup problem (a missing or wrong
+    /// setting, a token or file that is not there), reported as [`Verdict::Setup`] with the
+    /// plugin's message; any other refusal is a failure of the plugin.
     pub fn instance(&mut self) -> Result<RawInstance, Verdict> {
         let table = self.table()?;
-        RawInstance::create(table, &self.config)
-            .map_err(|e| Verdict::fail("create succeeds with the given settings", e.to_string()))
+        RawInstance::create(table, &self.config).map_err(|e| {
+            if e.status == HSM_ERR_INVALID_ARGUMENT || e.status == HSM_ERR_NOT_FOUND {
+                Verdict::setup(format!(
+                    "create refused the settings given ({}): {}; pass the setting with --config KEY=VALUE",
+                    status_name(e.status),
+                    e.message
+                ))
+            } else {
+                Verdict::fail("create succeeds with the given settings", e.to_string())
+            }
+        })
     }
 }

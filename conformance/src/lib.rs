@@ -20,6 +20,6 @@ pub mod runner;
 pub mod verdict;
 
 pub use check::{all_checks, Check, Group, Interface};
-pub use report::{CheckReport, Counts, RunReport, Status};
+pub use report::{CheckReport, Counts, RunReport, Status, EXIT_BROKEN, EXIT_SETUP};
 pub use runner::{run, select, RunError, RunOptions};
 pub use verdict::{CheckResult, Verdict};

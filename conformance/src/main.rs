@@ -151,5 +151,10 @@ fn main() -> Result<()> {
         std::fs::write(path, report.to_junit())
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    std::process::exit(if report.success() { 0 } else { 1 });
+    if report.success() && report.needs_setup() {
+        println!(
+            "note: nothing is shown broken, but the plugin refused the settings given (SETUP); pass them with --config KEY=VALUE and run again"
+        );
+    }
+    std::process::exit(report.exit_code());
 }

@@ -22,6 +22,9 @@ pub enum Status {
     Timeout,
     /// Performance smoke: worth a look, never fails the run.
     Warn,
+    /// The plugin refused the settings given (missing or wrong configuration): the command
+    /// line is incomplete, the plugin is not shown to be broken.
+    Setup,
 }
 
 impl Status {
@@ -34,6 +37,7 @@ impl Status {
             Status::Crash => "CRASH",
             Status::Timeout => "TIMEOUT",
             Status::Warn => "WARN",
+            Status::Setup => "SETUP",
         }
     }
 
@@ -126,6 +130,8 @@ pub struct Counts {
     pub timeout: usize,
     /// Warned.
     pub warn: usize,
+    /// Could not run for missing or wrong settings.
+    pub setup: usize,
 }
 
 /// The whole run.
@@ -157,6 +163,7 @@ impl RunReport {
                 Status::Crash => c.crash += 1,
                 Status::Timeout => c.timeout += 1,
                 Status::Warn => c.warn += 1,
+                Status::Setup => c.setup += 1,
             }
         }
         c
@@ -165,6 +172,24 @@ impl RunReport {
     /// Whether nothing failed, crashed or timed out.
     pub fn success(&self) -> bool {
         !self.results.iter().any(|r| r.status.is_failure())
+    }
+
+    /// Whether some check could not run because the plugin refused the settings given.
+    pub fn needs_setup(&self) -> bool {
+        self.results.iter().any(|r| r.status == Status::Setup)
+    }
+
+    /// The process exit code: [`EXIT_BROKEN`] when a check failed, crashed or timed out (the
+    /// plugin is broken, whatever else happened), else [`EXIT_SETUP`] when the plugin refused
+    /// the settings given (the command line is incomplete), else 0.
+    pub fn exit_code(&self) -> i32 {
+        if !self.success() {
+            EXIT_BROKEN
+        } else if self.needs_setup() {
+            EXIT_SETUP
+        } else {
+            0
+        }
     }
 
     /// The result of check `id`.
@@ -185,7 +210,7 @@ impl RunReport {
     pub fn summary(&self) -> String {
         let c = self.counts();
         format!(
-            "{} checks: {} passed, {} failed, {} crashed, {} timed out, {} skipped, {} warned in {:.2} s",
+            "{} checks: {} passed, {} failed, {} crashed, {} timed out, {} skipped, {} warned, {} need setup in {:.2} s",
             self.results.len(),
             c.pass,
             c.fail,
@@ -193,6 +218,7 @@ impl RunReport {
             c.timeout,
             c.skip,
             c.warn,
+            c.setup,
             self.total.as_secs_f64()
         )
     }
@@ -204,6 +230,8 @@ impl RunReport {
             "pluginName": self.plugin_name,
             "loadError": self.load_error,
             "success": self.success(),
+            "needsSetup": self.needs_setup(),
+            "exitCode": self.exit_code(),
             "counts": self.counts(),
             "totalMillis": self.total.as_millis() as u64,
             "results": self.results,
@@ -212,7 +240,9 @@ impl RunReport {
     }
 
     /// The JUnit XML report: one testsuite, one testcase per check; crash and timeout are
-    /// `<error>`, fail is `<failure>`, skip is `<skipped>`.
+    /// `<error>`, fail is `<failure>`, skip is `<skipped>`. Setup is `<skipped>` with a
+    /// message starting `SETUP:`: the check did not run, and a CI dashboard must not count a
+    /// missing setting as a broken plugin (the exit code still tells the two apart).
     pub fn to_junit(&self) -> String {
         let c = self.counts();
         let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
@@ -223,7 +253,7 @@ impl RunReport {
             self.results.len(),
             c.fail,
             c.crash + c.timeout,
-            c.skip,
+            c.skip + c.setup,
             self.total.as_secs_f64()
         );
         for r in &self.results {
@@ -243,6 +273,9 @@ impl RunReport {
                 Status::Skip => {
                     let _ = write!(x, "<skipped message=\"{msg}\"/>");
                 }
+                Status::Setup => {
+                    let _ = write!(x, "<skipped message=\"SETUP: {msg}\"/>");
+                }
                 Status::Fail => {
                     let _ = write!(x, "<failure message=\"{msg}\" type=\"fail\"/>");
                 }
@@ -261,6 +294,12 @@ impl RunReport {
         x
     }
 }
+
+/// Exit code when the plugin broke a contract point (a check failed, crashed or timed out).
+pub const EXIT_BROKEN: i32 = 1;
+/// Exit code when nothing is broken but the plugin refused the settings given: pass the
+/// missing setting with `--config` and run again. (2 is left to command-line parse errors.)
+pub const EXIT_SETUP: i32 = 3;
 
 fn xml(s: &str) -> String {
     let mut o = String::with_capacity(s.len());

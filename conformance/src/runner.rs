@@ -1,7 +1,7 @@
 //! The parent side: probes the plugin, then runs every selected check in its own child
 //! process group with a timeout, `--jobs` at a time, and gathers the results.
 
-use crate::check::{all_checks, pattern_matches, Check, Interface};
+use crate::check::{all_checks, pattern_matches, Check, Group, Interface};
 use crate::child::{parse_verdict, split_result, Probe};
 use crate::report::{CheckReport, RunReport, Status};
 use crate::verdict::Verdict;
@@ -274,6 +274,15 @@ fn run_one(
     report.stdout = rest;
     report.stderr = out.stderr.clone();
     match (out.timed_out, line.and_then(parse_verdict)) {
+        // Performance is warn-only whatever happens: a call slower than the whole timeout
+        // is a slow plugin, not a broken one.
+        (true, _) if check.group == Group::Performance => {
+            report.status = Status::Warn;
+            report.message = format!(
+                "no measurement within {:.1} s (one call takes longer); the process group was killed",
+                options.timeout.as_secs_f64()
+            );
+        }
         (true, _) => {
             report.status = Status::Timeout;
             report.message = format!(
@@ -454,6 +463,10 @@ impl CheckReport {
             Verdict::Warn { message } => {
                 self.status = Status::Warn;
                 self.message = message;
+            }
+            Verdict::Setup { hint } => {
+                self.status = Status::Setup;
+                self.message = hint;
             }
         }
     }

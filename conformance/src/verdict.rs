@@ -29,6 +29,13 @@ pub enum Verdict {
         /// What was measured.
         message: String,
     },
+    /// The plugin could not be set up with the settings given: `create` refused them as a
+    /// configuration problem (`HSM_ERR_INVALID_ARGUMENT` or `HSM_ERR_NOT_FOUND`). Kept apart
+    /// from `Fail` because the fix is on the command line, not in the plugin.
+    Setup {
+        /// The plugin's own message, which usually names the missing or wrong setting.
+        hint: String,
+    },
 }
 
 impl Verdict {
@@ -43,6 +50,11 @@ impl Verdict {
             expected: expected.into(),
             actual: actual.into(),
         }
+    }
+
+    /// A setup problem with the plugin's hint.
+    pub fn setup(hint: impl Into<String>) -> Self {
+        Verdict::Setup { hint: hint.into() }
     }
 
     /// A skip with its reason.

@@ -45,7 +45,21 @@ fn hanging_plugin_is_killed_and_reported_as_timeouts() {
     // The hung children only sleep: run them side by side to keep the test short.
     o.jobs = 6;
     let report = run_report(&o);
-    assert_exactly(&report, Status::Timeout, SIGN_CHECKS);
+    // Performance is warn-only (issue 13): its hung child is killed like the others but
+    // reported as WARN, so it is not among the timeouts.
+    let functional: Vec<&str> = SIGN_CHECKS
+        .iter()
+        .copied()
+        .filter(|id| !id.starts_with("performance."))
+        .collect();
+    assert_exactly(&report, Status::Timeout, &functional);
+    let perf = report.get("performance.sign-throughput").expect("ran");
+    assert_eq!(perf.status, Status::Warn, "{}", perf.message);
+    assert!(
+        perf.message.contains("no measurement within"),
+        "{}",
+        perf.message
+    );
     assert!(report
         .results
         .iter()
@@ -168,4 +182,70 @@ fn null_table_entry_is_named_and_never_called() {
         .iter()
         .filter(|r| !r.id.starts_with("loading."))
         .all(|r| r.status == Status::Skip));
+}
+
+#[test]
+fn create_that_needs_a_setting_is_setup_not_fail() {
+    let report = run_report(&options(&fixture("conf_needs_setting"), &[]));
+    // Nothing is broken: no FAIL, CRASH or TIMEOUT.
+    assert_exactly(&report, Status::Fail, &[]);
+    let setup: Vec<&str> = report
+        .results
+        .iter()
+        .filter(|r| r.status == Status::Setup)
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        setup,
+        ["lifecycle.create-destroy"],
+        "\n{}",
+        describe(&report)
+    );
+    let r = report.get("lifecycle.create-destroy").expect("ran");
+    // The plugin's own message is the hint.
+    assert!(r.message.contains("device_serial"), "{}", r.message);
+    assert_eq!(report.counts().setup, 1);
+    assert_eq!(report.exit_code(), hsm_conformance::EXIT_SETUP);
+    assert!(report.to_junit().contains("<skipped message=\"SETUP: "));
+    let json = report.to_json();
+    assert!(json.contains("\"status\": \"setup\""), "{json}");
+    assert!(json.contains("\"needsSetup\": true"), "{json}");
+}
+
+#[test]
+fn slow_sign_is_a_warning_with_the_time_per_sign() {
+    let mut o = options(&fixture("conf_slow_sign"), &[]);
+    o.only = vec![
+        "performance.sign-throughput".into(),
+        "symmetric-key.import-and-sign".into(),
+    ];
+    let report = run_report(&o);
+    assert_exactly(&report, Status::Fail, &[]);
+    assert_eq!(
+        report
+            .get("symmetric-key.import-and-sign")
+            .map(|r| r.status),
+        Some(Status::Pass)
+    );
+    let perf = report.get("performance.sign-throughput").expect("ran");
+    assert_eq!(perf.status, Status::Warn, "{}", perf.message);
+    // One 3 s call is enough to know: the loop stops after its budget.
+    assert!(
+        perf.message.contains("per sign over 1 call"),
+        "{}",
+        perf.message
+    );
+    assert!(
+        perf.duration < std::time::Duration::from_secs(8),
+        "{:?}",
+        perf.duration
+    );
+
+    // Slower than the whole check timeout: still a warning, never TIMEOUT or FAIL.
+    o.only = vec!["performance.sign-throughput".into()];
+    o.timeout = std::time::Duration::from_secs(1);
+    let report = run_report(&o);
+    let perf = report.get("performance.sign-throughput").expect("ran");
+    assert_eq!(perf.status, Status::Warn, "{}", perf.message);
+    assert!(report.success());
 }
