@@ -160,7 +160,17 @@ typedef struct HsmKeyValue {
 
 /**
  * A buffer allocated by a plugin and owned by the caller until it hands it back through
- * [`HsmPluginTable::release_buffer`]. An empty buffer has a NULL `data`.
+ * [`HsmPluginTable::release_buffer`]. An empty buffer has a NULL `data` (and `len` 0).
+ *
+ * Output rules for every `out_*` buffer of every table:
+ * - The host passes a pointer to an empty buffer (all fields 0); the plugin never reads
+ *   what it points at, only writes it.
+ * - On `HSM_OK` the plugin writes the output.
+ * - On any error the plugin leaves the buffer empty, so that a host never sees half an
+ *   output. (hsmkit still releases a non-empty buffer a failed call left behind.)
+ * - Interface calls are never given a NULL output pointer by hsmkit; a plugin answers one
+ *   with an error (`HSM_ERR_INVALID_ARGUMENT`), never a crash. Only `create`'s `out_error`
+ *   may legitimately be NULL.
  */
 typedef struct HsmBuffer {
   /**
@@ -299,9 +309,26 @@ typedef struct HsmPluginTable {
    */
   uint32_t threading;
   /**
-   * Creates an instance from `config_len` settings. On success writes the instance to
-   * `*out_instance`. On failure may write a readable message to `*out_error` (release it
-   * with `release_buffer`).
+   * Creates an instance from `config_len` settings (`config` may be NULL when
+   * `config_len` is 0). On success writes the instance to `*out_instance` and leaves
+   * `*out_error` empty. On failure leaves `*out_instance` as the host set it (NULL) and may
+   * write a readable message to `*out_error` (the host releases it with `release_buffer`).
+   *
+   * `out_error` may be NULL: then no message is written. `out_instance` is never NULL
+   * from hsmkit; answer a NULL one with `HSM_ERR_INVALID_ARGUMENT`, never a crash (the
+   * conformance harness checks it).
+   *
+   * Settings: hsmkit and hsm-conformance always pass `state_dir`, the folder (private to
+   * the user running the host) where the plugin keeps what must survive the process, so
+   * every plugin must accept that key even if it stores nothing. A device identity (key,
+   * certificate, imported or activated key) must outlive the process: `hsmkit enroll-info`
+   * and `hsmkit provision` run in different processes, possibly across a reboot. Keep it
+   * under `state_dir` (files mode 0600, written atomically), not in memory.
+   *
+   * Unknown keys: a plugin should refuse a key it does not know with
+   * `HSM_ERR_INVALID_ARGUMENT` and a message naming the key and the valid ones, so that a
+   * typo is not silently a different device. Not enforced in ABI 1.0: neither the host, the
+   * Rust SDK nor the harness checks it yet, and not every bundled plugin refuses them.
    */
   HsmStatus (*create)(const struct HsmKeyValue *config,
                       size_t config_len,
@@ -313,14 +340,21 @@ typedef struct HsmPluginTable {
   void (*destroy)(HsmInstance *instance);
   /**
    * Copies the message of the last call on this instance that failed on the calling thread
-   * into `*out_message` (UTF-8). Call it from the thread whose call failed, before that
-   * thread's next call on the instance: a concurrent plugin may keep messages per thread.
+   * into `*out_message` (UTF-8, release it with `release_buffer`) and returns `HSM_OK`.
+   * Call it from the thread whose call failed, before that thread's next call on the
+   * instance: a concurrent plugin may keep messages per thread.
+   *
+   * When no call failed (on this thread, on this instance) it returns `HSM_OK` with
+   * `*out_message` empty (`data` NULL, `len` 0); hosts show an empty message as "the
+   * plugin gave no message". A NULL `instance` or `out_message` gets
+   * `HSM_ERR_INVALID_ARGUMENT`.
    */
   HsmStatus (*last_error)(HsmInstance *instance, struct HsmBuffer *out_message);
   /**
-   * Releases a buffer this plugin produced, wiping it when it may hold a secret. An empty
-   * buffer is a no-op. May be called from any thread, concurrently with other calls, and
-   * after the instance that produced the buffer was destroyed.
+   * Releases a buffer this plugin produced, wiping it when it may hold a secret, and
+   * leaves it empty. An empty buffer (`data` NULL) and a NULL `buffer` are no-ops. May be
+   * called from any thread, concurrently with other calls, and after the instance that
+   * produced the buffer was destroyed.
    */
   void (*release_buffer)(struct HsmBuffer *buffer);
   /**

@@ -98,7 +98,17 @@ impl HsmSlice {
 }
 
 /// A buffer allocated by a plugin and owned by the caller until it hands it back through
-/// [`HsmPluginTable::release_buffer`]. An empty buffer has a NULL `data`.
+/// [`HsmPluginTable::release_buffer`]. An empty buffer has a NULL `data` (and `len` 0).
+///
+/// Output rules for every `out_*` buffer of every table:
+/// - The host passes a pointer to an empty buffer (all fields 0); the plugin never reads
+///   what it points at, only writes it.
+/// - On `HSM_OK` the plugin writes the output.
+/// - On any error the plugin leaves the buffer empty, so that a host never sees half an
+///   output. (hsmkit still releases a non-empty buffer a failed call left behind.)
+/// - Interface calls are never given a NULL output pointer by hsmkit; a plugin answers one
+///   with an error (`HSM_ERR_INVALID_ARGUMENT`), never a crash. Only `create`'s `out_error`
+///   may legitimately be NULL.
 #[repr(C)]
 #[derive(StableAbi, Debug)]
 pub struct HsmBuffer {

@@ -73,9 +73,26 @@ pub struct HsmPluginTable {
     pub capabilities: u32,
     /// `HSM_THREADING_*`: whether one instance may be called concurrently.
     pub threading: u32,
-    /// Creates an instance from `config_len` settings. On success writes the instance to
-    /// `*out_instance`. On failure may write a readable message to `*out_error` (release it
-    /// with `release_buffer`).
+    /// Creates an instance from `config_len` settings (`config` may be NULL when
+    /// `config_len` is 0). On success writes the instance to `*out_instance` and leaves
+    /// `*out_error` empty. On failure leaves `*out_instance` as the host set it (NULL) and may
+    /// write a readable message to `*out_error` (the host releases it with `release_buffer`).
+    ///
+    /// `out_error` may be NULL: then no message is written. `out_instance` is never NULL
+    /// from hsmkit; answer a NULL one with `HSM_ERR_INVALID_ARGUMENT`, never a crash (the
+    /// conformance harness checks it).
+    ///
+    /// Settings: hsmkit and hsm-conformance always pass `state_dir`, the folder (private to
+    /// the user running the host) where the plugin keeps what must survive the process, so
+    /// every plugin must accept that key even if it stores nothing. A device identity (key,
+    /// certificate, imported or activated key) must outlive the process: `hsmkit enroll-info`
+    /// and `hsmkit provision` run in different processes, possibly across a reboot. Keep it
+    /// under `state_dir` (files mode 0600, written atomically), not in memory.
+    ///
+    /// Unknown keys: a plugin should refuse a key it does not know with
+    /// `HSM_ERR_INVALID_ARGUMENT` and a message naming the key and the valid ones, so that a
+    /// typo is not silently a different device. Not enforced in ABI 1.0: neither the host, the
+    /// Rust SDK nor the harness checks it yet, and not every bundled plugin refuses them.
     pub create: unsafe extern "C" fn(
         config: *const HsmKeyValue,
         config_len: usize,
@@ -85,13 +102,20 @@ pub struct HsmPluginTable {
     /// Destroys an instance. NULL is a no-op.
     pub destroy: unsafe extern "C" fn(instance: *mut HsmInstance),
     /// Copies the message of the last call on this instance that failed on the calling thread
-    /// into `*out_message` (UTF-8). Call it from the thread whose call failed, before that
-    /// thread's next call on the instance: a concurrent plugin may keep messages per thread.
+    /// into `*out_message` (UTF-8, release it with `release_buffer`) and returns `HSM_OK`.
+    /// Call it from the thread whose call failed, before that thread's next call on the
+    /// instance: a concurrent plugin may keep messages per thread.
+    ///
+    /// When no call failed (on this thread, on this instance) it returns `HSM_OK` with
+    /// `*out_message` empty (`data` NULL, `len` 0); hosts show an empty message as "the
+    /// plugin gave no message". A NULL `instance` or `out_message` gets
+    /// `HSM_ERR_INVALID_ARGUMENT`.
     pub last_error:
         unsafe extern "C" fn(instance: *mut HsmInstance, out_message: *mut HsmBuffer) -> HsmStatus,
-    /// Releases a buffer this plugin produced, wiping it when it may hold a secret. An empty
-    /// buffer is a no-op. May be called from any thread, concurrently with other calls, and
-    /// after the instance that produced the buffer was destroyed.
+    /// Releases a buffer this plugin produced, wiping it when it may hold a secret, and
+    /// leaves it empty. An empty buffer (`data` NULL) and a NULL `buffer` are no-ops. May be
+    /// called from any thread, concurrently with other calls, and after the instance that
+    /// produced the buffer was destroyed.
     pub release_buffer: unsafe extern "C" fn(buffer: *mut HsmBuffer),
     /// TPM interface, or NULL.
     pub tpm: *const HsmTpmTable,
