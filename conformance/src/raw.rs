@@ -155,6 +155,15 @@ impl RawInstance {
         if status != HSM_OK {
             return Err(self.failure(status));
         }
+        // Every ABI output (key, chain, name, id, signature, HMAC) is non-empty when it
+        // exists, so HSM_OK with nothing in `out` is a plugin that forgot to fill it; saying
+        // so here beats every caller failing later on "0 bytes that do not verify".
+        if bytes.is_empty() {
+            return Err(RawFailure {
+                status,
+                message: EMPTY_OUTPUT.into(),
+            });
+        }
         Ok(bytes)
     }
 
@@ -190,6 +199,11 @@ impl Drop for RawInstance {
         unsafe { (self.table.destroy)(self.ptr) };
     }
 }
+
+/// The diagnosis of a call that returned `HSM_OK` with an empty output buffer.
+pub const EMPTY_OUTPUT: &str = "HSM_OK with an empty output buffer: a call that succeeds must \
+     fill `out` with its result (data and len > 0), and one that has nothing to give must \
+     return an error status instead";
 
 /// Copies a plugin buffer and releases it.
 pub fn take(table: &HsmPluginTable, mut buf: HsmBuffer) -> Vec<u8> {

@@ -100,7 +100,55 @@ struct Chain {
     rust: Vec<Certificate>,
 }
 
+/// The chain, parsed, with the leaf first: a chain whose order is reversed fails here with
+/// that diagnosis, as every check that takes `ssl[0]` for the leaf would otherwise fail with
+/// a misleading message (wrong CN, key usage, signature).
 fn chain(inst: &RawInstance) -> Result<Chain, Verdict> {
+    let c = parse_chain(inst)?;
+    order_problem(&c).map_or(Ok(c), Err)
+}
+
+/// The diagnosis of a chain given issuer before leaf: certificate `i` is not issued by
+/// certificate `i + 1`, but `i + 1` is issued by `i` (by name).
+fn order_problem(c: &Chain) -> Option<Verdict> {
+    for i in 0..c.ssl.len().saturating_sub(1) {
+        let (this, next) = (&c.ssl[i], &c.ssl[i + 1]);
+        let forward = this.issuer_name_hash() == next.subject_name_hash();
+        let backward = next.issuer_name_hash() == this.subject_name_hash()
+            && next.subject_name_hash() != this.subject_name_hash();
+        if !forward && backward {
+            return Some(Verdict::fail(
+                "the leaf certificate first, then each issuer (RFC 8446 4.4.2 order)",
+                format!(
+                    "the chain is in the wrong order: certificate {} ({}) is issued by certificate {i} ({}), \
+                     so an issuer comes before its leaf; reverse the PEM blocks",
+                    i + 1,
+                    subject_text(next),
+                    subject_text(this)
+                ),
+            ));
+        }
+    }
+    None
+}
+
+/// The subject as `CN=...` for messages.
+fn subject_text(c: &X509) -> String {
+    c.subject_name()
+        .entries()
+        .map(|e| {
+            format!(
+                "{}={}",
+                e.object().nid().short_name().unwrap_or("?"),
+                String::from_utf8_lossy(e.data().as_slice())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The chain, parsed, in the order the plugin gave it.
+fn parse_chain(inst: &RawInstance) -> Result<Chain, Verdict> {
     let bytes = ok(inst.chain()?, "get_certificate_chain")?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| Verdict::fail("a UTF-8 PEM chain", "bytes that are not UTF-8"))?;
@@ -155,7 +203,8 @@ fn leaf_key(c: &Chain) -> Result<PKey<Public>, Verdict> {
 }
 
 fn chain_parses(ctx: &mut CheckContext) -> CheckResult {
-    let c = chain(&instance(ctx)?)?;
+    // Only whether it parses: the order is judged by the other checks.
+    let c = parse_chain(&instance(ctx)?)?;
     Ok(Verdict::pass(format!("{} certificate(s)", c.ssl.len())))
 }
 
@@ -340,6 +389,38 @@ fn verify(key: &PKey<Public>, algorithm: u32, digest: &[u8], sig: &[u8]) -> Resu
     Ok(ctx.verify(digest, sig).unwrap_or(false))
 }
 
+/// When an ECDSA signature that failed to verify is exactly two field-size integers, the
+/// plugin most likely returned raw `r || s` (IEEE P1363, as PKCS#11 `CKM_ECDSA` and many
+/// secure elements give it) where the ABI wants a DER `ECDSA-Sig-Value`; says so, and whether
+/// the raw pair verifies once encoded.
+fn raw_ecdsa_diagnosis(key: &PKey<Public>, alg: u32, digest: &[u8], sig: &[u8]) -> Option<String> {
+    let half = match alg {
+        HSM_SIGN_ECDSA_P256_SHA256 => 32,
+        HSM_SIGN_ECDSA_P384_SHA384 => 48,
+        _ => return None,
+    };
+    if sig.len() != 2 * half || openssl::ecdsa::EcdsaSig::from_der(sig).is_ok() {
+        return None;
+    }
+    let r = openssl::bn::BigNum::from_slice(&sig[..half]).ok()?;
+    let s = openssl::bn::BigNum::from_slice(&sig[half..]).ok()?;
+    let der = openssl::ecdsa::EcdsaSig::from_private_components(r, s)
+        .ok()?
+        .to_der()
+        .ok()?;
+    let verifies = verify(key, alg, digest, &der).unwrap_or(false);
+    Some(format!(
+        "{} bytes of raw r||s instead of a DER ECDSA-Sig-Value (SEQUENCE {{ r INTEGER, s INTEGER }}){}; \
+         encode the pair as DER before returning it",
+        sig.len(),
+        if verifies {
+            " (encoded as DER, it verifies)"
+        } else {
+            ""
+        }
+    ))
+}
+
 fn sign_verifies(ctx: &mut CheckContext) -> CheckResult {
     let inst = instance(ctx)?;
     let c = chain(&inst)?;
@@ -370,7 +451,8 @@ fn sign_verifies(ctx: &mut CheckContext) -> CheckResult {
                         format!(
                         "a signature (algorithm {alg}) that verifies with the leaf's public key"
                     ),
-                        format!("{} bytes that do not verify", sig.len()),
+                        raw_ecdsa_diagnosis(&key, alg, &digest, &sig)
+                            .unwrap_or_else(|| format!("{} bytes that do not verify", sig.len())),
                     ))
                 }
                 Err(e) => return Err(Verdict::fail("a verifiable signature", e)),
