@@ -14,6 +14,41 @@ fn symmetric_passes() {
     assert_all_pass(&report, 30);
 }
 
+/// Out of the box (no `registration_id`) the symmetric plugin has no identity: that is a
+/// setting the command line did not give, so the checks that need the identity are SETUP with
+/// the plugin's hint and nothing is FAIL (issue 13: these used to be 9 failures and a warning).
+#[test]
+fn symmetric_without_registration_id_is_setup_not_fail() {
+    let report = run_report(&options(&bundled("symmetric"), &[]));
+    assert!(report.success(), "\n{}", describe(&report));
+    let setup: Vec<&str> = report
+        .results
+        .iter()
+        .filter(|r| r.status == hsm_conformance::Status::Setup)
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        setup,
+        [
+            "concurrency.instance-per-thread",
+            "concurrency.shared-instance",
+            "lifecycle.create-destroy",
+            "lifecycle.cycles-no-leak",
+            "lifecycle.two-instances",
+            "memory.fresh-buffers",
+            "memory.no-output-on-failure",
+            "memory.release-frees",
+            "performance.identity-latency",
+            "symmetric-key.registration-id",
+        ],
+        "\n{}",
+        describe(&report)
+    );
+    let r = report.get("symmetric-key.registration-id").expect("ran");
+    assert!(r.message.contains("registration_id"), "{}", r.message);
+    assert_eq!(report.exit_code(), hsm_conformance::EXIT_SETUP);
+}
+
 #[test]
 fn tpm_sim_passes() {
     let report = run_report(&options(&bundled("tpm_sim"), &[]));

@@ -172,3 +172,30 @@ fn swtpm_tcti_runs_one_check_at_a_time_by_default() {
     assert!(v["counts"]["pass"].as_u64().is_some_and(|n| n >= 9), "{v}");
     drop(swtpm);
 }
+
+/// A command line missing a setting exits 3, not 1, and says SETUP with the plugin's hint;
+/// the JUnit report carries it as a skipped test with a `SETUP:` message.
+#[test]
+fn missing_setting_exits_three_with_the_hint() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let junit = dir.path().join("report.xml");
+    let out = harness()
+        .arg(fixture("conf_needs_setting"))
+        .arg("--junit")
+        .arg(&junit)
+        .output()
+        .expect("run hsm-conformance");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(hsm_conformance::EXIT_SETUP),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("SETUP   lifecycle.create-destroy") && stdout.contains("device_serial"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 need setup"), "{stdout}");
+    let xml = std::fs::read_to_string(&junit).expect("junit written");
+    assert!(xml.contains("<skipped message=\"SETUP: "), "{xml}");
+}

@@ -85,6 +85,9 @@ fn release_frees(ctx: &mut CheckContext) -> CheckResult {
 
 fn fresh_buffers(ctx: &mut CheckContext) -> CheckResult {
     let inst = instance(ctx)?;
+    // An identity missing for want of a setting is SETUP, not a buffer failure; any other
+    // failure of the getter is judged by the two calls below.
+    let _ = identity(&inst)?;
     let f = getter(&inst)?;
     let mut a = HsmBuffer::EMPTY;
     let mut b = HsmBuffer::EMPTY;

@@ -45,17 +45,32 @@ pub(crate) fn rss_bytes() -> Result<u64, Verdict> {
 }
 
 /// The identity getter of the first interface the plugin offers: EK, certificate chain or
-/// registration id. Every interface has one that needs no prior setup.
+/// registration id. Every interface has one that needs no prior setup, once configured: an
+/// identity that is `HSM_ERR_NOT_FOUND` is a setting the command line did not give (the
+/// symmetric plugin's `registration_id`), reported as SETUP with the plugin's message.
 pub(crate) fn identity(inst: &RawInstance) -> Result<Result<Vec<u8>, RawFailure>, Verdict> {
-    if !inst.table.tpm.is_null() {
-        inst.ek()
+    let got = if !inst.table.tpm.is_null() {
+        inst.ek()?
     } else if !inst.table.x509.is_null() {
-        inst.chain()
+        inst.chain()?
     } else if !inst.table.symmetric_key.is_null() {
-        inst.registration_id()
+        inst.registration_id()?
     } else {
-        Err(Verdict::skip("the plugin offers no interface"))
+        return Err(Verdict::skip("the plugin offers no interface"));
+    };
+    match got {
+        Err(e) if e.status == HSM_ERR_NOT_FOUND => Err(identity_missing(&e)),
+        other => Ok(other),
     }
+}
+
+/// The SETUP verdict for an identity getter that answered `HSM_ERR_NOT_FOUND`.
+pub(crate) fn identity_missing(e: &RawFailure) -> Verdict {
+    Verdict::setup(format!(
+        "the plugin has no identity with the settings given ({}): {}; pass the setting with --config KEY=VALUE",
+        status_name(e.status),
+        e.message
+    ))
 }
 
 /// The identity as a check step that must succeed.

@@ -1,7 +1,7 @@
 //! Symmetric-key attestation: HMACs compared against a known key where import is allowed.
 
 use super::x509::registration_id_problem;
-use super::{expect_status, hmac_sha256, instance};
+use super::{expect_status, hmac_sha256, identity_missing, instance};
 use crate::context::CheckContext;
 use crate::ops::ok;
 use crate::raw::RawInstance;
@@ -83,7 +83,10 @@ fn expect_hmac(inst: &RawInstance, key: &[u8], data: &[u8]) -> Result<(), Verdic
 
 fn registration_id(ctx: &mut CheckContext) -> CheckResult {
     let inst = instance(ctx)?;
-    let id = ok(inst.registration_id()?, "get_registration_id")?;
+    let id = match inst.registration_id()? {
+        Err(e) if e.status == HSM_ERR_NOT_FOUND => return Err(identity_missing(&e)),
+        r => ok(r, "get_registration_id")?,
+    };
     let id = String::from_utf8(id).map_err(|_| Verdict::fail("UTF-8", "invalid UTF-8"))?;
     if let Some(p) = registration_id_problem(&id) {
         return Err(Verdict::fail(
