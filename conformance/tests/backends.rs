@@ -5,6 +5,13 @@ mod support;
 
 use support::*;
 
+/// Held by each SoftHSM2 test for its whole run: `create_token` sets `SOFTHSM2_CONF` for the
+/// process, which every check process inherits, so two token tests must not overlap.
+fn softhsm_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[test]
 fn symmetric_passes() {
     let report = run_report(&options(
@@ -94,6 +101,7 @@ fn pkcs11_on_softhsm_passes() {
     use hsmkit_backend_pkcs11::provision::{init_device, InitOptions};
     use hsmkit_backend_pkcs11::softhsm::create_token;
     use hsmkit_backend_pkcs11::uri::Pkcs11Uri;
+    let _token_env = softhsm_lock();
     // Sets SOFTHSM2_CONF for this process, which the check processes inherit.
     let token = create_token("conf").unwrap_or_else(|e| panic!("{e}"));
     let device = init_device(&InitOptions {
@@ -129,5 +137,74 @@ fn pkcs11_on_softhsm_passes() {
         println!("{}", r.line());
     }
     assert_all_pass(&report, 40);
+    println!("{}", report.summary());
+}
+
+/// The conformance README's pkcs11 command (no `registration_id`): the plugin is not broken,
+/// the command line lacks the symmetric key's place (`hmac_key_uri`), so nothing FAILs and the
+/// checks that need it are SETUP with the plugin's hint naming it (issue 13: this used to be
+/// 4 failures).
+#[test]
+fn pkcs11_readme_command_is_setup_not_fail() {
+    use hsmkit_backend_pkcs11::config::PinSource;
+    use hsmkit_backend_pkcs11::provision::{init_device, InitOptions};
+    use hsmkit_backend_pkcs11::softhsm::create_token;
+    use hsmkit_backend_pkcs11::uri::Pkcs11Uri;
+    let _token_env = softhsm_lock();
+    let token = create_token("readme").unwrap_or_else(|e| panic!("{e}"));
+    let device = init_device(&InitOptions {
+        module: token.module.clone(),
+        token: Pkcs11Uri::parse(&token.uri()).unwrap_or_else(|e| panic!("{e}")),
+        pin: PinSource::File(token.pin_file.clone()),
+        label: "device".into(),
+        id: None,
+        common_name: "conf-pkcs11-device".into(),
+        ca: None,
+        validity_days: 30,
+    })
+    .unwrap_or_else(|e| panic!("device init failed: {e}"));
+    let module = token.module.display().to_string();
+    let pin_file = token.pin_file.display().to_string();
+    let token_uri = token.uri();
+    let mut o = options(
+        &bundled("pkcs11"),
+        &[
+            ("module", module.as_str()),
+            ("token_uri", token_uri.as_str()),
+            ("pin_file", pin_file.as_str()),
+            ("key_uri", device.key_uri.as_str()),
+            ("cert_uri", device.cert_uri.as_str()),
+        ],
+    );
+    o.jobs = 1;
+    let report = run_report(&o);
+    for r in &report.results {
+        println!("{}", r.line());
+    }
+    assert!(report.success(), "\n{}", describe(&report));
+    let setup: Vec<&str> = report
+        .results
+        .iter()
+        .filter(|r| r.status == hsm_conformance::Status::Setup)
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        setup,
+        [
+            "symmetric-key.import-and-sign",
+            "symmetric-key.registration-id",
+            "symmetric-key.reimport-replaces",
+            "symmetric-key.sign-deterministic",
+        ],
+        "\n{}",
+        describe(&report)
+    );
+    for r in report
+        .results
+        .iter()
+        .filter(|r| r.status == hsm_conformance::Status::Setup)
+    {
+        assert!(r.message.contains("hmac_key_uri"), "{}", r.line());
+    }
     println!("{}", report.summary());
 }
