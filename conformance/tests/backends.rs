@@ -95,15 +95,19 @@ fn tpm2_on_swtpm_passes() {
     drop(swtpm);
 }
 
-#[test]
-fn pkcs11_on_softhsm_passes() {
+/// A new SoftHSM2 token (its `SOFTHSM2_CONF` set for this process, which the check processes
+/// inherit: hold [`softhsm_lock`]) with a self-signed device key and certificate on it.
+fn softhsm_device(
+    prefix: &str,
+) -> (
+    hsmkit_backend_pkcs11::softhsm::TestToken,
+    hsmkit_backend_pkcs11::provision::InitOutcome,
+) {
     use hsmkit_backend_pkcs11::config::PinSource;
     use hsmkit_backend_pkcs11::provision::{init_device, InitOptions};
     use hsmkit_backend_pkcs11::softhsm::create_token;
     use hsmkit_backend_pkcs11::uri::Pkcs11Uri;
-    let _token_env = softhsm_lock();
-    // Sets SOFTHSM2_CONF for this process, which the check processes inherit.
-    let token = create_token("conf").unwrap_or_else(|e| panic!("{e}"));
+    let token = create_token(prefix).unwrap_or_else(|e| panic!("{e}"));
     let device = init_device(&InitOptions {
         module: token.module.clone(),
         token: Pkcs11Uri::parse(&token.uri()).unwrap_or_else(|e| panic!("{e}")),
@@ -115,6 +119,13 @@ fn pkcs11_on_softhsm_passes() {
         validity_days: 30,
     })
     .unwrap_or_else(|e| panic!("device init failed: {e}"));
+    (token, device)
+}
+
+#[test]
+fn pkcs11_on_softhsm_passes() {
+    let _token_env = softhsm_lock();
+    let (token, device) = softhsm_device("conf");
     let module = token.module.display().to_string();
     let pin_file = token.pin_file.display().to_string();
     let token_uri = token.uri();
@@ -146,23 +157,8 @@ fn pkcs11_on_softhsm_passes() {
 /// 4 failures).
 #[test]
 fn pkcs11_readme_command_is_setup_not_fail() {
-    use hsmkit_backend_pkcs11::config::PinSource;
-    use hsmkit_backend_pkcs11::provision::{init_device, InitOptions};
-    use hsmkit_backend_pkcs11::softhsm::create_token;
-    use hsmkit_backend_pkcs11::uri::Pkcs11Uri;
     let _token_env = softhsm_lock();
-    let token = create_token("readme").unwrap_or_else(|e| panic!("{e}"));
-    let device = init_device(&InitOptions {
-        module: token.module.clone(),
-        token: Pkcs11Uri::parse(&token.uri()).unwrap_or_else(|e| panic!("{e}")),
-        pin: PinSource::File(token.pin_file.clone()),
-        label: "device".into(),
-        id: None,
-        common_name: "conf-pkcs11-device".into(),
-        ca: None,
-        validity_days: 30,
-    })
-    .unwrap_or_else(|e| panic!("device init failed: {e}"));
+    let (token, device) = softhsm_device("readme");
     let module = token.module.display().to_string();
     let pin_file = token.pin_file.display().to_string();
     let token_uri = token.uri();
