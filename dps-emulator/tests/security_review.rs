@@ -82,12 +82,7 @@ fn certs(pem: String) -> X509Certificates {
     }
 }
 
-fn enroll_x509(emu: &dps_emulator::RunningEmulator, reg: &str, leaf: &CertifiedKey) {
-    let mut a = mechanism("x509");
-    a.x509 = Some(X509Attestation {
-        client_certificates: Some(certs(leaf.cert_pem())),
-        ..Default::default()
-    });
+fn enroll_individual(emu: &dps_emulator::RunningEmulator, reg: &str, a: AttestationMechanism) {
     emu.enrollments()
         .create_individual(IndividualEnrollment {
             registration_id: reg.into(),
@@ -96,6 +91,15 @@ fn enroll_x509(emu: &dps_emulator::RunningEmulator, reg: &str, leaf: &CertifiedK
             common: Default::default(),
         })
         .unwrap();
+}
+
+fn enroll_x509(emu: &dps_emulator::RunningEmulator, reg: &str, leaf: &CertifiedKey) {
+    let mut a = mechanism("x509");
+    a.x509 = Some(X509Attestation {
+        client_certificates: Some(certs(leaf.cert_pem())),
+        ..Default::default()
+    });
+    enroll_individual(emu, reg, a);
 }
 
 fn enroll_x509_group(emu: &dps_emulator::RunningEmulator, id: &str, ca: &CertifiedKey) {
@@ -119,14 +123,7 @@ fn enroll_symmetric(emu: &dps_emulator::RunningEmulator, reg: &str, key: &str) {
         primary_key: Some(key.into()),
         secondary_key: None,
     });
-    emu.enrollments()
-        .create_individual(IndividualEnrollment {
-            registration_id: reg.into(),
-            device_id: None,
-            attestation: a,
-            common: Default::default(),
-        })
-        .unwrap();
+    enroll_individual(emu, reg, a);
 }
 
 fn enroll_tpm(emu: &dps_emulator::RunningEmulator, dev: &SoftTpm) {
@@ -135,14 +132,7 @@ fn enroll_tpm(emu: &dps_emulator::RunningEmulator, dev: &SoftTpm) {
         endorsement_key: dev.ek_b64(),
         storage_root_key: None,
     });
-    emu.enrollments()
-        .create_individual(IndividualEnrollment {
-            registration_id: dev.registration_id(),
-            device_id: None,
-            attestation: a,
-            common: Default::default(),
-        })
-        .unwrap();
+    enroll_individual(emu, &dev.registration_id(), a);
 }
 
 // ---------------------------------------------------------------------------------------------
