@@ -225,6 +225,20 @@ fn openssl_verify(
     .map_err(err)
 }
 
+/// The presented leaf, once it is fit to be a device's: present, CN equal to the registration
+/// id, and an end-entity certificate for client authentication.
+fn device_leaf<'c>(
+    chain: &'c [Vec<u8>],
+    registration_id: &str,
+) -> Result<&'c Vec<u8>, X509AuthError> {
+    let leaf = chain.first().ok_or(X509AuthError::NoCertificate)?;
+    if common_name(leaf)? != registration_id {
+        return Err(X509AuthError::CommonNameMismatch);
+    }
+    check_device_certificate(leaf)?;
+    Ok(leaf)
+}
+
 /// Individual enrollment: the presented leaf must be one of the enrolled certificates, valid now,
 /// with CN equal to the registration id.
 pub fn verify_individual(
@@ -232,11 +246,7 @@ pub fn verify_individual(
     enrolled: &[&str],
     registration_id: &str,
 ) -> Result<(), X509AuthError> {
-    let leaf = chain.first().ok_or(X509AuthError::NoCertificate)?;
-    if common_name(leaf)? != registration_id {
-        return Err(X509AuthError::CommonNameMismatch);
-    }
-    check_device_certificate(leaf)?;
+    let leaf = device_leaf(chain, registration_id)?;
     let mut anchors = Vec::new();
     for text in enrolled {
         if let Ok(certs) = parse_certificates(text) {
@@ -256,11 +266,7 @@ pub fn verify_group(
     signing: &[&str],
     registration_id: &str,
 ) -> Result<(), X509AuthError> {
-    let leaf = chain.first().ok_or(X509AuthError::NoCertificate)?;
-    if common_name(leaf)? != registration_id {
-        return Err(X509AuthError::CommonNameMismatch);
-    }
-    check_device_certificate(leaf)?;
+    device_leaf(chain, registration_id)?;
     let mut anchors = Vec::new();
     for text in signing {
         if let Ok(certs) = parse_certificates(text) {
