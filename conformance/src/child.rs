@@ -35,7 +35,8 @@ pub struct Probe {
     pub null_entries: Vec<String>,
 }
 
-fn emit<T: Serialize>(value: &T) -> i32 {
+/// Prints `value` as the marked result line; the process exit code.
+pub(crate) fn emit<T: Serialize>(value: &T) -> i32 {
     match serde_json::to_string(value) {
         Ok(json) => {
             let mut out = std::io::stdout().lock();

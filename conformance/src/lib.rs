@@ -17,6 +17,7 @@ mod ops;
 pub mod raw;
 pub mod report;
 pub mod runner;
+pub mod step;
 pub mod verdict;
 
 pub use check::{all_checks, Check, Group, Interface};

@@ -54,6 +54,12 @@ struct Cli {
     /// Internal: load the plugin in this process and print what it declares.
     #[arg(long, hide = true)]
     probe: bool,
+    /// Internal: run one step of a multi-process check in this process.
+    #[arg(long, hide = true, value_name = "NAME")]
+    step: Option<String>,
+    /// Internal: an argument of `--step` (repeatable).
+    #[arg(long, hide = true, value_name = "ARG", allow_hyphen_values = true)]
+    step_arg: Vec<String>,
 }
 
 fn resolve_plugin(arg: &str, plugin_dir: Option<&std::path::Path>) -> Result<PathBuf> {
@@ -96,6 +102,14 @@ fn main() -> Result<()> {
     let plugin_arg = cli.plugin.clone().context("a plugin is required")?;
     if let Some(id) = &cli.run_check {
         std::process::exit(child::run_check(id, PathBuf::from(plugin_arg), cli.config));
+    }
+    if let Some(name) = &cli.step {
+        std::process::exit(hsm_conformance::step::run_step(
+            name,
+            &cli.step_arg,
+            PathBuf::from(plugin_arg),
+            cli.config,
+        ));
     }
     if cli.probe {
         std::process::exit(child::run_probe(PathBuf::from(plugin_arg), cli.config));
