@@ -10,7 +10,7 @@ use crate::register;
 use crate::verdict::{CheckResult, Verdict};
 use hsm_api::*;
 use hsm_tpm_common::alg::{self, attr};
-use hsm_tpm_common::dps::{make_dps_challenge, make_dps_challenge_for_key};
+use hsm_tpm_common::dps::{make_dps_challenge, make_dps_challenge_for_key, DpsChallenge};
 use hsm_tpm_common::public::{PublicArea, PublicUnique};
 
 register!("tpm.sign-before-activate", Tpm, Tpm, true,
@@ -167,11 +167,17 @@ fn ek_stable(ctx: &mut CheckContext) -> CheckResult {
     Ok(Verdict::pass(""))
 }
 
+/// A DPS challenge (a fresh random identity key) for the reported EK and SRK, built as the
+/// service builds it; the one rule for every check that activates.
+pub(crate) fn challenge_for(ek: &[u8], srk: &[u8]) -> Result<DpsChallenge, Verdict> {
+    make_dps_challenge(ek, srk)
+        .map_err(|e| Verdict::fail("EK and SRK usable to build a DPS challenge", e.to_string()))
+}
+
 /// Activates a fresh challenge for `inst`'s keys; the identity key it carries.
 fn activate_fresh(inst: &RawInstance) -> Result<Vec<u8>, Verdict> {
     let (ek, srk) = keys(inst)?;
-    let ch = make_dps_challenge(&ek, &srk)
-        .map_err(|e| Verdict::fail("EK and SRK usable to build a DPS challenge", e.to_string()))?;
+    let ch = challenge_for(&ek, &srk)?;
     ok(
         inst.activate(&ch.blob)?,
         "activate_identity_key with a valid challenge",

@@ -95,7 +95,7 @@ register!(
 );
 
 /// The parsed chain: openssl objects for signature checks, x509-cert ones for extensions.
-struct Chain {
+pub(crate) struct Chain {
     ssl: Vec<X509>,
     rust: Vec<Certificate>,
 }
@@ -149,8 +149,18 @@ fn subject_text(c: &X509) -> String {
 
 /// The chain, parsed, in the order the plugin gave it.
 fn parse_chain(inst: &RawInstance) -> Result<Chain, Verdict> {
-    let bytes = ok(inst.chain()?, "get_certificate_chain")?;
-    let text = std::str::from_utf8(&bytes)
+    parse_chain_bytes(&ok(inst.chain()?, "get_certificate_chain")?)
+}
+
+/// A chain a plugin returned (possibly in another process), parsed and with the leaf first,
+/// under the same rules as [`chain`].
+pub(crate) fn chain_from_bytes(bytes: &[u8]) -> Result<Chain, Verdict> {
+    let c = parse_chain_bytes(bytes)?;
+    order_problem(&c).map_or(Ok(c), Err)
+}
+
+fn parse_chain_bytes(bytes: &[u8]) -> Result<Chain, Verdict> {
+    let text = std::str::from_utf8(bytes)
         .map_err(|_| Verdict::fail("a UTF-8 PEM chain", "bytes that are not UTF-8"))?;
     if text.contains('\0') {
         return Err(Verdict::fail(
@@ -196,7 +206,7 @@ fn parse_chain(inst: &RawInstance) -> Result<Chain, Verdict> {
     Ok(Chain { ssl, rust })
 }
 
-fn leaf_key(c: &Chain) -> Result<PKey<Public>, Verdict> {
+pub(crate) fn leaf_key(c: &Chain) -> Result<PKey<Public>, Verdict> {
     c.ssl[0]
         .public_key()
         .map_err(|e| Verdict::fail("a leaf public key openssl can read", e.to_string()))
@@ -352,7 +362,7 @@ fn common_name(ctx: &mut CheckContext) -> CheckResult {
 }
 
 /// The algorithms the leaf key can do, as (ABI value, openssl verifier setup).
-fn algorithms_for(key: &PKey<Public>) -> Vec<u32> {
+pub(crate) fn algorithms_for(key: &PKey<Public>) -> Vec<u32> {
     match key.id() {
         Id::EC => match key.ec_key().ok().and_then(|k| k.group().curve_name()) {
             Some(openssl::nid::Nid::X9_62_PRIME256V1) => vec![HSM_SIGN_ECDSA_P256_SHA256],
@@ -364,7 +374,12 @@ fn algorithms_for(key: &PKey<Public>) -> Vec<u32> {
     }
 }
 
-fn verify(key: &PKey<Public>, algorithm: u32, digest: &[u8], sig: &[u8]) -> Result<bool, String> {
+pub(crate) fn verify(
+    key: &PKey<Public>,
+    algorithm: u32,
+    digest: &[u8],
+    sig: &[u8],
+) -> Result<bool, String> {
     use openssl::pkey_ctx::PkeyCtx;
     use openssl::rsa::Padding;
     let mut ctx = PkeyCtx::new(key).map_err(|e| e.to_string())?;
@@ -393,7 +408,12 @@ fn verify(key: &PKey<Public>, algorithm: u32, digest: &[u8], sig: &[u8]) -> Resu
 /// plugin most likely returned raw `r || s` (IEEE P1363, as PKCS#11 `CKM_ECDSA` and many
 /// secure elements give it) where the ABI wants a DER `ECDSA-Sig-Value`; says so, and whether
 /// the raw pair verifies once encoded.
-fn raw_ecdsa_diagnosis(key: &PKey<Public>, alg: u32, digest: &[u8], sig: &[u8]) -> Option<String> {
+pub(crate) fn raw_ecdsa_diagnosis(
+    key: &PKey<Public>,
+    alg: u32,
+    digest: &[u8],
+    sig: &[u8],
+) -> Option<String> {
     let half = match alg {
         HSM_SIGN_ECDSA_P256_SHA256 => 32,
         HSM_SIGN_ECDSA_P384_SHA384 => 48,
@@ -421,6 +441,17 @@ fn raw_ecdsa_diagnosis(key: &PKey<Public>, alg: u32, digest: &[u8], sig: &[u8]) 
     ))
 }
 
+/// The digest `sign_digest` takes for `algorithm`: SHA-384 for P-384, SHA-256 otherwise.
+pub(crate) fn digest_for(algorithm: u32, msg: &[u8]) -> Result<Vec<u8>, Verdict> {
+    if algorithm == HSM_SIGN_ECDSA_P384_SHA384 {
+        Ok(openssl::hash::hash(MessageDigest::sha384(), msg)
+            .map_err(|e| Verdict::skip(e.to_string()))?
+            .to_vec())
+    } else {
+        Ok(Sha256::digest(msg).to_vec())
+    }
+}
+
 fn sign_verifies(ctx: &mut CheckContext) -> CheckResult {
     let inst = instance(ctx)?;
     let c = chain(&inst)?;
@@ -433,13 +464,7 @@ fn sign_verifies(ctx: &mut CheckContext) -> CheckResult {
     }
     for alg in algs {
         for msg in [&b"tls 1.3 client certificate verify"[..], b"second message"] {
-            let digest = if alg == HSM_SIGN_ECDSA_P384_SHA384 {
-                openssl::hash::hash(MessageDigest::sha384(), msg)
-                    .map_err(|e| Verdict::skip(e.to_string()))?
-                    .to_vec()
-            } else {
-                Sha256::digest(msg).to_vec()
-            };
+            let digest = digest_for(alg, msg)?;
             let sig = ok(
                 inst.sign_digest(alg, &digest)?,
                 &format!("sign_digest (algorithm {alg})"),
