@@ -2,9 +2,11 @@
 //! key or symmetric key); for X.509 the chain and a TLS client configuration that signs through
 //! the plugin (see [`crate::dps::tls_client_config_signing_through_plugin`]).
 
+use super::ProvisioningRecord;
 use crate::dps::sas::{build_token, expiry_from_now, hub_resource};
 use crate::dps::{Attestation, PluginSasSigner, SasKey};
 use crate::plugin::{PluginError, PluginInstance};
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Why no hub token could be made.
@@ -69,4 +71,71 @@ pub fn hub_sas_token(
         expiry_from_now(ttl),
         None,
     )?)
+}
+
+/// A provisioned device's IoT Hub credentials, as `hsmkit hub-token --json` prints them: a
+/// SAS token signed inside the plugin (TPM, symmetric key) or the certificate chain to present
+/// with mutual TLS (X.509; the key stays in the plugin).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HubCredentials {
+    /// The IoT hub host name.
+    pub assigned_hub: String,
+    /// The device id on the hub.
+    pub device_id: String,
+    /// The attestation the device was provisioned with.
+    pub attestation: String,
+    /// The SAS token (TPM, symmetric key). Secret for its lifetime.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sas_token: Option<String>,
+    /// The token's lifetime in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in_secs: Option<u64>,
+    /// The certificate chain, PEM, leaf first (X.509).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate_chain_pem: Option<String>,
+}
+
+impl std::fmt::Debug for HubCredentials {
+    // The token stays out of debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubCredentials")
+            .field("assigned_hub", &self.assigned_hub)
+            .field("device_id", &self.device_id)
+            .field("attestation", &self.attestation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The hub credentials of the device `record` describes, made through `instance`: a SAS token
+/// valid for `ttl` ([`hub_sas_token`]) or, for X.509, the plugin's certificate chain.
+pub fn hub_credentials(
+    instance: &PluginInstance,
+    record: &ProvisioningRecord,
+    ttl: Duration,
+) -> Result<HubCredentials, HubTokenError> {
+    let attestation = record.attestation();
+    let mut out = HubCredentials {
+        assigned_hub: record.assigned_hub().to_string(),
+        device_id: record.device_id().to_string(),
+        attestation: attestation.as_str().to_string(),
+        sas_token: None,
+        expires_in_secs: None,
+        certificate_chain_pem: None,
+    };
+    if attestation == Attestation::X509 {
+        // X.509 devices authenticate to the hub with mutual TLS; the key stays in the plugin
+        // (crate::dps::tls_client_config_signing_through_plugin).
+        out.certificate_chain_pem = Some(instance.x509()?.certificate_chain_pem()?);
+    } else {
+        out.sas_token = Some(hub_sas_token(
+            instance,
+            attestation,
+            record.assigned_hub(),
+            record.device_id(),
+            ttl,
+        )?);
+        out.expires_in_secs = Some(ttl.as_secs());
+    }
+    Ok(out)
 }

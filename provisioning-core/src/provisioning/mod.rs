@@ -1,11 +1,13 @@
 //! After DPS: the provisioning record in the state folder (reused by later runs unless forced)
 //! and IoT Hub credentials from it.
 
+mod enrollment;
 mod hub;
 mod record;
 
 pub use crate::dps::tls_client_config_signing_through_plugin;
-pub use hub::{hub_sas_token, HubTokenError};
+pub use enrollment::{enrollment_info, EnrollmentInfoError};
+pub use hub::{hub_credentials, hub_sas_token, HubCredentials, HubTokenError};
 pub use record::{
     load, record_path, save, ProvisioningRecord, RecordError, RECORD_FILE, RECORD_VERSION,
 };

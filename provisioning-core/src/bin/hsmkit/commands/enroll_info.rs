@@ -3,15 +3,15 @@
 use crate::cli::EnrollInfoArgs;
 use crate::output::print_json;
 use crate::plugin_setup::{choose_attestation, Context_};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use dps_proto::enrollment_file::{EnrollmentCertificates, EnrollmentFile, ENROLLMENT_FILE};
+use dps_proto::enrollment_file::{EnrollmentFile, ENROLLMENT_FILE};
 use provisioning_core::dps::Attestation;
 use provisioning_core::plugin::{PluginErrorCode, PluginInstance};
+use provisioning_core::provisioning::enrollment_info;
 use std::path::Path;
 use std::process::ExitCode;
-use x509_cert::der::{pem::LineEnding, DecodePem, EncodePem};
 use zeroize::Zeroizing;
 
 /// The enrollment information: `enrollment.json` as `dps-emulator enroll --from DIR` reads it
@@ -34,96 +34,44 @@ pub(super) fn run(ctx: &Context_, args: &EnrollInfoArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reads the enrollment information through the plugin.
+/// Reads the enrollment information through the plugin; for symmetric keys, also derives
+/// the device key from `group_key_b64` or generates one, and imports it.
 pub(super) fn collect(
     instance: &PluginInstance,
     kind: Attestation,
     group_key_b64: Option<&str>,
 ) -> Result<EnrollmentInfo> {
-    let plugin = instance.plugin().name().to_string();
-    let mut info = EnrollmentInfo {
-        plugin: Some(plugin),
-        attestation: kind,
-        registration_id: String::new(),
-        endorsement_key: None,
-        certificates: None,
-        primary_key: None,
-        note: None,
-    };
-    match kind {
-        Attestation::Tpm => {
-            let ek = instance.tpm()?.endorsement_key()?;
-            info.registration_id = dps_proto::tpm_registration_id(&ek);
-            info.endorsement_key = Some(B64.encode(&ek));
+    let mut info = enrollment_info(instance, kind)?;
+    if kind == Attestation::SymmetricKey {
+        let sym = instance.symmetric_key()?;
+        let has_key = match sym.sign(b"hsmkit key probe") {
+            Ok(_) => true,
+            Err(e) if e.code() == Some(PluginErrorCode::NotFound) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(group_key) = group_key_b64 {
+            let group_key = Zeroizing::new(
+                B64.decode(group_key.trim())
+                    .context("--group-key is not valid base64")?,
+            );
+            let device_key =
+                provisioning_core::dps::derive_group_device_key(&group_key, &info.registration_id);
+            sym.import_key(Some(&info.registration_id), &device_key)?;
+            info.primary_key = Some(Zeroizing::new(B64.encode(&**device_key)));
+            info.note = Some(
+                "device key derived from the enrollment-group key and imported into the HSM".into(),
+            );
+        } else if !has_key {
+            let mut key = Zeroizing::new([0u8; 32]);
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut *key);
+            sym.import_key(Some(&info.registration_id), &*key)?;
+            info.primary_key = Some(Zeroizing::new(B64.encode(*key)));
+            info.note = Some("new key generated and imported into the HSM; register primaryKey with DPS now, it is not shown again".into());
+        } else {
+            info.note = Some("the HSM already holds a key; it cannot be read back (create the enrollment with the key you imported, or re-key with --group-key)".into());
         }
-        Attestation::X509 => {
-            let x509 = instance.x509()?;
-            let chain = x509.certificate_chain_pem()?;
-            let (leaf, root) = split_chain(&chain)?;
-            info.registration_id = x509.common_name()?;
-            info.certificates = Some(EnrollmentCertificates {
-                leaf_pem: Some(leaf),
-                root_ca_pem: root,
-            });
-        }
-        Attestation::SymmetricKey => {
-            let sym = instance.symmetric_key()?;
-            info.registration_id = sym.registration_id()?;
-            let has_key = match sym.sign(b"hsmkit key probe") {
-                Ok(_) => true,
-                Err(e) if e.code() == Some(PluginErrorCode::NotFound) => false,
-                Err(e) => return Err(e.into()),
-            };
-            if let Some(group_key) = group_key_b64 {
-                let group_key = Zeroizing::new(
-                    B64.decode(group_key.trim())
-                        .context("--group-key is not valid base64")?,
-                );
-                let device_key = provisioning_core::dps::derive_group_device_key(
-                    &group_key,
-                    &info.registration_id,
-                );
-                sym.import_key(Some(&info.registration_id), &device_key)?;
-                info.primary_key = Some(Zeroizing::new(B64.encode(&**device_key)));
-                info.note = Some(
-                    "device key derived from the enrollment-group key and imported into the HSM"
-                        .into(),
-                );
-            } else if !has_key {
-                let mut key = Zeroizing::new([0u8; 32]);
-                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut *key);
-                sym.import_key(Some(&info.registration_id), &*key)?;
-                info.primary_key = Some(Zeroizing::new(B64.encode(*key)));
-                info.note = Some("new key generated and imported into the HSM; register primaryKey with DPS now, it is not shown again".into());
-            } else {
-                info.note = Some("the HSM already holds a key; it cannot be read back (create the enrollment with the key you imported, or re-key with --group-key)".into());
-            }
-        }
-        other => bail!("{other} attestation has no enrollment information in this version"),
     }
     Ok(info)
-}
-
-/// Splits a leaf-first PEM chain into the leaf and, when the last certificate is
-/// self-signed, the root CA.
-fn split_chain(chain_pem: &str) -> Result<(String, Option<String>)> {
-    let certs = x509_cert::Certificate::load_pem_chain(chain_pem.as_bytes())
-        .context("the plugin's certificate chain is not valid PEM")?;
-    let Some(leaf) = certs.first() else {
-        bail!("the plugin returned an empty certificate chain");
-    };
-    let leaf_pem = leaf.to_pem(LineEnding::LF)?;
-    let root = match certs.last() {
-        Some(last)
-            if certs.len() > 1 && last.tbs_certificate.issuer == last.tbs_certificate.subject =>
-        {
-            Some(last.to_pem(LineEnding::LF)?)
-        }
-        _ => None,
-    };
-    // Parse once more so a malformed leaf is reported here rather than by DPS.
-    x509_cert::Certificate::from_pem(leaf_pem.as_bytes()).context("leaf certificate")?;
-    Ok((leaf_pem, root))
 }
 
 pub(super) fn write_files(dir: &Path, info: &EnrollmentInfo) -> Result<()> {
