@@ -224,6 +224,17 @@ impl<'a> Flow<'a> {
         f: TransportFailure,
     ) -> Result<(), DpsError> {
         match f {
+            // An alert from the server once the device has shown a client certificate is
+            // the server refusing it (or its handshake signature), not a trust problem here.
+            TransportFailure::Tls(detail)
+                if self.identity.attestation == Attestation::X509
+                    && detail.contains("received fatal alert") =>
+            {
+                Err(DpsError::ClientCertificateRefused {
+                    endpoint: self.base.clone(),
+                    alert: detail,
+                })
+            }
             TransportFailure::Tls(detail) => Err(DpsError::TlsTrust {
                 endpoint: self.base.clone(),
                 detail,
@@ -479,6 +490,7 @@ impl<'a> Flow<'a> {
         DpsError::Unauthorized {
             registration_id: self.identity.registration_id.clone(),
             attestation: self.identity.attestation.as_str(),
+            error_code: body.error_code.unwrap_or(0),
             message: body.message.unwrap_or_else(|| fallback.to_string()),
             tracking_id: body.tracking_id.unwrap_or_else(|| "none".into()),
         }

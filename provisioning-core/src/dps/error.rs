@@ -29,13 +29,24 @@ pub enum DpsError {
         /// What rustls reported.
         detail: String,
     },
+    /// The server ended the TLS handshake with an alert after the device presented its
+    /// X.509 client certificate: DPS refused the chain or the signature made with its key.
+    #[error("DPS at {endpoint} refused the device's TLS client certificate during the handshake ({alert}); the chain must be leaf first and verify, and the handshake signature (sign_digest through the plugin) must verify with the leaf's public key")]
+    ClientCertificateRefused {
+        /// The endpoint.
+        endpoint: String,
+        /// The alert the server sent, as rustls reports it.
+        alert: String,
+    },
     /// The service refused the credentials: no enrollment, wrong key or certificate.
-    #[error("DPS refused registration id `{registration_id}` ({attestation} attestation): {message}; check that an enrollment (or group) exists for it in this id scope with {attestation} attestation and that the device's key or certificate matches it (tracking id {tracking_id})")]
+    #[error("DPS refused registration id `{registration_id}` ({attestation} attestation) with HTTP 401 (error {error_code}): {message}; check that an enrollment (or group) exists for it in this id scope with {attestation} attestation and that the device's key or certificate matches it (tracking id {tracking_id})")]
     Unauthorized {
         /// The registration id used.
         registration_id: String,
         /// The attestation tried.
         attestation: &'static str,
+        /// DPS errorCode (401002 from the real service; 0 when none was given).
+        error_code: u64,
         /// The service's message.
         message: String,
         /// The service's tracking id, for support requests.
@@ -113,6 +124,7 @@ impl DpsError {
             DpsError::Config { .. } => "config",
             DpsError::Unreachable { .. } => "unreachable",
             DpsError::TlsTrust { .. } => "tls-trust",
+            DpsError::ClientCertificateRefused { .. } => "client-certificate-refused",
             DpsError::Unauthorized { .. } => "unauthorized",
             DpsError::NotFound { .. } => "not-found",
             DpsError::Disabled { .. } => "disabled",
