@@ -47,6 +47,8 @@ pub enum Group {
     X509,
     /// Symmetric-key attestation.
     SymmetricKey,
+    /// Provisioning end to end against the DPS emulator, one check per attestation.
+    Provisioning,
     /// Buffer ownership.
     Memory,
     /// Malformed arguments.
@@ -66,6 +68,7 @@ impl Group {
             Group::Tpm => "tpm",
             Group::X509 => "x509",
             Group::SymmetricKey => "symmetric-key",
+            Group::Provisioning => "provisioning",
             Group::Memory => "memory",
             Group::BadInput => "bad-input",
             Group::Concurrency => "concurrency",

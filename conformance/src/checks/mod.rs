@@ -6,6 +6,7 @@ mod lifecycle;
 mod loading;
 mod memory;
 mod performance;
+mod provision;
 mod persistence;
 mod symmetric;
 mod tpm;
