@@ -46,6 +46,7 @@ fn symmetric_without_registration_id_is_setup_not_fail() {
             "memory.no-output-on-failure",
             "memory.release-frees",
             "performance.identity-latency",
+            "provisioning.symmetric-key",
             "symmetric-key.registration-id",
         ],
         "\n{}",
@@ -187,6 +188,7 @@ fn pkcs11_readme_command_is_setup_not_fail() {
     assert_eq!(
         setup,
         [
+            "provisioning.symmetric-key",
             "symmetric-key.import-and-sign",
             "symmetric-key.registration-id",
             "symmetric-key.reimport-replaces",
