@@ -86,6 +86,8 @@ fn skip_removes_checks_and_unknown_patterns_are_refused() {
             "bad-input.large-input",
             "--skip",
             "performance",
+            "--skip",
+            "provisioning.symmetric-key",
         ])
         .output()
         .expect("run hsm-conformance");
