@@ -1,12 +1,18 @@
 /*
- * hsmkit example plugin in plain C: a symmetric-key HSM holding one HMAC-SHA256 key in memory.
+ * hsmkit example plugin in plain C: a symmetric-key HSM holding one HMAC-SHA256 key, kept 0600
+ * under state_dir so that a key imported by `hsmkit import-key` is there for `hsmkit provision`.
  *
  * Settings: registration_id (required). The key arrives through import_key and is wiped on
  * destroy. Build:  cc -std=c11 -fPIC -shared -I hsm-api/include example_symmetric.c -lcrypto
  */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -16,11 +22,15 @@
 #define EXPORT __attribute__((visibility("default")))
 #define MAX_ID 128
 #define MAX_KEY 64
+#define MAX_PATH 4096
+#define KEY_FILE "c-example.key"
 
 struct HsmInstance {
     char registration_id[MAX_ID + 1];
     unsigned char key[MAX_KEY];
     size_t key_len;
+    char state_dir[MAX_PATH];   /* empty when the host passed none */
+    char key_path[MAX_PATH];    /* state_dir/c-example.key */
     char last_error[256];
 };
 
@@ -43,6 +53,100 @@ static HsmStatus put_buffer(HsmBuffer *out, const void *data, size_t len) {
 static int slice_equals(HsmSlice s, const char *text) {
     size_t n = strlen(text);
     return s.len == n && s.ptr && memcmp(s.ptr, text, n) == 0;
+}
+
+/* The key must outlive the process: `hsmkit import-key` stores it in one process and
+ * `hsmkit provision` signs with it in another, maybe after a reboot. A key kept only in memory
+ * passes every single-process test and then fails to provision. So import_key writes it to
+ * state_dir/c-example.key (0600, atomically) and create reads it back. A host that passes no
+ * state_dir gets a key that lives as long as the instance. */
+
+/* Reads the key an earlier process stored. 0: read, or none stored yet; -1: the file is not a
+ * regular 0600 file of this user with 16 to 64 bytes (refused rather than trusted). */
+static int load_key(HsmInstance *inst) {
+    int fd = open(inst->key_path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT ? 0 : -1;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
+        (st.st_mode & 077) != 0 || st.st_size < 16 || st.st_size > MAX_KEY) {
+        close(fd);
+        return -1;
+    }
+    size_t len = (size_t)st.st_size, done = 0;
+    while (done < len) {
+        ssize_t n = read(fd, inst->key + done, len - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            close(fd);
+            OPENSSL_cleanse(inst->key, sizeof inst->key);
+            return -1;
+        }
+        done += (size_t)n;
+    }
+    close(fd);
+    inst->key_len = len;
+    return 0;
+}
+
+/* Writes the key atomically: a new 0600 file beside it, fsync, rename over the old one, fsync
+ * the folder. A reader sees the old key or the new one, never part of one. 0 or -1. */
+static int store_key(HsmInstance *inst, const unsigned char *key, size_t len) {
+    char tmp[MAX_PATH + 8];
+    if (snprintf(tmp, sizeof tmp, "%s.new", inst->key_path) >= (int)sizeof tmp) return -1;
+    if (mkdir(inst->state_dir, 0700) != 0 && errno != EEXIST) return -1;
+    unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) return -1;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = write(fd, key + done, len - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        done += (size_t)n;
+    }
+    if (done != len || fsync(fd) != 0) {
+        close(fd);
+        unlink(tmp);
+        return -1;
+    }
+    if (close(fd) != 0 || rename(tmp, inst->key_path) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    int dir = open(inst->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir >= 0) {
+        fsync(dir);
+        close(dir);
+    }
+    return 0;
+}
+
+/* Takes state_dir from the settings and reads the stored key, if any. HSM_OK or an error with
+ * its message in out_error. */
+static HsmStatus open_state(HsmInstance *inst, const HsmKeyValue *config, size_t config_len,
+                            HsmBuffer *out_error) {
+    for (size_t i = 0; i < config_len; i++) {
+        if (!slice_equals(config[i].key, "state_dir")) continue;
+        HsmSlice v = config[i].value;
+        int n = snprintf(inst->key_path, sizeof inst->key_path, "%.*s/%s", (int)v.len,
+                         v.ptr ? (const char *)v.ptr : "", KEY_FILE);
+        if (v.len == 0 || !v.ptr || v.len >= sizeof inst->state_dir || n < 0 ||
+            (size_t)n >= sizeof inst->key_path) {
+            const char *m = "state_dir must be a folder path of 1 to 4000 bytes";
+            if (out_error) put_buffer(out_error, m, strlen(m));
+            return HSM_ERR_INVALID_ARGUMENT;
+        }
+        memcpy(inst->state_dir, v.ptr, v.len);
+        inst->state_dir[v.len] = '\0';
+    }
+    if (inst->key_path[0] && load_key(inst) != 0) {
+        char m[MAX_PATH + 96];
+        snprintf(m, sizeof m, "the stored key %s is not a 0600 file of this user with 16 to 64 bytes",
+                 inst->key_path);
+        if (out_error) put_buffer(out_error, m, strlen(m));
+        return HSM_ERR_DEVICE;
+    }
+    return HSM_OK;
 }
 
 static HsmStatus example_create(const HsmKeyValue *config, size_t config_len,
@@ -68,6 +172,12 @@ static HsmStatus example_create(const HsmKeyValue *config, size_t config_len,
         free(inst);
         if (out_error) put_buffer(out_error, missing, strlen(missing));
         return HSM_ERR_INVALID_ARGUMENT;
+    }
+    HsmStatus state = open_state(inst, config, config_len, out_error);
+    if (state != HSM_OK) {
+        OPENSSL_cleanse(inst, sizeof *inst);
+        free(inst);
+        return state;
     }
     *out_instance = inst;
     return HSM_OK;
@@ -125,6 +235,16 @@ static HsmStatus example_import_key(HsmInstance *inst, HsmSlice registration_id,
         set_error(inst, "import_key: registration id must be at most 128 bytes");
         return HSM_ERR_INVALID_ARGUMENT;
     }
+    /* Stored first: the new key counts only once it will be there for the next process. */
+    if (inst->key_path[0] && store_key(inst, key.ptr, key.len) != 0) {
+        /* Cut to last_error's size if the path is long. */
+        if (snprintf(inst->last_error, sizeof inst->last_error,
+                     "import_key: cannot store the key in %s: %s", inst->key_path,
+                     strerror(errno)) < 0) {
+            set_error(inst, "import_key: cannot store the key under state_dir");
+        }
+        return HSM_ERR_DEVICE;
+    }
     if (registration_id.len) {
         memcpy(inst->registration_id, registration_id.ptr, registration_id.len);
         inst->registration_id[registration_id.len] = '\0';
@@ -147,7 +267,7 @@ static const HsmPluginTable PLUGIN_TABLE = {
     .name = "c-example",
     .version = "1.0.0",
     .vendor = "hsmkit examples",
-    .description = "Symmetric-key plugin written in plain C (OpenSSL HMAC, key in memory)",
+    .description = "Symmetric-key plugin written in plain C (OpenSSL HMAC, key kept 0600 under state_dir)",
     .capabilities = HSM_CAP_SYMMETRIC_KEY,
     .threading = HSM_THREADING_SERIALIZED,
     .create = example_create,
