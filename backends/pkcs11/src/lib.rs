@@ -49,7 +49,8 @@ struct Token {
     config: Pkcs11Config,
     key: Option<TokenKey>,
     hmac_key: Option<ObjectHandle>,
-    /// Where the HMAC key is: the configured URI, or the label of a key imported through us.
+    /// Where the HMAC key is: the configured URI, or the label a key imported through us gets
+    /// (the registration id, by default).
     hmac_uri: Option<Pkcs11Uri>,
     registration_id: Option<String>,
 }
@@ -59,10 +60,18 @@ impl Pkcs11Plugin {
     pub fn open(config: Pkcs11Config) -> Result<Self> {
         let pin = config.pin.read()?;
         let session = TokenSession::open(&config.module, &config.token, &pin)?;
+        // Without `hmac_key_uri`, import_key labels the key with the registration id; a later
+        // process (`hsmkit provision` after `hsmkit import-key`) must look for it there too.
+        let hmac_uri = config.hmac_key.clone().or_else(|| {
+            config.registration_id.clone().map(|id| Pkcs11Uri {
+                object: Some(id),
+                ..Pkcs11Uri::default()
+            })
+        });
         Ok(Self {
             token: Mutex::new(Token {
                 session,
-                hmac_uri: config.hmac_key.clone(),
+                hmac_uri,
                 registration_id: config.registration_id.clone(),
                 config,
                 key: None,
