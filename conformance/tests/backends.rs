@@ -41,6 +41,7 @@ fn symmetric_without_registration_id_is_setup_not_fail() {
             "concurrency.shared-instance",
             "lifecycle.create-destroy",
             "lifecycle.cycles-no-leak",
+            "lifecycle.identity-survives-process",
             "lifecycle.two-instances",
             "memory.fresh-buffers",
             "memory.no-output-on-failure",
@@ -188,6 +189,7 @@ fn pkcs11_readme_command_is_setup_not_fail() {
     assert_eq!(
         setup,
         [
+            "lifecycle.imported-key-survives-process",
             "provisioning.symmetric-key",
             "symmetric-key.import-and-sign",
             "symmetric-key.registration-id",
