@@ -189,6 +189,7 @@ fn pkcs11_readme_command_is_setup_not_fail() {
     assert_eq!(
         setup,
         [
+            "concurrency.symmetric-key-hot-path",
             "lifecycle.imported-key-survives-process",
             "provisioning.symmetric-key",
             "symmetric-key.import-and-sign",
