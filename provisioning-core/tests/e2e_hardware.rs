@@ -1,6 +1,7 @@
 //! End to end with real components: the tpm2 plugin on swtpm (one swtpm per test) and the
-//! pkcs11 plugin on a SoftHSM2 token, against the emulator over TLS. Each starts what it needs
-//! and fails with an install hint when swtpm or SoftHSM2 is missing.
+//! pkcs11 plugin on a SoftHSM2 token and on tpm2-pkcs11 (swtpm behind a private tpm2-abrmd),
+//! against the emulator over TLS. Each starts what it needs and fails with an install hint when
+//! swtpm, SoftHSM2 or the tpm2-pkcs11 tools are missing.
 
 #[path = "support/e2e.rs"]
 mod helpers;
@@ -91,4 +92,57 @@ async fn pkcs11_on_softhsm_provisions_over_mutual_tls() {
         .expect("pkcs11 X.509 registration");
     assert_eq!(r.device_id, "pkcs11-device-1");
     single_record(&env.emu, "pkcs11-device-1");
+}
+
+/// The same X.509 provisioning on a second real PKCS#11 module: tpm2-pkcs11 on a private swtpm
+/// behind a private tpm2-abrmd on a private D-Bus (issue 13). The key pair is generated in the
+/// TPM and never leaves it; the TLS client signature is made by the TPM through the plugin.
+///
+/// The runtime is the test's own: the client's connection tasks hold the plugin instance until
+/// the runtime shuts down, and the module must be finalized before the TPM stack stops.
+#[test]
+fn pkcs11_on_tpm2_pkcs11_provisions_over_mutual_tls() {
+    let token = hsmkit_backend_pkcs11::tpm2_pkcs11::Tpm2Pkcs11Token::start("dps-e2e-tpm2")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = init_device(&InitOptions {
+        module: token.module.clone(),
+        token: Pkcs11Uri::parse(&token.uri()).expect("token URI"),
+        pin: PinSource::File(token.pin_file.clone()),
+        label: "dps-device".into(),
+        id: None,
+        common_name: "pkcs11-tpm2-device-1".into(),
+        ca: None,
+        validity_days: 30,
+    })
+    .unwrap_or_else(|e| panic!("device init on tpm2-pkcs11: {e}"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        let env = emulator().await;
+        individual(
+            &env.emu,
+            json!({"registrationId": out.registration_id, "attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": out.certificate_pem}}}}}),
+        );
+        let state = tempfile::tempdir().unwrap();
+        let device = instance(
+            "pkcs11",
+            &[
+                ("state_dir", state.path().display().to_string()),
+                ("module", token.module.display().to_string()),
+                ("token_uri", token.uri()),
+                ("pin_file", token.pin_file.display().to_string()),
+                ("key_uri", out.key_uri.clone()),
+                ("cert_uri", out.cert_uri.clone()),
+            ],
+        );
+        let r = register(&dps_config(&env.emu), device, Attestation::X509, &|_| {})
+            .await
+            .expect("pkcs11 X.509 registration on tpm2-pkcs11");
+        assert_eq!(r.device_id, "pkcs11-tpm2-device-1");
+        single_record(&env.emu, "pkcs11-tpm2-device-1");
+    });
+    drop(runtime);
+    drop(token);
 }

@@ -22,6 +22,8 @@ pub mod session;
 #[cfg(feature = "softhsm-harness")]
 pub mod softhsm;
 pub mod symmetric;
+#[cfg(feature = "tpm2-pkcs11-harness")]
+pub mod tpm2_pkcs11;
 pub mod uri;
 pub mod x509;
 

@@ -4,6 +4,12 @@
 //! every instance that uses a module shares one initialized context through a process-wide,
 //! reference-counted registry; the last instance to go finalizes the module. Acquire and release
 //! happen under the registry lock so a finalize can never race a new initialize.
+//!
+//! Opening a session, logging in and closing a session are serialized per module
+//! ([`session_lock`]): tpm2-pkcs11 1.9 fails a `C_Login` (`CKR_GENERAL_ERROR`) when another
+//! thread's `C_CloseSession` runs at the same moment (issue 13), and the specification lets a
+//! module tie login state to the set of open sessions. Signing and the other calls of an open
+//! session are not serialized: separate instances still run in parallel.
 
 use crate::error::{Pkcs11Error, Result};
 use crate::uri::{ObjectType, Pkcs11Uri};
@@ -30,6 +36,19 @@ fn registry() -> MutexGuard<'static, HashMap<PathBuf, Entry>> {
     static REGISTRY: OnceLock<Mutex<HashMap<PathBuf, Entry>>> = OnceLock::new();
     // A panic while holding the lock leaves the map itself consistent, so poisoning is ignored.
     hsm_plugin_sdk::sync::lock(REGISTRY.get_or_init(|| Mutex::new(HashMap::new())))
+}
+
+/// The lock that serializes session open, login and close on the module at `canonical`.
+///
+/// One mutex per module path for the life of the process (a handful of bytes per module ever
+/// used), so that a session closing while holding it can never outlive it, and so that a module
+/// finalized and initialized again keeps the same lock.
+fn session_lock(canonical: &Path) -> &'static Mutex<()> {
+    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, &'static Mutex<()>>>> = OnceLock::new();
+    let mut locks = hsm_plugin_sdk::sync::lock(LOCKS.get_or_init(|| Mutex::new(HashMap::new())));
+    locks
+        .entry(canonical.to_path_buf())
+        .or_insert_with(|| Box::leak(Box::new(Mutex::new(()))))
 }
 
 /// A counted use of an initialized PKCS#11 module; the module is finalized when the last
@@ -190,13 +209,24 @@ pub fn find_slot(context: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot> {
     }
 }
 
-/// An open, logged-in read/write session on one token. Dropping it closes the session and then
-/// releases the module (field order matters: the session must close before a finalize).
+/// An open, logged-in read/write session on one token. Dropping it closes the session under the
+/// module's session lock and then releases the module (field order matters: the session must
+/// close before a finalize).
 #[derive(Debug)]
 pub struct TokenSession {
-    session: Session,
+    /// Always open; `None` only inside `drop`, which closes it under the module's session lock.
+    session: Option<Session>,
     slot: Slot,
     lease: ModuleLease,
+}
+
+impl Drop for TokenSession {
+    fn drop(&mut self) {
+        // C_CloseSession must not overlap another thread's open or login (see the module
+        // documentation); `lease` drops after this body, so any C_Finalize comes later.
+        let _serialized = hsm_plugin_sdk::sync::lock(session_lock(self.lease.path()));
+        drop(self.session.take());
+    }
 }
 
 impl TokenSession {
@@ -204,6 +234,9 @@ impl TokenSession {
     /// of this process on the token (`CKR_USER_ALREADY_LOGGED_IN`) is accepted.
     pub fn open(module: &Path, token: &Pkcs11Uri, pin: &str) -> Result<Self> {
         let lease = ModuleLease::acquire(module)?;
+        // Held until logged in; on an error below the session drops (C_CloseSession) while
+        // the guard is still held, since `session` is declared after it.
+        let _serialized = hsm_plugin_sdk::sync::lock(session_lock(lease.path()));
         let slot = find_slot(lease.context(), token)?;
         // Read/write is needed only for imports and device setup; a write-protected token
         // still signs through a read-only session.
@@ -220,7 +253,7 @@ impl TokenSession {
             Err(e) => return Err(crate::error::from_cryptoki("logging in to the token", e)),
         }
         Ok(Self {
-            session,
+            session: Some(session),
             slot,
             lease,
         })
@@ -228,7 +261,11 @@ impl TokenSession {
 
     /// The cryptoki session.
     pub fn session(&self) -> &Session {
-        &self.session
+        match &self.session {
+            Some(session) => session,
+            // Taken only by `drop`, after which no method can run.
+            None => unreachable!("a TokenSession's session is open until it is dropped"),
+        }
     }
 
     /// The slot of the token.
@@ -263,7 +300,7 @@ impl TokenSession {
             template.push(Attribute::Id(id.clone()));
         }
         let found = self
-            .session
+            .session()
             .find_objects(&template)
             .map_err(|e| crate::error::from_cryptoki(&format!("searching the {what}"), e))?;
         match found.as_slice() {
@@ -283,7 +320,7 @@ impl TokenSession {
     /// Reads one attribute's bytes-valued content.
     pub fn attribute_bytes(&self, object: ObjectHandle, kind: AttributeType) -> Result<Vec<u8>> {
         let attrs = self
-            .session
+            .session()
             .get_attributes(object, &[kind])
             .map_err(|e| crate::error::from_cryptoki(&format!("reading {kind:?}"), e))?;
         for attr in attrs {
@@ -299,7 +336,7 @@ impl TokenSession {
         }
         // Tell a secret the token protects apart from an attribute the object lacks.
         let info = self
-            .session
+            .session()
             .get_attribute_info(object, &[kind])
             .map_err(|e| crate::error::from_cryptoki(&format!("inspecting {kind:?}"), e))?;
         if matches!(info.first(), Some(AttributeInfo::Sensitive)) {

@@ -3,6 +3,7 @@
 use crate::error::{Pkcs11Error, Result};
 use crate::session::TokenSession;
 use crate::uri::Pkcs11Uri;
+use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use zeroize::Zeroize;
@@ -78,7 +79,7 @@ pub fn import_hmac_key(
             v.zeroize();
         }
     }
-    let handle = created.map_err(|e| crate::error::from_cryptoki("importing the HMAC key", e))?;
+    let handle = created.map_err(import_error)?;
     for stale in old {
         session
             .session()
@@ -86,4 +87,67 @@ pub fn import_hmac_key(
             .map_err(|e| crate::error::from_cryptoki("removing the replaced HMAC key", e))?;
     }
     Ok(handle)
+}
+
+/// The error of a refused `C_CreateObject` of the HMAC key.
+///
+/// The template is valid PKCS#11 (a non-empty generic secret), so a module that refuses its
+/// class, key type or value cannot hold HMAC keys at all: that is `HSM_ERR_NOT_SUPPORTED`, not a
+/// bad argument of the caller. tpm2-pkcs11 1.9 answers `CKR_ATTRIBUTE_VALUE_INVALID` ("Can only
+/// create RSA Public key objects or data objects"); other modules use the neighbouring values.
+fn import_error(err: CkError) -> Pkcs11Error {
+    match err {
+        CkError::Pkcs11(
+            rv @ (RvError::AttributeValueInvalid
+            | RvError::AttributeTypeInvalid
+            | RvError::TemplateInconsistent
+            | RvError::TemplateIncomplete
+            | RvError::KeyTypeInconsistent
+            | RvError::MechanismInvalid
+            | RvError::FunctionNotSupported),
+            function,
+        ) => Pkcs11Error::not_supported(format!(
+            "importing the HMAC key: the PKCS#11 module cannot hold HMAC keys (it refuses a generic-secret key object: {} from C_{function:?}); use a module that supports CKK_GENERIC_SECRET with CKM_SHA256_HMAC, such as SoftHSM2",
+            crate::error::ckr_name(rv)
+        )),
+        other => crate::error::from_cryptoki("importing the HMAC key", other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use cryptoki::context::Function;
+
+    #[test]
+    fn a_refused_secret_key_object_is_not_supported() {
+        let e = import_error(CkError::Pkcs11(
+            RvError::AttributeValueInvalid,
+            Function::CreateObject,
+        ));
+        assert_eq!(e.code(), ErrorKind::NotSupported);
+        assert!(
+            e.message().contains("cannot hold HMAC keys"),
+            "{}",
+            e.message()
+        );
+        assert!(
+            e.message()
+                .contains("CKR_ATTRIBUTE_VALUE_INVALID from C_CreateObject"),
+            "{}",
+            e.message()
+        );
+        // Anything else keeps its usual mapping.
+        let e = import_error(CkError::Pkcs11(
+            RvError::PinIncorrect,
+            Function::CreateObject,
+        ));
+        assert_eq!(e.code(), ErrorKind::Authentication);
+        let e = import_error(CkError::Pkcs11(
+            RvError::DeviceError,
+            Function::CreateObject,
+        ));
+        assert_eq!(e.code(), ErrorKind::Device);
+    }
 }
