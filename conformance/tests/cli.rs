@@ -90,6 +90,8 @@ fn skip_removes_checks_and_unknown_patterns_are_refused() {
             "provisioning.symmetric-key",
             "--skip",
             "lifecycle.imported-key-survives-process",
+            "--skip",
+            "concurrency.symmetric-key-hot-path",
         ])
         .output()
         .expect("run hsm-conformance");
