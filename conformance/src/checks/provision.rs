@@ -20,6 +20,7 @@ use dps_emulator::{BackgroundEmulator, Emulator, EmulatorConfig};
 use dps_proto::enrollment_file::EnrollmentFile;
 use dps_proto::sas::{hub_resource, SasToken};
 use hsm_api::{HSM_ERR_INVALID_ARGUMENT, HSM_ERR_NOT_FOUND, HSM_ERR_NOT_SUPPORTED};
+use hsm_secure_fs::state::PrivateDir;
 use provisioning_core::dps::{Attestation, DpsClientConfig, DpsError};
 use provisioning_core::plugin::{LoadedPlugin, PluginError, PluginInstance};
 use provisioning_core::provisioning::{
@@ -72,6 +73,10 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Lifetime of the hub token asked for.
 const HUB_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+/// The file, in the check's private folder, that carries the enrolled key to the import step
+/// (a file of mode 0600 rather than a command-line argument, which other users can read).
+const IMPORT_KEY_FILE: &str = "import.key";
 
 /// The group id of an X.509 group enrollment.
 const GROUP_ID: &str = "hsm-conformance-group";
@@ -156,6 +161,8 @@ struct Dps {
     emulator: BackgroundEmulator,
     /// The device's folder for `provisioning.json`, as `hsmkit --state-dir` would hold it.
     device_dir: std::path::PathBuf,
+    /// The check's private folder (0700), for the key handed to the import step.
+    private: PrivateDir,
     _dir: tempfile::TempDir,
 }
 
@@ -168,11 +175,14 @@ impl Dps {
         let device_dir = dir.path().join("device");
         provisioning_core::state_dir::prepare_state_dir(&device_dir)
             .map_err(|e| Verdict::skip(format!("cannot create the device's state folder: {e}")))?;
+        let private = PrivateDir::prepare(&dir.path().join("harness"))
+            .map_err(|e| Verdict::skip(format!("cannot create a private folder: {e}")))?;
         let emulator = Emulator::start_in_background(EmulatorConfig::new(dir.path().join("dps")))
             .map_err(|e| Verdict::skip(format!("cannot start the DPS emulator: {e}")))?;
         Ok(Dps {
             emulator,
             device_dir,
+            private,
             _dir: dir,
         })
     }
@@ -234,10 +244,14 @@ fn end_to_end(ctx: &mut CheckContext, kind: Attestation) -> CheckResult {
         let mut raw = Zeroizing::new([0u8; 32]);
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut *raw);
         let b64 = Zeroizing::new(B64.encode(*raw));
+        dps.private
+            .write(IMPORT_KEY_FILE.as_ref(), &*raw, 0o600)
+            .map_err(|e| Verdict::skip(format!("cannot hand the key to the import step: {e}")))?;
+        let key_file = dps.private.path().join(IMPORT_KEY_FILE);
         crate::step::in_fresh_process(
             ctx,
             "provisioning.import",
-            &[&registration_id, &b64],
+            &[&registration_id, &key_file.display().to_string()],
             "step import (import_key of the enrolled key)",
         )?;
         file.primary_key = Some(b64);
@@ -507,13 +521,12 @@ fn step_enroll_info(ctx: &mut CheckContext, args: &[String]) -> Result<serde_jso
     }
 }
 
-/// `import REGISTRATION_ID KEY_B64`: the enrolled key into the plugin.
+/// `import REGISTRATION_ID KEY_FILE`: the enrolled key (raw bytes in a 0600 file) into the
+/// plugin.
 fn step_import(ctx: &mut CheckContext, args: &[String]) -> Result<serde_json::Value, Verdict> {
     let registration_id = arg(args, 0)?;
-    let key = Zeroizing::new(
-        B64.decode(arg(args, 1)?)
-            .map_err(|_| Verdict::skip("the import step was given a key that is not base64"))?,
-    );
+    let key = hsm_secure_fs::state::read_secret(Path::new(arg(args, 1)?))
+        .map_err(|e| Verdict::skip(format!("the import step cannot read its key: {e}")))?;
     let inst = device(ctx, "import")?;
     let sym = inst.symmetric_key().map_err(|e| fail("import", e))?;
     match sym.import_key(Some(registration_id), &key) {
