@@ -42,11 +42,11 @@ const THREADS: usize = 4;
 const CALLS: usize = 10;
 
 register!("concurrency.symmetric-key-hot-path", Concurrency, SymmetricKey, true,
-    "threads import a key and sign distinct data on an instance each and (if declared concurrent) on one shared instance; every HMAC is verified", symmetric_hot_path);
+    "threads sign distinct data with an imported key on an instance each and (if declared concurrent) on one shared instance; every HMAC is verified", symmetric_hot_path);
 register!("concurrency.x509-hot-path", Concurrency, X509, true,
     "threads sign distinct digests on an instance each and (if declared concurrent) on one shared instance; every signature verifies against the leaf key", x509_hot_path);
 register!("concurrency.tpm-hot-path", Concurrency, Tpm, true,
-    "threads activate DPS challenges and sign distinct data on an instance each and (if declared concurrent) on one shared instance; every HMAC is verified", tpm_hot_path);
+    "threads sign distinct data with an activated identity on an instance each and (if declared concurrent) on one shared instance, where each also activates a challenge; every HMAC is verified", tpm_hot_path);
 register!("concurrency.last-error-per-thread", Concurrency, Any, true,
     "distinct failures provoked on several threads at once: each thread reads back its own failure's message from last_error", last_error_per_thread);
 
