@@ -648,30 +648,49 @@ fn learn(inst: &RawInstance) -> Result<Vec<(Provocation, String)>, Verdict> {
         let (Err(a), Err(b)) = ((p.call)(inst)?, (p.call)(inst)?) else {
             continue;
         };
-        if a.message == b.message
-            && meaningful(&a.message)
-            && kinds.iter().all(|(_, m)| *m != a.message)
-        {
+        if tells_apart(
+            kinds.iter().map(|(_, m)| m.as_str()),
+            &a.message,
+            &b.message,
+        ) {
             kinds.push((p, a.message));
         }
     }
     Ok(kinds)
 }
 
+/// Whether a failure whose message was `first`, then `second`, can be told apart from those
+/// already kept: the same message both times, a real one, and not one of theirs.
+fn tells_apart<'a>(mut kept: impl Iterator<Item = &'a str>, first: &str, second: &str) -> bool {
+    first == second && meaningful(first) && kept.all(|m| m != first)
+}
+
+/// The pass note when fewer than two failures have messages of their own, `None` otherwise.
+fn not_checkable(messages: &[&str]) -> Option<String> {
+    if messages.len() >= 2 {
+        return None;
+    }
+    Some(format!(
+        "not checkable: the failures tried do not give distinct messages (only {}), so \
+         threads' messages cannot be told apart",
+        if messages.is_empty() {
+            "none".to_string()
+        } else {
+            messages
+                .iter()
+                .map(|m| format!("`{m}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    ))
+}
+
 fn last_error_per_thread(ctx: &mut CheckContext) -> CheckResult {
     let table = ctx.table()?;
     let kinds = learn(&instance(ctx)?)?;
-    if kinds.len() < 2 {
-        let seen: Vec<String> = kinds.iter().map(|(_, m)| format!("`{m}`")).collect();
-        return Ok(Verdict::pass(format!(
-            "not checkable: the failures tried do not give distinct messages (only {}), so \
-             threads' messages cannot be told apart",
-            if seen.is_empty() {
-                "none".to_string()
-            } else {
-                seen.join(", ")
-            }
-        )));
+    let messages: Vec<&str> = kinds.iter().map(|(_, m)| m.as_str()).collect();
+    if let Some(note) = not_checkable(&messages) {
+        return Ok(Verdict::pass(note));
     }
     let kinds = &kinds;
     let work = |t: usize, inst: &RawInstance, phase: &Phase| -> Result<usize, Verdict> {
@@ -829,4 +848,41 @@ fn shared_instance(ctx: &mut CheckContext) -> CheckResult {
     Ok(Verdict::pass(format!(
         "{THREADS} threads x {CALLS} calls on one instance"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_stable_real_and_new_messages_tell_failures_apart() {
+        let kept = ["import_key: the key is empty"];
+        assert!(tells_apart(kept.into_iter(), "bad digest", "bad digest"));
+        // A message that changes between two tries (a counter, a time) cannot be compared.
+        assert!(!tells_apart(kept.into_iter(), "error 1", "error 2"));
+        // No message, or last_error itself failing, names nothing.
+        assert!(!tells_apart(
+            kept.into_iter(),
+            "(no message)",
+            "(no message)"
+        ));
+        assert!(!tells_apart(
+            kept.into_iter(),
+            "(last_error itself failed with HSM_ERR_INTERNAL)",
+            "(last_error itself failed with HSM_ERR_INTERNAL)"
+        ));
+        // The same message as another failure's: threads could not be told apart.
+        assert!(!tells_apart(kept.into_iter(), kept[0], kept[0]));
+    }
+
+    #[test]
+    fn alike_messages_pass_with_a_note_instead_of_failing() {
+        let note = not_checkable(&["invalid argument"]).unwrap_or_default();
+        assert!(
+            note.starts_with("not checkable") && note.contains("`invalid argument`"),
+            "{note}"
+        );
+        assert!(not_checkable(&[]).is_some_and(|n| n.contains("only none")));
+        assert_eq!(not_checkable(&["a", "b"]), None);
+    }
 }
