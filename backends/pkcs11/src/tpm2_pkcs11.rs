@@ -402,12 +402,19 @@ fn ptool(env: &[(&str, &str)], args: &[&str]) -> Result<String, HarnessError> {
         .map_err(|e| spawn_error("tpm2_ptool", e))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // Without the tabrmd TCTI library the tools cannot reach the broker at all.
+        let hint = if stderr.contains("Could not load tcti") {
+            format!(" (the tabrmd TCTI is missing? {})", install_hint())
+        } else {
+            String::new()
+        };
         return Err(HarnessError(format!(
-            "`tpm2_ptool {}` failed ({}): {} {}",
+            "`tpm2_ptool {}` failed ({}): {} {}{hint}",
             args.first().copied().unwrap_or_default(),
             out.status,
             stdout.trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
+            stderr.trim()
         )));
     }
     Ok(stdout)
