@@ -26,8 +26,12 @@ typedef struct HsmInstance HsmInstance;
 
 /**
  * ABI minor version spoken by this crate. Newer minors only append table entries.
+ *
+ * - 1.0: the plugin, TPM, X.509 and symmetric-key tables.
+ * - 1.1: `HsmPluginTable.settings` and `settings_len` appended (the settings `create`
+ *   accepts; unknown keys are refused).
  */
-#define HSM_ABI_MINOR 0
+#define HSM_ABI_MINOR 1
 
 /**
  * Capability bit: the plugin has a TPM table.
@@ -277,6 +281,26 @@ typedef struct HsmSymmetricKeyTable {
 } HsmSymmetricKeyTable;
 
 /**
+ * ABI 1.1: one setting a plugin's `create` accepts, as the plugin declares it in
+ * [`HsmPluginTable::settings`]. Static for the life of the process.
+ */
+typedef struct HsmSetting {
+  /**
+   * The key, as passed to `create` (`tcti`, `registration_id`...): non-empty ASCII letters,
+   * digits and `_`, `-` or `.`.
+   */
+  HsmStaticStr name;
+  /**
+   * What it is, on one line (no line breaks), with its default when it has one.
+   */
+  HsmStaticStr description;
+  /**
+   * 1 when `create` refuses to start without it, 0 when it is optional.
+   */
+  uint32_t required;
+} HsmSetting;
+
+/**
  * The plugin's root table, returned by the entry symbol. Static for the life of the process.
  */
 typedef struct HsmPluginTable {
@@ -318,17 +342,22 @@ typedef struct HsmPluginTable {
    * from hsmkit; answer a NULL one with `HSM_ERR_INVALID_ARGUMENT`, never a crash (the
    * conformance harness checks it).
    *
-   * Settings: hsmkit and hsm-conformance always pass `state_dir`, the folder (private to
-   * the user running the host) where the plugin keeps what must survive the process, so
-   * every plugin must accept that key even if it stores nothing. A device identity (key,
-   * certificate, imported or activated key) must outlive the process: `hsmkit enroll-info`
-   * and `hsmkit provision` run in different processes, possibly across a reboot. Keep it
-   * under `state_dir` (files mode 0600, written atomically), not in memory.
+   * Settings: the keys the plugin declares in `settings` (ABI 1.1), plus `state_dir`.
+   * `state_dir` is always passed and always valid: hsmkit and hsm-conformance always pass
+   * it, the folder (private to the user running the host) where the plugin keeps what must
+   * survive the process, so every plugin accepts that key even if it stores nothing. A
+   * device identity (key, certificate, imported or activated key) must outlive the process:
+   * `hsmkit enroll-info` and `hsmkit provision` run in different processes, possibly across
+   * a reboot. Keep it under `state_dir` (files mode 0600, written atomically), not in memory.
    *
-   * Unknown keys: a plugin should refuse a key it does not know with
-   * `HSM_ERR_INVALID_ARGUMENT` and a message naming the key and the valid ones, so that a
-   * typo is not silently a different device. Not enforced in ABI 1.0: neither the host, the
-   * Rust SDK nor the harness checks it yet, and not every bundled plugin refuses them.
+   * Unknown keys: a plugin refuses a key it does not know (one that is neither `state_dir`
+   * nor in `settings`) with `HSM_ERR_INVALID_ARGUMENT` and a message naming the key and the
+   * valid ones, for example "unknown setting `bogus`; valid settings: tcti, state_dir", so
+   * that a typo is an error instead of a silently different device. The Rust SDK does this
+   * from the settings a plugin declares, before the plugin's own `create` runs; a C plugin
+   * does it by hand (see plugin-sdk/examples/c-plugin). hsm-conformance checks it
+   * (`lifecycle.unknown-setting-refused`) for every plugin, ABI 1.0 ones included: the
+   * rule is about `create`, which 1.0 has, and only the plugin knows its keys.
    */
   HsmStatus (*create)(const struct HsmKeyValue *config,
                       size_t config_len,
@@ -369,6 +398,21 @@ typedef struct HsmPluginTable {
    * Symmetric-key interface, or NULL.
    */
   const struct HsmSymmetricKeyTable *symmetric_key;
+  /**
+   * ABI 1.1: the settings `create` accepts besides `state_dir`, `settings_len` entries
+   * (NULL when `settings_len` is 0: a plugin without settings of its own). Every key the
+   * plugin reads is declared here, each once, and every other key is refused by `create`
+   * (see `create`). `state_dir` is always passed and always valid; it need not be declared.
+   * Hosts show the list (`hsmkit plugins info`, `hsm-conformance --list-settings`).
+   *
+   * Exists only when `header.abi_minor >= 1`; a host reading an ABI 1.0 table (whose
+   * `struct_size` ends before this entry) reports its settings as not declared.
+   */
+  const struct HsmSetting *settings;
+  /**
+   * ABI 1.1: the number of entries at `settings`.
+   */
+  size_t settings_len;
 } HsmPluginTable;
 
 /**

@@ -14,6 +14,9 @@
 //! - Every call returns an [`HsmStatus`]; on failure a readable message is available from
 //!   [`HsmPluginTable::last_error`] for that instance.
 //! - Panics and C++ exceptions never cross the boundary.
+//! - `create` takes the settings the plugin declares ([`HsmPluginTable::settings`], ABI 1.1)
+//!   plus `state_dir`, which is always passed and always valid; it refuses any other key with
+//!   `HSM_ERR_INVALID_ARGUMENT` naming the key and the valid ones.
 //!
 //! The types derive [`abi_stable::StableAbi`], so a Rust plugin built with `hsm-plugin-sdk`
 //! also exports the layout of [`HsmPluginTable`] under [`HSM_LAYOUT_SYMBOL`] and the host can
@@ -49,7 +52,11 @@ pub use tables::*;
 /// ABI major version spoken by this crate. A plugin with another major is refused.
 pub const HSM_ABI_MAJOR: u16 = 1;
 /// ABI minor version spoken by this crate. Newer minors only append table entries.
-pub const HSM_ABI_MINOR: u16 = 0;
+///
+/// - 1.0: the plugin, TPM, X.509 and symmetric-key tables.
+/// - 1.1: `HsmPluginTable.settings` and `settings_len` appended (the settings `create`
+///   accepts; unknown keys are refused).
+pub const HSM_ABI_MINOR: u16 = 1;
 
 /// Name of the one symbol every plugin exports (type [`HsmPluginEntryFn`]), NUL-terminated
 /// as `dlsym` wants it.

@@ -2,6 +2,7 @@
 
 use crate::{HsmBuffer, HsmInstance, HsmKeyValue, HsmSlice, HsmStaticStr, HsmStatus};
 use abi_stable::StableAbi;
+use std::mem::{offset_of, size_of};
 
 /// First member of every table: lets a reader of another version know what it holds.
 #[repr(C)]
@@ -82,17 +83,22 @@ pub struct HsmPluginTable {
     /// from hsmkit; answer a NULL one with `HSM_ERR_INVALID_ARGUMENT`, never a crash (the
     /// conformance harness checks it).
     ///
-    /// Settings: hsmkit and hsm-conformance always pass `state_dir`, the folder (private to
-    /// the user running the host) where the plugin keeps what must survive the process, so
-    /// every plugin must accept that key even if it stores nothing. A device identity (key,
-    /// certificate, imported or activated key) must outlive the process: `hsmkit enroll-info`
-    /// and `hsmkit provision` run in different processes, possibly across a reboot. Keep it
-    /// under `state_dir` (files mode 0600, written atomically), not in memory.
+    /// Settings: the keys the plugin declares in `settings` (ABI 1.1), plus `state_dir`.
+    /// `state_dir` is always passed and always valid: hsmkit and hsm-conformance always pass
+    /// it, the folder (private to the user running the host) where the plugin keeps what must
+    /// survive the process, so every plugin accepts that key even if it stores nothing. A
+    /// device identity (key, certificate, imported or activated key) must outlive the process:
+    /// `hsmkit enroll-info` and `hsmkit provision` run in different processes, possibly across
+    /// a reboot. Keep it under `state_dir` (files mode 0600, written atomically), not in memory.
     ///
-    /// Unknown keys: a plugin should refuse a key it does not know with
-    /// `HSM_ERR_INVALID_ARGUMENT` and a message naming the key and the valid ones, so that a
-    /// typo is not silently a different device. Not enforced in ABI 1.0: neither the host, the
-    /// Rust SDK nor the harness checks it yet, and not every bundled plugin refuses them.
+    /// Unknown keys: a plugin refuses a key it does not know (one that is neither `state_dir`
+    /// nor in `settings`) with `HSM_ERR_INVALID_ARGUMENT` and a message naming the key and the
+    /// valid ones, for example "unknown setting `bogus`; valid settings: tcti, state_dir", so
+    /// that a typo is an error instead of a silently different device. The Rust SDK does this
+    /// from the settings a plugin declares, before the plugin's own `create` runs; a C plugin
+    /// does it by hand (see plugin-sdk/examples/c-plugin). hsm-conformance checks it
+    /// (`lifecycle.unknown-setting-refused`) for every plugin, ABI 1.0 ones included: the
+    /// rule is about `create`, which 1.0 has, and only the plugin knows its keys.
     pub create: unsafe extern "C" fn(
         config: *const HsmKeyValue,
         config_len: usize,
@@ -123,7 +129,53 @@ pub struct HsmPluginTable {
     pub x509: *const HsmX509Table,
     /// Symmetric-key interface, or NULL.
     pub symmetric_key: *const HsmSymmetricKeyTable,
+    /// ABI 1.1: the settings `create` accepts besides `state_dir`, `settings_len` entries
+    /// (NULL when `settings_len` is 0: a plugin without settings of its own). Every key the
+    /// plugin reads is declared here, each once, and every other key is refused by `create`
+    /// (see `create`). `state_dir` is always passed and always valid; it need not be declared.
+    /// Hosts show the list (`hsmkit plugins info`, `hsm-conformance --list-settings`).
+    ///
+    /// Exists only when `header.abi_minor >= 1`; a host reading an ABI 1.0 table (whose
+    /// `struct_size` ends before this entry) reports its settings as not declared.
+    pub settings: *const HsmSetting,
+    /// ABI 1.1: the number of entries at `settings`.
+    pub settings_len: usize,
 }
+
+impl HsmPluginTable {
+    /// `struct_size` of an ABI 1.0 plugin table: the entries up to and including
+    /// `symmetric_key`. Every 1.x table is at least this large.
+    pub const SIZE_1_0: usize = offset_of!(HsmPluginTable, settings);
+    /// `struct_size` of an ABI 1.1 plugin table: 1.0's entries, then `settings` and
+    /// `settings_len`.
+    pub const SIZE_1_1: usize = offset_of!(HsmPluginTable, settings_len) + size_of::<usize>();
+
+    /// Whether a plugin table with this header has the 1.1 `settings` entries: built for
+    /// minor 1 or later and large enough to hold them.
+    pub const fn has_settings(header: &HsmTableHeader) -> bool {
+        header.abi_minor >= 1 && header.struct_size as usize >= Self::SIZE_1_1
+    }
+}
+
+/// ABI 1.1: one setting a plugin's `create` accepts, as the plugin declares it in
+/// [`HsmPluginTable::settings`]. Static for the life of the process.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct HsmSetting {
+    /// The key, as passed to `create` (`tcti`, `registration_id`...): non-empty ASCII letters,
+    /// digits and `_`, `-` or `.`.
+    pub name: HsmStaticStr,
+    /// What it is, on one line (no line breaks), with its default when it has one.
+    pub description: HsmStaticStr,
+    /// 1 when `create` refuses to start without it, 0 when it is optional.
+    pub required: u32,
+}
+
+// SAFETY: a declaration is immutable static data (pointers to string literals), so sharing
+// or moving it between threads cannot race.
+unsafe impl Sync for HsmSetting {}
+// SAFETY: as above.
+unsafe impl Send for HsmSetting {}
 
 // SAFETY: the table is immutable static data (string literals and function pointers); the
 // raw pointers it holds point to other immutable statics, so sharing or moving it between

@@ -6,7 +6,8 @@
 //! ```
 //! use hmac::{Hmac, Mac};
 //! use hsm_plugin_sdk::{
-//!     export_plugin, secret_file, HsmError, HsmPlugin, PluginConfig, PluginInfo, SymmetricKeyHsm,
+//!     export_plugin, secret_file, HsmError, HsmPlugin, PluginConfig, PluginInfo, Setting,
+//!     SymmetricKeyHsm,
 //! };
 //! use sha2::Sha256;
 //! use std::path::PathBuf;
@@ -24,6 +25,11 @@
 //!         vendor: "Example Corp",
 //!         description: "Example symmetric-key HSM",
 //!     };
+//!     // Every key create reads; any other (but state_dir) is refused before create runs.
+//!     const SETTINGS: &'static [Setting] = &[Setting::required(
+//!         "registration_id",
+//!         "DPS registration id of this device",
+//!     )];
 //!     fn create(config: &PluginConfig) -> Result<Self, HsmError> {
 //!         Ok(MyHsm {
 //!             registration_id: config.require("registration_id")?.to_string(),
@@ -52,8 +58,9 @@
 //! ```
 //!
 //! The macro generates the `hsm_plugin_entry` symbol, the function tables, the abi_stable
-//! layout export, panic catching, buffer ownership and error mapping: a panic in your code
-//! becomes `HSM_ERR_PANIC` with the panic message, never an unwind across the C boundary.
+//! layout export, the settings declaration, the refusal of unknown settings, panic catching,
+//! buffer ownership and error mapping: a panic in your code becomes `HSM_ERR_PANIC` with the
+//! panic message, never an unwind across the C boundary.
 
 #![deny(missing_docs)]
 
@@ -63,11 +70,13 @@ mod error;
 pub mod ffi;
 pub mod log;
 pub mod secret_file;
+mod settings;
 pub mod sync;
 mod traits;
 
 pub use config::PluginConfig;
 pub use error::{ErrorCode, HsmError};
+pub use settings::{Setting, STATE_DIR};
 pub use traits::{HsmPlugin, PluginInfo, SymmetricKeyHsm, TpmHsm, X509Hsm};
 
 /// Signature algorithms of [`X509Hsm::sign_digest`]: the ABI's own view of the `HSM_SIGN_*`

@@ -1,6 +1,6 @@
 //! The traits a plugin implements: one for the instance, one per interface.
 
-use crate::{HsmError, PluginConfig};
+use crate::{HsmError, PluginConfig, Setting};
 use hsm_api::SignAlgorithm;
 use zeroize::Zeroizing;
 
@@ -27,7 +27,16 @@ pub trait HsmPlugin: Sized + Send + Sync + 'static {
     /// Name, version, vendor and description.
     const INFO: PluginInfo;
 
-    /// Creates an instance from the host's settings.
+    /// Every setting [`HsmPlugin::create`] reads, besides `state_dir` (always passed, always
+    /// valid, never declared), each with a one-line description. The SDK puts the list in the
+    /// plugin table (ABI 1.1, shown by `hsmkit plugins info` and `hsm-conformance
+    /// --list-settings`) and refuses any other key before `create` runs, with
+    /// `HSM_ERR_INVALID_ARGUMENT` and a message naming the key and the valid ones, so that a
+    /// typo is an error and not a silently different device. The default is no settings.
+    const SETTINGS: &'static [Setting] = &[];
+
+    /// Creates an instance from the host's settings; every key in `config` is `state_dir` or
+    /// one of [`HsmPlugin::SETTINGS`] (the SDK refused the others).
     fn create(config: &PluginConfig) -> Result<Self, HsmError>;
 
     /// Runs once when the host loads the library, before any instance exists. Use it for

@@ -5,7 +5,8 @@ mod support;
 
 use hmac::{Hmac, Mac};
 use provisioning_core::plugin::{
-    LoadError, LoadedPlugin, PluginErrorCode, PluginInstance, PluginSearchPath,
+    settings_lines, LoadError, LoadedPlugin, PluginErrorCode, PluginInstance, PluginSearchPath,
+    PluginSetting, SETTINGS_NOT_DECLARED,
 };
 use sha2::Sha256;
 use std::os::unix::fs::PermissionsExt;
@@ -29,7 +30,7 @@ fn rust_plugin_loads_with_layout_checked_and_signs_like_software_hmac() {
     assert_eq!(meta.name, "symmetric");
     assert!(meta.layout_checked, "SDK plugins export their layout");
     assert!(meta.capabilities.symmetric_key && !meta.capabilities.tpm);
-    assert_eq!(meta.abi_version, "1.0");
+    assert_eq!(meta.abi_version, "1.1");
 
     let state = tempfile::tempdir().unwrap();
     let inst = PluginInstance::create(&plugin, &state_config(state.path())).unwrap();
@@ -197,7 +198,7 @@ fn an_abi_major_mismatch_names_both_versions() {
     assert!(matches!(e, LoadError::AbiMajorMismatch { .. }), "{e}");
     let text = e.to_string();
     assert!(
-        text.contains("plugin ABI 2.3") && text.contains("host ABI 1.0"),
+        text.contains("plugin ABI 2.3") && text.contains("host ABI 1.1"),
         "{text}"
     );
 }
@@ -239,6 +240,100 @@ fn a_newer_minor_is_accepted_and_its_trailing_entries_ignored() {
     assert_eq!(
         inst.symmetric_key().unwrap().registration_id().unwrap(),
         "newer-minor-device"
+    );
+}
+
+#[test]
+fn an_sdk_plugin_declares_its_settings_and_refuses_any_other_key() {
+    let plugin = LoadedPlugin::load(&bundled_plugin("symmetric")).unwrap();
+    assert_eq!(
+        plugin.metadata().settings.as_deref(),
+        Some(
+            &[PluginSetting {
+                name: "registration_id".into(),
+                description:
+                    "DPS registration id of the key; default: the one stored with the imported key"
+                        .into(),
+                required: false,
+            }][..]
+        )
+    );
+    let state = tempfile::tempdir().unwrap();
+    let mut config = state_config(state.path());
+    config.push(("registraton_id".into(), "typo".into()));
+    let e = PluginInstance::create(&plugin, &config).unwrap_err();
+    assert_eq!(e.code(), Some(PluginErrorCode::InvalidArgument), "{e}");
+    assert!(
+        e.to_string().contains(
+            "unknown setting `registraton_id`; valid settings: registration_id, state_dir"
+        ),
+        "{e}"
+    );
+    assert!(
+        !e.to_string().contains("typo"),
+        "values are never echoed: {e}"
+    );
+    // The declared key and state_dir are accepted.
+    config.pop();
+    config.push(("registration_id".into(), "device-a".into()));
+    let inst = PluginInstance::create(&plugin, &config).unwrap();
+    assert_eq!(
+        inst.symmetric_key().unwrap().registration_id().unwrap(),
+        "device-a"
+    );
+}
+
+#[test]
+fn an_abi_1_0_plugin_still_loads_and_its_settings_are_not_declared() {
+    let plugin = LoadedPlugin::load(Path::new(hsm_fixture_loader_c::ABI_1_0)).unwrap();
+    let meta = plugin.metadata();
+    assert_eq!(meta.abi_version, "1.0");
+    assert_eq!(meta.settings, None);
+    assert_eq!(
+        settings_lines(meta.settings.as_deref()),
+        [SETTINGS_NOT_DECLARED]
+    );
+    assert!(SETTINGS_NOT_DECLARED.starts_with("settings not declared"));
+    // Its 1.0 entries work through the host's view of the table.
+    let inst = PluginInstance::create(&plugin, &[("state_dir", "/nonexistent")]).unwrap();
+    assert_eq!(
+        inst.symmetric_key().unwrap().registration_id().unwrap(),
+        "abi-1-0-device"
+    );
+}
+
+#[test]
+fn a_1_1_table_with_an_empty_declaration_lists_state_dir_only() {
+    let plugin = LoadedPlugin::load(Path::new(hsm_fixture_loader_c::NEWER_MINOR)).unwrap();
+    assert_eq!(plugin.metadata().settings.as_deref(), Some(&[][..]));
+    let lines = settings_lines(plugin.metadata().settings.as_deref());
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("state_dir "), "{lines:?}");
+}
+
+#[test]
+fn the_c_example_declares_its_setting_and_refuses_unknown_keys_by_hand() {
+    let path = Path::new(hsmkit_c_example_plugin::PLUGIN_PATH);
+    let dir = plugin_dir_with(&[path]);
+    let plugin = LoadedPlugin::load(&dir.path().join(path.file_name().unwrap())).unwrap();
+    let settings = plugin.metadata().settings.clone().unwrap();
+    assert_eq!(settings.len(), 1);
+    assert_eq!(settings[0].name, "registration_id");
+    assert!(settings[0].required);
+    let e = PluginInstance::create(
+        &plugin,
+        &[
+            ("registration_id", "c-device"),
+            ("state_dir", "/s"),
+            ("bogus", "1"),
+        ],
+    )
+    .unwrap_err();
+    assert_eq!(e.code(), Some(PluginErrorCode::InvalidArgument), "{e}");
+    assert!(
+        e.to_string()
+            .contains("unknown setting `bogus`; valid settings: registration_id, state_dir"),
+        "{e}"
     );
 }
 

@@ -69,6 +69,7 @@ impl HsmPlugin for DicePlugin {
         vendor: "hsmkit",
         description: "Software DICE engine: open-dice X.509 chain derived from a per-device UDS",
     };
+    const SETTINGS: &'static [hsm_plugin_sdk::Setting] = crate::settings::SETTINGS;
 
     fn create(config: &PluginConfig) -> Result<Self, HsmError> {
         let settings = DiceSettings::from_config(config)?;

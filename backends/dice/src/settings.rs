@@ -15,11 +15,52 @@
 
 use std::path::PathBuf;
 
-use hsm_plugin_sdk::PluginConfig;
+use hsm_plugin_sdk::{PluginConfig, Setting};
 use zeroize::Zeroizing;
 
 use crate::derive::{DiceInputs, Mode, Secret32, CDI_SIZE, HASH_SIZE};
 use crate::error::DiceError;
+
+/// Every key [`DiceSettings::from_config`] reads (the table above; `state_dir` is implied).
+/// The SDK refuses any other.
+pub const SETTINGS: &[Setting] = &[
+    Setting::optional(
+        "uds_hex",
+        "UDS as 64 hex characters (tests, manufacturing); default: <state_dir>/dice/uds, created",
+    ),
+    Setting::optional(
+        "code_hash_hex",
+        "code hash (FWID), 64 bytes as 128 hex characters; default: zeros",
+    ),
+    Setting::optional(
+        "config_hex",
+        "inline configuration value, 64 bytes as 128 hex characters; default: zeros",
+    ),
+    Setting::optional(
+        "authority_hash_hex",
+        "authority hash, 64 bytes as 128 hex characters; default: zeros",
+    ),
+    Setting::optional(
+        "mode",
+        "DICE mode: not-configured, normal, debug or maintenance; default: normal",
+    ),
+    Setting::optional(
+        "registration_id",
+        "DPS registration id (leaf CN); default: dice-<first 10 bytes of the DeviceID ID in hex>",
+    ),
+    Setting::optional(
+        "root_ca_key_path",
+        "PKCS#8 PEM P-256 key of the development root CA; default: <state_dir>/dice/root-ca-key.pem, created",
+    ),
+    Setting::optional(
+        "allow_key_export",
+        "allow exporting the leaf private key (true/false); default: false",
+    ),
+    Setting::optional(
+        "cdi_extension_critical",
+        "mark the CDI certificate's OpenDiceInput extension critical (true/false); default: true",
+    ),
+];
 
 /// Longest registration id DPS accepts.
 pub const MAX_REGISTRATION_ID_LEN: usize = 128;

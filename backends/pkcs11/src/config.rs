@@ -23,8 +23,50 @@
 
 use crate::error::{Pkcs11Error, Result};
 use crate::uri::Pkcs11Uri;
+use hsm_plugin_sdk::Setting;
 use std::path::PathBuf;
 use zeroize::Zeroizing;
+
+/// Every key [`Pkcs11Config::from_lookup`] reads (the table above; `state_dir` is implied).
+/// The SDK refuses any other, `pin` included.
+pub const SETTINGS: &[Setting] = &[
+    Setting::required(
+        "module",
+        "path of the PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so",
+    ),
+    Setting::required(
+        "token_uri",
+        "RFC 7512 token selector: pkcs11:token=LABEL or pkcs11:serial=SERIAL",
+    ),
+    Setting::optional(
+        "pin_file",
+        "file holding the user PIN (this or pin_env is required)",
+    ),
+    Setting::optional(
+        "pin_env",
+        "environment variable holding the user PIN (this or pin_file is required)",
+    ),
+    Setting::optional(
+        "key_uri",
+        "private key for X.509: pkcs11:object=LABEL and/or id=%01",
+    ),
+    Setting::optional(
+        "cert_uri",
+        "certificate objects for X.509, leaf first, separated by white space",
+    ),
+    Setting::optional(
+        "cert_file",
+        "PEM chain file for X.509, leaf first (instead of cert_uri)",
+    ),
+    Setting::optional(
+        "hmac_key_uri",
+        "generic-secret key for the symmetric-key interface",
+    ),
+    Setting::optional(
+        "registration_id",
+        "symmetric-key registration id; default: the key's label",
+    ),
+];
 
 /// Where the user PIN comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]

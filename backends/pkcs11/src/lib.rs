@@ -214,6 +214,8 @@ impl HsmPlugin for Pkcs11Plugin {
         description: "Any PKCS#11 token: X.509 with non-extractable keys, HMAC symmetric keys",
     };
 
+    const SETTINGS: &'static [hsm_plugin_sdk::Setting] = config::SETTINGS;
+
     fn create(config: &PluginConfig) -> std::result::Result<Self, HsmError> {
         let config = Pkcs11Config::from_lookup(|k| config.get(k))?;
         Self::open(config)

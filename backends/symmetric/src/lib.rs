@@ -11,7 +11,9 @@
 mod store;
 
 use hmac::{Hmac, Mac};
-use hsm_plugin_sdk::{sync, HsmError, HsmPlugin, PluginConfig, PluginInfo, SymmetricKeyHsm};
+use hsm_plugin_sdk::{
+    sync, HsmError, HsmPlugin, PluginConfig, PluginInfo, Setting, SymmetricKeyHsm,
+};
 use sha2::Sha256;
 use std::sync::RwLock;
 use store::KeyStore;
@@ -34,6 +36,10 @@ impl HsmPlugin for SymmetricKeyPlugin {
         description:
             "Software symmetric key for DPS symmetric-key attestation (key in a 0600 file)",
     };
+    const SETTINGS: &'static [Setting] = &[Setting::optional(
+        "registration_id",
+        "DPS registration id of the key; default: the one stored with the imported key",
+    )];
 
     fn create(config: &PluginConfig) -> Result<Self, HsmError> {
         let registration_id_override = match config.get("registration_id") {

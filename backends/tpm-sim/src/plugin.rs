@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::RwLock;
 
 use hmac::{Hmac, Mac};
-use hsm_plugin_sdk::{sync, HsmError, HsmPlugin, PluginConfig, PluginInfo, TpmHsm};
+use hsm_plugin_sdk::{sync, HsmError, HsmPlugin, PluginConfig, PluginInfo, Setting, TpmHsm};
 use hsm_tpm_common::dps::{open_dps_challenge, SoftwareTpmKeys};
 use hsm_tpm_common::public::{
     ek_template_rsa2048, srk_template_rsa2048, with_rsa_modulus, PublicArea,
@@ -75,6 +75,10 @@ impl HsmPlugin for TpmSimPlugin {
         vendor: "hsmkit",
         description: "Software TPM 2.0 for DPS TPM attestation (state in a 0600 file)",
     };
+    const SETTINGS: &'static [Setting] = &[Setting::optional(
+        "instance",
+        "name of a separate simulated TPM under the state folder (1-64 of A-Z a-z 0-9 - _ .); default: the one TPM",
+    )];
 
     fn create(config: &PluginConfig) -> Result<Self, HsmError> {
         let dir = config.state_dir()?;

@@ -1,6 +1,6 @@
 //! The tpm2 plugin's settings.
 
-use hsm_plugin_sdk::{HsmError, PluginConfig};
+use hsm_plugin_sdk::{HsmError, PluginConfig, Setting};
 use zeroize::Zeroizing;
 
 /// Where the DPS identity key is persisted unless `identity_handle` says otherwise (the
@@ -12,6 +12,27 @@ pub const EK_HANDLE: u32 = 0x8101_0001;
 pub const SRK_HANDLE: u32 = 0x8100_0001;
 /// Used when neither `tcti` nor TPM2TOOLS_TCTI is set: the kernel resource manager.
 pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
+
+/// Every key [`Tpm2Config::from_plugin_config`] reads (`state_dir` is implied); the SDK
+/// refuses any other.
+pub const SETTINGS: &[Setting] = &[
+    Setting::optional(
+        "tcti",
+        "TPM connection: device:/dev/tpmrm0, tabrmd:, swtpm:host=H,port=P or mssim:...; default: $TPM2TOOLS_TCTI, else device:/dev/tpmrm0",
+    ),
+    Setting::optional(
+        "identity_handle",
+        "persistent handle of the DPS identity key (0x81000000-0x817FFFFF); default: 0x81000100",
+    ),
+    Setting::optional(
+        "owner_auth",
+        "owner hierarchy authValue (text, or hex:0011...); default: empty",
+    ),
+    Setting::optional(
+        "endorsement_auth",
+        "endorsement hierarchy authValue (text, or hex:0011...); default: empty",
+    ),
+];
 
 /// Parsed settings.
 pub struct Tpm2Config {

@@ -102,6 +102,7 @@ impl HsmPlugin for Tpm2Plugin {
         vendor: "hsmkit",
         description: "TPM 2.0 through tss-esapi (device, tabrmd, swtpm, mssim by TCTI)",
     };
+    const SETTINGS: &'static [hsm_plugin_sdk::Setting] = config::SETTINGS;
 
     fn create(config: &PluginConfig) -> Result<Self, HsmError> {
         Ok(Self::new(Tpm2Config::from_plugin_config(config)?))

@@ -199,7 +199,12 @@ fn abi_version(ctx: &mut CheckContext) -> CheckResult {
             format!("ABI {}.{}", t.header.abi_major, t.header.abi_minor),
         ));
     }
-    let need = std::mem::size_of::<HsmPluginTable>();
+    // Each minor appends entries: a table is as large as its own minor's (1.0 at least).
+    let need = if t.header.abi_minor >= 1 {
+        HsmPluginTable::SIZE_1_1
+    } else {
+        HsmPluginTable::SIZE_1_0
+    };
     if (t.header.struct_size as usize) < need {
         return Err(Verdict::fail(
             format!("struct_size >= {need}"),

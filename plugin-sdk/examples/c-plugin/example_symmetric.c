@@ -2,8 +2,10 @@
  * hsmkit example plugin in plain C: a symmetric-key HSM holding one HMAC-SHA256 key, kept 0600
  * under state_dir so that a key imported by `hsmkit import-key` is there for `hsmkit provision`.
  *
- * Settings: registration_id (required). The key arrives through import_key and is wiped on
- * destroy. Build:  cc -std=c11 -fPIC -shared -I hsm-api/include example_symmetric.c -lcrypto
+ * Settings: registration_id (required), declared in PLUGIN_TABLE.settings (ABI 1.1); create
+ * refuses any other key but state_dir with HSM_ERR_INVALID_ARGUMENT naming it, as the header
+ * requires (the Rust SDK does this itself; in C it is done by hand, below). The key arrives
+ * through import_key and is wiped on destroy. Build:  cc -std=c11 -fPIC -shared -I hsm-api/include example_symmetric.c -lcrypto
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -53,6 +55,37 @@ static HsmStatus put_buffer(HsmBuffer *out, const void *data, size_t len) {
 static int slice_equals(HsmSlice s, const char *text) {
     size_t n = strlen(text);
     return s.len == n && s.ptr && memcmp(s.ptr, text, n) == 0;
+}
+
+/* Every key create reads, one line each; hosts show them (`hsmkit plugins info c-example`).
+ * state_dir is always passed and always valid, so it is not declared. */
+static const HsmSetting SETTINGS[] = {
+    { .name = "registration_id", .description = "DPS registration id of this device (1 to 128 bytes)", .required = 1 },
+};
+#define SETTINGS_LEN (sizeof SETTINGS / sizeof SETTINGS[0])
+
+/* Whether `key` is state_dir or a declared setting. */
+static int known_setting(HsmSlice key) {
+    if (slice_equals(key, "state_dir")) return 1;
+    for (size_t i = 0; i < SETTINGS_LEN; i++) {
+        if (slice_equals(key, SETTINGS[i].name)) return 1;
+    }
+    return 0;
+}
+
+/* "unknown setting `KEY`; valid settings: registration_id, state_dir" (never the value). */
+static void unknown_setting_message(HsmBuffer *out_error, HsmSlice key) {
+    char message[512];
+    int key_len = key.len > 128 ? 128 : (int)key.len;
+    int n = snprintf(message, sizeof message, "unknown setting `%.*s`; valid settings: ",
+                     key_len, key.ptr ? (const char *)key.ptr : "");
+    for (size_t i = 0; i < SETTINGS_LEN && n > 0 && (size_t)n < sizeof message; i++) {
+        n += snprintf(message + n, sizeof message - (size_t)n, "%s, ", SETTINGS[i].name);
+    }
+    if (n > 0 && (size_t)n < sizeof message) {
+        n += snprintf(message + n, sizeof message - (size_t)n, "state_dir");
+    }
+    if (n > 0) put_buffer(out_error, message, strlen(message));
 }
 
 /* The key must outlive the process: `hsmkit import-key` stores it in one process and
@@ -154,6 +187,12 @@ static HsmStatus example_create(const HsmKeyValue *config, size_t config_len,
     const char *missing = "missing required setting `registration_id`";
     if (out_error) { out_error->data = NULL; out_error->len = 0; out_error->reserved = 0; }
     if (!out_instance || (!config && config_len)) return HSM_ERR_INVALID_ARGUMENT;
+    for (size_t i = 0; i < config_len; i++) {
+        if (!known_setting(config[i].key)) {
+            if (out_error) unknown_setting_message(out_error, config[i].key);
+            return HSM_ERR_INVALID_ARGUMENT;
+        }
+    }
     HsmInstance *inst = calloc(1, sizeof *inst);
     if (!inst) return HSM_ERR_INTERNAL;
     for (size_t i = 0; i < config_len; i++) {
@@ -277,6 +316,8 @@ static const HsmPluginTable PLUGIN_TABLE = {
     .tpm = NULL,
     .x509 = NULL,
     .symmetric_key = &SYMMETRIC_TABLE,
+    .settings = SETTINGS,
+    .settings_len = SETTINGS_LEN,
 };
 
 EXPORT HsmStatus hsm_plugin_entry(uint16_t host_major, uint16_t host_minor,

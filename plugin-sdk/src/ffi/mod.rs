@@ -90,6 +90,24 @@ fn leak_cstr(s: &str) -> HsmStaticStr {
     CString::new(cleaned).unwrap_or_default().into_raw()
 }
 
+/// The table's settings declaration (ABI 1.1), made once per plugin type like the table and
+/// kept for the process.
+fn leak_settings(settings: &[crate::Setting]) -> (*const HsmSetting, usize) {
+    if settings.is_empty() {
+        return (std::ptr::null(), 0);
+    }
+    let decls: Vec<HsmSetting> = settings
+        .iter()
+        .map(|s| HsmSetting {
+            name: leak_cstr(s.name),
+            description: leak_cstr(s.description),
+            required: u32::from(s.required),
+        })
+        .collect();
+    let decls: &'static [HsmSetting] = Box::leak(decls.into_boxed_slice());
+    (decls.as_ptr(), decls.len())
+}
+
 /// The entry point body: installs the host logger, builds the table once, runs `on_load`.
 ///
 /// # Safety
@@ -117,21 +135,26 @@ pub unsafe fn entry<T: HsmPlugin>(
                 crate::log::install(unsafe { (*host).log });
             }
         }
-        let t = table.get_or_init(|| HsmPluginTable {
-            header: HsmTableHeader::current::<HsmPluginTable>(),
-            name: leak_cstr(T::INFO.name),
-            version: leak_cstr(T::INFO.version),
-            vendor: leak_cstr(T::INFO.vendor),
-            description: leak_cstr(T::INFO.description),
-            capabilities: interfaces.capabilities().bits(),
-            threading: HSM_THREADING_CONCURRENT,
-            create: create::<T>,
-            destroy: destroy::<T>,
-            last_error: last_error::<T>,
-            release_buffer,
-            tpm: interfaces.tpm,
-            x509: interfaces.x509,
-            symmetric_key: interfaces.symmetric_key,
+        let t = table.get_or_init(|| {
+            let (settings, settings_len) = leak_settings(T::SETTINGS);
+            HsmPluginTable {
+                header: HsmTableHeader::current::<HsmPluginTable>(),
+                name: leak_cstr(T::INFO.name),
+                version: leak_cstr(T::INFO.version),
+                vendor: leak_cstr(T::INFO.vendor),
+                description: leak_cstr(T::INFO.description),
+                capabilities: interfaces.capabilities().bits(),
+                threading: HSM_THREADING_CONCURRENT,
+                create: create::<T>,
+                destroy: destroy::<T>,
+                last_error: last_error::<T>,
+                release_buffer,
+                tpm: interfaces.tpm,
+                x509: interfaces.x509,
+                symmetric_key: interfaces.symmetric_key,
+                settings,
+                settings_len,
+            }
         });
         // SAFETY: out_table checked non-NULL above.
         unsafe { *out_table = t };
@@ -389,6 +412,11 @@ pub unsafe extern "C" fn create<T: HsmPlugin>(
         );
     }
     let config = PluginConfig::from_pairs(pairs);
+    // A key the plugin does not read is a typo or a setting for another plugin: refused here,
+    // before the plugin's create, so every SDK plugin keeps the rule whatever its create does.
+    if let Err(e) = crate::settings::check(T::SETTINGS, &config) {
+        return fail(e.code().status(), e.message().to_string());
+    }
     match catch_unwind(AssertUnwindSafe(|| T::create(&config))) {
         Ok(Ok(inner)) => {
             let boxed = Box::new(inner);

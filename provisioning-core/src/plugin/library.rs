@@ -4,7 +4,7 @@ use super::checks::check_elf;
 use super::host_api::HOST_API;
 use super::{LoadError, PluginErrorCode};
 use hsm_api::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::ffi::CStr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,6 +49,64 @@ impl Capabilities {
     }
 }
 
+/// One setting a plugin declares (ABI 1.1): a key its `create` accepts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginSetting {
+    /// The key.
+    pub name: String,
+    /// What it is, one line.
+    pub description: String,
+    /// Whether `create` refuses to start without it.
+    pub required: bool,
+}
+
+impl PluginSetting {
+    /// The setting on one line, as `hsmkit plugins info` and `hsm-conformance
+    /// --list-settings` print it: name, required or optional, description.
+    pub fn line(&self) -> String {
+        format!(
+            "{:<24} {:<8}  {}",
+            self.name,
+            if self.required {
+                "required"
+            } else {
+                "optional"
+            },
+            self.description
+        )
+    }
+}
+
+/// The settings part of `hsmkit plugins info` and `hsm-conformance --list-settings`: one line
+/// per declared setting, then `state_dir` (always passed by the host); for a plugin that
+/// declares none (ABI 1.0), the one line "settings not declared".
+pub fn settings_lines(settings: Option<&[PluginSetting]>) -> Vec<String> {
+    let Some(settings) = settings else {
+        return vec![SETTINGS_NOT_DECLARED.to_string()];
+    };
+    let mut lines: Vec<String> = settings
+        .iter()
+        .filter(|s| s.name != STATE_DIR_SETTING)
+        .map(PluginSetting::line)
+        .collect();
+    lines.push(
+        PluginSetting {
+            name: STATE_DIR_SETTING.into(),
+            description: "the state folder; always passed by the host".into(),
+            required: false,
+        }
+        .line(),
+    );
+    lines
+}
+
+/// What hosts show for a plugin that does not declare its settings (built for ABI 1.0).
+pub const SETTINGS_NOT_DECLARED: &str =
+    "settings not declared (ABI 1.0 plugin: see its documentation)";
+
+/// The setting every host passes and every plugin accepts without declaring it.
+const STATE_DIR_SETTING: &str = "state_dir";
+
 /// What a plugin says about itself.
 #[derive(Clone, Debug, Serialize)]
 pub struct PluginMetadata {
@@ -71,6 +129,9 @@ pub struct PluginMetadata {
     /// Whether the abi_stable layout was checked field by field (Rust SDK plugins).
     #[serde(rename = "layoutChecked")]
     pub layout_checked: bool,
+    /// The settings `create` accepts besides `state_dir` (ABI 1.1); `None` (JSON `null`) for
+    /// a plugin that does not declare them (ABI 1.0).
+    pub settings: Option<Vec<PluginSetting>>,
 }
 
 /// A loaded, validated plugin. Never unloaded: its code may still be referenced by instances,
@@ -209,9 +270,9 @@ impl LoadedPlugin {
         }
         // SAFETY: non-NULL, same-major table from the entry (checked above).
         unsafe { check_entries_not_null(path, table_ptr) }?;
-        // SAFETY: every function entry was checked non-NULL, so reading the table as the
-        // Rust type (whose fn pointers cannot be NULL) is sound; it lives for the process.
-        let table: &'static HsmPluginTable = unsafe { &*table_ptr };
+        // SAFETY: every function entry was checked non-NULL and struct_size covers the table
+        // of the minor it claims (1.0 at least), as `in_current_layout` needs.
+        let table = unsafe { in_current_layout(table_ptr) };
         let layout_checked = match layout_fn {
             Some(f) => check_layout(path, f)?,
             None => false,
@@ -343,13 +404,15 @@ unsafe fn check_entries_not_null(
     let base = table.cast::<u8>();
     // SAFETY: the header is part of every table.
     let header = unsafe { std::ptr::read(table.cast::<HsmTableHeader>()) };
-    if (header.struct_size as usize) < std::mem::size_of::<HsmPluginTable>() {
+    let needed = if header.abi_minor >= 1 {
+        HsmPluginTable::SIZE_1_1
+    } else {
+        HsmPluginTable::SIZE_1_0
+    };
+    if (header.struct_size as usize) < needed {
         return Err(bad(format!(
-            "plugin table is {} bytes, ABI {}.{} needs at least {}",
-            header.struct_size,
-            header.abi_major,
-            header.abi_minor,
-            std::mem::size_of::<HsmPluginTable>()
+            "plugin table is {} bytes, ABI {}.{} needs at least {needed}",
+            header.struct_size, header.abi_major, header.abi_minor,
         )));
     }
     let plugin_entries = [
@@ -359,7 +422,7 @@ unsafe fn check_entries_not_null(
         ("release_buffer", offset_of!(HsmPluginTable, release_buffer)),
     ];
     for (name, off) in plugin_entries {
-        // SAFETY: struct_size covers the whole v1.0 table (checked above).
+        // SAFETY: struct_size covers the whole 1.0 table (checked above).
         if unsafe { word_at(base, off) } == 0 {
             return Err(bad(format!("plugin table entry `{name}` is NULL")));
         }
@@ -445,6 +508,111 @@ unsafe fn check_entries_not_null(
     Ok(())
 }
 
+/// The plugin table as this host's `HsmPluginTable`: the plugin's own static table when it
+/// has every entry this host knows (minor 1 or later), else a copy of its 1.0 entries with
+/// `settings` NULL and `settings_len` 0, kept for the process like the plugin. A 1.0 table is
+/// smaller than ours, and reading it as ours would read past its end.
+///
+/// # Safety
+/// `table` is a plugin table of this major whose function entries are non-NULL and whose
+/// `struct_size` covers its minor's entries (what `check_entries_not_null` checks).
+unsafe fn in_current_layout(table: *const HsmPluginTable) -> &'static HsmPluginTable {
+    // SAFETY: the header is part of every table.
+    let header = unsafe { std::ptr::read(table.cast::<HsmTableHeader>()) };
+    if HsmPluginTable::has_settings(&header) {
+        // SAFETY: per the caller, with every entry of this host's table present; the table is
+        // static for the process.
+        return unsafe { &*table };
+    }
+    let mut copy = Box::new(std::mem::MaybeUninit::<HsmPluginTable>::zeroed());
+    // SAFETY: the plugin's table holds at least SIZE_1_0 bytes (the caller's contract); the
+    // copy is a distinct allocation of size_of::<HsmPluginTable>() >= SIZE_1_0.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            table.cast::<u8>(),
+            copy.as_mut_ptr().cast::<u8>(),
+            HsmPluginTable::SIZE_1_0,
+        )
+    };
+    // SAFETY: the 1.0 entries were copied, their function pointers are non-NULL (caller's
+    // contract), and the rest is zero: a NULL `settings` with `settings_len` 0 is valid.
+    let copy = unsafe { copy.assume_init() };
+    Box::leak(copy)
+}
+
+/// The settings a 1.1 table declares; `None` for a 1.0 one. Refuses a declaration the hosts
+/// could not show or a plugin could not keep: NULL with entries, NULL or non-UTF-8 text, a
+/// name that is not a key, a description of several lines, `required` other than 0 or 1, a
+/// name declared twice.
+fn read_settings(
+    t: &'static HsmPluginTable,
+    bad: &dyn Fn(String) -> LoadError,
+) -> Result<Option<Vec<PluginSetting>>, LoadError> {
+    if !HsmPluginTable::has_settings(&t.header) {
+        return Ok(None);
+    }
+    /// More than any plugin needs; a larger count is a stray value, not a list.
+    const MAX_SETTINGS: usize = 256;
+    if t.settings_len == 0 {
+        return Ok(Some(Vec::new()));
+    }
+    if t.settings.is_null() || t.settings_len > MAX_SETTINGS {
+        return Err(bad(format!(
+            "the settings declaration has {} entries at {:?} (NULL or more than {MAX_SETTINGS})",
+            t.settings_len, t.settings
+        )));
+    }
+    // SAFETY: a non-NULL `settings` points to `settings_len` static declarations (ABI rule).
+    let decls = unsafe { std::slice::from_raw_parts(t.settings, t.settings_len) };
+    let mut out: Vec<PluginSetting> = Vec::with_capacity(decls.len());
+    for (i, d) in decls.iter().enumerate() {
+        let text = |p: HsmStaticStr, what: &str| -> Result<String, LoadError> {
+            if p.is_null() {
+                return Err(bad(format!("setting {i} has a NULL {what}")));
+            }
+            // SAFETY: non-NULL strings in the table are NUL-terminated statics per the ABI.
+            let s = unsafe { CStr::from_ptr(p) };
+            s.to_str()
+                .map(str::to_owned)
+                .map_err(|_| bad(format!("setting {i} has a {what} that is not UTF-8")))
+        };
+        let name = text(d.name, "name")?;
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(bad(format!(
+                "setting name `{name}` must be non-empty ASCII letters, digits, '-', '_' or '.'"
+            )));
+        }
+        let description = text(d.description, "description")?;
+        if description.contains(['\n', '\r']) {
+            return Err(bad(format!(
+                "setting `{name}` has a description of several lines; hosts show one line"
+            )));
+        }
+        let required = match d.required {
+            0 => false,
+            1 => true,
+            other => {
+                return Err(bad(format!(
+                    "setting `{name}` has required = {other}; 0 or 1 expected"
+                )))
+            }
+        };
+        if out.iter().any(|s| s.name == name) {
+            return Err(bad(format!("setting `{name}` is declared twice")));
+        }
+        out.push(PluginSetting {
+            name,
+            description,
+            required,
+        });
+    }
+    Ok(Some(out))
+}
+
 fn c_string(p: HsmStaticStr) -> Option<String> {
     if p.is_null() {
         None
@@ -484,6 +652,7 @@ fn validate_table(
         caps.symmetric_key,
         t.symmetric_key.is_null(),
     )?;
+    let settings = read_settings(t, &bad)?;
     Ok(PluginMetadata {
         name,
         version: c_string(t.version).unwrap_or_default(),
@@ -493,6 +662,7 @@ fn validate_table(
         capabilities: caps,
         thread_safe: t.threading == HSM_THREADING_CONCURRENT,
         layout_checked,
+        settings,
     })
 }
 

@@ -24,4 +24,7 @@ pub use error::{LoadError, PluginError, PluginErrorCode};
 pub use hsm_api::SignAlgorithm;
 pub use instance::PluginInstance;
 pub use interfaces::{SymmetricKeyHandle, TpmHandle, X509Handle};
-pub use library::{Capabilities, LoadedPlugin, PluginMetadata};
+pub use library::{
+    settings_lines, Capabilities, LoadedPlugin, PluginMetadata, PluginSetting,
+    SETTINGS_NOT_DECLARED,
+};

@@ -11,7 +11,7 @@
 use der::pem::LineEnding;
 use der::{DecodePem, EncodePem};
 use hsm_plugin_sdk::{
-    export_plugin, secret_file, ErrorCode, HsmError, HsmPlugin, PluginConfig, PluginInfo,
+    export_plugin, secret_file, ErrorCode, HsmError, HsmPlugin, PluginConfig, PluginInfo, Setting,
     SignAlgorithm, X509Hsm,
 };
 use p256::ecdsa::signature::hazmat::PrehashSigner;
@@ -28,10 +28,6 @@ use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;
 use x509_cert::time::Validity;
 use x509_cert::Certificate;
-
-/// The settings this plugin understands. Anything else is refused, so that a typo
-/// (`registraton_id=...`) is an error at `create` instead of a silently different device.
-const SETTINGS: &[&str] = &["state_dir", "registration_id"];
 
 /// The registration id used when the host gives none.
 const DEFAULT_REGISTRATION_ID: &str = "rust-x509-device";
@@ -57,13 +53,15 @@ impl HsmPlugin for RustX509 {
         description: "Template X.509 plugin: software P-256 key kept 0600 under state_dir",
     };
 
+    /// Every setting `create` reads besides `state_dir`, one line each (`hsmkit plugins info`
+    /// shows them). The SDK refuses any other key before `create` runs, so that a typo
+    /// (`registraton_id=...`) is an error instead of a silently different device.
+    const SETTINGS: &'static [Setting] = &[Setting::optional(
+        "registration_id",
+        "DPS registration id, the certificate's CN, fixed once the identity exists; default: rust-x509-device",
+    )];
+
     fn create(config: &PluginConfig) -> Result<Self, HsmError> {
-        if let Some((key, _)) = config.iter().find(|(k, _)| !SETTINGS.contains(k)) {
-            return Err(HsmError::invalid_argument(format!(
-                "unknown setting `{key}`; valid settings: {}",
-                SETTINGS.join(", ")
-            )));
-        }
         let dir = config.state_dir()?.join("rust-x509");
         secret_file::create_private_dir(&dir)?;
         let key = load_or_create_key(&dir.join("device-key.pem"))?;

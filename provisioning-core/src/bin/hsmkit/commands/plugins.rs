@@ -4,7 +4,7 @@ use crate::cli::PluginsCommand;
 use crate::output::{print_json, print_table};
 use crate::plugin_setup::Context_;
 use anyhow::Result;
-use provisioning_core::plugin::{LoadedPlugin, PluginMetadata, PluginSearchDir};
+use provisioning_core::plugin::{settings_lines, LoadedPlugin, PluginMetadata, PluginSearchDir};
 use serde::Serialize;
 use std::process::ExitCode;
 
@@ -157,5 +157,11 @@ fn info(ctx: &Context_, name: &str, json: bool) -> Result<ExitCode> {
         "load time:    {:.3} ms",
         plugin.load_time().as_secs_f64() * 1000.0
     );
+    // One line per setting `create` accepts (any other key is refused), or "settings not
+    // declared" for an ABI 1.0 plugin.
+    println!("settings:");
+    for line in settings_lines(m.settings.as_deref()) {
+        println!("  {line}");
+    }
     Ok(ExitCode::SUCCESS)
 }
