@@ -33,6 +33,10 @@ pub struct Probe {
     pub thread_safe: bool,
     /// Function entries that are NULL (calling them would crash every check).
     pub null_entries: Vec<String>,
+    /// The settings the plugin declares (ABI 1.1); `None` when it declares none (ABI 1.0) or
+    /// did not load.
+    #[serde(default)]
+    pub settings: Option<Vec<provisioning_core::plugin::PluginSetting>>,
 }
 
 /// Prints `value` as the marked result line; the process exit code.
@@ -93,6 +97,7 @@ pub fn run_probe(plugin: PathBuf, config: Vec<(String, String)>) -> i32 {
                     )),
                     name: Some(m.name.clone()),
                     null_entries,
+                    settings: m.settings.clone(),
                     ..Probe::default()
                 });
             }
@@ -109,6 +114,35 @@ pub fn run_probe(plugin: PathBuf, config: Vec<(String, String)>) -> i32 {
                 symmetric_key: m.capabilities.symmetric_key,
                 thread_safe: m.thread_safe,
                 null_entries,
+                settings: m.settings.clone(),
+            }
+        }
+    };
+    emit(&probe)
+}
+
+/// Loads the plugin with the real host loader, without creating an instance (listing
+/// settings needs none, and must neither need the settings nor touch any state), and prints
+/// a [`Probe`] with its name, version and settings (`--probe --list-settings`).
+pub fn run_settings_probe(plugin: PathBuf) -> i32 {
+    use provisioning_core::plugin::LoadedPlugin;
+    let probe = match LoadedPlugin::load(&plugin) {
+        Err(e) => Probe {
+            error: Some(e.to_string()),
+            ..Probe::default()
+        },
+        Ok(p) => {
+            let m = p.metadata();
+            Probe {
+                loaded: true,
+                name: Some(m.name.clone()),
+                version: Some(m.version.clone()),
+                tpm: m.capabilities.tpm,
+                x509: m.capabilities.x509,
+                symmetric_key: m.capabilities.symmetric_key,
+                thread_safe: m.thread_safe,
+                settings: m.settings.clone(),
+                ..Probe::default()
             }
         }
     };

@@ -18,6 +18,11 @@ struct Cli {
     /// system folders).
     #[arg(required_unless_present = "list")]
     plugin: Option<String>,
+    /// Print the settings the plugin's create accepts, one line each (name, required or
+    /// optional, description), and exit; "settings not declared" for an ABI 1.0 plugin. The
+    /// plugin is loaded in a child process and no instance is created.
+    #[arg(long)]
+    list_settings: bool,
     /// Folder to find a plugin given by name in, as hsmkit's flag (`NAME` is
     /// `libhsmkit_plugin_NAME.so` there); replaces every other plugins folder.
     #[arg(long, value_name = "DIR")]
@@ -86,6 +91,25 @@ fn resolve_plugin(arg: &str, plugin_dir: Option<&std::path::Path>) -> Result<Pat
         })
 }
 
+/// `--list-settings`: the plugin's settings as `hsmkit plugins info` prints them, learnt from
+/// a probe child.
+fn list_settings(plugin: &std::path::Path, timeout: f64) -> Result<()> {
+    let exe = std::env::current_exe().context("finding this program to probe the plugin")?;
+    let probe =
+        hsm_conformance::runner::probe_settings(&exe, plugin, Duration::from_secs_f64(timeout))?;
+    if !probe.loaded {
+        bail!(
+            "{}: the plugin did not load: {}",
+            plugin.display(),
+            probe.error.as_deref().unwrap_or("unknown reason")
+        );
+    }
+    for line in provisioning_core::plugin::settings_lines(probe.settings.as_deref()) {
+        println!("{line}");
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     if cli.list {
@@ -111,6 +135,9 @@ fn main() -> Result<()> {
             cli.config,
         ));
     }
+    if cli.probe && cli.list_settings {
+        std::process::exit(child::run_settings_probe(PathBuf::from(plugin_arg)));
+    }
     if cli.probe {
         std::process::exit(child::run_probe(PathBuf::from(plugin_arg), cli.config));
     }
@@ -118,6 +145,9 @@ fn main() -> Result<()> {
         bail!("--timeout must be a positive number of seconds");
     }
     let plugin = resolve_plugin(&plugin_arg, cli.plugin_dir.as_deref())?;
+    if cli.list_settings {
+        return list_settings(&plugin, cli.timeout);
+    }
     let single_connection_tpm = cli
         .config
         .iter()

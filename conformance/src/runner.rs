@@ -214,6 +214,29 @@ fn run_probe(options: &RunOptions, state: &StateDirs) -> Result<Probe, RunError>
     )
 }
 
+/// What the plugin declares, its settings included, learnt in a child process (`--probe
+/// --list-settings`) that loads the plugin but creates no instance: the parent never loads a
+/// plugin, and listing settings needs none of them.
+pub fn probe_settings(exe: &Path, plugin: &Path, timeout: Duration) -> Result<Probe, RunError> {
+    let mut cmd = Command::new(exe);
+    cmd.arg("--probe").arg("--list-settings").arg(plugin);
+    let out = supervise(exe, cmd, timeout)?;
+    let (line, _) = split_result(&out.stdout);
+    Ok(
+        match line.and_then(|l| serde_json::from_str::<Probe>(l).ok()) {
+            Some(p) => p,
+            None => Probe {
+                error: Some(format!(
+                    "loading the plugin {}: {}",
+                    out.describe_abnormal(),
+                    tail(&out.stderr)
+                )),
+                ..Probe::default()
+            },
+        },
+    )
+}
+
 fn not_applicable(check: &Check, probe: &Probe) -> Option<String> {
     if check.needs_load && !probe.loaded {
         return Some(format!(

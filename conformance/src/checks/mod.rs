@@ -8,6 +8,7 @@ mod memory;
 mod performance;
 mod provision;
 mod persistence;
+mod settings;
 mod symmetric;
 mod tpm;
 mod x509;
