@@ -51,7 +51,13 @@ fn plugins_list_shows_every_backend_as_builtin_without_a_plugins_folder() {
         assert_eq!(row["status"], "builtin", "{row}");
         assert_eq!(row["path"], format!("builtin:{name}"), "{row}");
         assert_eq!(row["layoutChecked"], true, "{row}");
+        // Builtins declare their settings like their files do (ABI 1.1).
+        assert_eq!(row["abiVersion"], "1.1", "{row}");
+        assert!(row["settings"].is_array(), "{row}");
     }
+    let pkcs11 = plugins.iter().find(|p| p["name"] == "pkcs11").unwrap();
+    assert_eq!(pkcs11["settings"][0]["name"], "module", "{pkcs11}");
+    assert_eq!(pkcs11["settings"][0]["required"], true, "{pkcs11}");
     assert_eq!(plugins.len(), 5, "no file was found: {list}");
 }
 
