@@ -138,7 +138,13 @@ fn identity_kept_under_state_dir_passes() {
             .filter(|r| r.status == Status::Pass)
             .count();
         // The identity and the interface's key, each in a fresh process.
-        assert_eq!(passed, 2, "{}:\n{}", plugin.display(), describe_all(&report));
+        assert_eq!(
+            passed,
+            2,
+            "{}:\n{}",
+            plugin.display(),
+            describe_all(&report)
+        );
     }
 }
 
