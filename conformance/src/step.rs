@@ -105,7 +105,10 @@ pub fn in_fresh_process(
                 .unwrap_or("(no output on stderr)");
             Err(Verdict::fail(
                 format!("{what} in a fresh process to finish"),
-                format!("that process ended with {} and no result: {last}", out.status),
+                format!(
+                    "that process ended with {} and no result: {last}",
+                    out.status
+                ),
             ))
         }
     }
