@@ -6,7 +6,7 @@
 //! happen under the registry lock so a finalize can never race a new initialize.
 //!
 //! Opening a session, logging in and closing a session are serialized per module
-//! ([`session_lock`]): tpm2-pkcs11 1.9 fails a `C_Login` (`CKR_GENERAL_ERROR`) when another
+//! (`session_lock`): tpm2-pkcs11 1.9 fails a `C_Login` (`CKR_GENERAL_ERROR`) when another
 //! thread's `C_CloseSession` runs at the same moment (issue 13), and the specification lets a
 //! module tie login state to the set of open sessions. Signing and the other calls of an open
 //! session are not serialized: separate instances still run in parallel.
