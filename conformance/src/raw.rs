@@ -64,7 +64,22 @@ impl RawLibrary {
         if status != HSM_OK {
             return None;
         }
-        // SAFETY: a table returned with HSM_OK is static for the process lifetime.
+        if table.is_null() {
+            return None;
+        }
+        // SAFETY: a table returned with HSM_OK is static for the process lifetime and starts
+        // with its header.
+        let header = unsafe { std::ptr::read(table.cast::<HsmTableHeader>()) };
+        if header.abi_major == HSM_ABI_MAJOR
+            && header.struct_size as usize >= HsmPluginTable::SIZE_1_0
+        {
+            // SAFETY: as above, and its struct_size covers the 1.0 entries; a 1.0 table is
+            // copied into this harness's layout instead of being read past its end, as the
+            // host loader does. (A table with NULL entries is the loading checks' to report.)
+            return Some(unsafe { HsmPluginTable::in_current_layout(table) });
+        }
+        // SAFETY: as above; a table too small even for 1.0 is read as it is, for the loading
+        // checks to report.
         unsafe { table.as_ref() }
     }
 }

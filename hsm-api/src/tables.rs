@@ -155,6 +155,38 @@ impl HsmPluginTable {
     pub const fn has_settings(header: &HsmTableHeader) -> bool {
         header.abi_minor >= 1 && header.struct_size as usize >= Self::SIZE_1_1
     }
+
+    /// The plugin table as the reader's `HsmPluginTable`: the plugin's own static table when it
+    /// has every entry the reader knows (minor 1 or later), else a copy of its 1.0 entries with
+    /// `settings` NULL and `settings_len` 0, kept for the process like the plugin. A 1.0 table is
+    /// smaller than ours, and reading it as ours would read past its end.
+    ///
+    /// # Safety
+    /// `table` is a plugin table of this major whose function entries are non-NULL and whose
+    /// `struct_size` covers its minor's entries (hsmkit's loader checks both before calling this).
+    pub unsafe fn in_current_layout(table: *const HsmPluginTable) -> &'static HsmPluginTable {
+        // SAFETY: the header is part of every table.
+        let header = unsafe { std::ptr::read(table.cast::<HsmTableHeader>()) };
+        if HsmPluginTable::has_settings(&header) {
+            // SAFETY: per the caller, with every entry of the reader's table present; the table is
+            // static for the process.
+            return unsafe { &*table };
+        }
+        let mut copy = Box::new(std::mem::MaybeUninit::<HsmPluginTable>::zeroed());
+        // SAFETY: the plugin's table holds at least SIZE_1_0 bytes (the caller's contract); the
+        // copy is a distinct allocation of size_of::<HsmPluginTable>() >= SIZE_1_0.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                table.cast::<u8>(),
+                copy.as_mut_ptr().cast::<u8>(),
+                HsmPluginTable::SIZE_1_0,
+            )
+        };
+        // SAFETY: the 1.0 entries were copied, their function pointers are non-NULL (caller's
+        // contract), and the rest is zero: a NULL `settings` with `settings_len` 0 is valid.
+        let copy = unsafe { copy.assume_init() };
+        Box::leak(copy)
+    }
 }
 
 /// ABI 1.1: one setting a plugin's `create` accepts, as the plugin declares it in

@@ -272,7 +272,7 @@ impl LoadedPlugin {
         unsafe { check_entries_not_null(path, table_ptr) }?;
         // SAFETY: every function entry was checked non-NULL and struct_size covers the table
         // of the minor it claims (1.0 at least), as `in_current_layout` needs.
-        let table = unsafe { in_current_layout(table_ptr) };
+        let table = unsafe { HsmPluginTable::in_current_layout(table_ptr) };
         let layout_checked = match layout_fn {
             Some(f) => check_layout(path, f)?,
             None => false,
@@ -506,38 +506,6 @@ unsafe fn check_entries_not_null(
         }
     }
     Ok(())
-}
-
-/// The plugin table as this host's `HsmPluginTable`: the plugin's own static table when it
-/// has every entry this host knows (minor 1 or later), else a copy of its 1.0 entries with
-/// `settings` NULL and `settings_len` 0, kept for the process like the plugin. A 1.0 table is
-/// smaller than ours, and reading it as ours would read past its end.
-///
-/// # Safety
-/// `table` is a plugin table of this major whose function entries are non-NULL and whose
-/// `struct_size` covers its minor's entries (what `check_entries_not_null` checks).
-unsafe fn in_current_layout(table: *const HsmPluginTable) -> &'static HsmPluginTable {
-    // SAFETY: the header is part of every table.
-    let header = unsafe { std::ptr::read(table.cast::<HsmTableHeader>()) };
-    if HsmPluginTable::has_settings(&header) {
-        // SAFETY: per the caller, with every entry of this host's table present; the table is
-        // static for the process.
-        return unsafe { &*table };
-    }
-    let mut copy = Box::new(std::mem::MaybeUninit::<HsmPluginTable>::zeroed());
-    // SAFETY: the plugin's table holds at least SIZE_1_0 bytes (the caller's contract); the
-    // copy is a distinct allocation of size_of::<HsmPluginTable>() >= SIZE_1_0.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            table.cast::<u8>(),
-            copy.as_mut_ptr().cast::<u8>(),
-            HsmPluginTable::SIZE_1_0,
-        )
-    };
-    // SAFETY: the 1.0 entries were copied, their function pointers are non-NULL (caller's
-    // contract), and the rest is zero: a NULL `settings` with `settings_len` 0 is valid.
-    let copy = unsafe { copy.assume_init() };
-    Box::leak(copy)
 }
 
 /// The settings a 1.1 table declares; `None` for a 1.0 one. Refuses a declaration the hosts
