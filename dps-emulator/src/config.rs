@@ -36,12 +36,20 @@ pub struct EmulatorConfig {
     pub max_connections_per_peer: Option<usize>,
     /// Name of the service API's shared access policy.
     pub service_policy_name: String,
+    /// Where to serve the device API over MQTT 3.1.1 (TLS, the HTTPS listener's certificate
+    /// and client-certificate handling); `None`: no MQTT listener. The service listens on
+    /// 8883; port 0 picks a free port (see `RunningEmulator::mqtt_addr`). MQTT connections
+    /// count against `max_connections` and `max_connections_per_peer` with the HTTPS ones.
+    pub mqtt_listen: Option<SocketAddr>,
+    /// Most packets one MQTT connection may send per second (a burst of as many is allowed);
+    /// a connection sending faster is closed. The emulator's own flood bound.
+    pub mqtt_max_packets_per_second: u32,
 }
 
 impl EmulatorConfig {
     /// Defaults for a state folder: loopback with a free port, scope `0ne00000001`, one hub, no
     /// assignment delay, Retry-After 1 s, 64 KiB bodies, 512 connections (128 per source
-    /// address).
+    /// address), no MQTT listener (20 packets/s per connection when one is configured).
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -56,6 +64,8 @@ impl EmulatorConfig {
             max_connections: 512,
             max_connections_per_peer: None,
             service_policy_name: "provisioningserviceowner".to_string(),
+            mqtt_listen: None,
+            mqtt_max_packets_per_second: 20,
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::faults::Faults;
 use crate::model::RegistrationState;
 use crate::store::state_dir as state;
 use crate::store::Store;
-use crate::transport::{accept_loop, tls};
+use crate::transport::{accept_loop, mqtt, tls, ConnectionLimits};
 
 /// Starts emulators.
 #[derive(Debug)]
@@ -29,11 +29,13 @@ pub struct Emulator;
 #[derive(Debug)]
 pub struct RunningEmulator {
     addr: SocketAddr,
+    mqtt_addr: Option<SocketAddr>,
     ca_cert_pem: String,
     ca_cert_path: PathBuf,
     app: Arc<AppState>,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    mqtt_task: Option<JoinHandle<()>>,
 }
 
 impl Emulator {
@@ -48,9 +50,11 @@ impl Emulator {
         if config.max_connections == 0
             || config.max_body_bytes == 0
             || config.max_connections_per_peer == Some(0)
+            || config.mqtt_max_packets_per_second == 0
         {
             return Err(EmulatorError::Config(
-                "max_connections, max_connections_per_peer and max_body_bytes must be positive"
+                "max_connections, max_connections_per_peer, max_body_bytes and \
+                 mqtt_max_packets_per_second must be positive"
                     .into(),
             ));
         }
@@ -66,6 +70,18 @@ impl Emulator {
             addr: config.listen,
             error,
         })?;
+        let mqtt_listener = match config.mqtt_listen {
+            None => None,
+            Some(at) => {
+                let l = TcpListener::bind(at)
+                    .await
+                    .map_err(|error| EmulatorError::Bind { addr: at, error })?;
+                let bound = l
+                    .local_addr()
+                    .map_err(|error| EmulatorError::Bind { addr: at, error })?;
+                Some((l, bound))
+            }
+        };
         let mut names = vec![
             "localhost".to_string(),
             "127.0.0.1".to_string(),
@@ -90,7 +106,8 @@ impl Emulator {
             })
             .await
             .map_err(|e| EmulatorError::Config(format!("startup task failed: {e}")))??;
-        let tls_config = tls::server_config(&server, &ca)?;
+        let tls_config = tls::server_config(&server, &ca, &[b"http/1.1"])?;
+        let mqtt_tls_config = tls::server_config(&server, &ca, &[])?;
         let hubs = config.hubs.iter().map(|h| hub_host_name(h)).collect();
         let app = Arc::new(AppState {
             config,
@@ -103,20 +120,37 @@ impl Emulator {
             port: addr.port(),
         });
         let (tx, rx) = watch::channel(false);
+        let limits = ConnectionLimits::new(&app.config);
+        let mut mqtt_addr = None;
+        let mut mqtt_task = None;
+        if let Some((l, bound)) = mqtt_listener {
+            mqtt_addr = Some(bound);
+            mqtt_task = Some(tokio::spawn(mqtt::accept_loop(
+                l,
+                TlsAcceptor::from(mqtt_tls_config),
+                app.clone(),
+                limits.clone(),
+                rx.clone(),
+            )));
+            tracing::info!(addr = %bound, "DPS emulator listening for MQTT");
+        }
         let task = tokio::spawn(accept_loop(
             listener,
             TlsAcceptor::from(tls_config),
             app.clone(),
+            limits,
             rx,
         ));
         tracing::info!(%addr, "DPS emulator listening");
         Ok(RunningEmulator {
             addr,
+            mqtt_addr,
             ca_cert_pem: ca.cert_pem(),
             ca_cert_path,
             app,
             shutdown: tx,
             task: Some(task),
+            mqtt_task,
         })
     }
 }
@@ -125,6 +159,11 @@ impl RunningEmulator {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address the MQTT listener is bound to, when one was configured.
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_addr
     }
 
     /// `https://127.0.0.1:PORT` (or the bound address): the global endpoint for device clients.
@@ -197,6 +236,9 @@ impl RunningEmulator {
     async fn stop(&mut self) {
         let _ = self.shutdown.send(true);
         if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        if let Some(t) = self.mqtt_task.take() {
             let _ = t.await;
         }
     }

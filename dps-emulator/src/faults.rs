@@ -1,6 +1,8 @@
 //! Fault injection for device-client tests. Applies to the device API only (the service API stays
 //! reliable so tests can set up enrollments while faults are armed). Counters are consumed one
-//! per request, in the order: drop, fail, throttle; the delay applies to every request.
+//! per request, in the order: drop, fail, throttle; the delay applies to every request. Over
+//! MQTT a request is a register or poll PUBLISH (a dropped one closes its connection with no
+//! answer); `drop_next_mqtt_connects` closes connections right after their CONNECT.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,6 +32,7 @@ struct FaultsInner {
     throttle_next: AtomicU64,
     throttle_retry_after: AtomicU64,
     delay_ms: AtomicU64,
+    drop_next_mqtt_connects: AtomicU64,
 }
 
 fn take_one(c: &AtomicU64) -> bool {
@@ -56,6 +59,18 @@ impl Faults {
         self.inner.drop_next.store(n, Ordering::SeqCst);
     }
 
+    /// Closes the next `n` MQTT connections right after their CONNECT, before the CONNACK.
+    pub fn drop_next_mqtt_connects(&self, n: u64) {
+        self.inner
+            .drop_next_mqtt_connects
+            .store(n, Ordering::SeqCst);
+    }
+
+    /// Consumes one armed MQTT CONNECT drop: whether this connection is to be closed.
+    pub fn take_mqtt_connect_drop(&self) -> bool {
+        take_one(&self.inner.drop_next_mqtt_connects)
+    }
+
     /// Delays every device answer by `delay` (zero turns it off).
     pub fn delay_responses(&self, delay: Duration) {
         self.inner
@@ -68,6 +83,7 @@ impl Faults {
         self.fail_next(0);
         self.throttle_next(0, 0);
         self.drop_next(0);
+        self.drop_next_mqtt_connects(0);
         self.delay_responses(Duration::ZERO);
     }
 

@@ -133,6 +133,8 @@ fn serve(state: &Path) -> Served {
             "serve",
             "--listen",
             "127.0.0.1:0",
+            "--mqtt-listen",
+            "127.0.0.1:0",
             "--state",
             state.to_str().unwrap(),
             "--hub",

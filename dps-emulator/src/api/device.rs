@@ -6,16 +6,18 @@
 //! challenge for an endorsement key that matches the enrollment.
 
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use hyper::header::AUTHORIZATION;
 use hyper::{Request, StatusCode};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-use super::http::{json_response, parse_json, read_body, ApiError, Resp};
+use super::http::{json_response, parse_json, read_body, ApiError, DeviceAnswer, Resp};
 use super::{blocking, check_api_version};
 use crate::alloc::allocate;
 use crate::app_state::{AppState, PeerChain};
-use crate::auth::{authenticate, AuthContext, AuthError, Authenticated, DeviceRequest, Section};
+use crate::auth::{
+    authenticate, AuthContext, AuthError, Authenticated, DeviceRequest, Section, Transport,
+};
 use crate::model::{DeviceRegistration, ProvisioningStatus, RegistrationState};
 use crate::timeutil::{now_rfc3339, unix_now_ms};
 use crate::validate::is_valid_id;
@@ -51,7 +53,9 @@ fn authenticate_request(app: &AppState, r: &DeviceRequest) -> Result<Authenticat
     Ok(authenticate(&ctx, &app.store, r)?)
 }
 
-fn check_path(app: &AppState, scope: &str, reg: &str) -> Result<(), ApiError> {
+/// Checks the id scope and the registration id a request names (the HTTPS path, the MQTT
+/// CONNECT username).
+pub(crate) fn check_path(app: &AppState, scope: &str, reg: &str) -> Result<(), ApiError> {
     if scope != app.config.id_scope {
         return Err(ApiError::not_found(404001, "unknown id scope"));
     }
@@ -61,6 +65,44 @@ fn check_path(app: &AppState, scope: &str, reg: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// A device request from what a transport received: the registration id it addressed (HTTPS
+/// path, MQTT CONNECT), the body (HTTPS body, MQTT PUBLISH payload), the SAS (Authorization
+/// header, MQTT password) and the TLS client chain. The body's registrationId, if any, must be
+/// the addressed one.
+pub(crate) fn device_request(
+    reg: &str,
+    bytes: &[u8],
+    authorization: Option<String>,
+    chain: PeerChain,
+    transport: Transport,
+    body_required: bool,
+) -> Result<DeviceRequest, ApiError> {
+    let body: DeviceRegistration = if bytes.iter().all(u8::is_ascii_whitespace) {
+        if body_required {
+            return Err(ApiError::bad_request(
+                "a JSON body with registrationId is required",
+            ));
+        }
+        DeviceRegistration::default()
+    } else {
+        parse_json(bytes)?
+    };
+    if let Some(id) = &body.registration_id {
+        if id != reg {
+            return Err(ApiError::bad_request(
+                "registrationId in the body differs from the one in the path",
+            ));
+        }
+    }
+    Ok(DeviceRequest {
+        registration_id: reg.to_string(),
+        body,
+        authorization,
+        chain,
+        transport,
+    })
 }
 
 async fn parse_request(
@@ -79,29 +121,14 @@ async fn parse_request(
         None => None,
     };
     let bytes = read_body(req, app.config.max_body_bytes).await?;
-    let body: DeviceRegistration = if bytes.iter().all(u8::is_ascii_whitespace) {
-        if body_required {
-            return Err(ApiError::bad_request(
-                "a JSON body with registrationId is required",
-            ));
-        }
-        DeviceRegistration::default()
-    } else {
-        parse_json(&bytes)?
-    };
-    if let Some(id) = &body.registration_id {
-        if id != reg {
-            return Err(ApiError::bad_request(
-                "registrationId in the body differs from the one in the path",
-            ));
-        }
-    }
-    Ok(DeviceRequest {
-        registration_id: reg.to_string(),
-        body,
+    device_request(
+        reg,
+        &bytes,
         authorization,
         chain,
-    })
+        Transport::Https,
+        body_required,
+    )
 }
 
 fn outcome(app: &AppState, r: &DeviceRequest, auth: Authenticated) -> RegistrationState {
@@ -187,11 +214,6 @@ fn outcome(app: &AppState, r: &DeviceRequest, auth: Authenticated) -> Registrati
     state
 }
 
-fn retry_after(resp: &mut Resp, secs: u64) {
-    resp.headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from(secs));
-}
-
 /// PUT /{idScope}/registrations/{registrationId}/register
 pub(crate) async fn register(
     app: Arc<AppState>,
@@ -203,6 +225,16 @@ pub(crate) async fn register(
     check_api_version(&req, DEVICE_API_VERSIONS)?;
     check_path(&app, scope, reg)?;
     let r = parse_request(&app, chain, req, reg, true).await?;
+    Ok(register_request(app, r).await?.into_response())
+}
+
+/// Registers a device, whichever transport carried the request: authenticates it, decides the
+/// outcome, records the registration and its operation, and answers 202 assigning (or 200 with
+/// the final state when configured to complete at once).
+pub(crate) async fn register_request(
+    app: Arc<AppState>,
+    r: DeviceRequest,
+) -> Result<DeviceAnswer, ApiError> {
     let app2 = app.clone();
     let op = blocking(move || {
         let auth = authenticate_request(&app2, &r)?;
@@ -217,6 +249,14 @@ pub(crate) async fn register(
     Ok(assigning(&app, op.operation_id))
 }
 
+/// Authenticates a device without registering it (the MQTT CONNECT).
+pub(crate) async fn authenticate_only(
+    app: Arc<AppState>,
+    r: DeviceRequest,
+) -> Result<(), ApiError> {
+    blocking(move || authenticate_request(&app, &r).map(|_| ())).await
+}
+
 /// GET /{idScope}/registrations/{registrationId}/operations/{operationId}
 pub(crate) async fn operation_status(
     app: Arc<AppState>,
@@ -229,8 +269,19 @@ pub(crate) async fn operation_status(
     check_api_version(&req, DEVICE_API_VERSIONS)?;
     check_path(&app, scope, reg)?;
     let r = parse_request(&app, chain, req, reg, false).await?;
+    Ok(operation_status_request(app, r, op_id.to_string())
+        .await?
+        .into_response())
+}
+
+/// An operation's status, whichever transport carried the request: 202 while assigning, then
+/// 200 with the registration state; 404 for an operation of another device.
+pub(crate) async fn operation_status_request(
+    app: Arc<AppState>,
+    r: DeviceRequest,
+    op_id: String,
+) -> Result<DeviceAnswer, ApiError> {
     let app2 = app.clone();
-    let op_id = op_id.to_string();
     let op = blocking(move || {
         authenticate_request(&app2, &r)?;
         let op = app2.store.operation(&op_id)?;
@@ -247,13 +298,13 @@ pub(crate) async fn operation_status(
 }
 
 /// An operation answer, through a JSON value (sorted keys, as every answer).
-fn operation_response(code: StatusCode, op: &RegistrationOperationStatus) -> Resp {
-    json_response(code, &serde_json::to_value(op).unwrap_or(Value::Null))
+fn operation_answer(code: StatusCode, op: &RegistrationOperationStatus) -> DeviceAnswer {
+    DeviceAnswer::json(code, serde_json::to_value(op).unwrap_or(Value::Null))
 }
 
 /// The `202` answer for an operation still assigning, with Retry-After.
-fn assigning(app: &AppState, operation_id: String) -> Resp {
-    let mut resp = operation_response(
+fn assigning(app: &AppState, operation_id: String) -> DeviceAnswer {
+    let mut a = operation_answer(
         StatusCode::ACCEPTED,
         &RegistrationOperationStatus {
             operation_id,
@@ -261,13 +312,13 @@ fn assigning(app: &AppState, operation_id: String) -> Resp {
             registration_state: None,
         },
     );
-    retry_after(&mut resp, app.config.retry_after_secs);
-    resp
+    a.retry_after = Some(app.config.retry_after_secs);
+    a
 }
 
 /// The `200` answer for an operation whose assignment is done.
-fn completed_operation(op: &crate::store::Operation) -> Resp {
-    operation_response(
+fn completed_operation(op: &crate::store::Operation) -> DeviceAnswer {
+    operation_answer(
         StatusCode::OK,
         &RegistrationOperationStatus {
             operation_id: op.operation_id.clone(),

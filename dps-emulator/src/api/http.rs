@@ -67,7 +67,8 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, 500000, message)
     }
 
-    pub(crate) fn into_response(self) -> Resp {
+    /// The answer this error gives, on either transport.
+    pub(crate) fn into_answer(self) -> DeviceAnswer {
         let body = ErrorBody {
             error_code: Some(u64::from(self.code)),
             tracking_id: Some(self.tracking_id.unwrap_or_else(random_guid)),
@@ -77,10 +78,48 @@ impl ApiError {
         };
         // Through a JSON value, whose object keeps its keys sorted: the same bytes as before
         // the body had a type.
-        let body = serde_json::to_value(&body).unwrap_or(Value::Null);
-        let mut r = json_response(self.status, &body);
-        if let Ok(v) = HeaderValue::from_str(&self.code.to_string()) {
-            r.headers_mut().insert(ERROR_CODE_HEADER, v);
+        DeviceAnswer {
+            status: self.status,
+            body: serde_json::to_value(&body).unwrap_or(Value::Null),
+            retry_after: self.retry_after,
+            error_code: Some(self.code),
+        }
+    }
+
+    pub(crate) fn into_response(self) -> Resp {
+        self.into_answer().into_response()
+    }
+}
+
+/// An answer before it is put on a transport: the HTTP status (on MQTT, the `{status}` of the
+/// answer topic), the JSON body, the Retry-After seconds, and for errors the DPS error code.
+/// The device API builds these once; HTTPS and MQTT only carry them.
+#[derive(Debug)]
+pub(crate) struct DeviceAnswer {
+    pub status: StatusCode,
+    pub body: Value,
+    pub retry_after: Option<u64>,
+    pub error_code: Option<u32>,
+}
+
+impl DeviceAnswer {
+    /// A JSON answer without Retry-After.
+    pub(crate) fn json(status: StatusCode, body: Value) -> Self {
+        Self {
+            status,
+            body,
+            retry_after: None,
+            error_code: None,
+        }
+    }
+
+    /// The HTTP response: JSON body, the error-code header on errors, Retry-After.
+    pub(crate) fn into_response(self) -> Resp {
+        let mut r = json_response(self.status, &self.body);
+        if let Some(code) = self.error_code {
+            if let Ok(v) = HeaderValue::from_str(&code.to_string()) {
+                r.headers_mut().insert(ERROR_CODE_HEADER, v);
+            }
         }
         if let Some(s) = self.retry_after {
             r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));

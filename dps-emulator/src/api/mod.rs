@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use std::sync::Arc;
 
-use self::http::{ApiError, Resp};
+use self::http::{ApiError, DeviceAnswer, Resp};
 use crate::app_state::{AppState, PeerChain};
 use crate::faults::Fault;
 
@@ -23,6 +23,35 @@ impl std::fmt::Display for DropConnection {
     }
 }
 impl std::error::Error for DropConnection {}
+
+/// What an armed fault does to a device request.
+#[derive(Debug)]
+pub(crate) enum FaultAction {
+    /// Close the connection without an answer.
+    Drop,
+    /// Answer this instead of handling the request.
+    Answer(DeviceAnswer),
+}
+
+/// Applies the armed faults to one device request, on either transport: waits the configured
+/// delay, then takes the next fault (drop, 500, 429 with Retry-After), if any.
+pub(crate) async fn device_fault(app: &AppState) -> Option<FaultAction> {
+    let delay = app.faults.delay();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    match app.faults.take()? {
+        Fault::Drop => Some(FaultAction::Drop),
+        Fault::Fail => Some(FaultAction::Answer(
+            ApiError::internal("injected failure").into_answer(),
+        )),
+        Fault::Throttle(secs) => {
+            let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, 429001, "injected throttling");
+            e.retry_after = Some(secs);
+            Some(FaultAction::Answer(e.into_answer()))
+        }
+    }
+}
 
 /// Entry point for every request.
 pub(crate) async fn handle(
@@ -54,21 +83,9 @@ pub(crate) async fn handle(
         .collect();
     let is_device = seg.get(1) == Some(&"registrations") && seg.len() >= 3;
     if is_device {
-        let delay = app.faults.delay();
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        match app.faults.take() {
-            Some(Fault::Drop) => return Err(DropConnection),
-            Some(Fault::Fail) => {
-                return Ok(ApiError::internal("injected failure").into_response());
-            }
-            Some(Fault::Throttle(secs)) => {
-                let mut e =
-                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, 429001, "injected throttling");
-                e.retry_after = Some(secs);
-                return Ok(e.into_response());
-            }
+        match device_fault(&app).await {
+            Some(FaultAction::Drop) => return Err(DropConnection),
+            Some(FaultAction::Answer(a)) => return Ok(a.into_response()),
             None => {}
         }
     }

@@ -29,6 +29,19 @@ pub(crate) struct DeviceRequest {
     pub authorization: Option<String>,
     /// The TLS client chain, leaf first.
     pub chain: crate::app_state::PeerChain,
+    /// The transport that carried it.
+    pub transport: Transport,
+}
+
+/// The transport a device request came over: some attestations are not offered on every one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    /// The REST API over HTTPS.
+    Https,
+    /// MQTT 3.1.1 over TLS, where DPS does not offer TPM attestation ("DPS does not currently
+    /// support devices using TPM attestation mechanism over the MQTT protocol", service
+    /// documentation "Communicate with DPS using the MQTT protocol").
+    Mqtt,
 }
 
 /// What authenticators may consult besides the request.
@@ -143,6 +156,13 @@ pub(crate) fn authenticate(
         let kind = e.attestation.attestation_kind().ok_or(AuthError::Internal(
             "the enrollment has an unknown attestation",
         ))?;
+        if kind == AttestationKind::Tpm && request.transport == Transport::Mqtt {
+            // Refused before the TPM authenticator runs, so no challenge is ever issued over
+            // MQTT (nor a SAS from an HTTPS challenge accepted).
+            return Err(AuthError::refused(
+                "TPM attestation is not supported over MQTT",
+            ));
+        }
         let auth = authenticators()
             .into_iter()
             .find(|a| a.kind() == kind)
@@ -154,6 +174,7 @@ pub(crate) fn authenticate(
     }
     let Some(auth) = authenticators()
         .into_iter()
+        .filter(|a| a.kind() != AttestationKind::Tpm || request.transport != Transport::Mqtt)
         .find(|a| a.presents_group_credentials(request))
     else {
         return Err(AuthError::refused(

@@ -36,7 +36,7 @@ pub(crate) struct StateArg {
 
 #[derive(Subcommand)]
 pub(crate) enum Cmd {
-    /// Serve the device and service APIs over HTTPS.
+    /// Serve the device and service APIs over HTTPS, and the device API over MQTT.
     Serve(ServeArgs),
     /// Create or replace an individual enrollment.
     Enroll(EnrollArgs),
@@ -97,6 +97,16 @@ pub(crate) struct ServeArgs {
     /// simulated from one host).
     #[arg(long)]
     pub(crate) max_connections_per_peer: Option<usize>,
+    /// Address of the MQTT listener (the device API over MQTT 3.1.1 on TLS, as the service
+    /// offers it on 8883; same certificate and CA as HTTPS).
+    #[arg(long, default_value = "127.0.0.1:8883")]
+    pub(crate) mqtt_listen: SocketAddr,
+    /// Serve no MQTT.
+    #[arg(long, conflicts_with = "mqtt_listen")]
+    pub(crate) no_mqtt: bool,
+    /// Most packets per second one MQTT connection may send; a faster one is closed.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) mqtt_max_packets_per_second: u32,
 }
 
 #[derive(Args, Clone)]

@@ -1,4 +1,5 @@
-//! `dps-emulator serve`: the device and service APIs over HTTPS until Ctrl-C.
+//! `dps-emulator serve`: the device and service APIs over HTTPS, and the device API over MQTT,
+//! until Ctrl-C.
 
 use anyhow::{Context, Result};
 use dps_emulator::{Emulator, EmulatorConfig};
@@ -20,8 +21,13 @@ pub(crate) async fn run(a: ServeArgs) -> Result<()> {
     cfg.max_body_bytes = a.max_body_bytes;
     cfg.max_connections = a.max_connections;
     cfg.max_connections_per_peer = a.max_connections_per_peer;
+    cfg.mqtt_listen = (!a.no_mqtt).then_some(a.mqtt_listen);
+    cfg.mqtt_max_packets_per_second = a.mqtt_max_packets_per_second;
     let running = Emulator::start(cfg).await?;
     println!("listening: {}", running.endpoint());
+    if let Some(m) = running.mqtt_addr() {
+        println!("mqtt: mqtts://{m}");
+    }
     println!("id scope: {}", running.id_scope());
     println!("hubs: {}", running.hubs().join(", "));
     println!("dev CA certificate: {}", running.ca_cert_path().display());

@@ -1,33 +1,83 @@
-//! The HTTPS transport: accept loop with a connection limit overall and per source address
-//! (connection caps), TLS handshake with a timeout, HTTP/1.1 per connection, graceful
-//! shutdown. Requests go to [`crate::api::handle`]; an MQTT listener would sit beside this.
+//! The transports: HTTPS (this module: accept loop, TLS handshake with a timeout, HTTP/1.1
+//! per connection, graceful shutdown; requests go to [`crate::api::handle`]) and MQTT
+//! ([`mqtt`]), which share the connection caps (overall and per source address) and the TLS
+//! set-up ([`tls`]).
 
+pub(crate) mod mqtt;
 pub(crate) mod tls;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::handle;
 use crate::app_state::{AppState, PeerChain};
+use crate::config::EmulatorConfig;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The connection caps both listeners share: most connections overall and per source address.
+#[derive(Clone)]
+pub(crate) struct ConnectionLimits {
+    global: Arc<Semaphore>,
+    peers: PeerConnections,
+}
+
+/// One admitted connection's share of the caps, given back on drop.
+pub(crate) struct Admitted {
+    _permit: OwnedSemaphorePermit,
+    _peer_slot: PeerSlot,
+}
+
+impl ConnectionLimits {
+    pub(crate) fn new(config: &EmulatorConfig) -> Self {
+        Self {
+            global: Arc::new(Semaphore::new(config.max_connections)),
+            peers: PeerConnections::new(config.connections_per_peer()),
+        }
+    }
+
+    /// Admits a connection from `peer`, or `None` when it must be closed at once.
+    pub(crate) fn try_admit(&self, peer: SocketAddr) -> Option<Admitted> {
+        // Per source first: a client over its own share must not use up a global slot.
+        let Some(peer_slot) = self.peers.try_acquire(peer.ip()) else {
+            tracing::debug!(%peer, "connection limit for this address reached, closing");
+            return None;
+        };
+        let Ok(permit) = self.global.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection limit reached, closing");
+            return None;
+        };
+        Some(Admitted {
+            _permit: permit,
+            _peer_slot: peer_slot,
+        })
+    }
+}
+
+/// The client's certificate chain from a finished handshake, leaf first (empty without one).
+pub(crate) fn peer_chain(conn: &rustls::ServerConnection) -> PeerChain {
+    Arc::new(
+        conn.peer_certificates()
+            .map(|c| c.iter().map(|d| d.to_vec()).collect())
+            .unwrap_or_default(),
+    )
+}
 
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     app: Arc<AppState>,
+    limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let limit = Arc::new(Semaphore::new(app.config.max_connections));
-    let peers = PeerConnections::new(app.config.connections_per_peer());
     loop {
         let accepted = tokio::select! {
             _ = shutdown.changed() => break,
@@ -42,14 +92,7 @@ pub(crate) async fn accept_loop(
                 continue;
             }
         };
-        // Per source first: a client over its own share must not use up a global slot.
-        let Some(peer_slot) = peers.try_acquire(peer.ip()) else {
-            tracing::debug!(%peer, "connection limit for this address reached, closing");
-            drop(tcp);
-            continue;
-        };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "connection limit reached, closing");
+        let Some(admitted) = limits.try_admit(peer) else {
             drop(tcp);
             continue;
         };
@@ -57,8 +100,7 @@ pub(crate) async fn accept_loop(
         let app = app.clone();
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            let _peer_slot = peer_slot;
+            let _admitted = admitted;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -70,13 +112,7 @@ pub(crate) async fn accept_loop(
                     return;
                 }
             };
-            let chain: PeerChain = Arc::new(
-                tls.get_ref()
-                    .1
-                    .peer_certificates()
-                    .map(|c| c.iter().map(|d| d.to_vec()).collect())
-                    .unwrap_or_default(),
-            );
+            let chain = peer_chain(tls.get_ref().1);
             let svc = service_fn(move |req| handle(app.clone(), chain.clone(), req));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

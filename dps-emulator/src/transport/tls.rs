@@ -77,8 +77,13 @@ impl ClientCertVerifier for RecordingClientCertVerifier {
     }
 }
 
-/// Builds the server configuration: `server` leaf plus `ca` in the chain, ALPN http/1.1.
-pub(crate) fn server_config(server: &CertifiedKey, ca: &CertifiedKey) -> Result<Arc<ServerConfig>> {
+/// Builds the server configuration: `server` leaf plus `ca` in the chain, the given ALPN
+/// protocols (http/1.1 for HTTPS; none for MQTT, whose clients may offer any or none).
+pub(crate) fn server_config(
+    server: &CertifiedKey,
+    ca: &CertifiedKey,
+    alpn: &[&[u8]],
+) -> Result<Arc<ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = RecordingClientCertVerifier {
         provider: provider.clone(),
@@ -95,6 +100,6 @@ pub(crate) fn server_config(server: &CertifiedKey, ca: &CertifiedKey) -> Result<
             ],
             key,
         )?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(cfg))
 }

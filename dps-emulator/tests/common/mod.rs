@@ -2,6 +2,8 @@
 //! that trust its dev CA (optionally with a client certificate), device-API calls.
 #![allow(dead_code, unreachable_pub)] // shared by several test binaries, which see it through `pub`
 
+pub mod mqtt;
+
 use dps_emulator::pki::CertifiedKey;
 use dps_emulator::{Emulator, EmulatorConfig, RunningEmulator};
 use dps_proto::sas::create_token;
@@ -29,6 +31,112 @@ pub async fn start_with(f: impl FnOnce(&mut EmulatorConfig)) -> Env {
     f(&mut cfg);
     let emu = Emulator::start(cfg).await.unwrap();
     Env { emu, dir }
+}
+
+/// An emulator with its MQTT listener on `mqtt` (`127.0.0.1:0` for a free port) besides HTTPS.
+pub async fn start_mqtt_on(mqtt: std::net::SocketAddr, f: impl FnOnce(&mut EmulatorConfig)) -> Env {
+    start_with(|c| {
+        c.mqtt_listen = Some(mqtt);
+        f(c)
+    })
+    .await
+}
+
+/// An emulator with HTTPS and MQTT, each on a free loopback port.
+pub async fn start_mqtt(f: impl FnOnce(&mut EmulatorConfig)) -> Env {
+    start_mqtt_on(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), f).await
+}
+
+/// Enrolls `reg` individually with a symmetric key.
+pub fn enroll_symmetric(emu: &RunningEmulator, reg: &str, key_b64: &str) {
+    use dps_emulator::model::*;
+    emu.enrollments()
+        .create_individual(IndividualEnrollment {
+            registration_id: reg.into(),
+            device_id: None,
+            attestation: AttestationMechanism {
+                kind: "symmetricKey".into(),
+                tpm: None,
+                x509: None,
+                symmetric_key: Some(SymmetricKeyAttestation {
+                    primary_key: Some(key_b64.into()),
+                    secondary_key: None,
+                }),
+            },
+            common: Default::default(),
+        })
+        .unwrap();
+}
+
+/// Creates a symmetric-key enrollment group.
+pub fn enroll_symmetric_group(emu: &RunningEmulator, group: &str, key_b64: &str) {
+    use dps_emulator::model::*;
+    emu.enrollments()
+        .create_group(EnrollmentGroup {
+            enrollment_group_id: group.into(),
+            attestation: AttestationMechanism {
+                kind: "symmetricKey".into(),
+                tpm: None,
+                x509: None,
+                symmetric_key: Some(SymmetricKeyAttestation {
+                    primary_key: Some(key_b64.into()),
+                    secondary_key: None,
+                }),
+            },
+            common: Default::default(),
+        })
+        .unwrap();
+}
+
+/// Enrolls `reg` individually by its X.509 leaf certificate.
+pub fn enroll_x509(emu: &RunningEmulator, reg: &str, leaf: &CertifiedKey) {
+    use dps_emulator::model::*;
+    emu.enrollments()
+        .create_individual(IndividualEnrollment {
+            registration_id: reg.into(),
+            device_id: None,
+            attestation: AttestationMechanism {
+                kind: "x509".into(),
+                tpm: None,
+                x509: Some(X509Attestation {
+                    client_certificates: Some(X509Certificates::primary(leaf.cert_pem())),
+                    ..Default::default()
+                }),
+                symmetric_key: None,
+            },
+            common: Default::default(),
+        })
+        .unwrap();
+}
+
+/// Creates an X.509 enrollment group trusting `ca`.
+pub fn enroll_x509_group(emu: &RunningEmulator, group: &str, ca: &CertifiedKey) {
+    use dps_emulator::model::*;
+    emu.enrollments()
+        .create_group(EnrollmentGroup {
+            enrollment_group_id: group.into(),
+            attestation: AttestationMechanism {
+                kind: "x509".into(),
+                tpm: None,
+                x509: Some(X509Attestation {
+                    signing_certificates: Some(X509Certificates::primary(ca.cert_pem())),
+                    ..Default::default()
+                }),
+                symmetric_key: None,
+            },
+            common: Default::default(),
+        })
+        .unwrap();
+}
+
+/// A root CA and a client leaf it issued with common name `cn`.
+pub fn x509_leaf(cn: &str) -> (CertifiedKey, CertifiedKey) {
+    use dps_emulator::pki::LeafUsage;
+    let root = CertifiedKey::new_root_ca(&format!("{cn} root"), Duration::from_secs(3600)).unwrap();
+    let leaf = root
+        .issue_leaf(cn, LeafUsage::Client, &[], Duration::from_secs(3600))
+        .unwrap();
+    (root, leaf)
 }
 
 /// An HTTPS client trusting the emulator's CA, presenting `identity` (leaf first chain + key).
