@@ -69,6 +69,21 @@ pub fn run_check(id: &str, plugin: PathBuf, config: Vec<(String, String)>) -> i3
     emit(&verdict)
 }
 
+/// What a loaded plugin declares, as a [`Probe`] (no instance made yet).
+fn declared(m: &provisioning_core::plugin::PluginMetadata) -> Probe {
+    Probe {
+        loaded: true,
+        name: Some(m.name.clone()),
+        version: Some(m.version.clone()),
+        tpm: m.capabilities.tpm,
+        x509: m.capabilities.x509,
+        symmetric_key: m.capabilities.symmetric_key,
+        thread_safe: m.thread_safe,
+        settings: m.settings.clone(),
+        ..Probe::default()
+    }
+}
+
 /// Loads the plugin with the real host loader and creates one instance (which also prepares
 /// the plugin's state folder that every check then gets a copy of); prints a [`Probe`].
 pub fn run_probe(plugin: PathBuf, config: Vec<(String, String)>) -> i32 {
@@ -79,7 +94,6 @@ pub fn run_probe(plugin: PathBuf, config: Vec<(String, String)>) -> i32 {
             ..Probe::default()
         },
         Ok(p) => {
-            let m = p.metadata();
             let null_entries = crate::raw::RawLibrary::open(&plugin)
                 .ok()
                 .and_then(|l| l.table())
@@ -89,15 +103,17 @@ pub fn run_probe(plugin: PathBuf, config: Vec<(String, String)>) -> i32 {
                 .map(str::to_owned)
                 .collect::<Vec<_>>();
             if !null_entries.is_empty() {
+                // Only what identifies the plugin: with NULL entries, no check may rely on
+                // what it declares.
                 return emit(&Probe {
                     loaded: true,
                     error: Some(format!(
                         "NULL function entries: {}",
                         null_entries.join(", ")
                     )),
-                    name: Some(m.name.clone()),
+                    name: Some(p.metadata().name.clone()),
                     null_entries,
-                    settings: m.settings.clone(),
+                    settings: p.metadata().settings.clone(),
                     ..Probe::default()
                 });
             }
@@ -105,16 +121,8 @@ pub fn run_probe(plugin: PathBuf, config: Vec<(String, String)>) -> i32 {
                 .err()
                 .map(|e| format!("creating an instance failed: {e}"));
             Probe {
-                loaded: true,
                 error,
-                name: Some(m.name.clone()),
-                version: Some(m.version.clone()),
-                tpm: m.capabilities.tpm,
-                x509: m.capabilities.x509,
-                symmetric_key: m.capabilities.symmetric_key,
-                thread_safe: m.thread_safe,
-                null_entries,
-                settings: m.settings.clone(),
+                ..declared(p.metadata())
             }
         }
     };
@@ -131,20 +139,7 @@ pub fn run_settings_probe(plugin: PathBuf) -> i32 {
             error: Some(e.to_string()),
             ..Probe::default()
         },
-        Ok(p) => {
-            let m = p.metadata();
-            Probe {
-                loaded: true,
-                name: Some(m.name.clone()),
-                version: Some(m.version.clone()),
-                tpm: m.capabilities.tpm,
-                x509: m.capabilities.x509,
-                symmetric_key: m.capabilities.symmetric_key,
-                thread_safe: m.thread_safe,
-                settings: m.settings.clone(),
-                ..Probe::default()
-            }
-        }
+        Ok(p) => declared(p.metadata()),
     };
     emit(&probe)
 }

@@ -198,20 +198,23 @@ fn run_probe(options: &RunOptions, state: &StateDirs) -> Result<Probe, RunError>
     config_args(&mut cmd, &config_with_state(&options.config, state.seed()));
     cmd.arg(&options.plugin);
     let out = supervise(&options.exe, cmd, options.timeout)?;
+    Ok(probe_result(&out))
+}
+
+/// The probe a probe child printed, or one saying how the child ended without it.
+fn probe_result(out: &ChildOutput) -> Probe {
     let (line, _) = split_result(&out.stdout);
-    Ok(
-        match line.and_then(|l| serde_json::from_str::<Probe>(l).ok()) {
-            Some(p) => p,
-            None => Probe {
-                error: Some(format!(
-                    "loading the plugin {}: {}",
-                    out.describe_abnormal(),
-                    tail(&out.stderr)
-                )),
-                ..Probe::default()
-            },
+    match line.and_then(|l| serde_json::from_str::<Probe>(l).ok()) {
+        Some(p) => p,
+        None => Probe {
+            error: Some(format!(
+                "loading the plugin {}: {}",
+                out.describe_abnormal(),
+                tail(&out.stderr)
+            )),
+            ..Probe::default()
         },
-    )
+    }
 }
 
 /// What the plugin declares, its settings included, learnt in a child process (`--probe
@@ -221,20 +224,7 @@ pub fn probe_settings(exe: &Path, plugin: &Path, timeout: Duration) -> Result<Pr
     let mut cmd = Command::new(exe);
     cmd.arg("--probe").arg("--list-settings").arg(plugin);
     let out = supervise(exe, cmd, timeout)?;
-    let (line, _) = split_result(&out.stdout);
-    Ok(
-        match line.and_then(|l| serde_json::from_str::<Probe>(l).ok()) {
-            Some(p) => p,
-            None => Probe {
-                error: Some(format!(
-                    "loading the plugin {}: {}",
-                    out.describe_abnormal(),
-                    tail(&out.stderr)
-                )),
-                ..Probe::default()
-            },
-        },
-    )
+    Ok(probe_result(&out))
 }
 
 fn not_applicable(check: &Check, probe: &Probe) -> Option<String> {

@@ -17,6 +17,8 @@
 
 pub mod config;
 pub mod error;
+#[cfg(any(feature = "softhsm-harness", feature = "tpm2-pkcs11-harness"))]
+mod harness;
 pub mod provision;
 pub mod session;
 #[cfg(feature = "softhsm-harness")]

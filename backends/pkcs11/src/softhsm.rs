@@ -19,27 +19,17 @@ const INSTALL_HINT: &str =
 
 /// Where SoftHSM2's module is: `$SOFTHSM2_MODULE`, else the usual Debian/Ubuntu paths.
 pub fn module_path() -> Result<PathBuf, HarnessError> {
-    if let Some(p) = std::env::var_os("SOFTHSM2_MODULE") {
-        let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(HarnessError(format!(
-                "SOFTHSM2_MODULE={} does not exist",
-                p.display()
-            )))
-        };
-    }
-    [
-        "/usr/lib/softhsm/libsofthsm2.so",
-        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-        "/usr/local/lib/softhsm/libsofthsm2.so",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|p| p.is_file())
-    .ok_or_else(|| HarnessError(format!("libsofthsm2.so not found; {INSTALL_HINT}")))
+    crate::harness::find_module(
+        "SOFTHSM2_MODULE",
+        &[
+            "/usr/lib/softhsm/libsofthsm2.so",
+            "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+            "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+            "/usr/local/lib/softhsm/libsofthsm2.so",
+        ],
+        &format!("libsofthsm2.so not found; {INSTALL_HINT}"),
+    )
+    .map_err(HarnessError)
 }
 
 /// The process's SoftHSM folder (holding `softhsm2.conf` and `tokens/`), created on first use.
@@ -197,15 +187,5 @@ fn keep_alive(module: &Path) -> Result<&'static crate::session::ModuleLease, Har
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), HarnessError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| HarnessError(format!("writing {}: {e}", path.display())))?;
-    f.write_all(bytes)
-        .map_err(|e| HarnessError(format!("writing {}: {e}", path.display())))
+    crate::harness::write_private(path, bytes).map_err(HarnessError)
 }

@@ -47,28 +47,18 @@ pub const TCTI: &str = "tabrmd:bus_type=session";
 
 /// Where tpm2-pkcs11's module is: `$TPM2_PKCS11_MODULE`, else the usual Debian/Ubuntu paths.
 pub fn module_path() -> Result<PathBuf, HarnessError> {
-    if let Some(p) = std::env::var_os("TPM2_PKCS11_MODULE") {
-        let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(HarnessError(format!(
-                "TPM2_PKCS11_MODULE={} does not exist",
-                p.display()
-            )))
-        };
-    }
-    [
-        "/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so",
-        "/usr/lib/aarch64-linux-gnu/pkcs11/libtpm2_pkcs11.so",
-        "/usr/lib/x86_64-linux-gnu/libtpm2_pkcs11.so.1",
-        "/usr/lib/aarch64-linux-gnu/libtpm2_pkcs11.so.1",
-        "/usr/local/lib/libtpm2_pkcs11.so",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|p| p.is_file())
-    .ok_or_else(|| HarnessError(format!("libtpm2_pkcs11.so not found; {}", install_hint())))
+    crate::harness::find_module(
+        "TPM2_PKCS11_MODULE",
+        &[
+            "/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so",
+            "/usr/lib/aarch64-linux-gnu/pkcs11/libtpm2_pkcs11.so",
+            "/usr/lib/x86_64-linux-gnu/libtpm2_pkcs11.so.1",
+            "/usr/lib/aarch64-linux-gnu/libtpm2_pkcs11.so.1",
+            "/usr/local/lib/libtpm2_pkcs11.so",
+        ],
+        &format!("libtpm2_pkcs11.so not found; {}", install_hint()),
+    )
+    .map_err(HarnessError)
 }
 
 /// A process the harness started; killed and reaped when dropped.
@@ -421,15 +411,5 @@ fn ptool(env: &[(&str, &str)], args: &[&str]) -> Result<String, HarnessError> {
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), HarnessError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| HarnessError(format!("writing {}: {e}", path.display())))?;
-    f.write_all(bytes)
-        .map_err(|e| HarnessError(format!("writing {}: {e}", path.display())))
+    crate::harness::write_private(path, bytes).map_err(HarnessError)
 }

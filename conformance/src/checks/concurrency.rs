@@ -248,6 +248,26 @@ fn input(phase: &Phase, t: usize, i: usize) -> Vec<u8> {
     };
     format!("hsm-conformance {tag} thread {t} call {i}").into_bytes()
 }
+/// Runs `work` on an instance per thread, then, when the plugin declares concurrent calls,
+/// on one shared instance after `prepare` ran on it; the note saying what `what` were done.
+fn both_phases(
+    ctx: &mut CheckContext,
+    what: &str,
+    prepare: impl Fn(&RawInstance) -> Result<(), Verdict>,
+    work: &Work<'_>,
+) -> Result<String, Verdict> {
+    let table = ctx.table()?;
+    let per_thread = on_instance_each(table, &ctx.config, work)?;
+    let shared = if table.threading == HSM_THREADING_CONCURRENT {
+        let inst = instance(ctx)?;
+        prepare(&inst)?;
+        Some(on_one_instance(&inst, work)?)
+    } else {
+        None
+    };
+    Ok(hot_note(what, per_thread, shared))
+}
+
 
 /// The pass note of a hot-path check.
 fn hot_note(what: &str, per_thread: usize, shared: Option<usize>) -> String {
@@ -326,7 +346,6 @@ fn hmac_check(key: &[u8], data: &[u8], got: &[u8]) -> Result<(), String> {
 }
 
 fn symmetric_hot_path(ctx: &mut CheckContext) -> CheckResult {
-    let table = ctx.table()?;
     {
         // Without threads first; the instance is gone before the threads start.
         let inst = instance(ctx)?;
@@ -357,23 +376,11 @@ fn symmetric_hot_path(ctx: &mut CheckContext) -> CheckResult {
             |data, got| hmac_check(&HOT_KEY, data, got),
         )
     };
-    let per_thread = on_instance_each(table, &ctx.config, &work)?;
-    let shared = if table.threading == HSM_THREADING_CONCURRENT {
-        let inst = instance(ctx)?;
-        import(&inst, &HOT_KEY)?;
-        Some(on_one_instance(&inst, &work)?)
-    } else {
-        None
-    };
-    Ok(Verdict::pass(hot_note(
-        "calls verified",
-        per_thread,
-        shared,
-    )))
+    let note = both_phases(ctx, "calls verified", |inst| import(inst, &HOT_KEY), &work)?;
+    Ok(Verdict::pass(note))
 }
 
 fn x509_hot_path(ctx: &mut CheckContext) -> CheckResult {
-    let table = ctx.table()?;
     let (key, alg) = {
         let inst = instance(ctx)?;
         let pem = serial(ok(inst.chain()?, "get_certificate_chain"))?;
@@ -419,18 +426,8 @@ fn x509_hot_path(ctx: &mut CheckContext) -> CheckResult {
             check,
         )
     };
-    let per_thread = on_instance_each(table, &ctx.config, &work)?;
-    let shared = if table.threading == HSM_THREADING_CONCURRENT {
-        let inst = instance(ctx)?;
-        Some(on_one_instance(&inst, &work)?)
-    } else {
-        None
-    };
-    Ok(Verdict::pass(hot_note(
-        "calls verified",
-        per_thread,
-        shared,
-    )))
+    let note = both_phases(ctx, "calls verified", |_| Ok(()), &work)?;
+    Ok(Verdict::pass(note))
 }
 
 /// A DPS challenge carrying [`HOT_KEY`] for the device's EK and SRK (each call a different
@@ -442,7 +439,6 @@ fn hot_challenge(ek: &[u8], srk: &[u8]) -> Result<Vec<u8>, Verdict> {
 }
 
 fn tpm_hot_path(ctx: &mut CheckContext) -> CheckResult {
-    let table = ctx.table()?;
     let (ek, srk) = {
         // Dropped before the threads start: a TPM that serves one connection at a time is
         // free for them.
@@ -494,18 +490,8 @@ fn tpm_hot_path(ctx: &mut CheckContext) -> CheckResult {
             |data, got| hmac_check(&HOT_KEY, data, got),
         )
     };
-    let per_thread = on_instance_each(table, &ctx.config, &work)?;
-    let shared = if table.threading == HSM_THREADING_CONCURRENT {
-        let inst = instance(ctx)?;
-        Some(on_one_instance(&inst, &work)?)
-    } else {
-        None
-    };
-    Ok(Verdict::pass(hot_note(
-        "calls verified",
-        per_thread,
-        shared,
-    )))
+    let note = both_phases(ctx, "calls verified", |_| Ok(()), &work)?;
+    Ok(Verdict::pass(note))
 }
 
 /// One way to make a call fail without changing the device.
@@ -686,7 +672,6 @@ fn not_checkable(messages: &[&str]) -> Option<String> {
 }
 
 fn last_error_per_thread(ctx: &mut CheckContext) -> CheckResult {
-    let table = ctx.table()?;
     let kinds = learn(&instance(ctx)?)?;
     let messages: Vec<&str> = kinds.iter().map(|(_, m)| m.as_str()).collect();
     if let Some(note) = not_checkable(&messages) {
@@ -742,18 +727,8 @@ fn last_error_per_thread(ctx: &mut CheckContext) -> CheckResult {
         }
         Ok(i)
     };
-    let per_thread = on_instance_each(table, &ctx.config, &work)?;
-    let shared = if table.threading == HSM_THREADING_CONCURRENT {
-        let inst = instance(ctx)?;
-        Some(on_one_instance(&inst, &work)?)
-    } else {
-        None
-    };
-    Ok(Verdict::pass(format!(
-        "{} distinct failures; {}",
-        kinds.len(),
-        hot_note("failures read back", per_thread, shared)
-    )))
+    let note = both_phases(ctx, "failures read back", |_| Ok(()), &work)?;
+    Ok(Verdict::pass(format!("{} distinct failures; {note}", kinds.len())))
 }
 
 fn instance_per_thread(ctx: &mut CheckContext) -> CheckResult {
