@@ -7,6 +7,8 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "config")]
+pub mod config;
 pub mod dps;
 pub mod plugin;
 pub mod provisioning;
