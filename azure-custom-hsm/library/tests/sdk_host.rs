@@ -430,6 +430,43 @@ fn the_static_archive_links_and_serves_the_same_device() {
 }
 
 #[test]
+fn no_handle_after_the_last_deinit_and_handles_stay_with_their_interface() {
+    let setup = Setup::new("dice", &bundled_plugin("dice"), &[]);
+    let (values, stderr) = setup.host(Link::Shared, &["lifecycle"]);
+    assert_eq!(
+        values.get("common_name").map(String::as_str),
+        setup.enroll_info("x509")["registrationId"].as_str()
+    );
+    assert_eq!(
+        values.get("wrong_handle_refused").map(String::as_str),
+        Some("1")
+    );
+    assert!(
+        stderr.contains("hsm_client_x509_create failed: hsm_client_tpm_init/hsm_client_x509_init has not been called"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the handle was made by the X.509 interface, not the symmetric-key one"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn set_symm_key_info_refuses_half_or_malformed_input() {
+    let setup = Setup::new("symmetric", &bundled_plugin("symmetric"), &[]);
+    let (values, stderr) = setup.host(Link::Shared, &["symm-misuse"]);
+    assert_eq!(values.get("misuse_refused").map(String::as_str), Some("1"));
+    assert!(
+        stderr.contains("a registration name without a key"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the symmetric key is not base64"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn init_fails_with_a_reason_without_a_config() {
     let out = Command::new(host(Link::Shared))
         .arg("tpm")

@@ -13,6 +13,10 @@
  *   sdk_host x509                   certificate, common name, key (or key_error=1)
  *   sdk_host symm [REG KEY_B64]     set_symm_key_info(REG, KEY) (NULL, NULL without them),
  *                                   registration name, symmetric key (or symm_key_error=1)
+ *   sdk_host lifecycle              (X.509 plugin) no handle after the last deinit, one again
+ *                                   after a new init; a handle refused by another interface
+ *   sdk_host symm-misuse            (symmetric plugin) a name without a key, and a key that
+ *                                   is not base64, are refused
  *
  * Prints one `name=value` line per value, binary values and PEM text in hex. Exits 0 when
  * every call the SDK needs succeeded (an expected refusal is printed, not fatal), else 1.
@@ -196,6 +200,51 @@ static int run_symm(int argc, char **argv)
     return 0;
 }
 
+static int run_lifecycle(void)
+{
+    const HSM_CLIENT_X509_INTERFACE *x = hsm_client_x509_interface();
+    const HSM_CLIENT_KEY_INTERFACE *k = hsm_client_key_interface();
+    /* Undo main's two rounds of inits: no instance may be handed out any more. */
+    deinit_both();
+    deinit_both();
+    HSM_CLIENT_HANDLE h = x->hsm_client_x509_create();
+    if (h != NULL)
+        return fail("hsm_client_x509_create succeeded after the last deinit");
+    if (init_both() != 0)
+        return fail("init after the last deinit failed");
+    h = x->hsm_client_x509_create();
+    if (h == NULL)
+        return fail("hsm_client_x509_create failed after a new init");
+    char *cn = x->hsm_client_get_common_name(h);
+    if (cn == NULL)
+        return fail("hsm_client_get_common_name failed after a new init");
+    printf("common_name=%s\n", cn);
+    free(cn);
+    char *wrong = k->hsm_client_get_registration_name(h);
+    if (wrong != NULL)
+        return fail("an X.509 handle was accepted by the symmetric-key interface");
+    printf("wrong_handle_refused=1\n");
+    x->hsm_client_x509_destroy(h);
+    return 0;
+}
+
+static int run_symm_misuse(void)
+{
+    const HSM_CLIENT_KEY_INTERFACE *k = hsm_client_key_interface();
+    HSM_CLIENT_HANDLE h = k->hsm_client_key_create();
+    if (h == NULL)
+        return fail("hsm_client_key_create returned NULL");
+    if (k->hsm_client_set_symm_key_info(h, "misuse-device", NULL) == 0)
+        return fail("a registration name without a key was accepted");
+    if (k->hsm_client_set_symm_key_info(h, "misuse-device", "not base64!") == 0)
+        return fail("a key that is not base64 was accepted");
+    if (k->hsm_client_get_symm_key(h) != NULL)
+        return fail("get_symm_key returned a key after refused set_symm_key_info calls");
+    printf("misuse_refused=1\n");
+    k->hsm_client_key_destroy(h);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -210,6 +259,10 @@ int main(int argc, char **argv)
         rc = run_x509();
     else if (strcmp(argv[1], "symm") == 0)
         rc = run_symm(argc, argv);
+    else if (strcmp(argv[1], "lifecycle") == 0)
+        rc = run_lifecycle();
+    else if (strcmp(argv[1], "symm-misuse") == 0)
+        rc = run_symm_misuse();
     else
         rc = fail("unknown mode");
     deinit_both();
