@@ -635,3 +635,69 @@ async fn qos0_requests_and_unsubscribed_devices() {
     assert!(d.closed_by_emulator().await);
     assert_eq!(record_ids(emu), [reg]);
 }
+
+/// A registration record or answer without what differs between two registrations of one
+/// device (timestamps, etag, operation id).
+fn comparable(mut v: serde_json::Value) -> serde_json::Value {
+    if let Some(m) = v.as_object_mut() {
+        for k in [
+            "createdDateTimeUtc",
+            "lastUpdatedDateTimeUtc",
+            "etag",
+            "operationId",
+        ] {
+            m.remove(k);
+        }
+        if let Some(st) = m.get_mut("registrationState") {
+            *st = comparable(st.take());
+        }
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_identical_whichever_transport_registered() {
+    let env = start_mqtt(|_| {}).await;
+    let emu = &env.emu;
+    enroll_symmetric(emu, "same-sym", KEY);
+    enroll_symmetric_group(emu, "fleet", GROUP_KEY);
+    let (_root, leaf) = x509_leaf("same-x509");
+    enroll_x509(emu, "same-x509", &leaf);
+    let body = |reg: &str| json!({"registrationId": reg, "payload": {"model": "m1", "n": 2}});
+
+    for (reg, key) in [
+        ("same-sym", Some(KEY.to_string())),
+        ("same-group-dev", Some(derived("same-group-dev"))),
+        ("same-x509", None),
+    ] {
+        let sas = key.map(|k| create_sas(emu, reg, &k));
+        let chain = [&leaf];
+        let identity: Option<(&[&dps_emulator::pki::CertifiedKey], _)> =
+            sas.is_none().then_some((&chain[..], &leaf));
+        // HTTPS first.
+        let c = client(emu, identity);
+        let https = register(&c, emu, reg, body(reg), sas.as_deref()).await;
+        let https_record = emu.enrollments().registration(reg).unwrap().unwrap();
+        // Then MQTT, the same device.
+        let mut d = Device::connect(emu, reg, sas.as_deref(), identity).await;
+        let mqtt = d.register(&body(reg)).await;
+        let mqtt_record = emu.enrollments().registration(reg).unwrap().unwrap();
+        assert_eq!(
+            comparable(serde_json::to_value(&https_record).unwrap()),
+            comparable(serde_json::to_value(&mqtt_record).unwrap()),
+            "{reg}: the records differ"
+        );
+        assert_eq!(
+            comparable(https.body.clone()),
+            comparable(mqtt.body.clone()),
+            "{reg}: the answers differ"
+        );
+        assert_eq!(mqtt_record.payload.as_ref().unwrap()["n"], 2);
+        // The record keeps its first creation time, whichever transport came second.
+        assert_eq!(
+            https_record.created_date_time_utc,
+            mqtt_record.created_date_time_utc
+        );
+    }
+    assert_eq!(record_ids(emu), ["same-group-dev", "same-sym", "same-x509"]);
+}

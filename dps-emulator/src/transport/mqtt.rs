@@ -16,6 +16,8 @@
 //!   records are the HTTPS ones; the answer is published on
 //!   `$dps/registrations/res/{status}/?$rid={rid}[&retry-after={s}]` with the HTTPS body.
 //!
+//! The user name and topic rules are dps-proto's (`dps_proto::mqtt`), shared with the client.
+//!
 //! Bounds (the emulator's own, to stay up under hostile clients): a packet may carry at most
 //! `max_body_bytes` of payload plus [`PACKET_OVERHEAD`]; the CONNECT must arrive within
 //! [`CONNECT_TIMEOUT`]; a connection silent for 1.5 times its keep-alive (the MQTT 3.1.1 rule;
@@ -47,14 +49,9 @@ use crate::api::http::{ApiError, DeviceAnswer};
 use crate::api::{device_fault, FaultAction};
 use crate::app_state::{AppState, PeerChain};
 use crate::auth::Transport;
+use dps_proto::mqtt::{self as mqtt_rules, Request, RESPONSE_FILTER};
 use dps_proto::DEVICE_API_VERSIONS;
 
-/// The only topic filter a device may subscribe to.
-pub(crate) const RESPONSE_FILTER: &str = "$dps/registrations/res/#";
-/// The register request topic, before its `?` and parameters.
-pub(crate) const REGISTER_TOPIC: &str = "$dps/registrations/PUT/iotdps-register/";
-/// The operation-status request topic, before its `?` and parameters.
-pub(crate) const POLL_TOPIC: &str = "$dps/registrations/GET/iotdps-get-operationstatus/";
 /// Bytes a packet may carry beyond the payload bound (topic, header, CONNECT fields).
 pub(crate) const PACKET_OVERHEAD: usize = 4096;
 /// How long a new connection has for its TLS handshake and its CONNECT.
@@ -64,8 +61,6 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const MAX_KEEP_ALIVE: u16 = 1767;
 /// Requests one connection may have in progress; more wait (the connection is not read).
 pub(crate) const MAX_IN_FLIGHT: usize = 4;
-/// Longest accepted `$rid`.
-const MAX_RID_LEN: usize = 128;
 
 /// Why a connection was closed (logged at debug level, never sent: MQTT 3.1.1 has no way).
 #[derive(Debug, thiserror::Error)]
@@ -236,13 +231,11 @@ async fn writer<W: AsyncWrite + Unpin>(
                     tracing::debug!(%rid, "answer not delivered: the client is not subscribed");
                     continue;
                 };
-                let mut topic = format!(
-                    "$dps/registrations/res/{}/?$rid={rid}",
-                    answer.status.as_u16()
-                );
-                if let Some(s) = answer.retry_after {
-                    topic.push_str(&format!("&retry-after={s}"));
-                }
+                let Ok(topic) =
+                    mqtt_rules::response_topic(answer.status.as_u16(), &rid, answer.retry_after)
+                else {
+                    continue;
+                };
                 let payload = serde_json::to_vec(&answer.body).unwrap_or_default();
                 let mut p = Publish::new(topic, qos, payload);
                 if qos == QoS::AtLeastOnce {
@@ -263,52 +256,13 @@ async fn writer<W: AsyncWrite + Unpin>(
     let _ = io.shutdown().await;
 }
 
-/// What a device asked for with a PUBLISH.
-enum Request {
-    Register { rid: String },
-    Poll { rid: String, operation_id: String },
-}
-
-/// The request a PUBLISH topic names, or `None` for any other topic.
-fn parse_topic(topic: &str) -> Option<Request> {
-    if topic.contains(['#', '+']) {
-        return None;
-    }
-    let (path, query) = topic.split_once('?')?;
-    let params = |name: &str| {
-        query.split('&').find_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            (k == name).then(|| v.to_string())
-        })
-    };
-    let rid = params("$rid").filter(|r| !r.is_empty() && r.len() <= MAX_RID_LEN)?;
-    match path {
-        REGISTER_TOPIC => Some(Request::Register { rid }),
-        POLL_TOPIC => {
-            let operation_id = params("operationId").filter(|o| !o.is_empty())?;
-            Some(Request::Poll { rid, operation_id })
-        }
-        _ => None,
-    }
-}
-
-/// The device a CONNECT names: `{idScope}/registrations/{registrationId}/api-version={v}`,
-/// possibly followed by `&name=value` pairs. `None` when malformed or the api-version is not
-/// one the device API accepts.
-fn parse_username(username: &str) -> Option<(&str, &str)> {
-    let mut parts = username.splitn(4, '/');
-    let scope = parts.next()?;
-    if parts.next()? != "registrations" {
-        return None;
-    }
-    let reg = parts.next()?;
-    let params = parts.next()?;
-    let version = params
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("api-version="))?;
+/// The device a CONNECT names (dps-proto's user name rule), when its api-version is one the
+/// device API accepts: (id scope, registration id).
+fn parse_username(username: &str) -> Option<(String, String)> {
+    let u = mqtt_rules::parse_username(username).ok()?;
     DEVICE_API_VERSIONS
-        .contains(&version)
-        .then_some((scope, reg))
+        .contains(&u.api_version.as_str())
+        .then_some((u.id_scope, u.registration_id))
 }
 
 /// The CONNACK code for a refused CONNECT's device-API error.
@@ -383,6 +337,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         let _ = write_now(&mut wr, refuse(ConnectReturnCode::BadClientId)).await;
         return Close::Refused;
     }
+    let (scope, reg) = (scope.as_str(), reg.as_str());
     if let Err(e) = check_path(&app, scope, reg) {
         tracing::info!(registration_id = reg, reason = %e.message, "MQTT CONNECT refused");
         let _ = write_now(&mut wr, refuse(ConnectReturnCode::BadUserNamePassword)).await;
@@ -505,7 +460,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 if p.payload.len() > app.config.max_body_bytes {
                     break Close::Oversized(app.config.max_body_bytes);
                 }
-                let Some(request) = parse_topic(&p.topic) else {
+                let Ok(request) = mqtt_rules::parse_request_topic(&p.topic) else {
                     break Close::UnsupportedTopic;
                 };
                 if p.qos == QoS::AtLeastOnce
@@ -569,9 +524,7 @@ async fn handle_request(
     tx: mpsc::Sender<Out>,
     kill: Arc<Notify>,
 ) {
-    let rid = match &request {
-        Request::Register { rid } | Request::Poll { rid, .. } => rid.clone(),
-    };
+    let rid = request.rid().to_string();
     let answer = match device_fault(&ctx.app).await {
         Some(FaultAction::Drop) => {
             kill.notify_one();
@@ -591,7 +544,7 @@ async fn handle_request(
                 Err(e) => Err(e),
                 Ok(r) => match request {
                     Request::Register { .. } => register_request(ctx.app.clone(), r).await,
-                    Request::Poll { operation_id, .. } => {
+                    Request::OperationStatus { operation_id, .. } => {
                         operation_status_request(ctx.app.clone(), r, operation_id).await
                     }
                 },
@@ -617,44 +570,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn topics_the_service_documents_and_nothing_else() {
-        assert!(matches!(
-            parse_topic("$dps/registrations/PUT/iotdps-register/?$rid=1"),
-            Some(Request::Register { rid }) if rid == "1"
-        ));
-        assert!(matches!(
-            parse_topic("$dps/registrations/GET/iotdps-get-operationstatus/?$rid=2&operationId=5.a.b"),
-            Some(Request::Poll { rid, operation_id }) if rid == "2" && operation_id == "5.a.b"
-        ));
-        for bad in [
-            "$dps/registrations/PUT/iotdps-register/",
-            "$dps/registrations/PUT/iotdps-register/?$rid=",
-            "$dps/registrations/PUT/iotdps-register/?$rid=#",
-            "$dps/registrations/PUT/iotdps-register/x?$rid=1",
-            "$dps/registrations/GET/iotdps-get-operationstatus/?$rid=2",
-            "devices/x/messages/events/?$rid=1",
-            "",
-        ] {
-            assert!(parse_topic(bad).is_none(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn usernames() {
+    fn usernames_need_an_api_version_of_the_device_api() {
         assert_eq!(
             parse_username("0ne1/registrations/dev-1/api-version=2019-03-31&ClientVersion=x"),
-            Some(("0ne1", "dev-1"))
+            Some(("0ne1".into(), "dev-1".into()))
         );
         assert_eq!(
             parse_username("0ne1/registrations/dev-1/api-version=2021-06-01"),
-            Some(("0ne1", "dev-1"))
+            Some(("0ne1".into(), "dev-1".into()))
         );
         for bad in [
             "",
             "0ne1/registrations/dev-1",
             "0ne1/registrations/dev-1/api-version=1999-01-01",
             "0ne1/devices/dev-1/api-version=2019-03-31",
-            "0ne1/registrations/dev-1/ClientVersion=x",
         ] {
             assert_eq!(parse_username(bad), None, "{bad}");
         }

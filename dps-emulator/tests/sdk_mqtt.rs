@@ -1,0 +1,203 @@
+//! Interoperability over MQTT with the official Azure IoT device SDKs: the Python
+//! `azure-iot-device` `ProvisioningDeviceClient` (symmetric key individual and group-derived,
+//! X.509; trust through `server_verification_cert`) and the Node
+//! `azure-iot-provisioning-device-mqtt` transport (symmetric key, X.509; trust through
+//! `NODE_EXTRA_CA_CERTS`) register against the emulator's MQTT listener.
+//!
+//! Both SDKs connect to port 8883 of the host they are given (the service's MQTT port, per
+//! "Communicate with DPS using the MQTT protocol"), so the emulator's MQTT listener runs on
+//! 127.0.0.1:8883 here; the tests of this binary take turns on it (one lock), and a port already
+//! taken fails the test with that reason. Needs `.ci/install-python-deps` and
+//! `.ci/install-node-deps`; fails with that hint otherwise.
+
+mod common;
+
+use common::*;
+use dps_emulator::{Emulator, EmulatorConfig, RunningEmulator};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const SYM_KEY: &str = "Zm9yIHRoZSBtcXR0IHNkayBpbnRlcm9wIHRlc3Qgb25seQ==";
+const GROUP_KEY: &str = "q83vEjRWeJq8p7Bm6x7Ntx0YhEorkqGSTd1U7Nl2JWc=";
+
+/// The tests of this binary share port 8883.
+static PORT_8883: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// An emulator with its MQTT listener on 127.0.0.1:8883, where the SDKs connect.
+async fn start_on_8883(dir: &Path) -> RunningEmulator {
+    let mut cfg = EmulatorConfig::new(dir.join("state"));
+    cfg.hubs = vec!["hub-a".into(), "hub-b".into()];
+    cfg.mqtt_listen = Some("127.0.0.1:8883".parse().unwrap());
+    match Emulator::start(cfg).await {
+        Ok(e) => e,
+        Err(e) => panic!(
+            "cannot start the emulator's MQTT listener on 127.0.0.1:8883, the port the SDKs \
+             connect to (is another program using it?): {e}"
+        ),
+    }
+}
+
+/// Enrolls the three devices a run registers; writes the X.509 leaf and key into `dir`.
+fn enroll(emu: &RunningEmulator, dir: &Path, prefix: &str) -> (PathBuf, PathBuf) {
+    enroll_symmetric(emu, &format!("{prefix}-sym-dev"), SYM_KEY);
+    enroll_symmetric_group(emu, &format!("{prefix}-group"), GROUP_KEY);
+    let (_root, leaf) = x509_leaf(&format!("{prefix}-x509-dev"));
+    enroll_x509(emu, &format!("{prefix}-x509-dev"), &leaf);
+    let cert = dir.join("leaf.pem");
+    let key = dir.join("leaf.key.pem");
+    std::fs::write(&cert, leaf.cert_pem()).unwrap();
+    std::fs::write(&key, leaf.key_pem().unwrap().as_bytes()).unwrap();
+    (cert, key)
+}
+
+/// Checks a run's output: three devices assigned to one of the emulator's hubs, the wrong
+/// key refused, exactly the three records.
+fn check(emu: &RunningEmulator, prefix: &str, v: &Value, device_id: &str, hub: &str) {
+    for (k, id) in [
+        ("symmetric", format!("{prefix}-sym-dev")),
+        ("group", format!("{prefix}-group-dev-1")),
+        ("x509", format!("{prefix}-x509-dev")),
+    ] {
+        assert_eq!(v[k][device_id], id.as_str(), "{k}: {}", v[k]);
+        let h = v[k][hub].as_str().unwrap_or_default().to_string();
+        assert!(emu.hubs().contains(&h), "{k}: hub {h}");
+    }
+    assert_eq!(v["wrongKey"], "rejected", "{v}");
+    let records = emu.registration_records().unwrap();
+    let ids: Vec<&str> = records.iter().map(|r| r.registration_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            format!("{prefix}-group-dev-1"),
+            format!("{prefix}-sym-dev"),
+            format!("{prefix}-x509-dev")
+        ]
+    );
+    let group = records
+        .iter()
+        .find(|r| r.registration_id.ends_with("-group-dev-1"))
+        .unwrap();
+    assert_eq!(
+        group.symmetric_key.as_ref().unwrap()["enrollmentGroupId"],
+        format!("{prefix}-group").as_str()
+    );
+    let x509 = records
+        .iter()
+        .find(|r| r.registration_id.ends_with("-x509-dev"))
+        .unwrap();
+    assert!(x509.x509.is_some(), "{x509:?}");
+}
+
+fn run(cmd: &mut Command, what: &str) -> Value {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{what} failed\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{what} printed no JSON ({e}): {stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_python_provisioning_client_over_mqtt() {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python-tests/.venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run .ci/install-python-deps (installs azure-iot-device into it)",
+        python.display()
+    );
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python-tests/official_client.py");
+    let _port = PORT_8883.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let emu = start_on_8883(dir.path()).await;
+    let (cert, key) = enroll(&emu, dir.path(), "py");
+    let ca = emu.ca_cert_path().to_path_buf();
+    let scope = emu.id_scope().to_string();
+    let v = tokio::task::spawn_blocking(move || {
+        run(
+            Command::new(python)
+                .arg(script)
+                .env("DPS_HOST", "localhost")
+                .env("ID_SCOPE", scope)
+                .env("CA_FILE", ca)
+                .env("SYM_REG_ID", "py-sym-dev")
+                .env("SYM_KEY", SYM_KEY)
+                .env("GROUP_REG_ID", "py-group-dev-1")
+                .env("GROUP_KEY", GROUP_KEY)
+                .env("X509_REG_ID", "py-x509-dev")
+                .env("X509_CERT_FILE", cert)
+                .env("X509_KEY_FILE", key),
+            "the Python azure-iot-device client",
+        )
+    })
+    .await
+    .unwrap();
+    check(&emu, "py", &v, "deviceId", "assignedHub");
+    assert_eq!(v["symmetric"]["status"], "assigned");
+    let sym = emu
+        .enrollments()
+        .registration("py-sym-dev")
+        .unwrap()
+        .unwrap();
+    assert_eq!(sym.payload.unwrap()["model"], "python-sdk");
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_node_provisioning_client_over_mqtt() {
+    let node_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("node-tests");
+    let ok = Command::new("node")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(ok, "node is not installed: run .ci/install-node-deps");
+    for pkg in [
+        "azure-iot-provisioning-device-mqtt",
+        "azure-iot-security-symmetric-key",
+        "azure-iot-security-x509",
+    ] {
+        assert!(
+            node_dir.join("node_modules").join(pkg).is_dir(),
+            "npm package {pkg} is missing: run .ci/install-node-deps"
+        );
+    }
+    let _port = PORT_8883.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let emu = start_on_8883(dir.path()).await;
+    let (cert, key) = enroll(&emu, dir.path(), "node");
+    let ca = emu.ca_cert_path().to_path_buf();
+    let scope = emu.id_scope().to_string();
+    let v = tokio::task::spawn_blocking(move || {
+        run(
+            Command::new("node")
+                .arg(node_dir.join("official-mqtt-clients.js"))
+                .env("NODE_EXTRA_CA_CERTS", ca)
+                .env("DPS_HOST", "localhost")
+                .env("ID_SCOPE", scope)
+                .env("SYM_REG_ID", "node-sym-dev")
+                .env("SYM_KEY", SYM_KEY)
+                .env("GROUP_REG_ID", "node-group-dev-1")
+                .env("GROUP_KEY", GROUP_KEY)
+                .env("X509_REG_ID", "node-x509-dev")
+                .env("X509_CERT_FILE", cert)
+                .env("X509_KEY_FILE", key),
+            "the Node azure-iot-provisioning-device-mqtt client",
+        )
+    })
+    .await
+    .unwrap();
+    check(&emu, "node", &v, "deviceId", "assignedHub");
+    let sym = emu
+        .enrollments()
+        .registration("node-sym-dev")
+        .unwrap()
+        .unwrap();
+    assert_eq!(sym.payload.unwrap()["model"], "node-mqtt");
+    emu.shutdown().await;
+}
