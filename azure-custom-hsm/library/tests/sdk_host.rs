@@ -39,6 +39,8 @@ fn host(link: Link) -> PathBuf {
     cell.get_or_init(|| {
         let profile = profile_dir();
         let so = built_library("hsmkit_azure_hsm");
+        assert_fresh(&so);
+        assert_fresh(&profile.join("libhsmkit_azure_hsm.a"));
         let dir = tempfile::tempdir().expect("temp dir");
         let exe = dir.path().join("sdk_host");
         let mut cmd = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()));
@@ -88,6 +90,28 @@ fn host(link: Link) -> PathBuf {
     })
     .1
     .clone()
+}
+
+/// `cargo test` does not rebuild the cdylib/staticlib the host links: refuse one older than
+/// this crate's sources rather than test stale code.
+fn assert_fresh(lib: &Path) {
+    let modified = |p: &Path| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let newest = std::fs::read_dir(&src)
+        .expect("src/")
+        .map(|e| modified(&e.expect("src/ entry").path()))
+        .max()
+        .expect("sources");
+    assert!(
+        modified(lib) >= newest,
+        "{} is older than {}: rebuild it (`cargo build -p hsmkit-azure-hsm`, or the workspace)",
+        lib.display(),
+        src.display()
+    );
 }
 
 /// A private folder with a config file (0600) naming `plugin` and its settings, the plugin in
@@ -318,6 +342,10 @@ fn pkcs11_on_softhsm_gives_the_certificate_and_refuses_the_key() {
         "the refusal is logged with its reason:\n{stderr}"
     );
     assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "no colour codes into a log file: {stderr}"
+    );
 }
 
 #[test]
