@@ -13,22 +13,34 @@ impl RawInstance {
     /// The TPM table (the caller checked the capability).
     pub fn tpm_table(&self) -> Result<&'static HsmTpmTable, Verdict> {
         // SAFETY: non-NULL interface tables are statics, validated by the probe.
-        unsafe { self.table.tpm.as_ref() }
-            .ok_or_else(|| Verdict::fail("a TPM table", "NULL TPM table"))
+        unsafe { self.table.tpm.as_ref() }.ok_or_else(|| {
+            crate::context::refused("tpm").map_or_else(
+                || Verdict::fail("a TPM table", "NULL TPM table"),
+                Verdict::skip,
+            )
+        })
     }
 
     /// The X.509 table.
     pub fn x509_table(&self) -> Result<&'static HsmX509Table, Verdict> {
         // SAFETY: as above.
-        unsafe { self.table.x509.as_ref() }
-            .ok_or_else(|| Verdict::fail("an X.509 table", "NULL X.509 table"))
+        unsafe { self.table.x509.as_ref() }.ok_or_else(|| {
+            crate::context::refused("x509").map_or_else(
+                || Verdict::fail("an X.509 table", "NULL X.509 table"),
+                Verdict::skip,
+            )
+        })
     }
 
     /// The symmetric-key table.
     pub fn sym_table(&self) -> Result<&'static HsmSymmetricKeyTable, Verdict> {
         // SAFETY: as above.
-        unsafe { self.table.symmetric_key.as_ref() }
-            .ok_or_else(|| Verdict::fail("a symmetric-key table", "NULL symmetric-key table"))
+        unsafe { self.table.symmetric_key.as_ref() }.ok_or_else(|| {
+            crate::context::refused("symmetric-key").map_or_else(
+                || Verdict::fail("a symmetric-key table", "NULL symmetric-key table"),
+                Verdict::skip,
+            )
+        })
     }
 
     /// `get_endorsement_key`.

@@ -1,6 +1,7 @@
 //! hsm-conformance through the adapter: the project's C custom-HSM library passes every check
 //! (the two that depend on what an earlier check left may SKIP), and a library that crashes
-//! inside a call is reported as CRASH while the run goes on to its summary.
+//! inside a call is reported as CRASH while the run goes on to its summary, the interfaces it
+//! does not export SKIPPED.
 
 mod support;
 
@@ -94,6 +95,29 @@ fn a_crash_inside_the_library_is_reported_and_the_run_goes_on() {
             "{id}\n{text}"
         );
     }
+    // The interfaces the library does not export SKIP, naming the missing symbol.
+    for (id, symbol) in [
+        ("tpm.ek-format", "hsm_client_tpm_interface"),
+        ("provisioning.tpm", "hsm_client_tpm_interface"),
+        ("x509.sign-verifies", "hsm_client_x509_interface"),
+        ("provisioning.x509", "hsm_client_x509_interface"),
+    ] {
+        assert_eq!(
+            verdicts.get(id).map(String::as_str),
+            Some("SKIP"),
+            "{id}\n{text}"
+        );
+        assert!(
+            text.contains(&format!("does not export {symbol}")),
+            "{text}"
+        );
+    }
+    let failed: Vec<_> = verdicts.iter().filter(|(_, s)| *s == "FAIL").collect();
+    assert_eq!(
+        failed,
+        [(&"provisioning.symmetric-key".to_string(), &"FAIL".to_string())],
+        "only the provisioning check, whose register step crashes in its own process, fails:\n{text}"
+    );
     assert!(text.contains("crashed"), "the summary is printed:\n{text}");
     assert_ne!(code, 0, "{text}");
 }

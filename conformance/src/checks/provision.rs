@@ -223,6 +223,16 @@ impl Dps {
 }
 
 fn end_to_end(ctx: &mut CheckContext, kind: Attestation) -> CheckResult {
+    let interface = match kind {
+        Attestation::Tpm => "tpm",
+        Attestation::X509 => "x509",
+        Attestation::SymmetricKey => "symmetric-key",
+        // A kind this harness does not know has no interface to be refused.
+        _ => "",
+    };
+    if let Some(reason) = ctx.refusal(interface) {
+        return Err(Verdict::skip(reason));
+    }
     let logs = LogLines::install();
     let dps = Dps::start()?;
     let kind_arg = kind.as_str();
