@@ -121,3 +121,59 @@ fn a_crash_inside_the_library_is_reported_and_the_run_goes_on() {
     assert!(text.contains("crashed"), "the summary is printed:\n{text}");
     assert_ne!(code, 0, "{text}");
 }
+
+#[test]
+fn libraries_the_c_sdk_refuses_are_setup_naming_why() {
+    for (library, why) in [
+        (
+            fixture::NULL_MEMBER,
+            "hsm_client_x509_interface() returned a table with NULL members (hsm_client_get_key); the C SDK refuses such a table",
+        ),
+        (
+            fixture::NO_INTERFACE,
+            "exports none of hsm_client_tpm_interface, hsm_client_x509_interface, hsm_client_key_interface",
+        ),
+    ] {
+        let setup = Setup::new(library);
+        let (_, verdicts, text) = conformance(&setup, &[]);
+        assert_eq!(
+            verdicts.get("lifecycle.create-destroy").map(String::as_str),
+            Some("SETUP"),
+            "{text}"
+        );
+        assert!(text.contains(why), "{text}");
+        assert!(
+            !verdicts.values().any(|s| s == "FAIL" || s == "CRASH"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn null_and_malformed_returns_fail_the_checks_without_a_crash() {
+    let setup = Setup::new(fixture::NULL_RETURNS);
+    let (code, verdicts, text) = conformance(&setup, &[]);
+    for (id, why) in [
+        (
+            "tpm.ek-format",
+            "hsm_client_get_ek returned success with a NULL output",
+        ),
+        ("x509.chain-parses", "hsm_client_get_cert returned NULL"),
+        (
+            "symmetric-key.registration-id",
+            "hsm_client_key_create returned NULL",
+        ),
+    ] {
+        assert_eq!(
+            verdicts.get(id).map(String::as_str),
+            Some("FAIL"),
+            "{id}\n{text}"
+        );
+        assert!(text.contains(why), "{why}\n{text}");
+    }
+    assert!(
+        !verdicts.values().any(|s| s == "CRASH" || s == "TIMEOUT"),
+        "{text}"
+    );
+    assert_ne!(code, 0, "{text}");
+}
