@@ -1,14 +1,17 @@
 //! The registration flow: register, answer a TPM challenge, poll the operation, retry what is
-//! transient, all inside one overall deadline.
+//! transient, all inside one overall deadline. Written once over the [`DpsTransport`] seam, so
+//! HTTPS and MQTT share every rule.
 
 use super::config::{base_url, is_valid_id, survives_url_normalisation, DpsClientConfig};
 use super::credentials::{dps_token, DeviceIdentity, SasKey};
 use super::error::DpsError;
-use super::http::{Answer, DpsHttp, TransportFailure};
 use super::model::{Attestation, ProgressEvent, RegistrationResult};
 use super::retry::backoff;
 use super::sas::expiry_from_now;
-use super::tls;
+use super::tls::{self, SignFailure};
+use super::transport::https::{HttpsTarget, HttpsTransport};
+use super::transport::mqtt::{self, MqttTarget, MqttTransport};
+use super::transport::{Answer, DpsTransport, Transport, TransportFailure};
 use crate::plugin::PluginInstance;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -32,8 +35,63 @@ pub async fn register(
     progress: &(dyn Fn(&ProgressEvent) + Sync),
 ) -> Result<RegistrationResult, DpsError> {
     let last = Mutex::new(String::from("no failure, DPS did not finish in time"));
-    let flow = Flow::prepare(config, instance, attestation, progress, &last)?;
-    match tokio::time::timeout(config.overall_timeout, flow.run()).await {
+    let prepared = Prepared::new(config, &instance, attestation)?;
+    match config.transport {
+        Transport::Https => {
+            let transport = HttpsTransport::new(
+                prepared.tls.clone(),
+                HttpsTarget {
+                    base: prepared.base.clone(),
+                    id_scope: &config.id_scope,
+                    registration_id: &prepared.identity.registration_id,
+                    api_version: config.api_version,
+                    request_timeout: config.request_timeout,
+                    max_retry_after: config.retry.max_retry_after,
+                },
+                prepared.sign_failure.clone(),
+            )
+            .map_err(|reason| DpsError::Config { reason })?;
+            let flow = Flow::new(config, instance, prepared, transport, progress, &last);
+            within_deadline(config, &last, flow.run()).await
+        }
+        Transport::Mqtt => {
+            let (host, port) =
+                mqtt::host_port(&config.endpoint).map_err(|reason| DpsError::Config { reason })?;
+            let transport = MqttTransport::new(
+                prepared.tls.clone(),
+                MqttTarget {
+                    host,
+                    port,
+                    id_scope: &config.id_scope,
+                    registration_id: &prepared.identity.registration_id,
+                    api_version: config.api_version.as_str(),
+                    request_timeout: config.request_timeout,
+                    max_retry_after: config.retry.max_retry_after,
+                },
+                prepared.sign_failure.clone(),
+            )
+            .map_err(|reason| DpsError::Config { reason })?;
+            let flow = Flow::new(config, instance, prepared, transport, progress, &last);
+            within_deadline(config, &last, flow.run()).await
+        }
+        Transport::MqttWs => Err(mqtt_ws_unsupported()),
+    }
+}
+
+/// This version has no MQTT over WebSocket client.
+fn mqtt_ws_unsupported() -> DpsError {
+    DpsError::Config {
+        reason: "MQTT over WebSocket (--transport mqtt-ws) is not supported yet; use --transport mqtt (TLS on port 8883) or https".into(),
+    }
+}
+
+/// Runs the flow inside the overall deadline; a timeout names the last failure.
+async fn within_deadline(
+    config: &DpsClientConfig,
+    last: &Mutex<String>,
+    run: impl std::future::Future<Output = Result<RegistrationResult, DpsError>>,
+) -> Result<RegistrationResult, DpsError> {
+    match tokio::time::timeout(config.overall_timeout, run).await {
         Ok(result) => result,
         Err(_) => Err(DpsError::Timeout {
             after: config.overall_timeout,
@@ -54,37 +112,38 @@ enum Step {
     Done(Box<RegistrationResult>),
 }
 
-struct Flow<'a> {
-    config: &'a DpsClientConfig,
-    instance: Arc<PluginInstance>,
+/// What every transport needs, checked before anything is sent: the device's identity and the
+/// TLS settings (trust roots; for X.509 the client certificate signed through the plugin).
+struct Prepared {
     identity: DeviceIdentity,
-    http: DpsHttp,
     base: String,
-    progress: &'a (dyn Fn(&ProgressEvent) + Sync),
-    last: &'a Mutex<String>,
-    /// TPM: the identity key is activated and SAS tokens can be signed.
-    tpm_activated: bool,
-    /// keyName from the TPM challenge.
-    key_name: String,
-    /// TPM: a token signed with the activated key was refused once and a fresh challenge
-    /// was asked for; a second refusal is final.
-    tpm_rechallenged: bool,
-    tpm_challenges: u32,
-    connect_failures: u32,
-    failures: u32,
-    register_attempts: u32,
+    tls: rustls::ClientConfig,
+    sign_failure: Option<SignFailure>,
 }
 
-impl<'a> Flow<'a> {
-    fn prepare(
-        config: &'a DpsClientConfig,
-        instance: Arc<PluginInstance>,
+impl Prepared {
+    fn new(
+        config: &DpsClientConfig,
+        instance: &Arc<PluginInstance>,
         attestation: Attestation,
-        progress: &'a (dyn Fn(&ProgressEvent) + Sync),
-        last: &'a Mutex<String>,
     ) -> Result<Self, DpsError> {
         let config_err = |reason: String| DpsError::Config { reason };
-        let base = base_url(&config.endpoint).map_err(config_err)?;
+        if config.transport == Transport::MqttWs {
+            return Err(mqtt_ws_unsupported());
+        }
+        if attestation == Attestation::Tpm && config.transport != Transport::Https {
+            return Err(config_err(format!(
+                "TPM attestation is not available over {}: DPS accepts TPM devices over HTTPS (and AMQP) only; use --transport https",
+                config.transport
+            )));
+        }
+        let base = match config.transport {
+            Transport::Https => base_url(&config.endpoint).map_err(config_err)?,
+            Transport::Mqtt | Transport::MqttWs => {
+                let (host, port) = mqtt::host_port(&config.endpoint).map_err(config_err)?;
+                format!("mqtts://{host}:{port}")
+            }
+        };
         if !is_valid_id(&config.id_scope) {
             return Err(config_err(format!(
                 "the id scope `{}` is malformed; copy it from the DPS overview page (like 0ne00000001)",
@@ -92,7 +151,7 @@ impl<'a> Flow<'a> {
             )));
         }
         let identity =
-            DeviceIdentity::read(&instance, attestation, config.registration_id.as_deref())?;
+            DeviceIdentity::read(instance, attestation, config.registration_id.as_deref())?;
         if !is_valid_id(&identity.registration_id) {
             return Err(config_err(format!(
                 "the registration id `{}` is not valid for DPS (1-128 of a-z A-Z 0-9 - . _ :); set a valid one",
@@ -128,19 +187,51 @@ impl<'a> Flow<'a> {
                 None,
             ),
         };
-        let http = DpsHttp::new(
-            tls_config,
-            config.request_timeout,
-            config.retry.max_retry_after,
-            sign_failure,
-        )
-        .map_err(config_err)?;
         Ok(Self {
+            identity,
+            base,
+            tls: tls_config,
+            sign_failure,
+        })
+    }
+}
+
+struct Flow<'a, T> {
+    config: &'a DpsClientConfig,
+    instance: Arc<PluginInstance>,
+    identity: DeviceIdentity,
+    transport: T,
+    base: String,
+    progress: &'a (dyn Fn(&ProgressEvent) + Sync),
+    last: &'a Mutex<String>,
+    /// TPM: the identity key is activated and SAS tokens can be signed.
+    tpm_activated: bool,
+    /// keyName from the TPM challenge.
+    key_name: String,
+    /// TPM: a token signed with the activated key was refused once and a fresh challenge
+    /// was asked for; a second refusal is final.
+    tpm_rechallenged: bool,
+    tpm_challenges: u32,
+    connect_failures: u32,
+    failures: u32,
+    register_attempts: u32,
+}
+
+impl<'a, T: DpsTransport> Flow<'a, T> {
+    fn new(
+        config: &'a DpsClientConfig,
+        instance: Arc<PluginInstance>,
+        prepared: Prepared,
+        transport: T,
+        progress: &'a (dyn Fn(&ProgressEvent) + Sync),
+        last: &'a Mutex<String>,
+    ) -> Self {
+        Self {
             config,
             instance,
-            identity,
-            http,
-            base,
+            identity: prepared.identity,
+            base: transport.endpoint().to_string(),
+            transport,
             progress,
             last,
             tpm_activated: false,
@@ -150,7 +241,7 @@ impl<'a> Flow<'a> {
             connect_failures: 0,
             failures: 0,
             register_attempts: 0,
-        })
+        }
     }
 
     /// Logs a step; `last` keeps the latest failure, which is what a timeout message needs.
@@ -163,13 +254,6 @@ impl<'a> Flow<'a> {
         if let Ok(mut l) = self.last.lock() {
             *l = what;
         }
-    }
-
-    fn url(&self, tail: &str) -> String {
-        format!(
-            "{}/{}/registrations/{}/{tail}?api-version={}",
-            self.base, self.config.id_scope, self.identity.registration_id, self.config.api_version
-        )
     }
 
     /// The Authorization header for the next request, if the attestation uses one.
@@ -276,13 +360,8 @@ impl<'a> Flow<'a> {
             reason: format!("the payload cannot be serialized: {e}"),
         })?;
         let auth = self.authorization()?;
-        let url = self.url("register");
         self.note("sending the register request".into());
-        let answer = match self
-            .http
-            .send(reqwest::Method::PUT, &url, Some(body), auth.as_deref())
-            .await
-        {
+        let answer = match self.transport.register(body, auth.as_deref()).await {
             Ok(a) => a,
             Err(f) => {
                 self.on_transport_failure("register", f).await?;
@@ -302,11 +381,10 @@ impl<'a> Flow<'a> {
 
     async fn poll_once(&mut self, operation_id: String) -> Result<Step, DpsError> {
         let auth = self.authorization()?;
-        let url = self.url(&format!("operations/{operation_id}"));
         self.note(format!("polling operation {operation_id}"));
         let answer = match self
-            .http
-            .send(reqwest::Method::GET, &url, None, auth.as_deref())
+            .transport
+            .operation_status(&operation_id, auth.as_deref())
             .await
         {
             Ok(a) => a,

@@ -7,6 +7,8 @@ pub const GLOBAL_ENDPOINT: &str = "global.azure-devices-provisioning.net";
 
 pub use dps_proto::ApiVersion;
 
+use super::transport::Transport;
+
 /// How transient failures (connection drops, 429, 5xx, request timeouts) are retried. Every
 /// wait is also bounded by the overall timeout.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,8 +42,11 @@ impl Default for RetryPolicy {
 /// Everything a DPS registration needs besides the plugin.
 #[derive(Clone, Debug)]
 pub struct DpsClientConfig {
-    /// `host`, `host:port` or `https://host[:port]`; defaults to the global endpoint.
+    /// `host`, `host:port` or `https://host[:port]` (`mqtts://host[:port]` with MQTT); defaults
+    /// to the global endpoint. The port defaults to 443 for HTTPS, 8883 for MQTT.
     pub endpoint: String,
+    /// HTTPS (the default) or MQTT; TPM attestation needs HTTPS.
+    pub transport: Transport,
     /// The DPS instance's id scope (`0ne...`).
     pub id_scope: String,
     /// The device API version.
@@ -52,7 +57,8 @@ pub struct DpsClientConfig {
     pub trust_public_roots: bool,
     /// The whole registration, retries and polls included, ends after this.
     pub overall_timeout: Duration,
-    /// One HTTP exchange (connect, send, answer) ends after this and is retried.
+    /// One exchange (connect, send, answer; over MQTT one request on the open connection, with
+    /// the connection and subscription when there is none yet) ends after this and is retried.
     pub request_timeout: Duration,
     /// Use this registration id instead of the one the plugin derives.
     pub registration_id: Option<String>,
@@ -66,10 +72,11 @@ pub struct DpsClientConfig {
 
 impl DpsClientConfig {
     /// A configuration for `id_scope` at the global endpoint with the defaults: api-version
-    /// 2021-06-01, public roots, 2 min overall, 30 s per request, SAS valid 40 min (the C SDK's).
+    /// 2021-06-01 over HTTPS, public roots, 2 min overall, 30 s per request, SAS valid 40 min (the C SDK's).
     pub fn new(id_scope: impl Into<String>) -> Self {
         Self {
             endpoint: GLOBAL_ENDPOINT.to_string(),
+            transport: Transport::Https,
             id_scope: id_scope.into(),
             api_version: ApiVersion::default(),
             extra_trust_pem: None,

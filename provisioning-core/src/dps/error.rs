@@ -14,7 +14,7 @@ pub enum DpsError {
         reason: String,
     },
     /// No connection could be made.
-    #[error("cannot reach DPS at {endpoint}: {detail}; check the endpoint name, DNS, proxy and that outbound TCP 443 (or the given port) is allowed")]
+    #[error("cannot reach DPS at {endpoint}: {detail}; check the endpoint name, DNS, proxy and that outbound TCP 443 (8883 for MQTT, or the given port) is allowed")]
     Unreachable {
         /// The endpoint tried.
         endpoint: String,

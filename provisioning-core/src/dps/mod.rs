@@ -1,5 +1,5 @@
-//! The DPS device client: what the Azure IoT C SDK's `prov_dev_client_ll` does, over HTTPS,
-//! for any plugin. TPM (EK/SRK, challenge, identity key), X.509 (mutual TLS signed inside the
+//! The DPS device client: what the Azure IoT C SDK's `prov_dev_client_ll` does, over HTTPS or
+//! MQTT ([`Transport`]), for any plugin. TPM (EK/SRK, challenge, identity key), X.509 (mutual TLS signed inside the
 //! plugin) and symmetric key (SAS signed by the plugin), with Retry-After, back-off with jitter
 //! and one overall deadline.
 //!
@@ -16,11 +16,11 @@ mod client;
 mod config;
 mod credentials;
 mod error;
-mod http;
 mod model;
 mod retry;
 pub mod sas;
 mod tls;
+mod transport;
 
 pub use client::register;
 pub use config::{ApiVersion, DpsClientConfig, RetryPolicy, GLOBAL_ENDPOINT};
@@ -28,3 +28,4 @@ pub use credentials::{derive_group_device_key, tpm_registration_id, PluginSasSig
 pub use error::DpsError;
 pub use model::{Attestation, ProgressEvent, RegistrationResult};
 pub use tls::{root_store, tls_client_config_signing_through_plugin, TlsSetupError};
+pub use transport::{Transport, UnknownTransport};

@@ -18,6 +18,7 @@ use std::path::PathBuf;
   hsmkit enroll-info --plugin tpm-sim --out enroll/
   hsmkit provision --plugin tpm2 --set tcti=device:/dev/tpmrm0 --id-scope 0ne0012345
   hsmkit provision --plugin dice --id-scope 0ne00000001 --endpoint 127.0.0.1:8443 --trust-ca dev-ca.pem
+  hsmkit provision --plugin symmetric --transport mqtt --id-scope 0ne0012345
   hsmkit hub-token --ttl 1h
   hsmkit demo --json"
 )]
@@ -68,7 +69,8 @@ pub(crate) enum Command {
     Provision(ProvisionArgs),
     /// Print an IoT Hub SAS token for the provisioned device, signed inside the HSM.
     HubToken(HubTokenArgs),
-    /// Start a local DPS emulator, enroll every software plugin and provision each over TLS.
+    /// Start a local DPS emulator, enroll every software plugin and provision each over TLS
+    /// (HTTPS, or MQTT with --transport mqtt).
     #[cfg(feature = "demo")]
     Demo(DemoArgs),
     /// Set up a PKCS#11 token for this device (runs `hsmkit-pkcs11`: init, import-hmac).
@@ -148,6 +150,10 @@ pub(crate) struct ProvisionArgs {
     /// DPS host (or host:port, or https URL). Default: global.azure-devices-provisioning.net.
     #[arg(long, value_name = "HOST")]
     pub endpoint: Option<String>,
+    /// How to talk to DPS: https (default, port 443), mqtt (MQTT over TLS, port 8883; X.509
+    /// and symmetric key only, DPS offers TPM over HTTPS) or mqtt-ws (not supported yet).
+    #[arg(long, value_name = "https|mqtt|mqtt-ws")]
+    pub transport: Option<String>,
     /// Extra CA certificate (PEM) to trust, e.g. the DPS emulator's dev CA.
     #[arg(long, value_name = "PEM")]
     pub trust_ca: Option<PathBuf>,
@@ -195,6 +201,10 @@ pub(crate) struct DemoArgs {
     /// Only these plugins (comma-separated). Default: dice,tpm-sim,symmetric.
     #[arg(long, value_delimiter = ',', default_value = "dice,tpm-sim,symmetric")]
     pub plugins: Vec<String>,
+    /// Provision over https (default) or mqtt (the emulator's MQTT listener; TPM plugins are
+    /// skipped, since DPS offers TPM attestation over HTTPS only).
+    #[arg(long, value_name = "https|mqtt", default_value = "https")]
+    pub transport: String,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,

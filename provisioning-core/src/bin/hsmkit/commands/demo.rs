@@ -1,7 +1,9 @@
 //! `hsmkit demo`: the whole flow on one machine with no cloud and no hardware. A DPS emulator
 //! starts in-process over real TLS; each software plugin prints its enrollment information,
 //! which is enrolled in the emulator exactly as `dps-emulator enroll --from DIR` would; then
-//! each device provisions through its plugin and the results are printed as a table.
+//! each device provisions through its plugin and the results are printed as a table. With
+//! `--transport mqtt` the emulator's MQTT listener is on and the devices provision over MQTT;
+//! TPM plugins are skipped with the reason (DPS offers TPM attestation over HTTPS only).
 
 use super::enroll_info::{collect, write_files};
 use super::provision::{print_progress, ProvisionSummary};
@@ -11,9 +13,10 @@ use crate::plugin_setup::{choose_attestation, Context_};
 use anyhow::{Context, Result};
 use dps_emulator::enroll_files::{EnrollmentInfo as EnrollmentFiles, EnrollmentInfoExt};
 use dps_emulator::{Emulator, EmulatorConfig};
-use provisioning_core::dps::DpsClientConfig;
+use provisioning_core::dps::{Attestation, DpsClientConfig, Transport};
 use provisioning_core::provisioning::provision;
 use serde::Serialize;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -25,6 +28,15 @@ struct DemoRow {
     plugin: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// Why the plugin was not provisioned over this transport (not a failure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skipped: Option<String>,
+}
+
+/// What became of one plugin.
+enum Provisioned {
+    Done(ProvisionSummary),
+    Skipped(String),
 }
 
 #[derive(Serialize)]
@@ -32,6 +44,7 @@ struct DemoReport {
     results: Vec<DemoRow>,
     #[serde(rename = "emulatorEndpoint")]
     emulator_endpoint: String,
+    transport: String,
     #[serde(rename = "stateDir")]
     state_dir: String,
 }
@@ -45,13 +58,28 @@ pub(super) fn run(ctx: &Context_, args: &DemoArgs) -> Result<ExitCode> {
             temp.path().to_path_buf()
         }
     };
+    let transport: Transport = args.transport.parse()?;
+    if transport == Transport::MqttWs {
+        anyhow::bail!("the demo runs over https or mqtt; MQTT over WebSocket is not supported yet");
+    }
     provisioning_core::state_dir::prepare_state_dir(&root)?;
-    let emulator = Emulator::start_in_background(EmulatorConfig::new(root.join("emulator")))
-        .context("cannot start the DPS emulator")?;
+    let mut emulator_config = EmulatorConfig::new(root.join("emulator"));
+    if transport == Transport::Mqtt {
+        emulator_config.mqtt_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    }
+    let emulator =
+        Emulator::start_in_background(emulator_config).context("cannot start the DPS emulator")?;
+    let endpoint = match emulator.mqtt_addr() {
+        Some(at) if transport == Transport::Mqtt => format!("127.0.0.1:{}", at.port()),
+        _ => emulator.endpoint(),
+    };
     if !args.json {
+        let shown = match transport {
+            Transport::Mqtt => format!("mqtts://{endpoint}"),
+            _ => endpoint.clone(),
+        };
         eprintln!(
-            "DPS emulator on https://{} (id scope {}, dev CA {})",
-            emulator.addr(),
+            "DPS emulator on {shown} (id scope {}, dev CA {})",
             emulator.id_scope(),
             emulator.ca_cert_path().display()
         );
@@ -63,17 +91,30 @@ pub(super) fn run(ctx: &Context_, args: &DemoArgs) -> Result<ExitCode> {
 
     let mut rows = Vec::new();
     for name in &args.plugins {
-        let outcome = provision_one(ctx, &emulator, &runtime, &root, name, args.json);
+        let target = Target {
+            emulator: &emulator,
+            endpoint: &endpoint,
+            transport,
+        };
+        let outcome = provision_one(ctx, &target, &runtime, &root, name, args.json);
         rows.push(match outcome {
-            Ok(summary) => DemoRow {
+            Ok(Provisioned::Done(summary)) => DemoRow {
                 plugin: summary.plugin.clone(),
                 summary: Some(summary),
                 error: None,
+                skipped: None,
+            },
+            Ok(Provisioned::Skipped(why)) => DemoRow {
+                plugin: name.clone(),
+                summary: None,
+                error: None,
+                skipped: Some(why),
             },
             Err(e) => DemoRow {
                 plugin: name.clone(),
                 summary: None,
                 error: Some(format!("{e:#}")),
+                skipped: None,
             },
         });
     }
@@ -81,6 +122,7 @@ pub(super) fn run(ctx: &Context_, args: &DemoArgs) -> Result<ExitCode> {
     let report = DemoReport {
         results: rows,
         emulator_endpoint: emulator.endpoint(),
+        transport: transport.to_string(),
         state_dir: root.display().to_string(),
     };
     if args.json {
@@ -88,9 +130,11 @@ pub(super) fn run(ctx: &Context_, args: &DemoArgs) -> Result<ExitCode> {
         let mut value = serde_json::to_value(&report)?;
         if let Some(results) = value.get_mut("results").and_then(|r| r.as_array_mut()) {
             for r in results {
-                if r.get("error").is_none() {
-                    if let Some(obj) = r.as_object_mut() {
-                        obj.remove("error");
+                if let Some(obj) = r.as_object_mut() {
+                    for key in ["error", "skipped"] {
+                        if obj.get(key).is_some_and(|v| v.is_null()) {
+                            obj.remove(key);
+                        }
                     }
                 }
             }
@@ -100,8 +144,16 @@ pub(super) fn run(ctx: &Context_, args: &DemoArgs) -> Result<ExitCode> {
         let table: Vec<Vec<String>> = report
             .results
             .iter()
-            .map(|r| match (&r.summary, &r.error) {
-                (Some(s), _) => vec![
+            .map(|r| match (&r.summary, &r.error, &r.skipped) {
+                (None, None, Some(why)) => vec![
+                    r.plugin.clone(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "SKIPPED".into(),
+                    why.clone(),
+                ],
+                (Some(s), _, _) => vec![
                     s.plugin.clone(),
                     s.attestation.clone(),
                     s.registration_id.clone(),
@@ -109,7 +161,7 @@ pub(super) fn run(ctx: &Context_, args: &DemoArgs) -> Result<ExitCode> {
                     s.status.clone(),
                     format!("{} ms", s.millis),
                 ],
-                (None, e) => vec![
+                (None, e, _) => vec![
                     r.plugin.clone(),
                     "-".into(),
                     "-".into(),
@@ -139,14 +191,23 @@ pub(super) fn run(ctx: &Context_, args: &DemoArgs) -> Result<ExitCode> {
     })
 }
 
+/// Where the demo's devices provision.
+struct Target<'a> {
+    emulator: &'a dps_emulator::BackgroundEmulator,
+    /// `https://...` or, for MQTT, `127.0.0.1:PORT` of the MQTT listener.
+    endpoint: &'a str,
+    transport: Transport,
+}
+
 fn provision_one(
     ctx: &Context_,
-    emulator: &dps_emulator::BackgroundEmulator,
+    target: &Target<'_>,
     runtime: &tokio::runtime::Runtime,
     root: &std::path::Path,
     name: &str,
     quiet: bool,
-) -> Result<ProvisionSummary> {
+) -> Result<Provisioned> {
+    let emulator = target.emulator;
     let started = Instant::now();
     let device_state = root.join("devices").join(name);
     let device_ctx = Context_ {
@@ -170,6 +231,12 @@ fn provision_one(
     }
     let plugin = device_ctx.load_plugin(&plugin_args)?;
     let attestation = choose_attestation(&plugin, None)?;
+    if attestation == Attestation::Tpm && target.transport != Transport::Https {
+        return Ok(Provisioned::Skipped(format!(
+            "DPS offers TPM attestation over HTTPS only, not over {}",
+            target.transport
+        )));
+    }
     let instance = device_ctx.create_instance(&plugin, &plugin_args)?;
 
     // Enrollment: the files enroll-info writes, read back by the emulator's own reader.
@@ -184,7 +251,8 @@ fn provision_one(
         .context("cannot create the enrollment")?;
 
     let mut config = DpsClientConfig::new(emulator.id_scope());
-    config.endpoint = emulator.endpoint();
+    config.endpoint = target.endpoint.to_string();
+    config.transport = target.transport;
     config.extra_trust_pem = Some(emulator.ca_cert_pem().as_bytes().to_vec());
     config.trust_public_roots = false;
     let progress = |e: &provisioning_core::dps::ProgressEvent| {
@@ -200,5 +268,9 @@ fn provision_one(
         true,
         &progress,
     ))?;
-    Ok(ProvisionSummary::new(&record, outcome, started.elapsed()))
+    Ok(Provisioned::Done(ProvisionSummary::new(
+        &record,
+        outcome,
+        started.elapsed(),
+    )))
 }

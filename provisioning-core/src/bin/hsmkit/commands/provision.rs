@@ -54,6 +54,9 @@ pub(super) fn client_config(
     if let Some(e) = args.endpoint.clone().or_else(|| file.endpoint.clone()) {
         config.endpoint = e;
     }
+    if let Some(t) = args.transport.as_deref() {
+        config.transport = t.parse()?;
+    }
     if let Some(v) = args
         .api_version
         .clone()

@@ -1,68 +1,75 @@
-//! One HTTP exchange with DPS and what became of it: an answer, or a transport failure sorted
-//! into the kinds the retry logic and the error messages need.
+//! DPS over HTTPS: one HTTP exchange per request (reqwest on the shared rustls settings) and
+//! what became of it: an answer, or a transport failure sorted into the kinds the retry logic
+//! and the error messages need.
 
-use super::retry::parse_retry_after;
-use super::tls::SignFailure;
-use crate::plugin::PluginError;
+use super::{describe, find_rustls_error, tls_failure_in_text};
+use super::{Answer, DpsTransport, TransportFailure};
+use crate::dps::config::ApiVersion;
+use crate::dps::retry::parse_retry_after;
+use crate::dps::tls::SignFailure;
 use std::time::Duration;
 
 /// Answers larger than this are refused: DPS answers are a few KiB.
-const MAX_ANSWER_BYTES: usize = 256 * 1024;
+pub(crate) const MAX_ANSWER_BYTES: usize = 256 * 1024;
 
-/// An HTTP answer.
-#[derive(Debug)]
-pub(crate) struct Answer {
-    pub status: u16,
-    pub retry_after: Option<Duration>,
-    pub body: Vec<u8>,
-}
-
-/// A request that got no (complete) answer.
-#[derive(Debug)]
-pub(crate) enum TransportFailure {
-    /// No connection could be made (refused, DNS, unreachable).
-    Connect(String),
-    /// The server's certificate is not trusted, or TLS failed for another TLS reason.
-    Tls(String),
-    /// The plugin failed to sign the TLS handshake.
-    Plugin(PluginError),
-    /// Dropped connection, timeout, truncated answer: worth retrying.
-    Transient(String),
-}
-
-/// The client for one registration.
-pub(crate) struct DpsHttp {
+/// The HTTPS client for one registration.
+pub(crate) struct HttpsTransport {
     client: reqwest::Client,
+    base: String,
+    id_scope: String,
+    registration_id: String,
+    api_version: ApiVersion,
     request_timeout: Duration,
     max_retry_after: Duration,
     sign_failure: Option<SignFailure>,
 }
 
-impl DpsHttp {
-    pub(super) fn new(
+/// Where an HTTPS transport goes and how long it waits.
+pub(crate) struct HttpsTarget<'a> {
+    /// `https://host[:port]`.
+    pub base: String,
+    pub id_scope: &'a str,
+    pub registration_id: &'a str,
+    pub api_version: ApiVersion,
+    pub request_timeout: Duration,
+    pub max_retry_after: Duration,
+}
+
+impl HttpsTransport {
+    pub(crate) fn new(
         tls: rustls::ClientConfig,
-        request_timeout: Duration,
-        max_retry_after: Duration,
+        target: HttpsTarget<'_>,
         sign_failure: Option<SignFailure>,
     ) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .http1_only()
-            .connect_timeout(request_timeout)
+            .connect_timeout(target.request_timeout)
             .user_agent(concat!("hsmkit/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot build the HTTPS client: {e}"))?;
         Ok(Self {
             client,
-            request_timeout,
-            max_retry_after,
+            base: target.base,
+            id_scope: target.id_scope.to_string(),
+            registration_id: target.registration_id.to_string(),
+            api_version: target.api_version,
+            request_timeout: target.request_timeout,
+            max_retry_after: target.max_retry_after,
             sign_failure,
         })
     }
 
+    fn url(&self, tail: &str) -> String {
+        format!(
+            "{}/{}/registrations/{}/{tail}?api-version={}",
+            self.base, self.id_scope, self.registration_id, self.api_version
+        )
+    }
+
     /// Sends one request; `body` is JSON.
-    pub(super) async fn send(
+    async fn send(
         &self,
         method: reqwest::Method,
         url: &str,
@@ -116,16 +123,8 @@ impl DpsHttp {
         if let Some(tls) = find_rustls_error(e) {
             return TransportFailure::Tls(tls.to_string());
         }
-        // Some layers flatten the rustls error into text; its messages are recognisable.
-        const TLS_MARKERS: [&str; 4] = [
-            "invalid peer certificate",
-            "peer is incompatible",
-            "received fatal alert",
-            "peer sent no certificates",
-        ];
-        if let Some(m) = TLS_MARKERS.iter().find(|m| detail.contains(*m)) {
-            let start = detail.find(m).unwrap_or(0);
-            return TransportFailure::Tls(detail[start..].to_string());
+        if let Some(tls) = tls_failure_in_text(&detail) {
+            return TransportFailure::Tls(tls);
         }
         if e.is_timeout() {
             return TransportFailure::Transient(format!(
@@ -140,36 +139,28 @@ impl DpsHttp {
     }
 }
 
-/// The error and its causes, joined; reqwest's own Display alone says little.
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let t = s.to_string();
-        if !parts.iter().any(|p| p.contains(&t)) {
-            parts.push(t);
-        }
-        cur = s.source();
+impl DpsTransport for HttpsTransport {
+    fn endpoint(&self) -> &str {
+        &self.base
     }
-    parts.join(": ")
-}
 
-/// rustls's error somewhere in the chain. `io::Error` hides its payload from `source()`, so it
-/// is unwrapped by hand.
-fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(r) = err.downcast_ref::<rustls::Error>() {
-            return Some(r);
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                if let Some(r) = inner.downcast_ref::<rustls::Error>() {
-                    return Some(r);
-                }
-            }
-        }
-        cur = err.source();
+    async fn register(
+        &mut self,
+        body: Vec<u8>,
+        authorization: Option<&str>,
+    ) -> Result<Answer, TransportFailure> {
+        let url = self.url("register");
+        self.send(reqwest::Method::PUT, &url, Some(body), authorization)
+            .await
     }
-    None
+
+    async fn operation_status(
+        &mut self,
+        operation_id: &str,
+        authorization: Option<&str>,
+    ) -> Result<Answer, TransportFailure> {
+        let url = self.url(&format!("operations/{operation_id}"));
+        self.send(reqwest::Method::GET, &url, None, authorization)
+            .await
+    }
 }

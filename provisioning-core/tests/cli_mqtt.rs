@@ -1,0 +1,156 @@
+//! `hsmkit provision --transport mqtt` and `hsmkit demo --transport mqtt` as a user runs them,
+//! against the DPS emulator's MQTT listener over TLS.
+
+mod support;
+
+use dps_emulator::enroll_files::{EnrollmentInfo, EnrollmentInfoExt};
+use dps_emulator::{BackgroundEmulator, Emulator, EmulatorConfig};
+use serde_json::Value;
+use std::net::SocketAddr;
+use support::*;
+
+fn mqtt_emulator(root: &std::path::Path) -> BackgroundEmulator {
+    let mut config = EmulatorConfig::new(root.join("emu"));
+    config.mqtt_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    Emulator::start_in_background(config).unwrap()
+}
+
+/// `enroll-info --out` for `plugin`, enrolled in the emulator; returns the plugins folder,
+/// the state folder and the registration id.
+fn enroll(
+    emulator: &BackgroundEmulator,
+    root: &std::path::Path,
+    plugin_file: &str,
+    plugin: &str,
+) -> (tempfile::TempDir, String, String) {
+    let plugins = plugin_dir_with(&[&bundled_plugin(plugin_file)]);
+    let state = root.join(format!("device-{plugin}"));
+    let out = root.join(format!("enroll-{plugin}"));
+    let (ok, _, err) = run_hsmkit(&[
+        "--plugin-dir",
+        plugins.path().to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "enroll-info",
+        "--plugin",
+        plugin,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let info = EnrollmentInfo::read_dir(&out).unwrap();
+    emulator
+        .enrollments()
+        .create_individual(info.individual())
+        .unwrap();
+    let reg = info.registration_id().to_string();
+    (plugins, state.to_str().unwrap().to_string(), reg)
+}
+
+fn provision(
+    emulator: &BackgroundEmulator,
+    plugins: &tempfile::TempDir,
+    state: &str,
+    plugin: &str,
+    transport: &str,
+) -> (bool, String, String) {
+    let endpoint = format!("127.0.0.1:{}", emulator.mqtt_addr().unwrap().port());
+    run_hsmkit(&[
+        "--plugin-dir",
+        plugins.path().to_str().unwrap(),
+        "--state-dir",
+        state,
+        "provision",
+        "--plugin",
+        plugin,
+        "--id-scope",
+        emulator.id_scope(),
+        "--endpoint",
+        &endpoint,
+        "--trust-ca",
+        emulator.ca_cert_path().to_str().unwrap(),
+        "--transport",
+        transport,
+        "--json",
+    ])
+}
+
+#[test]
+fn provision_over_mqtt_and_what_mqtt_refuses() {
+    let root = tempfile::tempdir().unwrap();
+    let emulator = mqtt_emulator(root.path());
+
+    let (plugins, state, reg) = enroll(&emulator, root.path(), "dice", "dice");
+    let (ok, stdout, stderr) = provision(&emulator, &plugins, &state, "dice", "mqtt");
+    assert!(ok, "{stderr}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["status"], "assigned");
+    assert_eq!(v["attestation"], "x509");
+    assert_eq!(v["registrationId"], reg.as_str());
+    assert_eq!(v["reused"], false);
+    assert_eq!(emulator.registration_records().unwrap().len(), 1);
+
+    // TPM over MQTT: refused with the reason, nothing sent.
+    let (plugins, state, _) = enroll(&emulator, root.path(), "tpm_sim", "tpm-sim");
+    let (ok, _, stderr) = provision(&emulator, &plugins, &state, "tpm-sim", "mqtt");
+    assert!(!ok);
+    assert!(
+        stderr.contains("TPM attestation is not available over mqtt"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--transport https"), "{stderr}");
+    assert_eq!(emulator.registration_records().unwrap().len(), 1);
+
+    // MQTT over WebSocket and unknown transports: refused with what to use.
+    let (ok, _, stderr) = provision(&emulator, &plugins, &state, "tpm-sim", "mqtt-ws");
+    assert!(!ok);
+    assert!(stderr.contains("not supported yet"), "{stderr}");
+    let (ok, _, stderr) = provision(&emulator, &plugins, &state, "tpm-sim", "amqp");
+    assert!(!ok);
+    assert!(
+        stderr.contains("unknown transport `amqp`; use https, mqtt or mqtt-ws"),
+        "{stderr}"
+    );
+    emulator.shutdown();
+}
+
+#[test]
+fn demo_over_mqtt_provisions_every_software_plugin_mqtt_allows() {
+    let dir = plugin_dir_with(&[
+        &bundled_plugin("dice"),
+        &bundled_plugin("tpm_sim"),
+        &bundled_plugin("symmetric"),
+    ]);
+    let (ok, stdout, stderr) = run_hsmkit(&[
+        "--plugin-dir",
+        dir.path().to_str().unwrap(),
+        "demo",
+        "--transport",
+        "mqtt",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}\n{stdout}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["transport"], "mqtt");
+    let results = v["results"].as_array().unwrap();
+    let row = |name: &str| {
+        results
+            .iter()
+            .find(|r| r["plugin"] == name)
+            .unwrap_or_else(|| panic!("no row for {name}: {v}"))
+    };
+    for name in ["dice", "symmetric"] {
+        let r = row(name);
+        assert_eq!(r["status"], "assigned", "{r}");
+        assert!(r.get("error").is_none(), "{r}");
+    }
+    let tpm = row("tpm-sim");
+    assert!(tpm.get("status").is_none(), "{tpm}");
+    assert!(
+        tpm["skipped"]
+            .as_str()
+            .unwrap()
+            .contains("TPM attestation over HTTPS only"),
+        "{tpm}"
+    );
+}

@@ -1,0 +1,528 @@
+//! hsmkit's DPS client over MQTT (issue 15), end to end against the emulator's MQTT listener
+//! over TLS: every software plugin MQTT allows (symmetric individual and group, dice X.509
+//! signed in the plugin), tpm-sim refused with the reason, pkcs11 on SoftHSM2, the user's
+//! errors, the faults (connection dropped after CONNECT, after PUBLISH before the answer, 429
+//! with retry-after, 500, slow answers), and the provisioning record, which is the one HTTPS
+//! writes.
+
+#[path = "support/e2e.rs"]
+mod helpers;
+
+use base64::Engine;
+use helpers::*;
+use hsmkit_backend_pkcs11::config::PinSource;
+use hsmkit_backend_pkcs11::provision::{init_device, InitOptions};
+use hsmkit_backend_pkcs11::uri::Pkcs11Uri;
+use provisioning_core::dps::{
+    derive_group_device_key, register, Attestation, DpsClientConfig, DpsError, Transport,
+};
+use provisioning_core::provisioning::{self, Outcome};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// An emulator with its MQTT listener on a free loopback port.
+async fn mqtt_emulator() -> Env {
+    mqtt_emulator_with(|_| {}).await
+}
+
+async fn mqtt_emulator_with(f: impl FnOnce(&mut dps_emulator::EmulatorConfig)) -> Env {
+    emulator_with(|c| {
+        c.mqtt_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        f(c)
+    })
+    .await
+}
+
+/// [`dps_config`] with MQTT to the emulator's MQTT listener.
+fn mqtt_config(emu: &dps_emulator::RunningEmulator) -> DpsClientConfig {
+    let mut c = dps_config(emu);
+    let at = emu.mqtt_addr().expect("the MQTT listener is on");
+    c.endpoint = format!("127.0.0.1:{}", at.port());
+    c.transport = Transport::Mqtt;
+    c
+}
+
+fn dice_device(
+    state: &std::path::Path,
+    reg: &str,
+) -> std::sync::Arc<provisioning_core::plugin::PluginInstance> {
+    instance(
+        "dice",
+        &[
+            ("state_dir", state.display().to_string()),
+            ("registration_id", reg.to_string()),
+        ],
+    )
+}
+
+fn enroll_leaf(env: &Env, device: &provisioning_core::plugin::PluginInstance, reg: &str) {
+    let chain = device.x509().unwrap().certificate_chain_pem().unwrap();
+    let leaf = chain
+        .split_inclusive("-----END CERTIFICATE-----")
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+    individual(
+        &env.emu,
+        json!({"registrationId": reg, "attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": leaf}}}}}),
+    );
+}
+
+#[tokio::test]
+async fn symmetric_individual_over_mqtt_writes_the_record_https_writes() {
+    let env = mqtt_emulator().await;
+    let reg = "mqtt-sym-1";
+    let key = symmetric_enrollment(&env.emu, reg);
+    let state = tempfile::tempdir().unwrap();
+    let device = symmetric_device(state.path(), reg, &key);
+    let mut config = mqtt_config(&env.emu);
+    config.payload = Some(json!({"model": "m1"}));
+    let events = Events::default();
+    let (over_mqtt, outcome) = provisioning::provision(
+        &config,
+        device.clone(),
+        Attestation::SymmetricKey,
+        state.path(),
+        false,
+        &events.sink(),
+    )
+    .await
+    .expect("provisioned over MQTT");
+    assert_eq!(outcome, Outcome::Registered);
+    assert_eq!(over_mqtt.result.registration_id, reg);
+    assert_eq!(over_mqtt.result.device_id, reg);
+    assert_eq!(over_mqtt.result.status, "assigned");
+    assert_eq!(over_mqtt.result.payload, Some(json!({"model": "m1"})));
+    assert!(env.emu.hubs().contains(&over_mqtt.result.assigned_hub));
+    assert_eq!(over_mqtt.endpoint, config.endpoint);
+    let stored = single_record(&env.emu, reg);
+    assert_eq!(
+        stored.assigned_hub.as_deref(),
+        Some(over_mqtt.assigned_hub())
+    );
+    assert_eq!(
+        provisioning::load(state.path()).unwrap(),
+        Some(over_mqtt.clone())
+    );
+
+    // The same device again over HTTPS (forced): the same record but for the endpoint, the
+    // operation and the times, with the same fields.
+    let https = dps_config(&env.emu);
+    let mut https_config = https.clone();
+    https_config.payload = config.payload.clone();
+    let (over_https, _) = provisioning::provision(
+        &https_config,
+        device,
+        Attestation::SymmetricKey,
+        state.path(),
+        true,
+        &|_| {},
+    )
+    .await
+    .expect("provisioned over HTTPS");
+    single_record(&env.emu, reg);
+    let fields = |r: &provisioning::ProvisioningRecord| {
+        let v = serde_json::to_value(r).unwrap();
+        let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(fields(&over_mqtt), fields(&over_https));
+    let same = |r: &provisioning::ProvisioningRecord| {
+        (
+            r.version,
+            r.id_scope.clone(),
+            r.plugin.clone(),
+            r.result.registration_id.clone(),
+            r.result.assigned_hub.clone(),
+            r.result.device_id.clone(),
+            r.result.status.clone(),
+            r.result.attestation,
+            r.result.payload.clone(),
+            r.result.created_date_time_utc.clone(),
+        )
+    };
+    assert_eq!(same(&over_mqtt), same(&over_https));
+}
+
+#[tokio::test]
+async fn symmetric_group_member_over_mqtt_with_every_api_version() {
+    let env = mqtt_emulator().await;
+    let g = group(
+        &env.emu,
+        json!({"enrollmentGroupId": "mqtt-grp", "attestation": {"type": "symmetricKey"}}),
+    );
+    let group_key = B64
+        .decode(g.attestation.symmetric_key.unwrap().primary_key.unwrap())
+        .unwrap();
+    for (i, version) in provisioning_core::dps::ApiVersion::ALL
+        .into_iter()
+        .enumerate()
+    {
+        let reg = format!("mqtt-member-{i}");
+        let state = tempfile::tempdir().unwrap();
+        let device = symmetric_device(
+            state.path(),
+            &reg,
+            &derive_group_device_key(&group_key, &reg),
+        );
+        let mut config = mqtt_config(&env.emu);
+        config.api_version = version;
+        let r = register(&config, device, Attestation::SymmetricKey, &|_| {})
+            .await
+            .unwrap_or_else(|e| panic!("api-version {version}: {e}"));
+        assert_eq!(r.device_id, reg);
+    }
+    assert_eq!(env.emu.registration_records().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn dice_x509_over_mqtt_with_the_tls_signature_made_in_the_plugin() {
+    let env = mqtt_emulator().await;
+    let state = tempfile::tempdir().unwrap();
+    let device = dice_device(state.path(), "mqtt-dice");
+    enroll_leaf(&env, &device, "mqtt-dice");
+    let r = register(&mqtt_config(&env.emu), device, Attestation::X509, &|_| {})
+        .await
+        .expect("X.509 over MQTT");
+    assert_eq!(r.device_id, "mqtt-dice");
+    assert_eq!(r.attestation, Attestation::X509);
+    single_record(&env.emu, "mqtt-dice");
+}
+
+#[tokio::test]
+async fn an_unenrolled_x509_device_is_refused_with_the_https_error() {
+    let env = mqtt_emulator().await;
+    let state = tempfile::tempdir().unwrap();
+    let device = dice_device(state.path(), "mqtt-dice-unknown");
+    let e = register(&mqtt_config(&env.emu), device, Attestation::X509, &|_| {})
+        .await
+        .expect_err("no enrollment");
+    assert!(
+        matches!(
+            e,
+            DpsError::Unauthorized { .. } | DpsError::ClientCertificateRefused { .. }
+        ),
+        "{e}"
+    );
+    assert!(env.emu.registration_records().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn tpm_is_refused_over_mqtt_with_the_reason() {
+    let env = mqtt_emulator().await;
+    let state = tempfile::tempdir().unwrap();
+    let device = instance(
+        "tpm_sim",
+        &[("state_dir", state.path().display().to_string())],
+    );
+    let ek = device.tpm().unwrap().endorsement_key().unwrap();
+    let reg = provisioning_core::dps::tpm_registration_id(&ek);
+    individual(
+        &env.emu,
+        json!({"registrationId": reg, "attestation": {"type": "tpm", "tpm": {"endorsementKey": B64.encode(&ek)}}}),
+    );
+    let e = register(
+        &mqtt_config(&env.emu),
+        device.clone(),
+        Attestation::Tpm,
+        &|_| {},
+    )
+    .await
+    .expect_err("TPM over MQTT");
+    assert_eq!(e.kind(), "config", "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("TPM attestation is not available over mqtt"),
+        "{text}"
+    );
+    assert!(text.contains("--transport https"), "{text}");
+    assert!(env.emu.registration_records().unwrap().is_empty());
+    // The same device over HTTPS is fine: the refusal is about the transport only.
+    register(&dps_config(&env.emu), device, Attestation::Tpm, &|_| {})
+        .await
+        .expect("TPM over HTTPS");
+    single_record(&env.emu, &reg);
+}
+
+#[tokio::test]
+async fn user_errors_over_mqtt_are_the_https_ones() {
+    let env = mqtt_emulator().await;
+    let reg = "mqtt-wrong-key";
+    symmetric_enrollment(&env.emu, reg);
+    let state = tempfile::tempdir().unwrap();
+    let device = symmetric_device(state.path(), reg, b"not the enrolled key at all......");
+
+    // A wrong key: refused as unauthorized, naming the registration and what to check.
+    let e = register(
+        &mqtt_config(&env.emu),
+        device.clone(),
+        Attestation::SymmetricKey,
+        &|_| {},
+    )
+    .await
+    .expect_err("wrong key");
+    assert!(matches!(e, DpsError::Unauthorized { .. }), "{e}");
+    assert!(e.to_string().contains(reg), "{e}");
+
+    // The emulator's CA not trusted: a TLS trust error naming --trust-ca.
+    let mut untrusted = mqtt_config(&env.emu);
+    untrusted.extra_trust_pem = None;
+    untrusted.trust_public_roots = true;
+    let e = register(
+        &untrusted,
+        device.clone(),
+        Attestation::SymmetricKey,
+        &|_| {},
+    )
+    .await
+    .expect_err("untrusted server");
+    assert!(matches!(e, DpsError::TlsTrust { .. }), "{e}");
+    assert!(e.to_string().contains("--trust-ca"), "{e}");
+
+    // Nothing listening: unreachable after the connection retries.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut nowhere = mqtt_config(&env.emu);
+    nowhere.endpoint = format!("127.0.0.1:{port}");
+    let e = register(&nowhere, device.clone(), Attestation::SymmetricKey, &|_| {})
+        .await
+        .expect_err("nothing listening");
+    assert!(matches!(e, DpsError::Unreachable { .. }), "{e}");
+    assert!(e.to_string().contains("mqtts://127.0.0.1"), "{e}");
+
+    // An HTTPS URL with MQTT, and MQTT over WebSocket: refused before anything is sent.
+    let mut url = mqtt_config(&env.emu);
+    url.endpoint = env.emu.endpoint();
+    let e = register(&url, device.clone(), Attestation::SymmetricKey, &|_| {})
+        .await
+        .expect_err("https URL with mqtt");
+    assert_eq!(e.kind(), "config", "{e}");
+    let mut ws = mqtt_config(&env.emu);
+    ws.transport = Transport::MqttWs;
+    let e = register(&ws, device, Attestation::SymmetricKey, &|_| {})
+        .await
+        .expect_err("mqtt-ws");
+    assert!(e.to_string().contains("not supported yet"), "{e}");
+    assert!(env.emu.registration_records().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn pkcs11_on_softhsm_over_mqtt() {
+    let token =
+        hsmkit_backend_pkcs11::softhsm::create_token("dps-mqtt").unwrap_or_else(|e| panic!("{e}"));
+    let out = init_device(&InitOptions {
+        module: token.module.clone(),
+        token: Pkcs11Uri::parse(&token.uri()).expect("token URI"),
+        pin: PinSource::File(token.pin_file.clone()),
+        label: "dps-device".into(),
+        id: None,
+        common_name: "pkcs11-mqtt-device".into(),
+        ca: None,
+        validity_days: 30,
+    })
+    .unwrap_or_else(|e| panic!("device init on SoftHSM: {e}"));
+    let env = mqtt_emulator().await;
+    individual(
+        &env.emu,
+        json!({"registrationId": out.registration_id, "attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": out.certificate_pem}}}}}),
+    );
+    let state = tempfile::tempdir().unwrap();
+    let device = instance(
+        "pkcs11",
+        &[
+            ("state_dir", state.path().display().to_string()),
+            ("module", token.module.display().to_string()),
+            ("token_uri", token.uri()),
+            ("pin_file", token.pin_file.display().to_string()),
+            ("key_uri", out.key_uri.clone()),
+            ("cert_uri", out.cert_uri.clone()),
+        ],
+    );
+    let r = register(&mqtt_config(&env.emu), device, Attestation::X509, &|_| {})
+        .await
+        .expect("pkcs11 X.509 over MQTT");
+    assert_eq!(r.device_id, "pkcs11-mqtt-device");
+    single_record(&env.emu, "pkcs11-mqtt-device");
+}
+
+// Faults: every run ends in success or a clear timeout, with exactly one registration record.
+
+async fn symmetric_setup(
+    env: &Env,
+    reg: &str,
+) -> (
+    tempfile::TempDir,
+    std::sync::Arc<provisioning_core::plugin::PluginInstance>,
+) {
+    let key = symmetric_enrollment(&env.emu, reg);
+    let state = tempfile::tempdir().unwrap();
+    let device = symmetric_device(state.path(), reg, &key);
+    (state, device)
+}
+
+#[tokio::test]
+async fn connections_dropped_after_connect_are_retried() {
+    let env = mqtt_emulator().await;
+    let (_s, device) = symmetric_setup(&env, "mqtt-drop-connect").await;
+    env.emu.faults().drop_next_mqtt_connects(2);
+    let events = Events::default();
+    let r = register(
+        &mqtt_config(&env.emu),
+        device,
+        Attestation::SymmetricKey,
+        &events.sink(),
+    )
+    .await
+    .expect("succeeds after the dropped CONNECTs");
+    assert_eq!(r.device_id, "mqtt-drop-connect");
+    assert_eq!(
+        events.waits_for("register").len(),
+        2,
+        "{:?}",
+        events.waits()
+    );
+    single_record(&env.emu, "mqtt-drop-connect");
+}
+
+#[tokio::test]
+async fn connections_dropped_after_publish_before_the_answer_are_retried() {
+    let env = mqtt_emulator_with(|c| c.assignment_delay = Duration::from_millis(300)).await;
+    let (_s, device) = symmetric_setup(&env, "mqtt-drop-publish").await;
+    // Drops hit the register PUBLISH and then a poll of the accepted operation.
+    env.emu.faults().drop_next(2);
+    let events = Events::default();
+    let r = register(
+        &mqtt_config(&env.emu),
+        device,
+        Attestation::SymmetricKey,
+        &events.sink(),
+    )
+    .await
+    .expect("succeeds after the drops");
+    assert_eq!(r.device_id, "mqtt-drop-publish");
+    assert!(events.waits().len() >= 2, "{:?}", events.waits());
+    single_record(&env.emu, "mqtt-drop-publish");
+}
+
+#[tokio::test]
+async fn throttling_over_mqtt_honours_retry_after() {
+    let env = mqtt_emulator().await;
+    let (_s, device) = symmetric_setup(&env, "mqtt-throttled").await;
+    env.emu.faults().throttle_next(2, 2);
+    let events = Events::default();
+    register(
+        &mqtt_config(&env.emu),
+        device,
+        Attestation::SymmetricKey,
+        &events.sink(),
+    )
+    .await
+    .expect("succeeds after throttling");
+    let throttled = events.waits_for("429");
+    assert_eq!(throttled.len(), 2, "{throttled:?}");
+    assert!(
+        throttled.iter().all(|(_, w)| *w == Duration::from_secs(2)),
+        "{throttled:?}"
+    );
+    single_record(&env.emu, "mqtt-throttled");
+}
+
+#[tokio::test]
+async fn server_errors_over_mqtt_are_retried_with_backoff() {
+    let env = mqtt_emulator().await;
+    let (_s, device) = symmetric_setup(&env, "mqtt-500").await;
+    env.emu.faults().fail_next(3);
+    let events = Events::default();
+    register(
+        &mqtt_config(&env.emu),
+        device,
+        Attestation::SymmetricKey,
+        &events.sink(),
+    )
+    .await
+    .expect("succeeds after the 500s");
+    assert_eq!(
+        events.waits_for("HTTP 500").len(),
+        3,
+        "{:?}",
+        events.waits()
+    );
+    single_record(&env.emu, "mqtt-500");
+}
+
+#[tokio::test]
+async fn polls_over_mqtt_follow_the_services_retry_after() {
+    let env = mqtt_emulator_with(|c| {
+        c.assignment_delay = Duration::from_millis(1500);
+        c.retry_after_secs = 1;
+    })
+    .await;
+    let (_s, device) = symmetric_setup(&env, "mqtt-polled").await;
+    let events = Events::default();
+    register(
+        &mqtt_config(&env.emu),
+        device,
+        Attestation::SymmetricKey,
+        &events.sink(),
+    )
+    .await
+    .expect("assigned after polling");
+    let polls = events.waits_for("polling");
+    assert!(!polls.is_empty());
+    assert!(
+        polls.iter().all(|(_, w)| *w == Duration::from_secs(1)),
+        "{polls:?}"
+    );
+    single_record(&env.emu, "mqtt-polled");
+}
+
+#[tokio::test]
+async fn slow_answers_over_mqtt_end_in_success_or_a_clear_timeout() {
+    let env = mqtt_emulator().await;
+    let (_s, device) = symmetric_setup(&env, "mqtt-slow").await;
+
+    // Slower than the per-request timeout, forever: a clear overall timeout, no hang.
+    env.emu.faults().delay_responses(Duration::from_secs(5));
+    let mut config = mqtt_config(&env.emu);
+    config.request_timeout = Duration::from_millis(400);
+    config.overall_timeout = Duration::from_secs(3);
+    let e = register(&config, device.clone(), Attestation::SymmetricKey, &|_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(e, DpsError::Timeout { .. }), "{e}");
+    assert!(e.to_string().contains("no answer within"), "{e}");
+
+    // Slow but within the request timeout: success, one record.
+    env.emu.faults().delay_responses(Duration::from_millis(300));
+    let r = register(
+        &mqtt_config(&env.emu),
+        device,
+        Attestation::SymmetricKey,
+        &|_| {},
+    )
+    .await
+    .expect("slow but fine");
+    assert_eq!(r.device_id, "mqtt-slow");
+    single_record(&env.emu, "mqtt-slow");
+}
+
+#[tokio::test]
+async fn every_fault_at_once_with_x509() {
+    let env = mqtt_emulator_with(|c| c.assignment_delay = Duration::from_millis(200)).await;
+    let state = tempfile::tempdir().unwrap();
+    let device = dice_device(state.path(), "mqtt-dice-faults");
+    enroll_leaf(&env, &device, "mqtt-dice-faults");
+    env.emu.faults().drop_next_mqtt_connects(1);
+    env.emu.faults().drop_next(1);
+    env.emu.faults().fail_next(1);
+    env.emu.faults().throttle_next(1, 1);
+    let r = register(&mqtt_config(&env.emu), device, Attestation::X509, &|_| {})
+        .await
+        .expect("X.509 over MQTT through faults");
+    assert_eq!(r.device_id, "mqtt-dice-faults");
+    single_record(&env.emu, "mqtt-dice-faults");
+}
