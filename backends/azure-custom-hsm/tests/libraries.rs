@@ -201,3 +201,19 @@ fn the_good_library_signs_imports_and_keeps_its_identity() {
         "hsm_client_tpm_create returned NULL",
     );
 }
+
+#[test]
+fn init_functions_run_once_per_process_and_their_failure_is_reported() {
+    let setup = Setup::new(fixture::INIT_ONCE);
+    let a = create(&setup, &[]).expect("loads");
+    let b = create(&setup, &[]).expect("a second instance shares the loaded library");
+    // hsm_client_x509_init ran once, although two instances were made.
+    assert_eq!(a.common_name().expect("cn"), "x509-inits-1");
+    assert_eq!(b.common_name().expect("cn"), "x509-inits-1");
+    assert!(a.has_x509() && !a.has_tpm());
+    expect_err(
+        b.endorsement_key(),
+        ErrorCode::Device,
+        "hsm_client_tpm_init() returned 5 when the library was loaded",
+    );
+}
