@@ -3,6 +3,10 @@
 //! p50/p99 latency, a baseline (unauthenticated 404 round trips on the same clients, i.e. the
 //! TLS + HTTP floor) and the ratio, then counts the stored records: none lost, none duplicated.
 //!
+//! Then the same over MQTT: N concurrent devices, each registration a device of its own (client
+//! id = registration id): TLS + CONNECT (authenticated) + SUBSCRIBE + register PUBLISH + polls
+//! until assigned, the figures printed beside the HTTPS ones, records counted the same way.
+//!
 //! Run: `cargo bench -p dps-emulator --bench load` (env DPS_BENCH_CONCURRENCY, DPS_BENCH_PER_DEVICE).
 
 #[path = "../tests/common/mod.rs"]
@@ -40,11 +44,15 @@ fn main() {
     rt.block_on(async move {
         let env = start_with(|c| {
             c.hubs = vec!["hub-a".into(), "hub-b".into(), "hub-c".into()];
-            c.max_connections = concurrency + 16;
+            // HTTPS clients keep their pooled connections while the MQTT devices connect, and a
+            // closed MQTT connection's slot comes back only when the emulator has seen the close.
+            c.max_connections = 4 * concurrency + 16;
             // Every simulated device connects from 127.0.0.1.
-            c.max_connections_per_peer = Some(concurrency + 16);
+            c.max_connections_per_peer = Some(4 * concurrency + 16);
+            c.mqtt_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         })
         .await;
+        let env = std::sync::Arc::new(env);
         let emu = &env.emu;
         let a = AttestationMechanism {
             kind: "symmetricKey".into(),
@@ -129,23 +137,60 @@ fn main() {
         let total = concurrency * per_device;
         let rps = total as f64 / elapsed.as_secs_f64();
 
+        // The same over MQTT: every registration is a device's own connection.
+        let t0 = Instant::now();
+        let mut tasks = Vec::new();
+        for d in 0..concurrency {
+            let env = env.clone();
+            tasks.push(tokio::spawn(async move {
+                let emu = &env.emu;
+                let mut lat = Vec::with_capacity(per_device);
+                for i in 0..per_device {
+                    let reg = format!("mqtt-bench-{d}-{i}");
+                    let key = dps_proto::group_key::derive_device_key_b64(GROUP_KEY, &reg).expect("key");
+                    let token = device_sas(emu, &reg, &key, in_an_hour());
+                    let start = Instant::now();
+                    let mut dev = common::mqtt::Device::connect(emu, &reg, Some(&token), None).await;
+                    let done = dev.register(&body_reg(&reg)).await;
+                    assert_eq!(done.body["status"], "assigned");
+                    lat.push(start.elapsed());
+                    dev.send(rumqttc::mqttbytes::v4::Packet::Disconnect).await;
+                    assert!(dev.closed_by_emulator().await);
+                }
+                lat
+            }));
+        }
+        let mut mqtt_lat = Vec::new();
+        for t in tasks {
+            mqtt_lat.extend(t.await.expect("MQTT device task"));
+        }
+        let mqtt_elapsed = t0.elapsed();
+        mqtt_lat.sort();
+        let mqtt_rps = total as f64 / mqtt_elapsed.as_secs_f64();
+
         let records = emu.registration_records().expect("records");
         let ids: HashSet<&str> = records.iter().map(|r| r.registration_id.as_str()).collect();
-        let expected: HashSet<String> = (0..concurrency).flat_map(|d| (0..per_device).map(move |i| format!("bench-{d}-{i}"))).collect();
+        let expected: HashSet<String> = (0..concurrency)
+            .flat_map(|d| (0..per_device).flat_map(move |i| [format!("bench-{d}-{i}"), format!("mqtt-bench-{d}-{i}")]))
+            .collect();
         let lost = expected.iter().filter(|e| !ids.contains(e.as_str())).count();
         let duplicated = records.len() - ids.len();
         let ops = emu.enrollments().operation_count().expect("ops");
 
-        println!("dps-emulator load: {concurrency} concurrent symmetric-key devices x {per_device} registrations = {total}");
-        println!("  registrations/s      {rps:10.1}   (PUT register + poll until assigned)");
-        println!("  latency p50          {:10.2} ms", percentile(&lat, 0.50).as_secs_f64() * 1e3);
-        println!("  latency p99          {:10.2} ms", percentile(&lat, 0.99).as_secs_f64() * 1e3);
-        println!("  baseline round trips/s {baseline_rps:8.1}   (unauthenticated 404, same clients)");
-        println!("  ratio registrations / baseline round trips: {:.3}", rps / baseline_rps);
+        println!("dps-emulator load: {concurrency} concurrent symmetric-key devices x {per_device} registrations = {total} per transport");
+        println!("  HTTPS registrations/s {rps:9.1}   (PUT register + poll until assigned, pooled connection per device)");
+        println!("  HTTPS latency p50     {:9.2} ms", percentile(&lat, 0.50).as_secs_f64() * 1e3);
+        println!("  HTTPS latency p99     {:9.2} ms", percentile(&lat, 0.99).as_secs_f64() * 1e3);
+        println!("  MQTT  registrations/s {mqtt_rps:9.1}   (TLS + CONNECT + SUBSCRIBE + register + poll, a connection per registration)");
+        println!("  MQTT  latency p50     {:9.2} ms", percentile(&mqtt_lat, 0.50).as_secs_f64() * 1e3);
+        println!("  MQTT  latency p99     {:9.2} ms", percentile(&mqtt_lat, 0.99).as_secs_f64() * 1e3);
+        println!("  baseline round trips/s {baseline_rps:8.1}   (unauthenticated 404, same HTTPS clients)");
+        println!("  ratio HTTPS registrations / baseline round trips: {:.3}", rps / baseline_rps);
+        println!("  ratio MQTT / HTTPS registrations/s: {:.3}", mqtt_rps / rps);
         println!("  stored records {}  lost {lost}  duplicated {duplicated}  operations {ops}", records.len());
         assert_eq!(lost, 0, "registration records lost");
         assert_eq!(duplicated, 0, "registration records duplicated");
-        assert_eq!(records.len(), total);
-        assert_eq!(ops as usize, total, "one operation per acknowledged register");
+        assert_eq!(records.len(), 2 * total);
+        assert_eq!(ops as usize, 2 * total, "one operation per acknowledged register");
     });
 }

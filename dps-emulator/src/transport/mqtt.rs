@@ -126,6 +126,9 @@ pub(crate) async fn accept_loop(
             drop(tcp);
             continue;
         };
+        // Answers are small packets written one after another (PUBACK, then the answer):
+        // without this, Nagle's algorithm holds the second until the first is acknowledged.
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
         let stop = shutdown.clone();

@@ -59,6 +59,7 @@ pub async fn tls(
         }
     };
     let tcp = TcpStream::connect(mqtt_addr(emu)).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
     TlsConnector::from(Arc::new(cfg))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
