@@ -41,6 +41,22 @@ def main():
         ca = f.read()
     out = {}
 
+    if os.environ.get("ONLY_SYMMETRIC"):
+        # One symmetric registration, for the fault-injection test: its outcome or its error.
+        client = ProvisioningDeviceClient.create_from_symmetric_key(
+            provisioning_host=host,
+            registration_id=need("SYM_REG_ID"),
+            id_scope=scope,
+            symmetric_key=need("SYM_KEY"),
+            server_verification_cert=ca,
+        )
+        try:
+            out["symmetric"] = summary(client.register())
+        except Exception as err:
+            out["error"] = f"{type(err).__name__}: {err}"
+        sys.stdout.write(json.dumps(out) + "\n")
+        return
+
     client = ProvisioningDeviceClient.create_from_symmetric_key(
         provisioning_host=host,
         registration_id=need("SYM_REG_ID"),

@@ -201,3 +201,89 @@ async fn official_node_provisioning_client_over_mqtt() {
     assert_eq!(sym.payload.unwrap()["model"], "node-mqtt");
     emu.shutdown().await;
 }
+
+/// Runs the Python client for one symmetric registration of `reg` (key [`SYM_KEY`]).
+async fn python_register_once(emu: &RunningEmulator, reg: &str) -> Value {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python-tests/.venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run .ci/install-python-deps",
+        python.display()
+    );
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python-tests/official_client.py");
+    let ca = emu.ca_cert_path().to_path_buf();
+    let scope = emu.id_scope().to_string();
+    let reg = reg.to_string();
+    tokio::task::spawn_blocking(move || {
+        run(
+            Command::new(python)
+                .arg(script)
+                .env("ONLY_SYMMETRIC", "1")
+                .env("DPS_HOST", "localhost")
+                .env("ID_SCOPE", scope)
+                .env("CA_FILE", ca)
+                .env("SYM_REG_ID", reg)
+                .env("SYM_KEY", SYM_KEY),
+            "the Python azure-iot-device client",
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// Faults over MQTT as over HTTPS, met by the official Python client: a 429 with
+/// retry-after, a 500 and slow answers end in success with one record; a connection dropped
+/// after the register PUBLISH or right after CONNECT ends in success or in the SDK's clear
+/// error, never in more than one record for the device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_python_client_under_mqtt_faults() {
+    let _port = PORT_8883.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let emu = start_on_8883(dir.path()).await;
+    let records = |reg: &str| {
+        emu.registration_records()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.registration_id == reg)
+            .count()
+    };
+    type Arm = fn(&dps_emulator::Faults);
+    let recoverable: [(&str, Arm); 3] = [
+        ("f-throttled", |f| f.throttle_next(1, 1)),
+        ("f-failed", |f| f.fail_next(1)),
+        ("f-slow", |f| {
+            f.delay_responses(std::time::Duration::from_millis(1500))
+        }),
+    ];
+    for (reg, arm) in recoverable {
+        enroll_symmetric(&emu, reg, SYM_KEY);
+        arm(emu.faults());
+        let v = python_register_once(&emu, reg).await;
+        emu.faults().clear();
+        assert_eq!(v["symmetric"]["status"], "assigned", "{reg}: {v}");
+        assert_eq!(v["symmetric"]["deviceId"], reg, "{reg}: {v}");
+        assert_eq!(records(reg), 1, "{reg}");
+    }
+    let drops: [(&str, Arm); 2] = [
+        ("f-dropped", |f| f.drop_next(1)),
+        ("f-connect-dropped", |f| f.drop_next_mqtt_connects(1)),
+    ];
+    for (reg, arm) in drops {
+        enroll_symmetric(&emu, reg, SYM_KEY);
+        arm(emu.faults());
+        let v = python_register_once(&emu, reg).await;
+        emu.faults().clear();
+        match v["symmetric"]["status"].as_str() {
+            Some(s) => {
+                assert_eq!(s, "assigned", "{reg}: {v}");
+                assert_eq!(records(reg), 1, "{reg}");
+            }
+            None => {
+                let e = v["error"].as_str().unwrap_or_default();
+                assert!(!e.is_empty(), "{reg}: neither a result nor an error: {v}");
+                assert!(records(reg) <= 1, "{reg}");
+            }
+        }
+    }
+    emu.shutdown().await;
+}
