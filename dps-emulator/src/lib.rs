@@ -14,10 +14,11 @@
 #![deny(missing_docs)]
 
 //!
-//! Modules by what they are: [`transport`](crate) (TLS, HTTP server, connection caps), `api`
-//! (device and service REST APIs), [`auth`] (one authenticator per attestation), [`store`]
-//! (SQLite records and the state folder), [`model`] (the service API's shapes; the device
-//! API's and every protocol rule are `dps-proto`'s). The CLI's commands are in the binary.
+//! Modules by what they are: [`transport`](crate) (TLS, HTTP server, MQTT listener, connection
+//! caps), `api` (device and service REST APIs; the device API's core serves both transports),
+//! [`auth`] (one authenticator per attestation), [`store`] (SQLite records and the state
+//! folder), [`model`] (the service API's shapes; the device API's and every protocol rule are
+//! `dps-proto`'s). The CLI's commands are in the binary.
 
 pub mod alloc;
 mod api;
