@@ -36,6 +36,8 @@ pub struct ConfigFile {
 pub struct ProvisioningSection {
     /// DPS host (default global.azure-devices-provisioning.net).
     pub endpoint: Option<String>,
+    /// `https` (default), `mqtt` or `mqtt-ws` (see `provisioning_core::dps::Transport`).
+    pub transport: Option<String>,
     /// ID scope.
     pub id_scope: Option<String>,
     /// api-version.

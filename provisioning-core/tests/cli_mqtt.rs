@@ -101,6 +101,35 @@ fn provision_over_mqtt_and_what_mqtt_refuses() {
     assert!(stderr.contains("--transport https"), "{stderr}");
     assert_eq!(emulator.registration_records().unwrap().len(), 1);
 
+    // `transport` in the config file's [provisioning] section is used the same way.
+    let config = root.path().join("hsmkit.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[provisioning]\ntransport = \"mqtt\"\nid_scope = \"{}\"\nendpoint = \"127.0.0.1:{}\"\ntrust_ca = \"{}\"\n",
+            emulator.id_scope(),
+            emulator.mqtt_addr().unwrap().port(),
+            emulator.ca_cert_path().display()
+        ),
+    )
+    .unwrap();
+    let (ok, _, stderr) = run_hsmkit(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--plugin-dir",
+        plugins.path().to_str().unwrap(),
+        "--state-dir",
+        &state,
+        "provision",
+        "--plugin",
+        "tpm-sim",
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("TPM attestation is not available over mqtt"),
+        "{stderr}"
+    );
+
     // MQTT over WebSocket and unknown transports: refused with what to use.
     let (ok, _, stderr) = provision(&emulator, &plugins, &state, "tpm-sim", "mqtt-ws");
     assert!(!ok);

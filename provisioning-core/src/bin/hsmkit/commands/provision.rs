@@ -54,7 +54,7 @@ pub(super) fn client_config(
     if let Some(e) = args.endpoint.clone().or_else(|| file.endpoint.clone()) {
         config.endpoint = e;
     }
-    if let Some(t) = args.transport.as_deref() {
+    if let Some(t) = args.transport.clone().or_else(|| file.transport.clone()) {
         config.transport = t.parse()?;
     }
     if let Some(v) = args
