@@ -701,3 +701,43 @@ async fn records_are_identical_whichever_transport_registered() {
     }
     assert_eq!(record_ids(emu), ["same-group-dev", "same-sym", "same-x509"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_bytes_after_connect_never_take_the_emulator_down() {
+    let env = start_mqtt(|c| c.max_body_bytes = 1024).await;
+    let emu = &env.emu;
+    enroll_symmetric_group(emu, "fleet", GROUP_KEY);
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let sas = create_sas(emu, "fuzzed", &derived("fuzzed"));
+    for round in 0..30 {
+        // Keep-alive 1 s: a packet announced longer than what follows is waited for until
+        // 1.5 times the keep-alive has passed, then the connection is closed.
+        let mut c = connect_packet(emu, "fuzzed", Some(&sas));
+        c.keep_alive = 1;
+        let (mut d, code) = Device::connect_with(emu, None, c).await;
+        assert_eq!(code, ConnectReturnCode::Success);
+        // A valid packet type half of the time, so the packet parsers see the bytes too.
+        let len = (next() % 200) as usize + 2;
+        let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if round % 2 == 0 {
+            bytes[0] = [0x30, 0x32, 0x82, 0xA2, 0x10, 0x40][(next() % 6) as usize];
+        }
+        d.send_raw(&bytes).await;
+        // Whatever the emulator makes of it, it answers with packets or closes (at the latest
+        // when the keep-alive runs out).
+        d.send(Packet::PingReq).await;
+        while let Some(p) = d.recv().await {
+            if p == Packet::PingResp {
+                break;
+            }
+        }
+    }
+    still_serves(emu, "after-fuzz").await;
+    assert_eq!(record_ids(emu), ["after-fuzz"]);
+}
