@@ -268,7 +268,6 @@ fn both_phases(
     Ok(hot_note(what, per_thread, shared))
 }
 
-
 /// The pass note of a hot-path check.
 fn hot_note(what: &str, per_thread: usize, shared: Option<usize>) -> String {
     let mut note = format!("{per_thread} {what} from {}", Mode::PerThread.what());
@@ -728,7 +727,10 @@ fn last_error_per_thread(ctx: &mut CheckContext) -> CheckResult {
         Ok(i)
     };
     let note = both_phases(ctx, "failures read back", |_| Ok(()), &work)?;
-    Ok(Verdict::pass(format!("{} distinct failures; {note}", kinds.len())))
+    Ok(Verdict::pass(format!(
+        "{} distinct failures; {note}",
+        kinds.len()
+    )))
 }
 
 fn instance_per_thread(ctx: &mut CheckContext) -> CheckResult {
