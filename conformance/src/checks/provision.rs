@@ -137,6 +137,20 @@ impl LogLines {
         lines
     }
 
+    /// The reasons of the refusals logged, waiting up to 2 s for the first: the emulator logs a
+    /// refused TLS handshake on its own task, which may run only after the device has read the
+    /// alert and its step process has ended.
+    fn refusals_awaited(&self) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let found = self.refusals();
+            if !found.is_empty() || std::time::Instant::now() >= deadline {
+                return found;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// The reasons of the refusals logged so far.
     fn refusals(&self) -> Vec<String> {
         let v = self.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -292,7 +306,7 @@ fn end_to_end(ctx: &mut CheckContext, kind: Attestation) -> CheckResult {
     let registered = match registered {
         Ok(v) => v,
         Err(Verdict::Fail { expected, actual }) => {
-            let reasons = logs.refusals();
+            let reasons = logs.refusals_awaited();
             let actual = if reasons.is_empty() {
                 actual
             } else {
