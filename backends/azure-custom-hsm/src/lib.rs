@@ -42,19 +42,16 @@ mod sign;
 pub use error::LibraryError;
 
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use hsm_plugin_sdk::{
     ErrorCode, HsmError, HsmPlugin, PluginConfig, PluginInfo, Setting, SignAlgorithm,
     SymmetricKeyHsm, TpmHsm, X509Hsm,
 };
+// DPS's registration id rule and the SAS HMAC, kept once in the symmetric backend.
+use hsmkit_backend_symmetric::{hmac_sha256, validate_registration_id};
 use library::{CustomHsmLibrary, Handle, Kind};
-use sha2::Sha256;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use zeroize::Zeroizing;
-
-/// Longest registration id DPS accepts.
-const MAX_REGISTRATION_ID_LEN: usize = 128;
 
 /// One instance: the shared library and this instance's handles, made on first use.
 pub struct AzureCustomHsmPlugin {
@@ -237,10 +234,7 @@ impl SymmetricKeyHsm for AzureCustomHsmPlugin {
                     ))
                 })?,
         );
-        let mut mac = Hmac::<Sha256>::new_from_slice(&key)
-            .map_err(|_| HsmError::internal("HMAC key of invalid length"))?;
-        mac.update(data);
-        Ok(mac.finalize().into_bytes().to_vec())
+        hmac_sha256(&key, data)
     }
 
     fn import_key(&self, registration_id: Option<&str>, key: &[u8]) -> Result<(), HsmError> {
@@ -282,22 +276,6 @@ fn not_found_when_null(e: LibraryError, hint: &str) -> HsmError {
     match e {
         LibraryError::Null { .. } => HsmError::new(ErrorCode::NotFound, format!("{e} ({hint})")),
         other => other.into(),
-    }
-}
-
-/// Checks DPS's registration id rules: 1..=128 of lowercase a-z, 0-9, `-`, `.`, `_`, `:`.
-fn validate_registration_id(id: &str) -> Result<&str, HsmError> {
-    let ok = !id.is_empty()
-        && id.len() <= MAX_REGISTRATION_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._:".contains(&b));
-    if ok {
-        Ok(id)
-    } else {
-        Err(HsmError::invalid_argument(format!(
-            "invalid registration id `{id}`: DPS accepts 1 to 128 characters of a-z, 0-9, '-', '.', '_', ':'"
-        )))
     }
 }
 
