@@ -37,7 +37,10 @@ use hsmkit_azure_custom_hsm_api::{
     HSM_CLIENT_X509_INTERFACE,
 };
 use libc::{c_char, c_int, c_uchar, size_t};
-use provisioning_core::plugin::{PluginErrorCode, PluginInstance};
+use provisioning_core::plugin::{
+    PluginBytes, PluginError, PluginErrorCode, PluginInstance, SymmetricKeyHandle, TpmHandle,
+    X509Handle,
+};
 use setup::Backend;
 use std::sync::{Arc, Mutex};
 use zeroize::Zeroizing;
@@ -73,22 +76,52 @@ struct Handle {
     symmetric_key: Mutex<Option<Zeroizing<String>>>,
 }
 
-fn create(kind: Kind) -> Result<HSM_CLIENT_HANDLE, AdapterError> {
-    let (backend, instance) = setup::instance()?;
-    // Refused here, with the interfaces the plugin has, rather than at the first call.
-    let present = match kind {
-        Kind::Tpm => instance.tpm().map(drop),
-        Kind::X509 => instance.x509().map(drop),
-        Kind::Key => instance.symmetric_key().map(drop),
-    };
-    present.map_err(|e| AdapterError::plugin("create", e))?;
-    let handle = Box::new(Handle {
-        kind,
-        backend,
-        instance,
-        symmetric_key: Mutex::new(None),
-    });
-    Ok(Box::into_raw(handle).cast())
+impl Handle {
+    /// The plugin's TPM interface; errors name the plugin operation `op`.
+    fn tpm(&self, op: &'static str) -> Result<TpmHandle<'_>, AdapterError> {
+        self.instance.tpm().map_err(|e| AdapterError::plugin(op, e))
+    }
+
+    /// The plugin's X.509 interface; errors name the plugin operation `op`.
+    fn x509(&self, op: &'static str) -> Result<X509Handle<'_>, AdapterError> {
+        self.instance
+            .x509()
+            .map_err(|e| AdapterError::plugin(op, e))
+    }
+
+    /// The plugin's symmetric-key interface; errors name the plugin operation `op`.
+    fn symmetric_key(&self, op: &'static str) -> Result<SymmetricKeyHandle<'_>, AdapterError> {
+        self.instance
+            .symmetric_key()
+            .map_err(|e| AdapterError::plugin(op, e))
+    }
+}
+
+/// The plugin operation the C function `name` performs, as its errors name it: `name` without
+/// `hsm_client_` (`get_ek` for `hsm_client_get_ek`).
+fn op(name: &'static str) -> &'static str {
+    name.strip_prefix("hsm_client_").unwrap_or(name)
+}
+
+/// The C function `name` of `kind`'s interface that creates a handle: NULL on failure.
+fn create(name: &'static str, kind: Kind) -> HSM_CLIENT_HANDLE {
+    boundary(name, std::ptr::null_mut(), || {
+        let (backend, instance) = setup::instance()?;
+        // Refused here, with the interfaces the plugin has, rather than at the first call.
+        let present = match kind {
+            Kind::Tpm => instance.tpm().map(drop),
+            Kind::X509 => instance.x509().map(drop),
+            Kind::Key => instance.symmetric_key().map(drop),
+        };
+        present.map_err(|e| AdapterError::plugin("create", e))?;
+        let handle = Box::new(Handle {
+            kind,
+            backend,
+            instance,
+            symmetric_key: Mutex::new(None),
+        });
+        Ok(Box::into_raw(handle).cast())
+    })
 }
 
 /// The handle behind `h`, checked to come from `kind`'s `create`.
@@ -108,84 +141,68 @@ unsafe fn handle<'a>(h: HSM_CLIENT_HANDLE, kind: Kind) -> Result<&'a Handle, Ada
     Ok(handle)
 }
 
-/// # Safety
-/// `h` is NULL or a live handle from this library's `create`, not used afterwards.
-unsafe fn destroy(h: HSM_CLIENT_HANDLE) {
-    if !h.is_null() {
-        // SAFETY: the caller's contract: `h` came from Box::into_raw in `create`.
-        drop(unsafe { Box::from_raw(h.cast::<Handle>()) });
-    }
-}
-
-// ---- process-wide ----------------------------------------------------------------------
-
-/// Reads the config and loads the plugin the first time; counts every call (the C SDK calls
-/// it at least twice). 0 on success.
-#[no_mangle]
-pub extern "C" fn hsm_client_tpm_init() -> c_int {
-    ffi::init_logging();
-    boundary("hsm_client_tpm_init", FAILURE, || setup::init().map(|()| 0))
-}
-
-/// Undoes one `hsm_client_tpm_init`; the last deinit releases the shared plugin instance.
-#[no_mangle]
-pub extern "C" fn hsm_client_tpm_deinit() {
-    boundary("hsm_client_tpm_deinit", (), || {
-        setup::deinit();
-        Ok(())
-    })
-}
-
-/// As [`hsm_client_tpm_init`] (the C SDK calls both, whatever the attestation).
-#[no_mangle]
-pub extern "C" fn hsm_client_x509_init() -> c_int {
-    ffi::init_logging();
-    boundary("hsm_client_x509_init", FAILURE, || {
-        setup::init().map(|()| 0)
-    })
-}
-
-/// As [`hsm_client_tpm_deinit`].
-#[no_mangle]
-pub extern "C" fn hsm_client_x509_deinit() {
-    boundary("hsm_client_x509_deinit", (), || {
-        setup::deinit();
-        Ok(())
-    })
-}
-
-// ---- TPM -------------------------------------------------------------------------------
-
-unsafe extern "C" fn tpm_create() -> HSM_CLIENT_HANDLE {
-    boundary("hsm_client_tpm_create", std::ptr::null_mut(), || {
-        create(Kind::Tpm)
-    })
-}
-
-unsafe extern "C" fn tpm_destroy(h: HSM_CLIENT_HANDLE) {
-    boundary("hsm_client_tpm_destroy", (), || {
-        // SAFETY: the SDK passes a handle from tpm_create, once.
-        unsafe { destroy(h) };
-        Ok(())
-    })
-}
-
-/// Writes a `malloc`ed copy of `bytes` to `*out`/`*out_len`.
+/// The C function `name` that destroys a handle.
 ///
 /// # Safety
-/// `out` and `out_len` are valid for writes (checked for NULL).
-unsafe fn give_bytes(
-    bytes: &[u8],
+/// `h` is NULL or a live handle from this library's `create`, not used afterwards.
+unsafe fn destroy(name: &'static str, h: HSM_CLIENT_HANDLE) {
+    boundary(name, (), || {
+        if !h.is_null() {
+            // SAFETY: the caller's contract: `h` came from Box::into_raw in `create`.
+            drop(unsafe { Box::from_raw(h.cast::<Handle>()) });
+        }
+        Ok(())
+    })
+}
+
+/// The C function `name` on a handle: `f` with the handle behind `h` (checked to come from
+/// `kind`'s `create`) and the plugin operation's name, for its errors; `fail` when it fails or
+/// panics.
+///
+/// # Safety
+/// `h` is NULL or a live handle from this library's `create`.
+unsafe fn on_handle<T>(
+    name: &'static str,
+    fail: T,
+    h: HSM_CLIENT_HANDLE,
+    kind: Kind,
+    f: impl FnOnce(&Handle, &'static str) -> Result<T, AdapterError>,
+) -> T {
+    boundary(name, fail, || {
+        // SAFETY: the caller's contract.
+        let handle = unsafe { handle(h, kind) }?;
+        f(handle, op(name))
+    })
+}
+
+/// The C function `name` answering bytes through `out`/`out_len`: both are cleared first (a
+/// failed call leaves nothing for the SDK to free) and refused when NULL, before `f` runs
+/// (given the plugin operation's name); its bytes are `malloc`ed into them. 0 on success,
+/// [`FAILURE`] when it fails or panics.
+///
+/// # Safety
+/// `out` and `out_len` are each NULL or valid for writes.
+unsafe fn bytes_out(
+    name: &'static str,
     out: *mut *mut c_uchar,
     out_len: *mut size_t,
-) -> Result<c_int, AdapterError> {
-    let p = malloc_bytes(bytes)?;
-    // SAFETY: the caller's contract; both were checked for NULL before the plugin call.
-    unsafe {
-        *out = p;
-        *out_len = bytes.len();
-    }
-    Ok(0)
+    f: impl FnOnce(&'static str) -> Result<PluginBytes, AdapterError>,
+) -> c_int {
+    boundary(name, FAILURE, || {
+        // SAFETY: the caller's contract (NULL handled).
+        unsafe { clear_outputs(out, out_len) };
+        if out.is_null() || out_len.is_null() {
+            return Err(AdapterError::InvalidArgument("NULL output pointer"));
+        }
+        let bytes = f(op(name))?;
+        let p = malloc_bytes(&bytes)?;
+        // SAFETY: the caller's contract; both were checked for NULL above.
+        unsafe {
+            *out = p;
+            *out_len = bytes.len();
+        }
+        Ok(0)
+    })
 }
 
 /// Clears the outputs, so that a failed call leaves nothing for the SDK to free.
@@ -204,29 +221,92 @@ unsafe fn clear_outputs(out: *mut *mut c_uchar, out_len: *mut size_t) {
     }
 }
 
+// ---- process-wide ----------------------------------------------------------------------
+
+/// The C function `name` that reads the config and loads the plugin the first time (counting
+/// every call): 0 on success.
+fn init(name: &'static str) -> c_int {
+    ffi::init_logging();
+    boundary(name, FAILURE, || setup::init().map(|()| 0))
+}
+
+/// The C function `name` that undoes one init.
+fn deinit(name: &'static str) {
+    boundary(name, (), || {
+        setup::deinit();
+        Ok(())
+    })
+}
+
+/// Reads the config and loads the plugin the first time; counts every call (the C SDK calls
+/// it at least twice). 0 on success.
+#[no_mangle]
+pub extern "C" fn hsm_client_tpm_init() -> c_int {
+    init("hsm_client_tpm_init")
+}
+
+/// Undoes one `hsm_client_tpm_init`; the last deinit releases the shared plugin instance.
+#[no_mangle]
+pub extern "C" fn hsm_client_tpm_deinit() {
+    deinit("hsm_client_tpm_deinit")
+}
+
+/// As [`hsm_client_tpm_init`] (the C SDK calls both, whatever the attestation).
+#[no_mangle]
+pub extern "C" fn hsm_client_x509_init() -> c_int {
+    init("hsm_client_x509_init")
+}
+
+/// As [`hsm_client_tpm_deinit`].
+#[no_mangle]
+pub extern "C" fn hsm_client_x509_deinit() {
+    deinit("hsm_client_x509_deinit")
+}
+
+// ---- TPM -------------------------------------------------------------------------------
+
+unsafe extern "C" fn tpm_create() -> HSM_CLIENT_HANDLE {
+    create("hsm_client_tpm_create", Kind::Tpm)
+}
+
+unsafe extern "C" fn tpm_destroy(h: HSM_CLIENT_HANDLE) {
+    // SAFETY: the SDK passes a handle from tpm_create, once.
+    unsafe { destroy("hsm_client_tpm_destroy", h) }
+}
+
+/// The TPM function `name` answering the bytes `f` gets from the plugin's TPM interface
+/// through `out`/`out_len` (see [`bytes_out`]).
+///
+/// # Safety
+/// `h` is NULL or a live handle from this library's `create`; `out` and `out_len` are each
+/// NULL or valid for writes.
+unsafe fn tpm_bytes(
+    name: &'static str,
+    h: HSM_CLIENT_HANDLE,
+    out: *mut *mut c_uchar,
+    out_len: *mut size_t,
+    f: impl FnOnce(&TpmHandle<'_>) -> Result<PluginBytes, PluginError>,
+) -> c_int {
+    let call = |op| {
+        // SAFETY: the caller's contract.
+        let tpm = unsafe { handle(h, Kind::Tpm) }?.tpm(op)?;
+        f(&tpm).map_err(|e| AdapterError::plugin(op, e))
+    };
+    // SAFETY: the caller's contract.
+    unsafe { bytes_out(name, out, out_len, call) }
+}
+
 unsafe extern "C" fn tpm_get_ek(
     h: HSM_CLIENT_HANDLE,
     key: *mut *mut c_uchar,
     key_len: *mut size_t,
 ) -> c_int {
-    boundary("hsm_client_get_ek", FAILURE, || {
-        // SAFETY: the SDK's pointers (NULL handled).
-        unsafe { clear_outputs(key, key_len) };
-        if key.is_null() || key_len.is_null() {
-            return Err(AdapterError::InvalidArgument("NULL output pointer"));
-        }
-        // SAFETY: a handle from tpm_create.
-        let h = unsafe { handle(h, Kind::Tpm) }?;
-        let tpm = h
-            .instance
-            .tpm()
-            .map_err(|e| AdapterError::plugin("get_ek", e))?;
-        let ek = tpm
-            .endorsement_key()
-            .map_err(|e| AdapterError::plugin("get_ek", e))?;
-        // SAFETY: checked non-NULL above.
-        unsafe { give_bytes(&ek, key, key_len) }
-    })
+    // SAFETY: the SDK passes a handle from tpm_create and its output pointers (NULL handled).
+    unsafe {
+        tpm_bytes("hsm_client_get_ek", h, key, key_len, |tpm| {
+            tpm.endorsement_key()
+        })
+    }
 }
 
 unsafe extern "C" fn tpm_get_srk(
@@ -234,24 +314,12 @@ unsafe extern "C" fn tpm_get_srk(
     key: *mut *mut c_uchar,
     key_len: *mut size_t,
 ) -> c_int {
-    boundary("hsm_client_get_srk", FAILURE, || {
-        // SAFETY: the SDK's pointers (NULL handled).
-        unsafe { clear_outputs(key, key_len) };
-        if key.is_null() || key_len.is_null() {
-            return Err(AdapterError::InvalidArgument("NULL output pointer"));
-        }
-        // SAFETY: a handle from tpm_create.
-        let h = unsafe { handle(h, Kind::Tpm) }?;
-        let tpm = h
-            .instance
-            .tpm()
-            .map_err(|e| AdapterError::plugin("get_srk", e))?;
-        let srk = tpm
-            .storage_root_key()
-            .map_err(|e| AdapterError::plugin("get_srk", e))?;
-        // SAFETY: checked non-NULL above.
-        unsafe { give_bytes(&srk, key, key_len) }
-    })
+    // SAFETY: the SDK passes a handle from tpm_create and its output pointers (NULL handled).
+    unsafe {
+        tpm_bytes("hsm_client_get_srk", h, key, key_len, |tpm| {
+            tpm.storage_root_key()
+        })
+    }
 }
 
 unsafe extern "C" fn tpm_activate_identity_key(
@@ -263,16 +331,14 @@ unsafe extern "C" fn tpm_activate_identity_key(
         if key.is_null() || key_len == 0 {
             return Err(AdapterError::InvalidArgument("empty authenticationKey"));
         }
+        let op = op("hsm_client_activate_identity_key");
         // SAFETY: a handle from tpm_create.
         let h = unsafe { handle(h, Kind::Tpm) }?;
         // SAFETY: the SDK passes `key_len` readable bytes at `key` (non-NULL, checked).
         let blob = unsafe { std::slice::from_raw_parts(key, key_len) };
-        let tpm = h
-            .instance
-            .tpm()
-            .map_err(|e| AdapterError::plugin("activate_identity_key", e))?;
-        tpm.activate_identity_key(blob)
-            .map_err(|e| AdapterError::plugin("activate_identity_key", e))?;
+        h.tpm(op)?
+            .activate_identity_key(blob)
+            .map_err(|e| AdapterError::plugin(op, e))?;
         Ok(0)
     })
 }
@@ -284,33 +350,24 @@ unsafe extern "C" fn tpm_sign_with_identity(
     signed_value: *mut *mut c_uchar,
     signed_len: *mut size_t,
 ) -> c_int {
-    boundary("hsm_client_sign_with_identity", FAILURE, || {
-        // SAFETY: the SDK's pointers (NULL handled).
-        unsafe { clear_outputs(signed_value, signed_len) };
-        if signed_value.is_null() || signed_len.is_null() {
-            return Err(AdapterError::InvalidArgument("NULL output pointer"));
-        }
+    let sign = |op| {
         if data.is_null() && data_len != 0 {
             return Err(AdapterError::InvalidArgument("NULL data"));
         }
         // SAFETY: a handle from tpm_create.
-        let h = unsafe { handle(h, Kind::Tpm) }?;
+        let tpm = unsafe { handle(h, Kind::Tpm) }?.tpm(op)?;
         let data = if data_len == 0 {
             &[][..]
         } else {
             // SAFETY: the SDK passes `data_len` readable bytes at `data` (non-NULL, checked).
             unsafe { std::slice::from_raw_parts(data, data_len) }
         };
-        let tpm = h
-            .instance
-            .tpm()
-            .map_err(|e| AdapterError::plugin("sign_with_identity", e))?;
-        let mac = tpm
-            .sign_with_identity(data)
-            .map_err(|e| AdapterError::plugin("sign_with_identity", e))?;
-        // SAFETY: checked non-NULL above.
-        unsafe { give_bytes(&mac, signed_value, signed_len) }
-    })
+        tpm.sign_with_identity(data)
+            .map_err(|e| AdapterError::plugin(op, e))
+    };
+    let name = "hsm_client_sign_with_identity";
+    // SAFETY: the SDK's output pointers (NULL handled).
+    unsafe { bytes_out(name, signed_value, signed_len, sign) }
 }
 
 static TPM_INTERFACE: HSM_CLIENT_TPM_INTERFACE = HSM_CLIENT_TPM_INTERFACE {
@@ -331,63 +388,66 @@ pub extern "C" fn hsm_client_tpm_interface() -> *const HSM_CLIENT_TPM_INTERFACE 
 // ---- X.509 -----------------------------------------------------------------------------
 
 unsafe extern "C" fn x509_create() -> HSM_CLIENT_HANDLE {
-    boundary("hsm_client_x509_create", std::ptr::null_mut(), || {
-        create(Kind::X509)
-    })
+    create("hsm_client_x509_create", Kind::X509)
 }
 
 unsafe extern "C" fn x509_destroy(h: HSM_CLIENT_HANDLE) {
-    boundary("hsm_client_x509_destroy", (), || {
-        // SAFETY: the SDK passes a handle from x509_create, once.
-        unsafe { destroy(h) };
-        Ok(())
-    })
+    // SAFETY: the SDK passes a handle from x509_create, once.
+    unsafe { destroy("hsm_client_x509_destroy", h) }
 }
 
 unsafe extern "C" fn x509_get_cert(h: HSM_CLIENT_HANDLE) -> *mut c_char {
-    boundary("hsm_client_get_cert", std::ptr::null_mut(), || {
-        // SAFETY: a handle from x509_create.
-        let h = unsafe { handle(h, Kind::X509) }?;
-        let x509 = h
-            .instance
-            .x509()
-            .map_err(|e| AdapterError::plugin("get_cert", e))?;
-        let chain = x509
+    let get = |h: &Handle, op| {
+        let chain = h
+            .x509(op)?
             .certificate_chain_pem()
-            .map_err(|e| AdapterError::plugin("get_cert", e))?;
+            .map_err(|e| AdapterError::plugin(op, e))?;
         malloc_string(&chain, "certificate chain")
-    })
+    };
+    // SAFETY: a handle from x509_create.
+    unsafe {
+        on_handle(
+            "hsm_client_get_cert",
+            std::ptr::null_mut(),
+            h,
+            Kind::X509,
+            get,
+        )
+    }
 }
 
 unsafe extern "C" fn x509_get_key(h: HSM_CLIENT_HANDLE) -> *mut c_char {
-    boundary("hsm_client_get_key", std::ptr::null_mut(), || {
-        // SAFETY: a handle from x509_create.
-        let h = unsafe { handle(h, Kind::X509) }?;
-        let x509 = h
-            .instance
-            .x509()
-            .map_err(|e| AdapterError::plugin("get_key", e))?;
+    let get = |h: &Handle, op| {
         // Zeroizing: this copy is wiped when dropped; the SDK owns (and frees) the other.
-        let pem = x509
+        let pem = h
+            .x509(op)?
             .export_private_key_pem()
             .map_err(|error| AdapterError::KeyNotExported { error })?;
         malloc_string(&pem, "private key")
-    })
+    };
+    // SAFETY: a handle from x509_create.
+    unsafe {
+        on_handle(
+            "hsm_client_get_key",
+            std::ptr::null_mut(),
+            h,
+            Kind::X509,
+            get,
+        )
+    }
 }
 
 unsafe extern "C" fn x509_get_common_name(h: HSM_CLIENT_HANDLE) -> *mut c_char {
-    boundary("hsm_client_get_common_name", std::ptr::null_mut(), || {
-        // SAFETY: a handle from x509_create.
-        let h = unsafe { handle(h, Kind::X509) }?;
-        let x509 = h
-            .instance
-            .x509()
-            .map_err(|e| AdapterError::plugin("get_common_name", e))?;
-        let cn = x509
+    let get = |h: &Handle, op| {
+        let cn = h
+            .x509(op)?
             .common_name()
-            .map_err(|e| AdapterError::plugin("get_common_name", e))?;
+            .map_err(|e| AdapterError::plugin(op, e))?;
         malloc_string(&cn, "common name")
-    })
+    };
+    let name = "hsm_client_get_common_name";
+    // SAFETY: a handle from x509_create.
+    unsafe { on_handle(name, std::ptr::null_mut(), h, Kind::X509, get) }
 }
 
 static X509_INTERFACE: HSM_CLIENT_X509_INTERFACE = HSM_CLIENT_X509_INTERFACE {
@@ -407,23 +467,16 @@ pub extern "C" fn hsm_client_x509_interface() -> *const HSM_CLIENT_X509_INTERFAC
 // ---- symmetric key ---------------------------------------------------------------------
 
 unsafe extern "C" fn key_create() -> HSM_CLIENT_HANDLE {
-    boundary("hsm_client_key_create", std::ptr::null_mut(), || {
-        create(Kind::Key)
-    })
+    create("hsm_client_key_create", Kind::Key)
 }
 
 unsafe extern "C" fn key_destroy(h: HSM_CLIENT_HANDLE) {
-    boundary("hsm_client_key_destroy", (), || {
-        // SAFETY: the SDK passes a handle from key_create, once.
-        unsafe { destroy(h) };
-        Ok(())
-    })
+    // SAFETY: the SDK passes a handle from key_create, once.
+    unsafe { destroy("hsm_client_key_destroy", h) }
 }
 
 unsafe extern "C" fn key_get_symm_key(h: HSM_CLIENT_HANDLE) -> *mut c_char {
-    boundary("hsm_client_get_symm_key", std::ptr::null_mut(), || {
-        // SAFETY: a handle from key_create.
-        let h = unsafe { handle(h, Kind::Key) }?;
+    let get = |h: &Handle, _| {
         let held = h.symmetric_key.lock().unwrap_or_else(|e| e.into_inner());
         match held.as_ref() {
             Some(key) => malloc_string(key, "symmetric key"),
@@ -431,26 +484,30 @@ unsafe extern "C" fn key_get_symm_key(h: HSM_CLIENT_HANDLE) -> *mut c_char {
                 plugin: h.backend.name().to_string(),
             }),
         }
-    })
+    };
+    // SAFETY: a handle from key_create.
+    unsafe {
+        on_handle(
+            "hsm_client_get_symm_key",
+            std::ptr::null_mut(),
+            h,
+            Kind::Key,
+            get,
+        )
+    }
 }
 
 unsafe extern "C" fn key_get_registration_name(h: HSM_CLIENT_HANDLE) -> *mut c_char {
-    boundary(
-        "hsm_client_get_registration_name",
-        std::ptr::null_mut(),
-        || {
-            // SAFETY: a handle from key_create.
-            let h = unsafe { handle(h, Kind::Key) }?;
-            let sym = h
-                .instance
-                .symmetric_key()
-                .map_err(|e| AdapterError::plugin("get_registration_name", e))?;
-            let id = sym
-                .registration_id()
-                .map_err(|e| AdapterError::plugin("get_registration_name", e))?;
-            malloc_string(&id, "registration id")
-        },
-    )
+    let get = |h: &Handle, op| {
+        let id = h
+            .symmetric_key(op)?
+            .registration_id()
+            .map_err(|e| AdapterError::plugin(op, e))?;
+        malloc_string(&id, "registration id")
+    };
+    let name = "hsm_client_get_registration_name";
+    // SAFETY: a handle from key_create.
+    unsafe { on_handle(name, std::ptr::null_mut(), h, Kind::Key, get) }
 }
 
 /// What the SDK's probe signs to learn whether the plugin already holds a given key.
@@ -461,9 +518,7 @@ unsafe extern "C" fn key_set_symm_key_info(
     reg_name: *const c_char,
     symm_key: *const c_char,
 ) -> c_int {
-    boundary("hsm_client_set_symm_key_info", FAILURE, || {
-        // SAFETY: a handle from key_create.
-        let h = unsafe { handle(h, Kind::Key) }?;
+    let set = |h: &Handle, op| {
         // SAFETY: the SDK passes NULL or NUL-terminated strings valid for the call.
         let reg = unsafe { c_str(reg_name, "registration name is not UTF-8") }?;
         // SAFETY: as above.
@@ -484,13 +539,10 @@ unsafe extern "C" fn key_set_symm_key_info(
             B64.decode(key_b64.trim())
                 .map_err(|_| AdapterError::InvalidArgument("the symmetric key is not base64"))?,
         );
-        let sym = h
-            .instance
-            .symmetric_key()
-            .map_err(|e| AdapterError::plugin("set_symm_key_info", e))?;
+        let sym = h.symmetric_key(op)?;
         if !holds(&sym, reg, &raw)? {
             sym.import_key(Some(reg), &raw)
-                .map_err(|e| AdapterError::plugin("set_symm_key_info", e))?;
+                .map_err(|e| AdapterError::plugin(op, e))?;
             tracing::info!(
                 plugin = h.backend.name(),
                 "imported the application's symmetric key into the plugin"
@@ -499,17 +551,15 @@ unsafe extern "C" fn key_set_symm_key_info(
         *h.symmetric_key.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(Zeroizing::new(key_b64.trim().to_string()));
         Ok(0)
-    })
+    };
+    // SAFETY: a handle from key_create.
+    unsafe { on_handle("hsm_client_set_symm_key_info", FAILURE, h, Kind::Key, set) }
 }
 
 /// Whether the plugin already holds `key` for `reg` (so that every handle the SDK creates does
 /// not rewrite the plugin's key store): compared by an HMAC of a fixed probe, the key itself
 /// never leaving the plugin.
-fn holds(
-    sym: &provisioning_core::plugin::SymmetricKeyHandle<'_>,
-    reg: &str,
-    key: &[u8],
-) -> Result<bool, AdapterError> {
+fn holds(sym: &SymmetricKeyHandle<'_>, reg: &str, key: &[u8]) -> Result<bool, AdapterError> {
     use hmac::{Hmac, Mac};
     match sym.registration_id() {
         Ok(id) if id == reg => {}
