@@ -12,8 +12,9 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::handle;
@@ -71,23 +72,25 @@ pub(crate) fn peer_chain(conn: &rustls::ServerConnection) -> PeerChain {
     )
 }
 
-pub(crate) async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    app: Arc<AppState>,
-    limits: ConnectionLimits,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// The next connection `limits` admit from `listener`, or `None` once `shutdown` fires. A
+/// connection over the caps is closed at once; a failed accept is logged (as `{label}accept
+/// failed`) and retried after a pause. Shared by both listeners.
+pub(crate) async fn next_admitted(
+    listener: &TcpListener,
+    limits: &ConnectionLimits,
+    shutdown: &mut watch::Receiver<bool>,
+    label: &str,
+) -> Option<(TcpStream, SocketAddr, Admitted)> {
     loop {
         let accepted = tokio::select! {
-            _ = shutdown.changed() => break,
+            _ = shutdown.changed() => return None,
             r = listener.accept() => r,
         };
         let (tcp, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
+                tracing::warn!(error = %e, "{label}accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -96,21 +99,49 @@ pub(crate) async fn accept_loop(
             drop(tcp);
             continue;
         };
+        return Some((tcp, peer, admitted));
+    }
+}
+
+/// The TLS handshake on `tcp` from `peer`, within `timeout`; `None` when it failed or timed
+/// out (logged at debug as `{label}TLS handshake failed` / `... timed out`).
+pub(crate) async fn handshake(
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+    timeout: Duration,
+    peer: SocketAddr,
+    label: &str,
+) -> Option<TlsStream<TcpStream>> {
+    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "{label}TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "{label}TLS handshake timed out");
+            None
+        }
+    }
+}
+
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    app: Arc<AppState>,
+    limits: ConnectionLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    while let Some((tcp, peer, admitted)) =
+        next_admitted(&listener, &limits, &mut shutdown, "").await
+    {
         let acceptor = acceptor.clone();
         let app = app.clone();
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
             let _admitted = admitted;
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
+            let Some(tls) = handshake(&acceptor, tcp, HANDSHAKE_TIMEOUT, peer, "").await else {
+                return;
             };
             let chain = peer_chain(tls.get_ref().1);
             let svc = service_fn(move |req| handle(app.clone(), chain.clone(), req));

@@ -41,7 +41,7 @@ use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use super::{peer_chain, ConnectionLimits};
+use super::{handshake, next_admitted, peer_chain, ConnectionLimits};
 use crate::api::device::{
     authenticate_only, check_path, device_request, operation_status_request, register_request,
 };
@@ -109,23 +109,9 @@ pub(crate) async fn accept_loop(
     limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.changed() => break,
-            r = listener.accept() => r,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "MQTT accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Some(admitted) = limits.try_admit(peer) else {
-            drop(tcp);
-            continue;
-        };
+    while let Some((tcp, peer, admitted)) =
+        next_admitted(&listener, &limits, &mut shutdown, "MQTT ").await
+    {
         // Answers are small packets written one after another (PUBACK, then the answer):
         // without this, Nagle's algorithm holds the second until the first is acknowledged.
         let _ = tcp.set_nodelay(true);
@@ -134,16 +120,8 @@ pub(crate) async fn accept_loop(
         let stop = shutdown.clone();
         tokio::spawn(async move {
             let _admitted = admitted;
-            let tls = match tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "MQTT TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "MQTT TLS handshake timed out");
-                    return;
-                }
+            let Some(tls) = handshake(&acceptor, tcp, CONNECT_TIMEOUT, peer, "MQTT ").await else {
+                return;
             };
             let chain = peer_chain(tls.get_ref().1);
             let why = serve_connection(tls, app, chain, stop).await;
@@ -300,29 +278,12 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         Ok(Packet::Connect(c)) => c,
         Ok(_) => return Close::NotConnect,
         Err(Close::Malformed(CodecError::InvalidProtocolLevel(_))) => {
-            // MQTT 3.1.1, 3.1.2.2: an unsupported level is answered with return code 1.
-            let _ = write_now(
-                &mut wr,
-                Packet::ConnAck(ConnAck::new(
-                    ConnectReturnCode::RefusedProtocolVersion,
-                    false,
-                )),
-            )
-            .await;
-            return Close::Refused;
+            return refuse_protocol_version(&mut wr).await;
         }
         Err(e) => return e,
     };
     if connect.protocol != Protocol::V4 {
-        let _ = write_now(
-            &mut wr,
-            Packet::ConnAck(ConnAck::new(
-                ConnectReturnCode::RefusedProtocolVersion,
-                false,
-            )),
-        )
-        .await;
-        return Close::Refused;
+        return refuse_protocol_version(&mut wr).await;
     }
     if app.faults.take_mqtt_connect_drop() {
         return Close::Fault;
@@ -556,6 +517,20 @@ async fn handle_request(
         }
     };
     let _ = tx.send(Out::Answer { rid, answer }).await;
+}
+
+/// Refuses a CONNECT of another protocol level with CONNACK return code 1 (MQTT 3.1.1,
+/// 3.1.2.2: an unsupported level is answered so), then closes.
+async fn refuse_protocol_version<W: AsyncWrite + Unpin>(wr: &mut W) -> Close {
+    let _ = write_now(
+        wr,
+        Packet::ConnAck(ConnAck::new(
+            ConnectReturnCode::RefusedProtocolVersion,
+            false,
+        )),
+    )
+    .await;
+    Close::Refused
 }
 
 /// Writes one packet before the writer task exists (CONNACK).

@@ -54,18 +54,24 @@ pub fn enroll_symmetric(emu: &RunningEmulator, reg: &str, key_b64: &str) {
         .create_individual(IndividualEnrollment {
             registration_id: reg.into(),
             device_id: None,
-            attestation: AttestationMechanism {
-                kind: "symmetricKey".into(),
-                tpm: None,
-                x509: None,
-                symmetric_key: Some(SymmetricKeyAttestation {
-                    primary_key: Some(key_b64.into()),
-                    secondary_key: None,
-                }),
-            },
+            attestation: symmetric_attestation(key_b64),
             common: Default::default(),
         })
         .unwrap();
+}
+
+/// Symmetric-key attestation by `key_b64` (primary key only).
+fn symmetric_attestation(key_b64: &str) -> dps_emulator::model::AttestationMechanism {
+    use dps_emulator::model::*;
+    AttestationMechanism {
+        kind: "symmetricKey".into(),
+        tpm: None,
+        x509: None,
+        symmetric_key: Some(SymmetricKeyAttestation {
+            primary_key: Some(key_b64.into()),
+            secondary_key: None,
+        }),
+    }
 }
 
 /// Creates a symmetric-key enrollment group.
@@ -74,15 +80,7 @@ pub fn enroll_symmetric_group(emu: &RunningEmulator, group: &str, key_b64: &str)
     emu.enrollments()
         .create_group(EnrollmentGroup {
             enrollment_group_id: group.into(),
-            attestation: AttestationMechanism {
-                kind: "symmetricKey".into(),
-                tpm: None,
-                x509: None,
-                symmetric_key: Some(SymmetricKeyAttestation {
-                    primary_key: Some(key_b64.into()),
-                    secondary_key: None,
-                }),
-            },
+            attestation: symmetric_attestation(key_b64),
             common: Default::default(),
         })
         .unwrap();
@@ -139,6 +137,37 @@ pub fn x509_leaf(cn: &str) -> (CertifiedKey, CertifiedKey) {
     (root, leaf)
 }
 
+/// A TLS client configuration (ring, `versions`) trusting `ca_pem`, presenting `identity`
+/// (leaf first chain + key) when given; shared by the HTTPS and the MQTT test clients.
+pub fn tls_client_config(
+    ca_pem: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    identity: Option<(&[&CertifiedKey], &CertifiedKey)>,
+) -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots);
+    match identity {
+        None => builder.with_no_client_auth(),
+        Some((chain, key)) => {
+            let certs = chain
+                .iter()
+                .map(|c| CertificateDer::from(c.cert_der().to_vec()))
+                .collect();
+            let k = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+                key.key_pkcs8_der().unwrap().to_vec(),
+            ));
+            builder.with_client_auth_cert(certs, k).unwrap()
+        }
+    }
+}
+
 /// An HTTPS client trusting the emulator's CA, presenting `identity` (leaf first chain + key).
 pub fn client(
     emu: &RunningEmulator,
@@ -151,28 +180,7 @@ pub fn client_for_ca(
     ca_pem: &str,
     identity: Option<(&[&CertifiedKey], &CertifiedKey)>,
 ) -> reqwest::Client {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let cfg = match identity {
-        None => builder.with_no_client_auth(),
-        Some((chain, key)) => {
-            let certs = chain
-                .iter()
-                .map(|c| CertificateDer::from(c.cert_der().to_vec()))
-                .collect();
-            let k = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-                key.key_pkcs8_der().unwrap().to_vec(),
-            ));
-            builder.with_client_auth_cert(certs, k).unwrap()
-        }
-    };
+    let cfg = tls_client_config(ca_pem, rustls::DEFAULT_VERSIONS, identity);
     reqwest::Client::builder()
         .use_preconfigured_tls(cfg)
         .timeout(Duration::from_secs(30))

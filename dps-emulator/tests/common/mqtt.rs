@@ -8,7 +8,7 @@ use dps_emulator::pki::CertifiedKey;
 use dps_emulator::RunningEmulator;
 use rumqttc::mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, Packet, Publish, Subscribe};
 use rumqttc::mqttbytes::QoS;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,28 +36,7 @@ pub async fn tls(
     emu: &RunningEmulator,
     identity: Option<(&[&CertifiedKey], &CertifiedKey)>,
 ) -> TlsStream<TcpStream> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut emu.ca_cert_pem().as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS12])
-        .unwrap()
-        .with_root_certificates(roots);
-    let cfg = match identity {
-        None => builder.with_no_client_auth(),
-        Some((chain, key)) => {
-            let certs = chain
-                .iter()
-                .map(|c| CertificateDer::from(c.cert_der().to_vec()))
-                .collect();
-            let k = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-                key.key_pkcs8_der().unwrap().to_vec(),
-            ));
-            builder.with_client_auth_cert(certs, k).unwrap()
-        }
-    };
+    let cfg = super::tls_client_config(emu.ca_cert_pem(), &[&rustls::version::TLS12], identity);
     let tcp = TcpStream::connect(mqtt_addr(emu)).await.unwrap();
     tcp.set_nodelay(true).unwrap();
     TlsConnector::from(Arc::new(cfg))
