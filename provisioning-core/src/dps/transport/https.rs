@@ -2,7 +2,7 @@
 //! what became of it: an answer, or a transport failure sorted into the kinds the retry logic
 //! and the error messages need.
 
-use super::{describe, find_rustls_error, tls_failure_in_text};
+use super::plugin_or_tls_failure;
 use super::{Answer, DpsTransport, TransportFailure};
 use crate::dps::config::ApiVersion;
 use crate::dps::retry::parse_retry_after;
@@ -114,18 +114,10 @@ impl HttpsTransport {
     }
 
     fn classify(&self, e: &reqwest::Error) -> TransportFailure {
-        if let Some(slot) = &self.sign_failure {
-            if let Some(p) = slot.lock().ok().and_then(|mut s| s.take()) {
-                return TransportFailure::Plugin(p);
-            }
-        }
-        let detail = describe(e);
-        if let Some(tls) = find_rustls_error(e) {
-            return TransportFailure::Tls(tls.to_string());
-        }
-        if let Some(tls) = tls_failure_in_text(&detail) {
-            return TransportFailure::Tls(tls);
-        }
+        let detail = match plugin_or_tls_failure(self.sign_failure.as_ref(), e) {
+            Ok(detail) => detail,
+            Err(failure) => return failure,
+        };
         if e.is_timeout() {
             return TransportFailure::Transient(format!(
                 "no answer within {:?} ({detail})",

@@ -7,6 +7,7 @@
 pub(crate) mod https;
 pub(crate) mod mqtt;
 
+use crate::dps::tls::SignFailure;
 use crate::plugin::PluginError;
 use std::future::Future;
 use std::time::Duration;
@@ -136,6 +137,29 @@ pub(crate) fn find_rustls_error<'a>(
         cur = err.source();
     }
     None
+}
+
+/// The failures every transport sorts the same way, in this order: the plugin failed to sign
+/// the TLS handshake (taken from `sign_failure`), or TLS failed (rustls's error in the chain, or
+/// its message in the text). `Err` carries that failure; `Ok` carries the error's description
+/// (see [`describe`]) for the transport to sort the rest by its own error kinds.
+pub(crate) fn plugin_or_tls_failure(
+    sign_failure: Option<&SignFailure>,
+    e: &(dyn std::error::Error + 'static),
+) -> Result<String, TransportFailure> {
+    if let Some(slot) = sign_failure {
+        if let Some(p) = slot.lock().ok().and_then(|mut s| s.take()) {
+            return Err(TransportFailure::Plugin(p));
+        }
+    }
+    let detail = describe(e);
+    if let Some(tls) = find_rustls_error(e) {
+        return Err(TransportFailure::Tls(tls.to_string()));
+    }
+    if let Some(tls) = tls_failure_in_text(&detail) {
+        return Err(TransportFailure::Tls(tls));
+    }
+    Ok(detail)
 }
 
 /// rustls messages that some layers flatten into text, recognisable in it.

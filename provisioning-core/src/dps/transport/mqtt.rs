@@ -10,7 +10,7 @@
 //! unchanged.
 
 use super::https::MAX_ANSWER_BYTES;
-use super::{describe, find_rustls_error, tls_failure_in_text};
+use super::plugin_or_tls_failure;
 use super::{Answer, DpsTransport, TransportFailure};
 use crate::dps::retry::parse_retry_after;
 use crate::dps::tls::SignFailure;
@@ -300,18 +300,10 @@ fn classify(
     e: &ConnectionError,
     connecting: bool,
 ) -> TransportFailure {
-    if let Some(slot) = sign_failure {
-        if let Some(p) = slot.lock().ok().and_then(|mut s| s.take()) {
-            return TransportFailure::Plugin(p);
-        }
-    }
-    let detail = describe(e);
-    if let Some(tls) = find_rustls_error(e) {
-        return TransportFailure::Tls(tls.to_string());
-    }
-    if let Some(tls) = tls_failure_in_text(&detail) {
-        return TransportFailure::Tls(tls);
-    }
+    let detail = match plugin_or_tls_failure(sign_failure.as_ref(), e) {
+        Ok(detail) => detail,
+        Err(failure) => return failure,
+    };
     match e {
         ConnectionError::NetworkTimeout | ConnectionError::FlushTimeout => {
             TransportFailure::Transient(format!(
