@@ -145,21 +145,8 @@ fn provision_over_mqtt_and_what_mqtt_refuses() {
 
 #[test]
 fn demo_over_mqtt_provisions_every_software_plugin_mqtt_allows() {
-    let dir = plugin_dir_with(&[
-        &bundled_plugin("dice"),
-        &bundled_plugin("tpm_sim"),
-        &bundled_plugin("symmetric"),
-    ]);
-    let (ok, stdout, stderr) = run_hsmkit(&[
-        "--plugin-dir",
-        dir.path().to_str().unwrap(),
-        "demo",
-        "--transport",
-        "mqtt",
-        "--json",
-    ]);
-    assert!(ok, "{stderr}\n{stdout}");
-    let v: Value = serde_json::from_str(&stdout).unwrap();
+    let dir = software_plugin_dir();
+    let v = demo_json(dir.path(), &["--transport", "mqtt"]);
     assert_eq!(v["transport"], "mqtt");
     let results = v["results"].as_array().unwrap();
     let row = |name: &str| {

@@ -8,9 +8,6 @@ mod helpers;
 
 use base64::Engine;
 use helpers::*;
-use hsmkit_backend_pkcs11::config::PinSource;
-use hsmkit_backend_pkcs11::provision::{init_device, InitOptions};
-use hsmkit_backend_pkcs11::uri::Pkcs11Uri;
 use provisioning_core::dps::{register, Attestation};
 use provisioning_core::provisioning::hub_sas_token;
 use serde_json::json;
@@ -59,33 +56,22 @@ async fn tpm2_on_swtpm_provisions_and_signs_hub_tokens() {
 async fn pkcs11_on_softhsm_provisions_over_mutual_tls() {
     let token =
         hsmkit_backend_pkcs11::softhsm::create_token("dps-e2e").unwrap_or_else(|e| panic!("{e}"));
-    let out = init_device(&InitOptions {
-        module: token.module.clone(),
-        token: Pkcs11Uri::parse(&token.uri()).expect("token URI"),
-        pin: PinSource::File(token.pin_file.clone()),
-        label: "dps-device".into(),
-        id: None,
-        common_name: "pkcs11-device-1".into(),
-        ca: None,
-        validity_days: 30,
-    })
-    .unwrap_or_else(|e| panic!("device init on SoftHSM: {e}"));
-    let env = emulator().await;
-    individual(
-        &env.emu,
-        json!({"registrationId": out.registration_id, "attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": out.certificate_pem}}}}}),
+    let out = pkcs11_init(
+        &token.module,
+        &token.uri(),
+        &token.pin_file,
+        "pkcs11-device-1",
+        "SoftHSM",
     );
+    let env = emulator().await;
     let state = tempfile::tempdir().unwrap();
-    let device = instance(
-        "pkcs11",
-        &[
-            ("state_dir", state.path().display().to_string()),
-            ("module", token.module.display().to_string()),
-            ("token_uri", token.uri()),
-            ("pin_file", token.pin_file.display().to_string()),
-            ("key_uri", out.key_uri.clone()),
-            ("cert_uri", out.cert_uri.clone()),
-        ],
+    let device = pkcs11_enrolled_device(
+        &env,
+        state.path(),
+        &token.module,
+        token.uri(),
+        &token.pin_file,
+        &out,
     );
     let r = register(&dps_config(&env.emu), device, Attestation::X509, &|_| {})
         .await
@@ -104,38 +90,27 @@ async fn pkcs11_on_softhsm_provisions_over_mutual_tls() {
 fn pkcs11_on_tpm2_pkcs11_provisions_over_mutual_tls() {
     let token = hsmkit_backend_pkcs11::tpm2_pkcs11::Tpm2Pkcs11Token::start("dps-e2e-tpm2")
         .unwrap_or_else(|e| panic!("{e}"));
-    let out = init_device(&InitOptions {
-        module: token.module.clone(),
-        token: Pkcs11Uri::parse(&token.uri()).expect("token URI"),
-        pin: PinSource::File(token.pin_file.clone()),
-        label: "dps-device".into(),
-        id: None,
-        common_name: "pkcs11-tpm2-device-1".into(),
-        ca: None,
-        validity_days: 30,
-    })
-    .unwrap_or_else(|e| panic!("device init on tpm2-pkcs11: {e}"));
+    let out = pkcs11_init(
+        &token.module,
+        &token.uri(),
+        &token.pin_file,
+        "pkcs11-tpm2-device-1",
+        "tpm2-pkcs11",
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime");
     runtime.block_on(async {
         let env = emulator().await;
-        individual(
-            &env.emu,
-            json!({"registrationId": out.registration_id, "attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": out.certificate_pem}}}}}),
-        );
         let state = tempfile::tempdir().unwrap();
-        let device = instance(
-            "pkcs11",
-            &[
-                ("state_dir", state.path().display().to_string()),
-                ("module", token.module.display().to_string()),
-                ("token_uri", token.uri()),
-                ("pin_file", token.pin_file.display().to_string()),
-                ("key_uri", out.key_uri.clone()),
-                ("cert_uri", out.cert_uri.clone()),
-            ],
+        let device = pkcs11_enrolled_device(
+            &env,
+            state.path(),
+            &token.module,
+            token.uri(),
+            &token.pin_file,
+            &out,
         );
         let r = register(&dps_config(&env.emu), device, Attestation::X509, &|_| {})
             .await

@@ -8,14 +8,8 @@
 #[path = "support/e2e.rs"]
 mod helpers;
 
-use base64::Engine;
 use helpers::*;
-use hsmkit_backend_pkcs11::config::PinSource;
-use hsmkit_backend_pkcs11::provision::{init_device, InitOptions};
-use hsmkit_backend_pkcs11::uri::Pkcs11Uri;
-use provisioning_core::dps::{
-    derive_group_device_key, register, Attestation, DpsClientConfig, DpsError, Transport,
-};
+use provisioning_core::dps::{register, Attestation, DpsClientConfig, DpsError, Transport};
 use provisioning_core::provisioning::{self, Outcome};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -43,40 +37,11 @@ fn mqtt_config(emu: &dps_emulator::RunningEmulator) -> DpsClientConfig {
     c
 }
 
-fn dice_device(
-    state: &std::path::Path,
-    reg: &str,
-) -> std::sync::Arc<provisioning_core::plugin::PluginInstance> {
-    instance(
-        "dice",
-        &[
-            ("state_dir", state.display().to_string()),
-            ("registration_id", reg.to_string()),
-        ],
-    )
-}
-
-fn enroll_leaf(env: &Env, device: &provisioning_core::plugin::PluginInstance, reg: &str) {
-    let chain = device.x509().unwrap().certificate_chain_pem().unwrap();
-    let leaf = chain
-        .split_inclusive("-----END CERTIFICATE-----")
-        .next()
-        .unwrap()
-        .trim()
-        .to_string();
-    individual(
-        &env.emu,
-        json!({"registrationId": reg, "attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": leaf}}}}}),
-    );
-}
-
 #[tokio::test]
 async fn symmetric_individual_over_mqtt_writes_the_record_https_writes() {
     let env = mqtt_emulator().await;
     let reg = "mqtt-sym-1";
-    let key = symmetric_enrollment(&env.emu, reg);
-    let state = tempfile::tempdir().unwrap();
-    let device = symmetric_device(state.path(), reg, &key);
+    let (state, device) = symmetric_setup(&env, reg);
     let mut config = mqtt_config(&env.emu);
     config.payload = Some(json!({"model": "m1"}));
     let events = Events::default();
@@ -150,32 +115,7 @@ async fn symmetric_individual_over_mqtt_writes_the_record_https_writes() {
 #[tokio::test]
 async fn symmetric_group_member_over_mqtt_with_every_api_version() {
     let env = mqtt_emulator().await;
-    let g = group(
-        &env.emu,
-        json!({"enrollmentGroupId": "mqtt-grp", "attestation": {"type": "symmetricKey"}}),
-    );
-    let group_key = B64
-        .decode(g.attestation.symmetric_key.unwrap().primary_key.unwrap())
-        .unwrap();
-    for (i, version) in provisioning_core::dps::ApiVersion::ALL
-        .into_iter()
-        .enumerate()
-    {
-        let reg = format!("mqtt-member-{i}");
-        let state = tempfile::tempdir().unwrap();
-        let device = symmetric_device(
-            state.path(),
-            &reg,
-            &derive_group_device_key(&group_key, &reg),
-        );
-        let mut config = mqtt_config(&env.emu);
-        config.api_version = version;
-        let r = register(&config, device, Attestation::SymmetricKey, &|_| {})
-            .await
-            .unwrap_or_else(|e| panic!("api-version {version}: {e}"));
-        assert_eq!(r.device_id, reg);
-    }
-    assert_eq!(env.emu.registration_records().unwrap().len(), 3);
+    group_members_with_every_api_version(&env, "mqtt-grp", "mqtt-member", mqtt_config).await;
 }
 
 #[tokio::test]
@@ -214,16 +154,7 @@ async fn an_unenrolled_x509_device_is_refused_with_the_https_error() {
 async fn tpm_is_refused_over_mqtt_with_the_reason() {
     let env = mqtt_emulator().await;
     let state = tempfile::tempdir().unwrap();
-    let device = instance(
-        "tpm_sim",
-        &[("state_dir", state.path().display().to_string())],
-    );
-    let ek = device.tpm().unwrap().endorsement_key().unwrap();
-    let reg = provisioning_core::dps::tpm_registration_id(&ek);
-    individual(
-        &env.emu,
-        json!({"registrationId": reg, "attestation": {"type": "tpm", "tpm": {"endorsementKey": B64.encode(&ek)}}}),
-    );
+    let (device, reg) = tpm_sim_enrolled(&env, state.path());
     let e = register(
         &mqtt_config(&env.emu),
         device.clone(),
@@ -314,33 +245,22 @@ async fn user_errors_over_mqtt_are_the_https_ones() {
 async fn pkcs11_on_softhsm_over_mqtt() {
     let token =
         hsmkit_backend_pkcs11::softhsm::create_token("dps-mqtt").unwrap_or_else(|e| panic!("{e}"));
-    let out = init_device(&InitOptions {
-        module: token.module.clone(),
-        token: Pkcs11Uri::parse(&token.uri()).expect("token URI"),
-        pin: PinSource::File(token.pin_file.clone()),
-        label: "dps-device".into(),
-        id: None,
-        common_name: "pkcs11-mqtt-device".into(),
-        ca: None,
-        validity_days: 30,
-    })
-    .unwrap_or_else(|e| panic!("device init on SoftHSM: {e}"));
-    let env = mqtt_emulator().await;
-    individual(
-        &env.emu,
-        json!({"registrationId": out.registration_id, "attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": out.certificate_pem}}}}}),
+    let out = pkcs11_init(
+        &token.module,
+        &token.uri(),
+        &token.pin_file,
+        "pkcs11-mqtt-device",
+        "SoftHSM",
     );
+    let env = mqtt_emulator().await;
     let state = tempfile::tempdir().unwrap();
-    let device = instance(
-        "pkcs11",
-        &[
-            ("state_dir", state.path().display().to_string()),
-            ("module", token.module.display().to_string()),
-            ("token_uri", token.uri()),
-            ("pin_file", token.pin_file.display().to_string()),
-            ("key_uri", out.key_uri.clone()),
-            ("cert_uri", out.cert_uri.clone()),
-        ],
+    let device = pkcs11_enrolled_device(
+        &env,
+        state.path(),
+        &token.module,
+        token.uri(),
+        &token.pin_file,
+        &out,
     );
     let r = register(&mqtt_config(&env.emu), device, Attestation::X509, &|_| {})
         .await
@@ -350,34 +270,19 @@ async fn pkcs11_on_softhsm_over_mqtt() {
 }
 
 // Faults: every run ends in success or a clear timeout, with exactly one registration record.
-
-async fn symmetric_setup(
-    env: &Env,
-    reg: &str,
-) -> (
-    tempfile::TempDir,
-    std::sync::Arc<provisioning_core::plugin::PluginInstance>,
-) {
-    let key = symmetric_enrollment(&env.emu, reg);
-    let state = tempfile::tempdir().unwrap();
-    let device = symmetric_device(state.path(), reg, &key);
-    (state, device)
-}
+// The scenarios shared with the HTTPS fault tests (`support/e2e.rs`) run here over MQTT.
 
 #[tokio::test]
 async fn connections_dropped_after_connect_are_retried() {
     let env = mqtt_emulator().await;
-    let (_s, device) = symmetric_setup(&env, "mqtt-drop-connect").await;
+    let (_s, device) = symmetric_setup(&env, "mqtt-drop-connect");
     env.emu.faults().drop_next_mqtt_connects(2);
-    let events = Events::default();
-    let r = register(
+    let (r, events) = register_symmetric_with_events(
         &mqtt_config(&env.emu),
         device,
-        Attestation::SymmetricKey,
-        &events.sink(),
+        "succeeds after the dropped CONNECTs",
     )
-    .await
-    .expect("succeeds after the dropped CONNECTs");
+    .await;
     assert_eq!(r.device_id, "mqtt-drop-connect");
     assert_eq!(
         events.waits_for("register").len(),
@@ -391,19 +296,8 @@ async fn connections_dropped_after_connect_are_retried() {
 #[tokio::test]
 async fn connections_dropped_after_publish_before_the_answer_are_retried() {
     let env = mqtt_emulator_with(|c| c.assignment_delay = Duration::from_millis(300)).await;
-    let (_s, device) = symmetric_setup(&env, "mqtt-drop-publish").await;
     // Drops hit the register PUBLISH and then a poll of the accepted operation.
-    env.emu.faults().drop_next(2);
-    let events = Events::default();
-    let r = register(
-        &mqtt_config(&env.emu),
-        device,
-        Attestation::SymmetricKey,
-        &events.sink(),
-    )
-    .await
-    .expect("succeeds after the drops");
-    assert_eq!(r.device_id, "mqtt-drop-publish");
+    let events = dropped_connections_are_retried(&env, "mqtt-drop-publish", mqtt_config).await;
     // Two retries for the two drops, besides the polls.
     let retries: Vec<_> = events
         .waits()
@@ -411,108 +305,31 @@ async fn connections_dropped_after_publish_before_the_answer_are_retried() {
         .filter(|(reason, _)| !reason.contains("polling"))
         .collect();
     assert_eq!(retries.len(), 2, "{retries:?}");
-    single_record(&env.emu, "mqtt-drop-publish");
 }
 
 #[tokio::test]
 async fn throttling_over_mqtt_honours_retry_after() {
     let env = mqtt_emulator().await;
-    let (_s, device) = symmetric_setup(&env, "mqtt-throttled").await;
-    env.emu.faults().throttle_next(2, 2);
-    let events = Events::default();
-    register(
-        &mqtt_config(&env.emu),
-        device,
-        Attestation::SymmetricKey,
-        &events.sink(),
-    )
-    .await
-    .expect("succeeds after throttling");
-    let throttled = events.waits_for("429");
-    assert_eq!(throttled.len(), 2, "{throttled:?}");
-    assert!(
-        throttled.iter().all(|(_, w)| *w == Duration::from_secs(2)),
-        "{throttled:?}"
-    );
-    single_record(&env.emu, "mqtt-throttled");
+    throttling_honours_retry_after(&env, "mqtt-throttled", mqtt_config).await;
 }
 
 #[tokio::test]
 async fn server_errors_over_mqtt_are_retried_with_backoff() {
     let env = mqtt_emulator().await;
-    let (_s, device) = symmetric_setup(&env, "mqtt-500").await;
-    env.emu.faults().fail_next(3);
-    let events = Events::default();
-    register(
-        &mqtt_config(&env.emu),
-        device,
-        Attestation::SymmetricKey,
-        &events.sink(),
-    )
-    .await
-    .expect("succeeds after the 500s");
-    assert_eq!(
-        events.waits_for("HTTP 500").len(),
-        3,
-        "{:?}",
-        events.waits()
-    );
-    single_record(&env.emu, "mqtt-500");
+    server_errors_are_retried(&env, "mqtt-500", mqtt_config).await;
 }
 
 #[tokio::test]
 async fn polls_over_mqtt_follow_the_services_retry_after() {
-    let env = mqtt_emulator_with(|c| {
-        c.assignment_delay = Duration::from_millis(1500);
-        c.retry_after_secs = 1;
-    })
-    .await;
-    let (_s, device) = symmetric_setup(&env, "mqtt-polled").await;
-    let events = Events::default();
-    register(
-        &mqtt_config(&env.emu),
-        device,
-        Attestation::SymmetricKey,
-        &events.sink(),
-    )
-    .await
-    .expect("assigned after polling");
-    let polls = events.waits_for("polling");
-    assert!(!polls.is_empty());
-    assert!(
-        polls.iter().all(|(_, w)| *w == Duration::from_secs(1)),
-        "{polls:?}"
-    );
+    let env = mqtt_emulator_with(assigned_after_polling).await;
+    polls_follow_the_services_retry_after(&env, "mqtt-polled", mqtt_config).await;
     single_record(&env.emu, "mqtt-polled");
 }
 
 #[tokio::test]
 async fn slow_answers_over_mqtt_end_in_success_or_a_clear_timeout() {
     let env = mqtt_emulator().await;
-    let (_s, device) = symmetric_setup(&env, "mqtt-slow").await;
-
-    // Slower than the per-request timeout, forever: a clear overall timeout, no hang.
-    env.emu.faults().delay_responses(Duration::from_secs(5));
-    let mut config = mqtt_config(&env.emu);
-    config.request_timeout = Duration::from_millis(400);
-    config.overall_timeout = Duration::from_secs(3);
-    let e = register(&config, device.clone(), Attestation::SymmetricKey, &|_| {})
-        .await
-        .unwrap_err();
-    assert!(matches!(e, DpsError::Timeout { .. }), "{e}");
-    assert!(e.to_string().contains("no answer within"), "{e}");
-
-    // Slow but within the request timeout: success, one record.
-    env.emu.faults().delay_responses(Duration::from_millis(300));
-    let r = register(
-        &mqtt_config(&env.emu),
-        device,
-        Attestation::SymmetricKey,
-        &|_| {},
-    )
-    .await
-    .expect("slow but fine");
-    assert_eq!(r.device_id, "mqtt-slow");
+    slow_answers_end_in_success_or_a_clear_timeout(&env, "mqtt-slow", mqtt_config).await;
     single_record(&env.emu, "mqtt-slow");
 }
 

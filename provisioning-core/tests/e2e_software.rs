@@ -6,9 +6,7 @@ mod helpers;
 
 use base64::Engine;
 use helpers::*;
-use provisioning_core::dps::{
-    derive_group_device_key, register, Attestation, DpsError, ProgressEvent,
-};
+use provisioning_core::dps::{register, Attestation, DpsError, ProgressEvent};
 use provisioning_core::provisioning::{self, hub_sas_token, Outcome};
 use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
@@ -111,32 +109,7 @@ async fn symmetric_individual_provisions_saves_reuses_and_signs_hub_tokens() {
 #[tokio::test]
 async fn symmetric_group_member_with_derived_key_and_api_versions() {
     let env = emulator().await;
-    let g = group(
-        &env.emu,
-        json!({"enrollmentGroupId": "grp-1", "attestation": {"type": "symmetricKey"}}),
-    );
-    let group_key = B64
-        .decode(g.attestation.symmetric_key.unwrap().primary_key.unwrap())
-        .unwrap();
-    for (i, version) in provisioning_core::dps::ApiVersion::ALL
-        .into_iter()
-        .enumerate()
-    {
-        let reg = format!("member-{i}");
-        let state = tempfile::tempdir().unwrap();
-        let device = symmetric_device(
-            state.path(),
-            &reg,
-            &derive_group_device_key(&group_key, &reg),
-        );
-        let mut config = dps_config(&env.emu);
-        config.api_version = version;
-        let r = register(&config, device, Attestation::SymmetricKey, &|_| {})
-            .await
-            .unwrap_or_else(|e| panic!("api-version {version}: {e}"));
-        assert_eq!(r.device_id, reg);
-    }
-    assert_eq!(env.emu.registration_records().unwrap().len(), 3);
+    group_members_with_every_api_version(&env, "grp-1", "member", dps_config).await;
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! Shared by the e2e and fault tests (included with `#[path]`): an emulator per test on a free
 //! loopback port with its own temp state, plugin instances of the built plugins, enrollments,
 //! and a DPS client configuration that trusts the emulator's dev CA.
-#![allow(dead_code, unreachable_pub)] // shared by several test binaries, which see it through `pub`
+#![allow(dead_code, unused_imports, unreachable_pub)] // shared by several test binaries, which see it through `pub`
 
 #[path = "mod.rs"]
 mod support;
@@ -9,7 +9,13 @@ mod support;
 use base64::Engine;
 use dps_emulator::model::{EnrollmentGroup, IndividualEnrollment};
 use dps_emulator::{Emulator, EmulatorConfig, RunningEmulator};
-use provisioning_core::dps::{DpsClientConfig, ProgressEvent, RetryPolicy};
+use hsmkit_backend_pkcs11::config::PinSource;
+use hsmkit_backend_pkcs11::provision::{init_device, InitOptions, InitOutcome};
+use hsmkit_backend_pkcs11::uri::Pkcs11Uri;
+use provisioning_core::dps::{
+    derive_group_device_key, register, Attestation, DpsClientConfig, DpsError, ProgressEvent,
+    RegistrationResult, RetryPolicy,
+};
 use provisioning_core::plugin::{LoadedPlugin, PluginInstance};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
@@ -152,4 +158,284 @@ pub fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
     m.update(data);
     m.finalize().into_bytes().to_vec()
+}
+
+/// A symmetric-key device enrolled individually as `reg`: its state folder (kept for as long as
+/// the device is used) and its plugin instance.
+pub fn symmetric_setup(env: &Env, reg: &str) -> (tempfile::TempDir, Arc<PluginInstance>) {
+    let key = symmetric_enrollment(&env.emu, reg);
+    let state = tempfile::tempdir().expect("temp dir");
+    let device = symmetric_device(state.path(), reg, &key);
+    (state, device)
+}
+
+/// A dice plugin instance in `state` with the registration id `reg`.
+pub fn dice_device(state: &std::path::Path, reg: &str) -> Arc<PluginInstance> {
+    instance(
+        "dice",
+        &[
+            ("state_dir", state.display().to_string()),
+            ("registration_id", reg.to_string()),
+        ],
+    )
+}
+
+/// An individual X.509 enrollment for `reg` with `certificate_pem` as its primary certificate.
+pub fn x509_enrollment(
+    emu: &RunningEmulator,
+    reg: &str,
+    certificate_pem: &str,
+) -> IndividualEnrollment {
+    individual(
+        emu,
+        json!({"registrationId": reg, "attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": certificate_pem}}}}}),
+    )
+}
+
+/// Enrolls the leaf of `device`'s certificate chain as `reg`.
+pub fn enroll_leaf(env: &Env, device: &PluginInstance, reg: &str) {
+    let chain = device
+        .x509()
+        .expect("an X.509 plugin")
+        .certificate_chain_pem()
+        .expect("the certificate chain");
+    let leaf = chain
+        .split_inclusive("-----END CERTIFICATE-----")
+        .next()
+        .expect("a certificate")
+        .trim()
+        .to_string();
+    x509_enrollment(&env.emu, reg, &leaf);
+}
+
+/// A tpm-sim plugin instance in `state`, enrolled individually: the instance and its
+/// registration id.
+pub fn tpm_sim_enrolled(env: &Env, state: &std::path::Path) -> (Arc<PluginInstance>, String) {
+    let device = instance("tpm_sim", &[("state_dir", state.display().to_string())]);
+    let ek = device
+        .tpm()
+        .expect("a TPM plugin")
+        .endorsement_key()
+        .expect("the endorsement key");
+    let reg = provisioning_core::dps::tpm_registration_id(&ek);
+    individual(
+        &env.emu,
+        json!({"registrationId": reg, "attestation": {"type": "tpm", "tpm": {"endorsementKey": B64.encode(&ek)}}}),
+    );
+    (device, reg)
+}
+
+/// Makes a device key pair and certificate with the common name `common_name` on a PKCS#11
+/// token (`module`, `token_uri`, `pin_file`); `what` names the token in the panic message.
+pub fn pkcs11_init(
+    module: &std::path::Path,
+    token_uri: &str,
+    pin_file: &std::path::Path,
+    common_name: &str,
+    what: &str,
+) -> InitOutcome {
+    init_device(&InitOptions {
+        module: module.to_path_buf(),
+        token: Pkcs11Uri::parse(token_uri).expect("token URI"),
+        pin: PinSource::File(pin_file.to_path_buf()),
+        label: "dps-device".into(),
+        id: None,
+        common_name: common_name.into(),
+        ca: None,
+        validity_days: 30,
+    })
+    .unwrap_or_else(|e| panic!("device init on {what}: {e}"))
+}
+
+/// Enrolls the device `out` made on the token and returns a pkcs11 plugin instance for it with
+/// its state in `state`.
+pub fn pkcs11_enrolled_device(
+    env: &Env,
+    state: &std::path::Path,
+    module: &std::path::Path,
+    token_uri: String,
+    pin_file: &std::path::Path,
+    out: &InitOutcome,
+) -> Arc<PluginInstance> {
+    x509_enrollment(&env.emu, &out.registration_id, &out.certificate_pem);
+    instance(
+        "pkcs11",
+        &[
+            ("state_dir", state.display().to_string()),
+            ("module", module.display().to_string()),
+            ("token_uri", token_uri),
+            ("pin_file", pin_file.display().to_string()),
+            ("key_uri", out.key_uri.clone()),
+            ("cert_uri", out.cert_uri.clone()),
+        ],
+    )
+}
+
+/// Enrolls a symmetric-key group `group_id` and registers one member (`{member_prefix}-{i}`)
+/// per API version with the configuration `config` makes; asserts each member's device id and
+/// that the emulator holds the three records.
+pub async fn group_members_with_every_api_version(
+    env: &Env,
+    group_id: &str,
+    member_prefix: &str,
+    config: impl Fn(&RunningEmulator) -> DpsClientConfig,
+) {
+    let g = group(
+        &env.emu,
+        json!({"enrollmentGroupId": group_id, "attestation": {"type": "symmetricKey"}}),
+    );
+    let group_key = B64
+        .decode(g.attestation.symmetric_key.unwrap().primary_key.unwrap())
+        .unwrap();
+    for (i, version) in provisioning_core::dps::ApiVersion::ALL
+        .into_iter()
+        .enumerate()
+    {
+        let reg = format!("{member_prefix}-{i}");
+        let state = tempfile::tempdir().unwrap();
+        let device = symmetric_device(
+            state.path(),
+            &reg,
+            &derive_group_device_key(&group_key, &reg),
+        );
+        let mut config = config(&env.emu);
+        config.api_version = version;
+        let r = register(&config, device, Attestation::SymmetricKey, &|_| {})
+            .await
+            .unwrap_or_else(|e| panic!("api-version {version}: {e}"));
+        assert_eq!(r.device_id, reg);
+    }
+    assert_eq!(env.emu.registration_records().unwrap().len(), 3);
+}
+
+// Fault scenarios, one per transport: `config` makes the client configuration for it.
+
+/// Registers `device` (symmetric key) with `config`, collecting the progress events;
+/// `what` is the panic message on failure.
+pub async fn register_symmetric_with_events(
+    config: &DpsClientConfig,
+    device: Arc<PluginInstance>,
+    what: &str,
+) -> (RegistrationResult, Events) {
+    let events = Events::default();
+    let r = register(config, device, Attestation::SymmetricKey, &events.sink())
+        .await
+        .expect(what);
+    (r, events)
+}
+
+/// An emulator setting: the assignment takes 1.5 s and polls are told Retry-After 1 s.
+pub fn assigned_after_polling(c: &mut EmulatorConfig) {
+    c.assignment_delay = Duration::from_millis(1500);
+    c.retry_after_secs = 1;
+}
+
+/// Three 500s, retried with back-off: three waits naming HTTP 500, then one record for `reg`.
+pub async fn server_errors_are_retried(
+    env: &Env,
+    reg: &str,
+    config: impl Fn(&RunningEmulator) -> DpsClientConfig,
+) -> RegistrationResult {
+    let (_s, device) = symmetric_setup(env, reg);
+    env.emu.faults().fail_next(3);
+    let (r, events) =
+        register_symmetric_with_events(&config(&env.emu), device, "succeeds after the 500s").await;
+    let server_waits = events.waits_for("HTTP 500");
+    assert_eq!(server_waits.len(), 3, "{:?}", events.waits());
+    single_record(&env.emu, reg);
+    r
+}
+
+/// Two 429s with Retry-After 2 s: two waits of exactly 2 s, then one record for `reg`.
+pub async fn throttling_honours_retry_after(
+    env: &Env,
+    reg: &str,
+    config: impl Fn(&RunningEmulator) -> DpsClientConfig,
+) {
+    let (_s, device) = symmetric_setup(env, reg);
+    env.emu.faults().throttle_next(2, 2);
+    let (_, events) =
+        register_symmetric_with_events(&config(&env.emu), device, "succeeds after throttling")
+            .await;
+    let throttled = events.waits_for("429");
+    assert_eq!(throttled.len(), 2, "{throttled:?}");
+    assert!(
+        throttled.iter().all(|(_, w)| *w == Duration::from_secs(2)),
+        "{throttled:?}"
+    );
+    single_record(&env.emu, reg);
+}
+
+/// On an emulator set up with [`assigned_after_polling`]: the polls wait the service's 1 s.
+pub async fn polls_follow_the_services_retry_after(
+    env: &Env,
+    reg: &str,
+    config: impl Fn(&RunningEmulator) -> DpsClientConfig,
+) {
+    let (_s, device) = symmetric_setup(env, reg);
+    let (_, events) =
+        register_symmetric_with_events(&config(&env.emu), device, "assigned after polling").await;
+    let polls = events.waits_for("polling");
+    assert!(!polls.is_empty());
+    assert!(
+        polls.iter().all(|(_, w)| *w == Duration::from_secs(1)),
+        "{polls:?}"
+    );
+}
+
+/// Two connections dropped (the register request, then a poll of the accepted operation):
+/// success with `reg`'s one record; returns the progress events.
+pub async fn dropped_connections_are_retried(
+    env: &Env,
+    reg: &str,
+    config: impl Fn(&RunningEmulator) -> DpsClientConfig,
+) -> Events {
+    let (_s, device) = symmetric_setup(env, reg);
+    env.emu.faults().drop_next(2);
+    let (r, events) =
+        register_symmetric_with_events(&config(&env.emu), device, "succeeds after the drops").await;
+    assert_eq!(r.device_id, reg);
+    single_record(&env.emu, reg);
+    events
+}
+
+/// Answers slower than the request timeout, forever: a clear overall timeout; then slow answers
+/// within it: success. Returns how long the timed-out registration took.
+pub async fn slow_answers_end_in_success_or_a_clear_timeout(
+    env: &Env,
+    reg: &str,
+    config: impl Fn(&RunningEmulator) -> DpsClientConfig,
+) -> Duration {
+    let (_s, device) = symmetric_setup(env, reg);
+
+    // Slower than the per-request timeout, forever: a clear overall timeout, no hang.
+    env.emu.faults().delay_responses(Duration::from_secs(5));
+    let mut timing_out = config(&env.emu);
+    timing_out.request_timeout = Duration::from_millis(400);
+    timing_out.overall_timeout = Duration::from_secs(3);
+    let started = std::time::Instant::now();
+    let e = register(
+        &timing_out,
+        device.clone(),
+        Attestation::SymmetricKey,
+        &|_| {},
+    )
+    .await
+    .unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(matches!(e, DpsError::Timeout { .. }), "{e}");
+    assert!(e.to_string().contains("no answer within"), "{e}");
+
+    // Slow but within the request timeout: success.
+    env.emu.faults().delay_responses(Duration::from_millis(300));
+    let r = register(
+        &config(&env.emu),
+        device,
+        Attestation::SymmetricKey,
+        &|_| {},
+    )
+    .await
+    .expect("slow but fine");
+    assert_eq!(r.device_id, reg);
+    elapsed
 }

@@ -19,3 +19,23 @@ pub fn run_hsmkit<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String, Strin
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A plugins folder with the three software plugins (dice, tpm-sim, symmetric).
+pub fn software_plugin_dir() -> tempfile::TempDir {
+    plugin_dir_with(&[
+        &bundled_plugin("dice"),
+        &bundled_plugin("tpm_sim"),
+        &bundled_plugin("symmetric"),
+    ])
+}
+
+/// Runs `hsmkit --plugin-dir <dir> demo <extra> --json`; asserts it succeeded and returns the
+/// JSON it printed.
+pub fn demo_json(dir: &std::path::Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["--plugin-dir", dir.to_str().expect("UTF-8 path"), "demo"];
+    args.extend_from_slice(extra);
+    args.push("--json");
+    let (ok, stdout, stderr) = run_hsmkit(&args);
+    assert!(ok, "{stderr}\n{stdout}");
+    serde_json::from_str(&stdout).expect("the demo's JSON")
+}
