@@ -19,7 +19,7 @@ use crate::faults::Faults;
 use crate::model::RegistrationState;
 use crate::store::state_dir as state;
 use crate::store::Store;
-use crate::transport::{accept_loop, mqtt, tls, ConnectionLimits};
+use crate::transport::{accept_loop, mqtt, serve_https, tls, ConnectionLimits, HTTPS};
 
 /// Starts emulators.
 #[derive(Debug)]
@@ -125,12 +125,14 @@ impl Emulator {
         let mut mqtt_task = None;
         if let Some((l, bound)) = mqtt_listener {
             mqtt_addr = Some(bound);
-            mqtt_task = Some(tokio::spawn(mqtt::accept_loop(
+            mqtt_task = Some(tokio::spawn(accept_loop(
                 l,
                 TlsAcceptor::from(mqtt_tls_config),
                 app.clone(),
                 limits.clone(),
                 rx.clone(),
+                mqtt::LISTENER,
+                mqtt::serve,
             )));
             tracing::info!(addr = %bound, "DPS emulator listening for MQTT");
         }
@@ -140,6 +142,8 @@ impl Emulator {
             app.clone(),
             limits,
             rx,
+            HTTPS,
+            serve_https,
         ));
         tracing::info!(%addr, "DPS emulator listening");
         Ok(RunningEmulator {

@@ -75,7 +75,7 @@ pub(crate) fn peer_chain(conn: &rustls::ServerConnection) -> PeerChain {
 /// The next connection `limits` admit from `listener`, or `None` once `shutdown` fires. A
 /// connection over the caps is closed at once; a failed accept is logged (as `{label}accept
 /// failed`) and retried after a pause. Shared by both listeners.
-pub(crate) async fn next_admitted(
+async fn next_admitted(
     listener: &TcpListener,
     limits: &ConnectionLimits,
     shutdown: &mut watch::Receiver<bool>,
@@ -105,7 +105,7 @@ pub(crate) async fn next_admitted(
 
 /// The TLS handshake on `tcp` from `peer`, within `timeout`; `None` when it failed or timed
 /// out (logged at debug as `{label}TLS handshake failed` / `... timed out`).
-pub(crate) async fn handshake(
+async fn handshake(
     acceptor: &TlsAcceptor,
     tcp: TcpStream,
     timeout: Duration,
@@ -125,44 +125,88 @@ pub(crate) async fn handshake(
     }
 }
 
-pub(crate) async fn accept_loop(
+/// What sets one listener apart in [`accept_loop`].
+pub(crate) struct Listener {
+    /// Prefix of its log lines (`""` or `"MQTT "`).
+    pub(crate) label: &'static str,
+    /// How long a TLS handshake may take.
+    pub(crate) handshake_timeout: Duration,
+    /// Whether to set `TCP_NODELAY` on its connections.
+    pub(crate) nodelay: bool,
+}
+
+/// The HTTPS listener.
+pub(crate) const HTTPS: Listener = Listener {
+    label: "",
+    handshake_timeout: HANDSHAKE_TIMEOUT,
+    nodelay: false,
+};
+
+/// Accepts connections until `shutdown`, each admitted by the shared connection caps, and
+/// hands each finished TLS handshake to `serve` on its own task (with the client's chain and
+/// a shutdown receiver). Both listeners run this.
+pub(crate) async fn accept_loop<F, Fut>(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     app: Arc<AppState>,
     limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
-) {
+    kind: Listener,
+    serve: F,
+) where
+    F: Fn(TlsStream<TcpStream>, SocketAddr, Arc<AppState>, PeerChain, watch::Receiver<bool>) -> Fut
+        + Clone
+        + Send
+        + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     while let Some((tcp, peer, admitted)) =
-        next_admitted(&listener, &limits, &mut shutdown, "").await
+        next_admitted(&listener, &limits, &mut shutdown, kind.label).await
     {
+        if kind.nodelay {
+            let _ = tcp.set_nodelay(true);
+        }
         let acceptor = acceptor.clone();
         let app = app.clone();
-        let mut stop = shutdown.clone();
+        let stop = shutdown.clone();
+        let serve = serve.clone();
+        let (label, timeout) = (kind.label, kind.handshake_timeout);
         tokio::spawn(async move {
             let _admitted = admitted;
-            let Some(tls) = handshake(&acceptor, tcp, HANDSHAKE_TIMEOUT, peer, "").await else {
+            let Some(tls) = handshake(&acceptor, tcp, timeout, peer, label).await else {
                 return;
             };
             let chain = peer_chain(tls.get_ref().1);
-            let svc = service_fn(move |req| handle(app.clone(), chain.clone(), req));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(tls), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                }
-                _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
-                }
-            }
+            serve(tls, peer, app, chain, stop).await;
         });
+    }
+}
+
+/// One HTTPS connection: HTTP/1.1 until the client closes it or the emulator shuts down.
+pub(crate) async fn serve_https(
+    tls: TlsStream<TcpStream>,
+    peer: SocketAddr,
+    app: Arc<AppState>,
+    chain: PeerChain,
+    mut stop: watch::Receiver<bool>,
+) {
+    let svc = service_fn(move |req| handle(app.clone(), chain.clone(), req));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(64 * 1024)
+        .serve_connection(TokioIo::new(tls), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        }
     }
 }
 

@@ -33,15 +33,16 @@ use rumqttc::mqttbytes::v4::{
     ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode, UnsubAck,
 };
 use rumqttc::mqttbytes::{Error as CodecError, Protocol, QoS};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 
-use super::{handshake, next_admitted, peer_chain, ConnectionLimits};
+use super::Listener;
 use crate::api::device::{
     authenticate_only, check_path, device_request, operation_status_request, register_request,
 };
@@ -101,33 +102,25 @@ enum Close {
     Refused,
 }
 
-/// Accepts MQTT connections until `shutdown`, each admitted by the shared connection caps.
-pub(crate) async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
+/// The MQTT listener: the CONNECT timeout bounds the TLS handshake too.
+pub(crate) const LISTENER: Listener = Listener {
+    label: "MQTT ",
+    handshake_timeout: CONNECT_TIMEOUT,
+    // Answers are small packets written one after another (PUBACK, then the answer):
+    // without this, Nagle's algorithm holds the second until the first is acknowledged.
+    nodelay: true,
+};
+
+/// One MQTT connection after its TLS handshake (run by [`super::accept_loop`]).
+pub(crate) async fn serve(
+    tls: TlsStream<TcpStream>,
+    peer: SocketAddr,
     app: Arc<AppState>,
-    limits: ConnectionLimits,
-    mut shutdown: watch::Receiver<bool>,
+    chain: PeerChain,
+    stop: watch::Receiver<bool>,
 ) {
-    while let Some((tcp, peer, admitted)) =
-        next_admitted(&listener, &limits, &mut shutdown, "MQTT ").await
-    {
-        // Answers are small packets written one after another (PUBACK, then the answer):
-        // without this, Nagle's algorithm holds the second until the first is acknowledged.
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let _admitted = admitted;
-            let Some(tls) = handshake(&acceptor, tcp, CONNECT_TIMEOUT, peer, "MQTT ").await else {
-                return;
-            };
-            let chain = peer_chain(tls.get_ref().1);
-            let why = serve_connection(tls, app, chain, stop).await;
-            tracing::debug!(%peer, reason = %why, "MQTT connection closed");
-        });
-    }
+    let why = serve_connection(tls, app, chain, stop).await;
+    tracing::debug!(%peer, reason = %why, "MQTT connection closed");
 }
 
 /// A token bucket over the packets one connection sends.

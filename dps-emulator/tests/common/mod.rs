@@ -86,6 +86,18 @@ pub fn enroll_symmetric_group(emu: &RunningEmulator, group: &str, key_b64: &str)
         .unwrap();
 }
 
+/// X.509 attestation by `x509`.
+fn x509_attestation(
+    x509: dps_emulator::model::X509Attestation,
+) -> dps_emulator::model::AttestationMechanism {
+    dps_emulator::model::AttestationMechanism {
+        kind: "x509".into(),
+        tpm: None,
+        x509: Some(x509),
+        symmetric_key: None,
+    }
+}
+
 /// Enrolls `reg` individually by its X.509 leaf certificate.
 pub fn enroll_x509(emu: &RunningEmulator, reg: &str, leaf: &CertifiedKey) {
     use dps_emulator::model::*;
@@ -93,15 +105,10 @@ pub fn enroll_x509(emu: &RunningEmulator, reg: &str, leaf: &CertifiedKey) {
         .create_individual(IndividualEnrollment {
             registration_id: reg.into(),
             device_id: None,
-            attestation: AttestationMechanism {
-                kind: "x509".into(),
-                tpm: None,
-                x509: Some(X509Attestation {
-                    client_certificates: Some(X509Certificates::primary(leaf.cert_pem())),
-                    ..Default::default()
-                }),
-                symmetric_key: None,
-            },
+            attestation: x509_attestation(X509Attestation {
+                client_certificates: Some(X509Certificates::primary(leaf.cert_pem())),
+                ..Default::default()
+            }),
             common: Default::default(),
         })
         .unwrap();
@@ -113,15 +120,10 @@ pub fn enroll_x509_group(emu: &RunningEmulator, group: &str, ca: &CertifiedKey) 
     emu.enrollments()
         .create_group(EnrollmentGroup {
             enrollment_group_id: group.into(),
-            attestation: AttestationMechanism {
-                kind: "x509".into(),
-                tpm: None,
-                x509: Some(X509Attestation {
-                    signing_certificates: Some(X509Certificates::primary(ca.cert_pem())),
-                    ..Default::default()
-                }),
-                symmetric_key: None,
-            },
+            attestation: x509_attestation(X509Attestation {
+                signing_certificates: Some(X509Certificates::primary(ca.cert_pem())),
+                ..Default::default()
+            }),
             common: Default::default(),
         })
         .unwrap();
