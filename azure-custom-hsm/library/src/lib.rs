@@ -175,6 +175,23 @@ unsafe fn on_handle<T>(
     })
 }
 
+/// The C function `name` answering a `malloc`ed copy of the text `f` gets (as
+/// [`on_handle`]); `what` names the text in errors. NULL when it fails or panics.
+///
+/// # Safety
+/// `h` is NULL or a live handle from this library's `create`.
+unsafe fn text_out<T: AsRef<str>>(
+    name: &'static str,
+    h: HSM_CLIENT_HANDLE,
+    kind: Kind,
+    what: &'static str,
+    f: impl FnOnce(&Handle, &'static str) -> Result<T, AdapterError>,
+) -> *mut c_char {
+    let call = |h: &Handle, op| malloc_string(f(h, op)?.as_ref(), what);
+    // SAFETY: the caller's contract.
+    unsafe { on_handle(name, std::ptr::null_mut(), h, kind, call) }
+}
+
 /// The C function `name` answering bytes through `out`/`out_len`: both are cleared first (a
 /// failed call leaves nothing for the SDK to free) and refused when NULL, before `f` runs
 /// (given the plugin operation's name); its bytes are `malloc`ed into them. 0 on success,
@@ -398,56 +415,42 @@ unsafe extern "C" fn x509_destroy(h: HSM_CLIENT_HANDLE) {
 
 unsafe extern "C" fn x509_get_cert(h: HSM_CLIENT_HANDLE) -> *mut c_char {
     let get = |h: &Handle, op| {
-        let chain = h
-            .x509(op)?
+        h.x509(op)?
             .certificate_chain_pem()
-            .map_err(|e| AdapterError::plugin(op, e))?;
-        malloc_string(&chain, "certificate chain")
+            .map_err(|e| AdapterError::plugin(op, e))
     };
     // SAFETY: a handle from x509_create.
     unsafe {
-        on_handle(
+        text_out(
             "hsm_client_get_cert",
-            std::ptr::null_mut(),
             h,
             Kind::X509,
+            "certificate chain",
             get,
         )
     }
 }
 
 unsafe extern "C" fn x509_get_key(h: HSM_CLIENT_HANDLE) -> *mut c_char {
+    // Zeroizing: this copy is wiped when dropped; the SDK owns (and frees) the other.
     let get = |h: &Handle, op| {
-        // Zeroizing: this copy is wiped when dropped; the SDK owns (and frees) the other.
-        let pem = h
-            .x509(op)?
+        h.x509(op)?
             .export_private_key_pem()
-            .map_err(|error| AdapterError::KeyNotExported { error })?;
-        malloc_string(&pem, "private key")
+            .map_err(|error| AdapterError::KeyNotExported { error })
     };
     // SAFETY: a handle from x509_create.
-    unsafe {
-        on_handle(
-            "hsm_client_get_key",
-            std::ptr::null_mut(),
-            h,
-            Kind::X509,
-            get,
-        )
-    }
+    unsafe { text_out("hsm_client_get_key", h, Kind::X509, "private key", get) }
 }
 
 unsafe extern "C" fn x509_get_common_name(h: HSM_CLIENT_HANDLE) -> *mut c_char {
     let get = |h: &Handle, op| {
-        let cn = h
-            .x509(op)?
+        h.x509(op)?
             .common_name()
-            .map_err(|e| AdapterError::plugin(op, e))?;
-        malloc_string(&cn, "common name")
+            .map_err(|e| AdapterError::plugin(op, e))
     };
     let name = "hsm_client_get_common_name";
     // SAFETY: a handle from x509_create.
-    unsafe { on_handle(name, std::ptr::null_mut(), h, Kind::X509, get) }
+    unsafe { text_out(name, h, Kind::X509, "common name", get) }
 }
 
 static X509_INTERFACE: HSM_CLIENT_X509_INTERFACE = HSM_CLIENT_X509_INTERFACE {
@@ -499,15 +502,13 @@ unsafe extern "C" fn key_get_symm_key(h: HSM_CLIENT_HANDLE) -> *mut c_char {
 
 unsafe extern "C" fn key_get_registration_name(h: HSM_CLIENT_HANDLE) -> *mut c_char {
     let get = |h: &Handle, op| {
-        let id = h
-            .symmetric_key(op)?
+        h.symmetric_key(op)?
             .registration_id()
-            .map_err(|e| AdapterError::plugin(op, e))?;
-        malloc_string(&id, "registration id")
+            .map_err(|e| AdapterError::plugin(op, e))
     };
     let name = "hsm_client_get_registration_name";
     // SAFETY: a handle from key_create.
-    unsafe { on_handle(name, std::ptr::null_mut(), h, Kind::Key, get) }
+    unsafe { text_out(name, h, Kind::Key, "registration id", get) }
 }
 
 /// What the SDK's probe signs to learn whether the plugin already holds a given key.
