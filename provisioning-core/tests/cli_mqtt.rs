@@ -3,7 +3,6 @@
 
 mod support;
 
-use dps_emulator::enroll_files::{EnrollmentInfo, EnrollmentInfoExt};
 use dps_emulator::{BackgroundEmulator, Emulator, EmulatorConfig};
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -26,23 +25,14 @@ fn enroll(
     let plugins = plugin_dir_with(&[&bundled_plugin(plugin_file)]);
     let state = root.join(format!("device-{plugin}"));
     let out = root.join(format!("enroll-{plugin}"));
-    let (ok, _, err) = run_hsmkit(&[
-        "--plugin-dir",
+    let info = enroll_info_into(
+        emulator,
         plugins.path().to_str().unwrap(),
-        "--state-dir",
         state.to_str().unwrap(),
-        "enroll-info",
-        "--plugin",
         plugin,
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
-    let info = EnrollmentInfo::read_dir(&out).unwrap();
-    emulator
-        .enrollments()
-        .create_individual(info.individual())
-        .unwrap();
+        &out,
+        &[],
+    );
     let reg = info.registration_id().to_string();
     (plugins, state.to_str().unwrap().to_string(), reg)
 }

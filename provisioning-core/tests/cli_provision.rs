@@ -3,7 +3,7 @@
 
 mod support;
 
-use dps_emulator::enroll_files::{EnrollmentInfo, EnrollmentInfoExt};
+use dps_emulator::enroll_files::EnrollmentInfo;
 use dps_emulator::{Emulator, EmulatorConfig};
 use serde_json::Value;
 use support::*;
@@ -36,25 +36,14 @@ impl Device {
         let state = root.join("device").to_str().unwrap().to_string();
         let out = root.join("enroll");
         let settings: Vec<String> = settings.iter().map(|s| s.to_string()).collect();
-        let mut args = vec![
-            "--plugin-dir",
+        let info = enroll_info_into(
+            emulator,
             &plugin_dir,
-            "--state-dir",
             &state,
-            "enroll-info",
-            "--plugin",
             plugin,
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend(settings.iter().map(String::as_str));
-        let (ok, _, err) = hsmkit(&args);
-        assert!(ok, "{err}");
-        let info = EnrollmentInfo::read_dir(&out).unwrap();
-        emulator
-            .enrollments()
-            .create_individual(info.individual())
-            .unwrap();
+            &out,
+            &settings.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
         Device {
             _plugins: plugins,
             plugin_dir,

@@ -56,28 +56,22 @@ async fn tpm2_on_swtpm_provisions_and_signs_hub_tokens() {
 async fn pkcs11_on_softhsm_provisions_over_mutual_tls() {
     let token =
         hsmkit_backend_pkcs11::softhsm::create_token("dps-e2e").unwrap_or_else(|e| panic!("{e}"));
-    let out = pkcs11_init(
-        &token.module,
-        &token.uri(),
-        &token.pin_file,
-        "pkcs11-device-1",
-        "SoftHSM",
-    );
+    let pkcs11 = Pkcs11Token {
+        module: &token.module,
+        uri: token.uri(),
+        pin_file: &token.pin_file,
+    };
+    let out = pkcs11_init(&pkcs11, "pkcs11-device-1", "SoftHSM");
     let env = emulator().await;
-    let state = tempfile::tempdir().unwrap();
-    let device = pkcs11_enrolled_device(
+    pkcs11_device_registers(
         &env,
-        state.path(),
-        &token.module,
-        token.uri(),
-        &token.pin_file,
+        &pkcs11,
         &out,
-    );
-    let r = register(&dps_config(&env.emu), device, Attestation::X509, &|_| {})
-        .await
-        .expect("pkcs11 X.509 registration");
-    assert_eq!(r.device_id, "pkcs11-device-1");
-    single_record(&env.emu, "pkcs11-device-1");
+        "pkcs11-device-1",
+        dps_config,
+        "pkcs11 X.509 registration",
+    )
+    .await;
 }
 
 /// The same X.509 provisioning on a second real PKCS#11 module: tpm2-pkcs11 on a private swtpm
@@ -90,33 +84,27 @@ async fn pkcs11_on_softhsm_provisions_over_mutual_tls() {
 fn pkcs11_on_tpm2_pkcs11_provisions_over_mutual_tls() {
     let token = hsmkit_backend_pkcs11::tpm2_pkcs11::Tpm2Pkcs11Token::start("dps-e2e-tpm2")
         .unwrap_or_else(|e| panic!("{e}"));
-    let out = pkcs11_init(
-        &token.module,
-        &token.uri(),
-        &token.pin_file,
-        "pkcs11-tpm2-device-1",
-        "tpm2-pkcs11",
-    );
+    let pkcs11 = Pkcs11Token {
+        module: &token.module,
+        uri: token.uri(),
+        pin_file: &token.pin_file,
+    };
+    let out = pkcs11_init(&pkcs11, "pkcs11-tpm2-device-1", "tpm2-pkcs11");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime");
     runtime.block_on(async {
         let env = emulator().await;
-        let state = tempfile::tempdir().unwrap();
-        let device = pkcs11_enrolled_device(
+        pkcs11_device_registers(
             &env,
-            state.path(),
-            &token.module,
-            token.uri(),
-            &token.pin_file,
+            &pkcs11,
             &out,
-        );
-        let r = register(&dps_config(&env.emu), device, Attestation::X509, &|_| {})
-            .await
-            .expect("pkcs11 X.509 registration on tpm2-pkcs11");
-        assert_eq!(r.device_id, "pkcs11-tpm2-device-1");
-        single_record(&env.emu, "pkcs11-tpm2-device-1");
+            "pkcs11-tpm2-device-1",
+            dps_config,
+            "pkcs11 X.509 registration on tpm2-pkcs11",
+        )
+        .await;
     });
     drop(runtime);
     drop(token);

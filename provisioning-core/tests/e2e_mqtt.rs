@@ -10,8 +10,7 @@ mod helpers;
 
 use helpers::*;
 use provisioning_core::dps::{register, Attestation, DpsClientConfig, DpsError, Transport};
-use provisioning_core::provisioning::{self, Outcome};
-use serde_json::json;
+use provisioning_core::provisioning;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -41,32 +40,14 @@ fn mqtt_config(emu: &dps_emulator::RunningEmulator) -> DpsClientConfig {
 async fn symmetric_individual_over_mqtt_writes_the_record_https_writes() {
     let env = mqtt_emulator().await;
     let reg = "mqtt-sym-1";
-    let (state, device) = symmetric_setup(&env, reg);
-    let mut config = mqtt_config(&env.emu);
-    config.payload = Some(json!({"model": "m1"}));
-    let events = Events::default();
-    let (over_mqtt, outcome) = provisioning::provision(
-        &config,
-        device.clone(),
-        Attestation::SymmetricKey,
-        state.path(),
-        false,
-        &events.sink(),
-    )
-    .await
-    .expect("provisioned over MQTT");
-    assert_eq!(outcome, Outcome::Registered);
-    assert_eq!(over_mqtt.result.registration_id, reg);
-    assert_eq!(over_mqtt.result.device_id, reg);
-    assert_eq!(over_mqtt.result.status, "assigned");
-    assert_eq!(over_mqtt.result.payload, Some(json!({"model": "m1"})));
-    assert!(env.emu.hubs().contains(&over_mqtt.result.assigned_hub));
+    let Provisioned {
+        state,
+        device,
+        config,
+        record: over_mqtt,
+        ..
+    } = provision_symmetric_with_payload(&env, reg, mqtt_config).await;
     assert_eq!(over_mqtt.endpoint, config.endpoint);
-    let stored = single_record(&env.emu, reg);
-    assert_eq!(
-        stored.assigned_hub.as_deref(),
-        Some(over_mqtt.assigned_hub())
-    );
     assert_eq!(
         provisioning::load(state.path()).unwrap(),
         Some(over_mqtt.clone())
@@ -245,28 +226,22 @@ async fn user_errors_over_mqtt_are_the_https_ones() {
 async fn pkcs11_on_softhsm_over_mqtt() {
     let token =
         hsmkit_backend_pkcs11::softhsm::create_token("dps-mqtt").unwrap_or_else(|e| panic!("{e}"));
-    let out = pkcs11_init(
-        &token.module,
-        &token.uri(),
-        &token.pin_file,
-        "pkcs11-mqtt-device",
-        "SoftHSM",
-    );
+    let pkcs11 = Pkcs11Token {
+        module: &token.module,
+        uri: token.uri(),
+        pin_file: &token.pin_file,
+    };
+    let out = pkcs11_init(&pkcs11, "pkcs11-mqtt-device", "SoftHSM");
     let env = mqtt_emulator().await;
-    let state = tempfile::tempdir().unwrap();
-    let device = pkcs11_enrolled_device(
+    pkcs11_device_registers(
         &env,
-        state.path(),
-        &token.module,
-        token.uri(),
-        &token.pin_file,
+        &pkcs11,
         &out,
-    );
-    let r = register(&mqtt_config(&env.emu), device, Attestation::X509, &|_| {})
-        .await
-        .expect("pkcs11 X.509 over MQTT");
-    assert_eq!(r.device_id, "pkcs11-mqtt-device");
-    single_record(&env.emu, "pkcs11-mqtt-device");
+        "pkcs11-mqtt-device",
+        mqtt_config,
+        "pkcs11 X.509 over MQTT",
+    )
+    .await;
 }
 
 // Faults: every run ends in success or a clear timeout, with exactly one registration record.

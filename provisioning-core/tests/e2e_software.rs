@@ -16,31 +16,14 @@ use std::time::Duration;
 async fn symmetric_individual_provisions_saves_reuses_and_signs_hub_tokens() {
     let env = emulator().await;
     let reg = "sym-device-1";
-    let key = symmetric_enrollment(&env.emu, reg);
-    let state = tempfile::tempdir().unwrap();
-    let device = symmetric_device(state.path(), reg, &key);
-    let mut config = dps_config(&env.emu);
-    config.payload = Some(json!({"model": "m1"}));
-    let events = Events::default();
-
-    let (record, outcome) = provisioning::provision(
-        &config,
-        device.clone(),
-        Attestation::SymmetricKey,
-        state.path(),
-        false,
-        &events.sink(),
-    )
-    .await
-    .expect("provisioned");
-    assert_eq!(outcome, Outcome::Registered);
-    assert_eq!(record.result.registration_id, reg);
-    assert_eq!(record.result.device_id, reg);
-    assert_eq!(record.result.status, "assigned");
-    assert!(env.emu.hubs().contains(&record.result.assigned_hub));
-    assert_eq!(record.result.payload, Some(json!({"model": "m1"})));
-    let stored = single_record(&env.emu, reg);
-    assert_eq!(stored.assigned_hub.as_deref(), Some(record.assigned_hub()));
+    let Provisioned {
+        state,
+        device,
+        key,
+        config,
+        record,
+        events,
+    } = provision_symmetric_with_payload(&env, reg, dps_config).await;
     assert!(events
         .all()
         .iter()

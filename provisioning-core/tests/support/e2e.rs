@@ -17,6 +17,7 @@ use provisioning_core::dps::{
     RegistrationResult, RetryPolicy,
 };
 use provisioning_core::plugin::{LoadedPlugin, PluginInstance};
+use provisioning_core::provisioning::{self, Outcome, ProvisioningRecord};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -225,19 +226,20 @@ pub fn tpm_sim_enrolled(env: &Env, state: &std::path::Path) -> (Arc<PluginInstan
     (device, reg)
 }
 
-/// Makes a device key pair and certificate with the common name `common_name` on a PKCS#11
-/// token (`module`, `token_uri`, `pin_file`); `what` names the token in the panic message.
-pub fn pkcs11_init(
-    module: &std::path::Path,
-    token_uri: &str,
-    pin_file: &std::path::Path,
-    common_name: &str,
-    what: &str,
-) -> InitOutcome {
+/// A PKCS#11 token as the pkcs11 plugin is configured for it.
+pub struct Pkcs11Token<'a> {
+    pub module: &'a std::path::Path,
+    pub uri: String,
+    pub pin_file: &'a std::path::Path,
+}
+
+/// Makes a device key pair and certificate with the common name `common_name` on `token`;
+/// `what` names the token in the panic message.
+pub fn pkcs11_init(token: &Pkcs11Token<'_>, common_name: &str, what: &str) -> InitOutcome {
     init_device(&InitOptions {
-        module: module.to_path_buf(),
-        token: Pkcs11Uri::parse(token_uri).expect("token URI"),
-        pin: PinSource::File(pin_file.to_path_buf()),
+        module: token.module.to_path_buf(),
+        token: Pkcs11Uri::parse(&token.uri).expect("token URI"),
+        pin: PinSource::File(token.pin_file.to_path_buf()),
         label: "dps-device".into(),
         id: None,
         common_name: common_name.into(),
@@ -247,28 +249,90 @@ pub fn pkcs11_init(
     .unwrap_or_else(|e| panic!("device init on {what}: {e}"))
 }
 
-/// Enrolls the device `out` made on the token and returns a pkcs11 plugin instance for it with
-/// its state in `state`.
-pub fn pkcs11_enrolled_device(
+/// Enrolls the device `out` made on `token` (its registration id is `reg`), registers it over
+/// X.509 through a pkcs11 plugin instance with the configuration `config` makes, and asserts
+/// the device id and the emulator's one record; `what` is the panic message on failure.
+pub async fn pkcs11_device_registers(
     env: &Env,
-    state: &std::path::Path,
-    module: &std::path::Path,
-    token_uri: String,
-    pin_file: &std::path::Path,
+    token: &Pkcs11Token<'_>,
     out: &InitOutcome,
-) -> Arc<PluginInstance> {
+    reg: &str,
+    config: impl Fn(&RunningEmulator) -> DpsClientConfig,
+    what: &str,
+) {
     x509_enrollment(&env.emu, &out.registration_id, &out.certificate_pem);
-    instance(
+    let state = tempfile::tempdir().expect("temp dir");
+    let device = instance(
         "pkcs11",
         &[
-            ("state_dir", state.display().to_string()),
-            ("module", module.display().to_string()),
-            ("token_uri", token_uri),
-            ("pin_file", pin_file.display().to_string()),
+            ("state_dir", state.path().display().to_string()),
+            ("module", token.module.display().to_string()),
+            ("token_uri", token.uri.clone()),
+            ("pin_file", token.pin_file.display().to_string()),
             ("key_uri", out.key_uri.clone()),
             ("cert_uri", out.cert_uri.clone()),
         ],
+    );
+    let r = register(&config(&env.emu), device, Attestation::X509, &|_| {})
+        .await
+        .expect(what);
+    assert_eq!(r.device_id, reg);
+    single_record(&env.emu, reg);
+}
+
+/// A device provisioned by [`provision_symmetric_with_payload`].
+pub struct Provisioned {
+    /// The device's state folder.
+    pub state: tempfile::TempDir,
+    pub device: Arc<PluginInstance>,
+    /// The enrolled symmetric key (raw bytes).
+    pub key: Vec<u8>,
+    /// The configuration used, with the payload.
+    pub config: DpsClientConfig,
+    pub record: ProvisioningRecord,
+    pub events: Events,
+}
+
+/// A symmetric-key device enrolled as `reg` and provisioned (not reused) with `config` and the
+/// payload `{"model": "m1"}`: asserts the record's registration id, device id, status,
+/// payload and hub (one of the emulator's, the one of its only record).
+pub async fn provision_symmetric_with_payload(
+    env: &Env,
+    reg: &str,
+    config: impl Fn(&RunningEmulator) -> DpsClientConfig,
+) -> Provisioned {
+    let key = symmetric_enrollment(&env.emu, reg);
+    let state = tempfile::tempdir().expect("temp dir");
+    let device = symmetric_device(state.path(), reg, &key);
+    let mut config = config(&env.emu);
+    config.payload = Some(json!({"model": "m1"}));
+    let events = Events::default();
+    let (record, outcome) = provisioning::provision(
+        &config,
+        device.clone(),
+        Attestation::SymmetricKey,
+        state.path(),
+        false,
+        &events.sink(),
     )
+    .await
+    .expect("provisioned");
+    assert_eq!(outcome, Outcome::Registered);
+    assert_eq!(record.result.registration_id, reg);
+    assert_eq!(record.result.device_id, reg);
+    assert_eq!(record.result.status, "assigned");
+    assert!(env.emu.hubs().contains(&record.result.assigned_hub));
+    assert_eq!(record.result.payload, Some(json!({"model": "m1"})));
+    let stored = single_record(&env.emu, reg);
+    assert_eq!(stored.assigned_hub.as_deref(), Some(record.assigned_hub()));
+    Provisioned {
+        state,
+        device,
+        key,
+        config,
+        record,
+        events,
+    }
 }
 
 /// Enrolls a symmetric-key group `group_id` and registers one member (`{member_prefix}-{i}`)

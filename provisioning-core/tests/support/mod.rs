@@ -39,3 +39,37 @@ pub fn demo_json(dir: &std::path::Path, extra: &[&str]) -> serde_json::Value {
     assert!(ok, "{stderr}\n{stdout}");
     serde_json::from_str(&stdout).expect("the demo's JSON")
 }
+
+/// Runs `hsmkit --plugin-dir <plugin_dir> --state-dir <state> enroll-info --plugin <plugin>
+/// --out <out> <extra>`, asserts it succeeded, and enrolls what it wrote in `emulator`
+/// (individually); returns it.
+pub fn enroll_info_into(
+    emulator: &dps_emulator::BackgroundEmulator,
+    plugin_dir: &str,
+    state: &str,
+    plugin: &str,
+    out: &std::path::Path,
+    extra: &[&str],
+) -> dps_emulator::enroll_files::EnrollmentInfo {
+    use dps_emulator::enroll_files::{EnrollmentInfo, EnrollmentInfoExt};
+    let mut args = vec![
+        "--plugin-dir",
+        plugin_dir,
+        "--state-dir",
+        state,
+        "enroll-info",
+        "--plugin",
+        plugin,
+        "--out",
+        out.to_str().expect("UTF-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    let (ok, _, err) = run_hsmkit(&args);
+    assert!(ok, "{err}");
+    let info = EnrollmentInfo::read_dir(out).expect("the enrollment files");
+    emulator
+        .enrollments()
+        .create_individual(info.individual())
+        .expect("enrollment stored");
+    info
+}
