@@ -238,6 +238,21 @@ unsafe fn clear_outputs(out: *mut *mut c_uchar, out_len: *mut size_t) {
     }
 }
 
+/// An interface's `$create` and `$destroy` members, for handles of `$kind`; the C names in
+/// logs are `hsm_client_$create` and `hsm_client_$destroy`.
+macro_rules! create_and_destroy {
+    ($create:ident, $destroy:ident, $kind:expr) => {
+        unsafe extern "C" fn $create() -> HSM_CLIENT_HANDLE {
+            create(concat!("hsm_client_", stringify!($create)), $kind)
+        }
+
+        unsafe extern "C" fn $destroy(h: HSM_CLIENT_HANDLE) {
+            // SAFETY: the SDK passes a handle from this interface's create, once.
+            unsafe { destroy(concat!("hsm_client_", stringify!($destroy)), h) }
+        }
+    };
+}
+
 // ---- process-wide ----------------------------------------------------------------------
 
 /// The C function `name` that reads the config and loads the plugin the first time (counting
@@ -282,14 +297,7 @@ pub extern "C" fn hsm_client_x509_deinit() {
 
 // ---- TPM -------------------------------------------------------------------------------
 
-unsafe extern "C" fn tpm_create() -> HSM_CLIENT_HANDLE {
-    create("hsm_client_tpm_create", Kind::Tpm)
-}
-
-unsafe extern "C" fn tpm_destroy(h: HSM_CLIENT_HANDLE) {
-    // SAFETY: the SDK passes a handle from tpm_create, once.
-    unsafe { destroy("hsm_client_tpm_destroy", h) }
-}
+create_and_destroy!(tpm_create, tpm_destroy, Kind::Tpm);
 
 /// The TPM function `name` answering the bytes `f` gets from the plugin's TPM interface
 /// through `out`/`out_len` (see [`bytes_out`]).
@@ -404,14 +412,7 @@ pub extern "C" fn hsm_client_tpm_interface() -> *const HSM_CLIENT_TPM_INTERFACE 
 
 // ---- X.509 -----------------------------------------------------------------------------
 
-unsafe extern "C" fn x509_create() -> HSM_CLIENT_HANDLE {
-    create("hsm_client_x509_create", Kind::X509)
-}
-
-unsafe extern "C" fn x509_destroy(h: HSM_CLIENT_HANDLE) {
-    // SAFETY: the SDK passes a handle from x509_create, once.
-    unsafe { destroy("hsm_client_x509_destroy", h) }
-}
+create_and_destroy!(x509_create, x509_destroy, Kind::X509);
 
 unsafe extern "C" fn x509_get_cert(h: HSM_CLIENT_HANDLE) -> *mut c_char {
     let get = |h: &Handle, op| {
@@ -469,14 +470,7 @@ pub extern "C" fn hsm_client_x509_interface() -> *const HSM_CLIENT_X509_INTERFAC
 
 // ---- symmetric key ---------------------------------------------------------------------
 
-unsafe extern "C" fn key_create() -> HSM_CLIENT_HANDLE {
-    create("hsm_client_key_create", Kind::Key)
-}
-
-unsafe extern "C" fn key_destroy(h: HSM_CLIENT_HANDLE) {
-    // SAFETY: the SDK passes a handle from key_create, once.
-    unsafe { destroy("hsm_client_key_destroy", h) }
-}
+create_and_destroy!(key_create, key_destroy, Kind::Key);
 
 unsafe extern "C" fn key_get_symm_key(h: HSM_CLIENT_HANDLE) -> *mut c_char {
     let get = |h: &Handle, _| {
