@@ -40,16 +40,11 @@ fn mqtt_config(emu: &dps_emulator::RunningEmulator) -> DpsClientConfig {
 async fn symmetric_individual_over_mqtt_writes_the_record_https_writes() {
     let env = mqtt_emulator().await;
     let reg = "mqtt-sym-1";
-    let Provisioned {
-        state,
-        device,
-        config,
-        record: over_mqtt,
-        ..
-    } = provision_symmetric_with_payload(&env, reg, mqtt_config).await;
-    assert_eq!(over_mqtt.endpoint, config.endpoint);
+    let p = provision_symmetric_with_payload(&env, reg, mqtt_config).await;
+    let over_mqtt = p.record;
+    assert_eq!(over_mqtt.endpoint, p.config.endpoint);
     assert_eq!(
-        provisioning::load(state.path()).unwrap(),
+        provisioning::load(p.state.path()).unwrap(),
         Some(over_mqtt.clone())
     );
 
@@ -57,12 +52,12 @@ async fn symmetric_individual_over_mqtt_writes_the_record_https_writes() {
     // operation and the times, with the same fields.
     let https = dps_config(&env.emu);
     let mut https_config = https.clone();
-    https_config.payload = config.payload.clone();
+    https_config.payload = p.config.payload.clone();
     let (over_https, _) = provisioning::provision(
         &https_config,
-        device,
+        p.device,
         Attestation::SymmetricKey,
-        state.path(),
+        p.state.path(),
         true,
         &|_| {},
     )

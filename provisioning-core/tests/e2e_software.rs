@@ -16,50 +16,44 @@ use std::time::Duration;
 async fn symmetric_individual_provisions_saves_reuses_and_signs_hub_tokens() {
     let env = emulator().await;
     let reg = "sym-device-1";
-    let Provisioned {
-        state,
-        device,
-        key,
-        config,
-        record,
-        events,
-    } = provision_symmetric_with_payload(&env, reg, dps_config).await;
-    assert!(events
+    let p = provision_symmetric_with_payload(&env, reg, dps_config).await;
+    assert!(p
+        .events
         .all()
         .iter()
         .any(|e| matches!(e, ProgressEvent::Assigned { .. })));
 
     // Saved 0600 and read back identically.
-    let path = provisioning::record_path(state.path());
+    let path = provisioning::record_path(p.state.path());
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     assert_eq!(
-        provisioning::load(state.path()).unwrap(),
-        Some(record.clone())
+        provisioning::load(p.state.path()).unwrap(),
+        Some(p.record.clone())
     );
 
     // A second run reuses the record without asking DPS (the emulator would record it).
     env.emu.faults().fail_next(1000);
     let (again, outcome) = provisioning::provision(
-        &config,
-        device.clone(),
+        &p.config,
+        p.device.clone(),
         Attestation::SymmetricKey,
-        state.path(),
+        p.state.path(),
         false,
         &|_| {},
     )
     .await
     .expect("reused");
     assert_eq!(outcome, Outcome::Reused);
-    assert_eq!(again, record);
+    assert_eq!(again, p.record);
     env.emu.faults().clear();
 
     // --force asks again.
     let (_, outcome) = provisioning::provision(
-        &config,
-        device.clone(),
+        &p.config,
+        p.device.clone(),
         Attestation::SymmetricKey,
-        state.path(),
+        p.state.path(),
         true,
         &|_| {},
     )
@@ -70,22 +64,28 @@ async fn symmetric_individual_provisions_saves_reuses_and_signs_hub_tokens() {
 
     // The hub token verifies with the key, computed independently.
     let token = hub_sas_token(
-        &device,
+        &p.device,
         Attestation::SymmetricKey,
-        record.assigned_hub(),
-        record.device_id(),
+        p.record.assigned_hub(),
+        p.record.device_id(),
         Duration::from_secs(3600),
     )
     .unwrap();
-    let sr = format!("{}%2fdevices%2f{}", record.assigned_hub(), reg);
+    let sr = format!("{}%2fdevices%2f{}", p.record.assigned_hub(), reg);
     let se: u64 = token.rsplit("&se=").next().unwrap().parse().unwrap();
-    let expected = hmac(&key, format!("{sr}\n{se}").as_bytes());
+    let expected = hmac(&p.key, format!("{sr}\n{se}").as_bytes());
     let expected = provisioning_core::dps::sas::url_encode(&B64.encode(expected));
     assert_eq!(
         token,
         format!("SharedAccessSignature sr={sr}&sig={expected}&se={se}")
     );
-    let x509 = hub_sas_token(&device, Attestation::X509, "h", "d", Duration::from_secs(1));
+    let x509 = hub_sas_token(
+        &p.device,
+        Attestation::X509,
+        "h",
+        "d",
+        Duration::from_secs(1),
+    );
     assert!(x509.unwrap_err().to_string().contains("certificate"));
 }
 
