@@ -49,10 +49,8 @@ pub async fn register(
                     max_retry_after: config.retry.max_retry_after,
                 },
                 prepared.sign_failure.clone(),
-            )
-            .map_err(|reason| DpsError::Config { reason })?;
-            let flow = Flow::new(config, instance, prepared, transport, progress, &last);
-            within_deadline(config, &last, flow.run()).await
+            );
+            run_within_deadline(config, instance, prepared, transport, progress, &last).await
         }
         Transport::Mqtt => {
             let (host, port) =
@@ -69,10 +67,8 @@ pub async fn register(
                     max_retry_after: config.retry.max_retry_after,
                 },
                 prepared.sign_failure.clone(),
-            )
-            .map_err(|reason| DpsError::Config { reason })?;
-            let flow = Flow::new(config, instance, prepared, transport, progress, &last);
-            within_deadline(config, &last, flow.run()).await
+            );
+            run_within_deadline(config, instance, prepared, transport, progress, &last).await
         }
         Transport::MqttWs => Err(mqtt_ws_unsupported()),
     }
@@ -83,6 +79,21 @@ fn mqtt_ws_unsupported() -> DpsError {
     DpsError::Config {
         reason: "MQTT over WebSocket (--transport mqtt-ws) is not supported yet; use --transport mqtt (TLS on port 8883) or https".into(),
     }
+}
+
+/// Runs the flow over `transport` (refused as a configuration error when it could not be
+/// made) inside the overall deadline.
+async fn run_within_deadline<T: DpsTransport>(
+    config: &DpsClientConfig,
+    instance: Arc<PluginInstance>,
+    prepared: Prepared,
+    transport: Result<T, String>,
+    progress: &(dyn Fn(&ProgressEvent) + Sync),
+    last: &Mutex<String>,
+) -> Result<RegistrationResult, DpsError> {
+    let transport = transport.map_err(|reason| DpsError::Config { reason })?;
+    let flow = Flow::new(config, instance, prepared, transport, progress, last);
+    within_deadline(config, last, flow.run()).await
 }
 
 /// Runs the flow inside the overall deadline; a timeout names the last failure.
