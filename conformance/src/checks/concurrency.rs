@@ -733,41 +733,28 @@ fn last_error_per_thread(ctx: &mut CheckContext) -> CheckResult {
     )))
 }
 
+/// Reads the identity [`CALLS`] times on `inst`; each must be `serial`.
+fn same_identity(inst: &RawInstance, serial: &[u8]) -> Result<usize, Verdict> {
+    for _ in 0..CALLS {
+        if identity_ok(inst)? != serial {
+            return Err(Verdict::fail(
+                "the serial answer from every thread",
+                "different bytes",
+            ));
+        }
+    }
+    Ok(CALLS)
+}
+
 fn instance_per_thread(ctx: &mut CheckContext) -> CheckResult {
     let serial = identity_ok(&instance(ctx)?)?;
     let table = ctx.table()?;
-    let config = ctx.config.clone();
-    let results: Vec<Result<(), Verdict>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..THREADS)
-            .map(|_| {
-                let (config, serial) = (&config, &serial);
-                s.spawn(move || -> Result<(), Verdict> {
-                    let inst = RawInstance::create(table, config).map_err(|e| {
-                        Verdict::fail("create to succeed on another thread", e.to_string())
-                    })?;
-                    for _ in 0..CALLS {
-                        if identity_ok(&inst)? != *serial {
-                            return Err(Verdict::fail(
-                                "the serial answer from every thread",
-                                "different bytes",
-                            ));
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Verdict::fail("no panic", "a thread panicked")))
-            })
-            .collect()
-    });
-    for r in results {
-        r?;
-    }
+    let config = &ctx.config;
+    join_all(|_| {
+        let inst = RawInstance::create(table, config)
+            .map_err(|e| Verdict::fail("create to succeed on another thread", e.to_string()))?;
+        same_identity(&inst, &serial)
+    })?;
     Ok(Verdict::pass(format!("{THREADS} threads x {CALLS} calls")))
 }
 
@@ -793,35 +780,7 @@ fn shared_instance(ctx: &mut CheckContext) -> CheckResult {
     }
     let inst = instance(ctx)?;
     let serial = identity_ok(&inst)?;
-    let shared = Shared(&inst);
-    let results: Vec<Result<(), Verdict>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..THREADS)
-            .map(|_| {
-                let (shared, serial) = (&shared, &serial);
-                s.spawn(move || -> Result<(), Verdict> {
-                    for _ in 0..CALLS {
-                        if identity_ok(shared.0)? != *serial {
-                            return Err(Verdict::fail(
-                                "the serial answer from every thread",
-                                "different bytes",
-                            ));
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Verdict::fail("no panic", "a thread panicked")))
-            })
-            .collect()
-    });
-    for r in results {
-        r?;
-    }
+    on_one_instance(&inst, &|_, inst, _| same_identity(inst, &serial))?;
     Ok(Verdict::pass(format!(
         "{THREADS} threads x {CALLS} calls on one instance"
     )))
