@@ -124,31 +124,55 @@ fn softhsm_device(
     (token, device)
 }
 
+/// Options for the pkcs11 plugin on one token, `registration_id` set when given, one check
+/// at a time: the token is state shared by every check process, and checks that import keys
+/// into it must not interleave.
+fn pkcs11_options(
+    module: &std::path::Path,
+    pin_file: &std::path::Path,
+    token_uri: &str,
+    key_uri: &str,
+    cert_uri: &str,
+    registration_id: Option<&str>,
+) -> hsm_conformance::RunOptions {
+    let module = module.display().to_string();
+    let pin_file = pin_file.display().to_string();
+    let mut config = vec![
+        ("module", module.as_str()),
+        ("token_uri", token_uri),
+        ("pin_file", pin_file.as_str()),
+        ("key_uri", key_uri),
+        ("cert_uri", cert_uri),
+    ];
+    if let Some(id) = registration_id {
+        config.push(("registration_id", id));
+    }
+    let mut o = options(&bundled("pkcs11"), &config);
+    o.jobs = 1;
+    o
+}
+
+/// Runs the harness and prints every result line (kept in the test's output on failure).
+fn run_printed(o: &hsm_conformance::RunOptions) -> hsm_conformance::RunReport {
+    let report = run_report(o);
+    for r in &report.results {
+        println!("{}", r.line());
+    }
+    report
+}
+
 #[test]
 fn pkcs11_on_softhsm_passes() {
     let _token_env = softhsm_lock();
     let (token, device) = softhsm_device("conf");
-    let module = token.module.display().to_string();
-    let pin_file = token.pin_file.display().to_string();
-    let token_uri = token.uri();
-    let mut o = options(
-        &bundled("pkcs11"),
-        &[
-            ("module", module.as_str()),
-            ("token_uri", token_uri.as_str()),
-            ("pin_file", pin_file.as_str()),
-            ("key_uri", device.key_uri.as_str()),
-            ("cert_uri", device.cert_uri.as_str()),
-            ("registration_id", "conf-pkcs11-device"),
-        ],
-    );
-    // One token is state shared by every check process: checks that import keys into it
-    // must not interleave.
-    o.jobs = 1;
-    let report = run_report(&o);
-    for r in &report.results {
-        println!("{}", r.line());
-    }
+    let report = run_printed(&pkcs11_options(
+        &token.module,
+        &token.pin_file,
+        &token.uri(),
+        &device.key_uri,
+        &device.cert_uri,
+        Some("conf-pkcs11-device"),
+    ));
     assert_all_pass(&report, 40);
     println!("{}", report.summary());
 }
@@ -161,24 +185,14 @@ fn pkcs11_on_softhsm_passes() {
 fn pkcs11_readme_command_is_setup_not_fail() {
     let _token_env = softhsm_lock();
     let (token, device) = softhsm_device("readme");
-    let module = token.module.display().to_string();
-    let pin_file = token.pin_file.display().to_string();
-    let token_uri = token.uri();
-    let mut o = options(
-        &bundled("pkcs11"),
-        &[
-            ("module", module.as_str()),
-            ("token_uri", token_uri.as_str()),
-            ("pin_file", pin_file.as_str()),
-            ("key_uri", device.key_uri.as_str()),
-            ("cert_uri", device.cert_uri.as_str()),
-        ],
-    );
-    o.jobs = 1;
-    let report = run_report(&o);
-    for r in &report.results {
-        println!("{}", r.line());
-    }
+    let report = run_printed(&pkcs11_options(
+        &token.module,
+        &token.pin_file,
+        &token.uri(),
+        &device.key_uri,
+        &device.cert_uri,
+        None,
+    ));
     assert!(report.success(), "\n{}", describe(&report));
     let setup: Vec<&str> = report
         .results
@@ -235,26 +249,16 @@ fn pkcs11_on_tpm2_pkcs11_passes() {
         validity_days: 30,
     })
     .unwrap_or_else(|e| panic!("device init on tpm2-pkcs11 failed: {e}"));
-    let module = token.module.display().to_string();
-    let pin_file = token.pin_file.display().to_string();
-    let token_uri = token.uri();
-    let mut o = options(
-        &bundled("pkcs11"),
-        &[
-            ("module", module.as_str()),
-            ("token_uri", token_uri.as_str()),
-            ("pin_file", pin_file.as_str()),
-            ("key_uri", device.key_uri.as_str()),
-            ("cert_uri", device.cert_uri.as_str()),
-            ("registration_id", "conf-tpm2-pkcs11-device"),
-        ],
-    );
     // One token, one TPM: checks run one at a time.
-    o.jobs = 1;
-    let report = run_report(&o);
-    for r in &report.results {
-        println!("{}", r.line());
-    }
+    let mut o = pkcs11_options(
+        &token.module,
+        &token.pin_file,
+        &token.uri(),
+        &device.key_uri,
+        &device.cert_uri,
+        Some("conf-tpm2-pkcs11-device"),
+    );
+    let report = run_printed(&o);
     assert!(report.success(), "\n{}", describe(&report));
     // Every check that needs an imported HMAC key is SKIP with the plugin's not-supported
     // message, the three symmetric-key ones at least.
