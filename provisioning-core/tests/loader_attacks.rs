@@ -49,12 +49,18 @@ fn race(
     };
     let started = Instant::now();
     let (mut loaded, mut refused) = (0, 0);
-    for r in 0..2000 {
-        if started.elapsed() > Duration::from_secs(4) || marker.exists() {
+    // At least 2000 rounds; on a busy machine the attacker thread may not get a turn in them,
+    // so go on (up to 20000 rounds or 20 s) until both files were met.
+    for r in 0..20_000 {
+        let both_met = loaded > 0 && refused > 0;
+        if marker.exists() || (r >= 2000 && both_met) || started.elapsed() > Duration::from_secs(20)
+        {
             break;
         }
         let path = place(r);
         round.store(r, Ordering::Release);
+        // Lets the attacker run between the placement and the load even on a busy core.
+        std::thread::yield_now();
         match LoadedPlugin::load(&path) {
             Ok(_) => loaded += 1,
             Err(_) => refused += 1,
