@@ -6,8 +6,9 @@
 //! What is here: the device API's JSON shapes ([`wire`]), the attestation kinds
 //! ([`AttestationKind`]), shared access signatures ([`sas`]), symmetric-key group derivation
 //! ([`group_key`]), registration-id rules and the TPM registration id ([`id`]), the API
-//! versions ([`api_version`]), the `enrollment.json` schema ([`enrollment_file`]) and the MQTT
-//! user name and topics ([`mqtt`]).
+//! versions ([`api_version`]), the `enrollment.json` schema ([`enrollment_file`]), the MQTT
+//! user name and topics ([`mqtt`]), and IoT Hub's device API over MQTT ([`hub`]), the
+//! connection a device opens after DPS assigned it.
 //! What is not: sockets, TLS, files, clocks beyond what a caller passes in.
 //!
 //! ```
@@ -26,6 +27,7 @@ pub mod api_version;
 pub mod attestation;
 pub mod enrollment_file;
 pub mod group_key;
+pub mod hub;
 pub mod id;
 pub mod mqtt;
 pub mod sas;

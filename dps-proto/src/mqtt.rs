@@ -55,7 +55,7 @@ pub const MAX_RID_LEN: usize = 128;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MqttTopicError {
     /// The topic is none of the documented ones.
-    #[error("`{0}` is not a DPS MQTT topic")]
+    #[error("`{0}` is not a topic of the DPS or IoT Hub MQTT API")]
     UnknownTopic(String),
     /// A query parameter the topic needs is missing.
     #[error("the topic `{topic}` has no `{name}` parameter")]
@@ -67,7 +67,7 @@ pub enum MqttTopicError {
     },
     /// A value cannot go into a topic or user name (empty, too long, or a character that would
     /// change its meaning: `/ ? & = # +`, spaces, controls).
-    #[error("`{value}` is not a valid {what} for a DPS MQTT topic")]
+    #[error("`{value}` is not a valid {what} for an MQTT topic or user name")]
     BadValue {
         /// What the value is.
         what: &'static str,
@@ -80,18 +80,21 @@ pub enum MqttTopicError {
     /// The user name is not `{idScope}/registrations/{registrationId}/api-version={v}`.
     #[error("the MQTT user name `{0}` is not {{idScope}}/registrations/{{registrationId}}/api-version={{version}}[&ClientVersion=...]")]
     BadUsername(String),
+    /// The user name is not IoT Hub's `{hub}/{deviceId}/?api-version={v}`.
+    #[error("the MQTT user name `{0}` is not {{hubHostName}}/{{deviceId}}/?api-version={{version}}[&DeviceClientType=...]")]
+    BadHubUsername(String),
 }
 
 /// Characters a topic part may hold: anything visible but the separators of the topic and of
 /// its query, and the MQTT wildcards.
-fn is_safe_value(v: &str) -> bool {
+pub(crate) fn is_safe_value(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= MAX_RID_LEN
         && v.bytes()
             .all(|b| b.is_ascii_graphic() && !b"/?&=#+".contains(&b))
 }
 
-fn checked<'a>(what: &'static str, value: &'a str) -> Result<&'a str, MqttTopicError> {
+pub(crate) fn checked<'a>(what: &'static str, value: &'a str) -> Result<&'a str, MqttTopicError> {
     if is_safe_value(value) {
         Ok(value)
     } else {
@@ -168,7 +171,7 @@ pub fn parse_username(name: &str) -> Result<Username, MqttTopicError> {
 }
 
 /// `k=v&k=v` into pairs; `None` when a pair has no `=`.
-fn query_pairs(query: &str) -> Option<Vec<(&str, &str)>> {
+pub(crate) fn query_pairs(query: &str) -> Option<Vec<(&str, &str)>> {
     if query.is_empty() {
         return Some(Vec::new());
     }
@@ -220,7 +223,7 @@ impl Request {
 }
 
 /// One query parameter of `topic`'s query, checked.
-fn param(
+pub(crate) fn param(
     topic: &str,
     pairs: &[(&str, &str)],
     name: &'static str,
@@ -292,11 +295,8 @@ pub struct Response {
     pub retry_after_raw: Option<String>,
 }
 
-/// Parses a response topic (what the service published).
-pub fn parse_response_topic(topic: &str) -> Result<Response, MqttTopicError> {
-    let unknown = || MqttTopicError::UnknownTopic(topic.escape_debug().to_string());
-    let rest = topic.strip_prefix(RESPONSE_PREFIX).ok_or_else(unknown)?;
-    let (status, query) = rest.split_once("/?").ok_or_else(unknown)?;
+/// The 3-digit status segment of a response `topic`.
+pub(crate) fn parse_status(topic: &str, status: &str) -> Result<u16, MqttTopicError> {
     let bad_status = || MqttTopicError::BadStatus(topic.escape_debug().to_string());
     if status.len() != 3 || !status.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad_status());
@@ -305,6 +305,15 @@ pub fn parse_response_topic(topic: &str) -> Result<Response, MqttTopicError> {
     if status < 100 {
         return Err(bad_status());
     }
+    Ok(status)
+}
+
+/// Parses a response topic (what the service published).
+pub fn parse_response_topic(topic: &str) -> Result<Response, MqttTopicError> {
+    let unknown = || MqttTopicError::UnknownTopic(topic.escape_debug().to_string());
+    let rest = topic.strip_prefix(RESPONSE_PREFIX).ok_or_else(unknown)?;
+    let (status, query) = rest.split_once("/?").ok_or_else(unknown)?;
+    let status = parse_status(topic, status)?;
     let pairs = query_pairs(query).ok_or_else(unknown)?;
     let rid = param(topic, &pairs, "$rid", "request id")?;
     let retry_after_raw = pairs
