@@ -10,6 +10,7 @@
 #[cfg(feature = "config")]
 pub mod config;
 pub mod dps;
+pub mod hub;
 pub mod plugin;
 pub mod provisioning;
 pub mod state_dir;

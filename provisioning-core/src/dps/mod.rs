@@ -19,8 +19,8 @@ mod error;
 mod model;
 mod retry;
 pub mod sas;
-mod tls;
-mod transport;
+pub(crate) mod tls;
+pub(crate) mod transport;
 
 pub use client::register;
 pub use config::{ApiVersion, DpsClientConfig, RetryPolicy, GLOBAL_ENDPOINT};

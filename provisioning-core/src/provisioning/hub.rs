@@ -49,6 +49,22 @@ pub fn hub_sas_token(
     device_id: &str,
     ttl: Duration,
 ) -> Result<String, HubTokenError> {
+    if ttl.as_secs() == 0 {
+        return Err(HubTokenError::ZeroTtl);
+    }
+    hub_sas_token_until(instance, attestation, hub, device_id, expiry_from_now(ttl))
+}
+
+/// A SAS token for `{hub}/devices/{device_id}` that expires at `expiry` (Unix seconds, the
+/// token's `se`), signed by the plugin: what [`hub_sas_token`] and the IoT Hub client, which
+/// needs the expiry to know when to renew, both make.
+pub fn hub_sas_token_until(
+    instance: &PluginInstance,
+    attestation: Attestation,
+    hub: &str,
+    device_id: &str,
+    expiry: u64,
+) -> Result<String, HubTokenError> {
     let key = match attestation {
         Attestation::Tpm => SasKey::TpmIdentity,
         Attestation::SymmetricKey => SasKey::Symmetric,
@@ -62,13 +78,10 @@ pub fn hub_sas_token(
             device_id: device_id.escape_debug().to_string(),
         });
     }
-    if ttl.as_secs() == 0 {
-        return Err(HubTokenError::ZeroTtl);
-    }
     Ok(build_token(
         &PluginSasSigner { instance, key },
         &hub_resource(hub, device_id),
-        expiry_from_now(ttl),
+        expiry,
         None,
     )?)
 }

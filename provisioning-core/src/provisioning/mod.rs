@@ -7,7 +7,7 @@ mod record;
 
 pub use crate::dps::tls_client_config_signing_through_plugin;
 pub use enrollment::{enrollment_info, EnrollmentInfoError};
-pub use hub::{hub_credentials, hub_sas_token, HubCredentials, HubTokenError};
+pub use hub::{hub_credentials, hub_sas_token, hub_sas_token_until, HubCredentials, HubTokenError};
 pub use record::{
     load, record_path, save, ProvisioningRecord, RecordError, RECORD_FILE, RECORD_VERSION,
 };

@@ -20,6 +20,8 @@ use std::path::PathBuf;
   hsmkit provision --plugin dice --id-scope 0ne00000001 --endpoint 127.0.0.1:8443 --trust-ca dev-ca.pem
   hsmkit provision --plugin symmetric --transport mqtt --id-scope 0ne0012345
   hsmkit hub-token --ttl 1h
+  hsmkit hub send --property unit=C '{\"t\": 21.5}'
+  hsmkit hub twin --get
   hsmkit demo --json"
 )]
 pub(crate) struct Cli {
@@ -69,6 +71,10 @@ pub(crate) enum Command {
     Provision(ProvisionArgs),
     /// Print an IoT Hub SAS token for the provisioned device, signed inside the HSM.
     HubToken(HubTokenArgs),
+    /// Talk to the assigned IoT hub as the provisioned device (MQTT over TLS, port 8883):
+    /// send telemetry, read and patch the twin, receive C2D messages.
+    #[command(subcommand)]
+    Hub(HubCommand),
     /// Start a local DPS emulator, enroll every software plugin and provision each over TLS
     /// (HTTPS, or MQTT with --transport mqtt).
     #[cfg(feature = "demo")]
@@ -188,6 +194,92 @@ pub(crate) struct HubTokenArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `hsmkit hub ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum HubCommand {
+    /// Send one telemetry message (QoS 1); returns once the hub acknowledged it.
+    #[command(after_help = "Examples:
+  hsmkit hub send 'hello'
+  hsmkit hub send --property unit=C --property '$.ct=application/json' '{\"t\": 21.5}'
+  sensor-read | hsmkit hub send -
+  hsmkit hub send --hub-endpoint 127.0.0.1:8883 --trust-ca emu/dev-ca.pem hello")]
+    Send(HubSendArgs),
+    /// Read the device twin (default), or patch its reported properties.
+    #[command(after_help = "Examples:
+  hsmkit hub twin
+  hsmkit hub twin --report '{\"firmware\": \"1.2.0\"}'")]
+    Twin(HubTwinArgs),
+    /// Print C2D messages and desired-property changes as they arrive, one per line, until
+    /// Ctrl-C (or --count).
+    #[command(after_help = "Examples:
+  hsmkit hub listen
+  hsmkit hub listen --json --count 1")]
+    Listen(HubListenArgs),
+}
+
+/// What every `hsmkit hub` command takes.
+#[derive(Debug, Args)]
+pub(crate) struct HubCommonArgs {
+    /// Plugin holding the device identity; default: the one the device was provisioned with.
+    #[command(flatten)]
+    pub plugin: PluginArgs,
+    /// Connect here (HOST[:PORT]) instead of the assigned hub; TLS still verifies the
+    /// server as the assigned hub's name. Default: the assigned hub, port 8883.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub hub_endpoint: Option<String>,
+    /// Extra CA certificate (PEM) to trust; default: provisioning.trust_ca from the config
+    /// (the same trust as for DPS).
+    #[arg(long, value_name = "PEM")]
+    pub trust_ca: Option<PathBuf>,
+    /// Lifetime of each SAS token (symmetric key, TPM): 3600, 90s, 30m, 1h. Tokens are
+    /// renewed, by reconnecting, after four fifths of it.
+    #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+    pub sas_lifetime: std::time::Duration,
+    /// Seconds to wait for the connection and for each answer (PUBACK, twin).
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub timeout: u64,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `hsmkit hub send`
+#[derive(Debug, Args)]
+pub(crate) struct HubSendArgs {
+    #[command(flatten)]
+    pub common: HubCommonArgs,
+    /// A message property, repeatable: --property unit=C; system properties start with `$.`
+    /// ($.ct content type, $.ce content encoding, $.mid message id).
+    #[arg(long = "property", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub properties: Vec<(String, String)>,
+    /// The message body, or `-` to read it from standard input.
+    #[arg(value_name = "MESSAGE|-")]
+    pub message: String,
+}
+
+/// `hsmkit hub twin`
+#[derive(Debug, Args)]
+pub(crate) struct HubTwinArgs {
+    #[command(flatten)]
+    pub common: HubCommonArgs,
+    /// Print the twin (desired and reported properties); the default.
+    #[arg(long, conflicts_with = "report")]
+    pub get: bool,
+    /// Patch the reported properties with this JSON object and print their new version.
+    #[arg(long, value_name = "JSON")]
+    pub report: Option<String>,
+}
+
+/// `hsmkit hub listen`
+#[derive(Debug, Args)]
+pub(crate) struct HubListenArgs {
+    #[command(flatten)]
+    pub common: HubCommonArgs,
+    /// Stop after this many C2D messages and desired changes.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
 }
 
 /// `hsmkit demo`

@@ -319,7 +319,7 @@ fn classify(
 }
 
 /// Errors of the TCP connect itself (nothing reached the server).
-fn is_connect_error(e: &std::io::Error) -> bool {
+pub(crate) fn is_connect_error(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(
         e.kind(),

@@ -3,6 +3,7 @@
 #[cfg(feature = "demo")]
 mod demo;
 mod enroll_info;
+mod hub;
 mod hub_token;
 mod pkcs11;
 mod plugins;
@@ -20,6 +21,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::EnrollInfo(args) => enroll_info::run(&ctx, &args),
         Command::Provision(args) => provision::run(&ctx, &args),
         Command::HubToken(args) => hub_token::run(&ctx, &args),
+        Command::Hub(cmd) => hub::run(&ctx, cmd),
         #[cfg(feature = "demo")]
         Command::Demo(args) => demo::run(&ctx, &args),
         Command::Pkcs11 { args } => pkcs11::run(&args),
