@@ -442,7 +442,7 @@ fn check_suback(codes: &[SubscribeReasonCode]) -> Result<(), HubError> {
 /// A credentials refusal while the token's expiry has passed is an expired token.
 fn expired_or(e: HubError, token: Option<&Token>, target: &Target) -> HubError {
     match (e, token) {
-        (HubError::BadCredentials { .. }, Some(t))
+        (HubError::NotAuthorized { .. } | HubError::BadCredentials { .. }, Some(t))
             if t.expiry <= expiry_from_now(Duration::ZERO) =>
         {
             HubError::TokenExpired {
@@ -1048,5 +1048,119 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriptions_must_hold_for_c2d_and_twin_answers() {
+        let ok = SubscribeReasonCode::Success(QoS::AtMostOnce);
+        let fail = SubscribeReasonCode::Failure;
+        assert!(check_suback(&[ok, ok, ok]).is_ok());
+        // A hub without desired-property changes still serves the rest.
+        assert!(check_suback(&[ok, ok, fail]).is_ok());
+        for codes in [vec![fail, ok, ok], vec![ok, fail, ok], vec![ok]] {
+            let e = check_suback(&codes).unwrap_err();
+            assert!(matches!(e, HubError::Protocol { .. }), "{e}");
+        }
+        let filters = subscriptions("dev-1").unwrap();
+        let paths: Vec<&str> = filters.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "devices/dev-1/messages/devicebound/#",
+                "$iothub/twin/res/#",
+                "$iothub/twin/PATCH/properties/desired/#"
+            ]
+        );
+        assert_eq!(filters[0].qos, QoS::AtLeastOnce);
+        assert!(subscriptions("a/b").is_err());
+    }
+
+    fn target() -> Target {
+        let roots = root_store(None, true).unwrap();
+        Target {
+            hub: "h.azure-devices.net".into(),
+            device_id: "dev-1".into(),
+            host: "127.0.0.1".into(),
+            port: 8883,
+            username: "u".into(),
+            tls: Arc::new(client_config_without_identity(roots).unwrap()),
+            sign_failure: None,
+            x509: false,
+        }
+    }
+
+    #[test]
+    fn a_refusal_with_an_expired_token_is_an_expired_token() {
+        let t = target();
+        let refused = || HubError::NotAuthorized {
+            hub: t.hub.clone(),
+            device_id: t.device_id.clone(),
+        };
+        let past = Token {
+            password: Zeroizing::new(String::new()),
+            expiry: 1,
+        };
+        let e = expired_or(refused(), Some(&past), &t);
+        assert!(matches!(e, HubError::TokenExpired { expiry: 1, .. }), "{e}");
+        assert!(e.to_string().contains("expired"), "{e}");
+        let future = Token {
+            password: Zeroizing::new(String::new()),
+            expiry: expiry_from_now(Duration::from_secs(60)),
+        };
+        assert!(matches!(
+            expired_or(refused(), Some(&future), &t),
+            HubError::NotAuthorized { .. }
+        ));
+        // X.509 has no token: the refusal stays what it is.
+        assert!(matches!(
+            expired_or(refused(), None, &t),
+            HubError::NotAuthorized { .. }
+        ));
+        // Other failures are not about the token.
+        let e = expired_or(
+            HubError::Unavailable { hub: t.hub.clone() },
+            Some(&past),
+            &t,
+        );
+        assert!(matches!(e, HubError::Unavailable { .. }));
+    }
+
+    #[test]
+    fn every_waiting_caller_gets_the_failure() {
+        let e = HubError::TlsTrust {
+            verified_name: "h".into(),
+            endpoint: "127.0.0.1:1".into(),
+            detail: "invalid peer certificate: UnknownIssuer".into(),
+        };
+        let d = duplicate(&e);
+        assert_eq!(d.kind(), "tls-trust");
+        assert_eq!(d.to_string(), e.to_string());
+        let e = HubError::ConnectionLost {
+            detail: "reset".into(),
+        };
+        let d = duplicate(&e);
+        assert_eq!(d.kind(), "closed");
+        assert!(d.to_string().contains("reset"), "{d}");
+    }
+
+    #[test]
+    fn twin_requests_use_the_documented_topics() {
+        let Packet::Publish(p) = twin_packet("7", &TwinKind::Get).unwrap() else {
+            panic!("a PUBLISH")
+        };
+        assert_eq!(p.topic, "$iothub/twin/GET/?$rid=7");
+        assert!(p.payload.is_empty());
+        let Packet::Publish(p) =
+            twin_packet("8", &TwinKind::Report(b"{\"a\":1}".to_vec())).unwrap()
+        else {
+            panic!("a PUBLISH")
+        };
+        assert_eq!(p.topic, "$iothub/twin/PATCH/properties/reported/?$rid=8");
+        assert_eq!(&p.payload[..], b"{\"a\":1}");
     }
 }

@@ -53,17 +53,17 @@ pub enum HubError {
         /// The alert, as rustls reports it.
         alert: String,
     },
-    /// CONNACK "bad user name or password": the hub does not know this device with these
-    /// credentials.
-    #[error("the IoT hub {hub} refused device `{device_id}` (CONNACK: bad user name or password): the device is unknown to this hub, or the SAS token is forged, expired or signed with another key; provision again if the device was moved to another hub")]
+    /// CONNACK "bad user name or password": the user name was refused, which IoT Hub does
+    /// when it names another hub (or is malformed).
+    #[error("the IoT hub {hub} refused the CONNECT of device `{device_id}` (CONNACK: bad user name or password): the user name names a hub this endpoint does not serve; check --hub-endpoint, or provision again if the device was moved to another hub")]
     BadCredentials {
         /// The hub.
         hub: String,
         /// The device id.
         device_id: String,
     },
-    /// CONNACK "not authorized": the hub knows the device but refuses it (disabled).
-    #[error("the IoT hub {hub} refused device `{device_id}` (CONNACK: not authorized): the device is disabled or not allowed to connect; enable it in the hub (or its DPS enrollment) and connect again")]
+    /// CONNACK "not authorized": the hub refused the device's credentials or the device.
+    #[error("the IoT hub {hub} refused device `{device_id}` (CONNACK: not authorized): its SAS token or certificate was not accepted (forged, expired, or signed with another key), or the device is unknown to this hub or disabled; check that the device is enabled in the hub and its identity matches, or provision again")]
     NotAuthorized {
         /// The hub.
         hub: String,

@@ -211,8 +211,9 @@ fn wipe_login(packet: &mut Packet) {
     }
 }
 
-/// A refused CONNECT, as the error a person can act on. IoT Hub refuses unknown devices and
-/// bad tokens with "bad user name or password" and disabled devices with "not authorized".
+/// A refused CONNECT, as the error a person can act on. IoT Hub answers "not authorized" to a
+/// refused token or certificate and to an unknown or disabled device, and "bad user name or
+/// password" to a user name it cannot serve (another hub).
 pub(crate) fn refused(target: &Target, code: ConnectReturnCode) -> HubError {
     let (hub, device_id) = (target.hub.clone(), target.device_id.clone());
     match code {
@@ -281,5 +282,48 @@ pub(crate) fn packet_name(p: &Packet) -> &'static str {
         Packet::PingReq => "PINGREQ",
         Packet::PingResp => "PINGRESP",
         Packet::Disconnect => "DISCONNECT",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connack_refusals_say_what_to_fix() {
+        let roots = crate::dps::root_store(None, true).unwrap();
+        let t = Target {
+            hub: "h.azure-devices.net".into(),
+            device_id: "dev-1".into(),
+            host: "127.0.0.1".into(),
+            port: 18883,
+            username: "u".into(),
+            tls: Arc::new(crate::dps::tls::client_config_without_identity(roots).unwrap()),
+            sign_failure: None,
+            x509: false,
+        };
+        assert_eq!(t.endpoint(), "127.0.0.1:18883");
+        let e = refused(&t, ConnectReturnCode::NotAuthorized);
+        assert_eq!(e.kind(), "not-authorized");
+        let text = e.to_string();
+        for part in [
+            "h.azure-devices.net",
+            "dev-1",
+            "disabled",
+            "forged",
+            "expired",
+        ] {
+            assert!(text.contains(part), "{part} not in {text}");
+        }
+        let e = refused(&t, ConnectReturnCode::BadUserNamePassword);
+        assert_eq!(e.kind(), "bad-credentials");
+        assert!(e.to_string().contains("another hub"), "{e}");
+        let e = refused(&t, ConnectReturnCode::ServiceUnavailable);
+        assert!(e.is_transient(), "{e}");
+        assert!(!refused(&t, ConnectReturnCode::NotAuthorized).is_transient());
+        assert_eq!(
+            refused(&t, ConnectReturnCode::BadClientId).kind(),
+            "protocol"
+        );
     }
 }
