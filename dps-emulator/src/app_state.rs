@@ -24,6 +24,9 @@ pub(crate) struct AppState {
     pub host_names: Vec<String>,
     /// The port it listens on (a token's host may carry it).
     pub port: u16,
+    /// Bumped whenever hub records changed that connected devices may need (a queued
+    /// cloud-to-device message, a desired-properties update), in this process or another.
+    pub hub_changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// The per-connection facts: the client's certificate chain, leaf first (empty without mTLS).

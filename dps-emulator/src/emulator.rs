@@ -96,6 +96,15 @@ impl Emulator {
             }
         }
         let host_names = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        // The hubs are served on the same listeners: a device that verifies its hub's name
+        // (TLS SNI = the hub, connecting to this address) finds it in the certificate. They
+        // are not service-API host names.
+        let hubs: Vec<String> = config.hubs.iter().map(|h| hub_host_name(h)).collect();
+        for h in &hubs {
+            if !names.iter().any(|n| n.eq_ignore_ascii_case(h)) {
+                names.push(h.clone());
+            }
+        }
         let (ca, ca_cert_path, server, service_key, store) =
             tokio::task::spawn_blocking(move || -> Result<_> {
                 let (ca, ca_path) = state::load_or_create_ca(&dir)?;
@@ -108,7 +117,7 @@ impl Emulator {
             .map_err(|e| EmulatorError::Config(format!("startup task failed: {e}")))??;
         let tls_config = tls::server_config(&server, &ca, &[b"http/1.1"])?;
         let mqtt_tls_config = tls::server_config(&server, &ca, &[])?;
-        let hubs = config.hubs.iter().map(|h| hub_host_name(h)).collect();
+        let (hub_changes, _) = watch::channel(0u64);
         let app = Arc::new(AppState {
             config,
             hubs,
@@ -118,8 +127,16 @@ impl Emulator {
             tpm: Challenges::default(),
             host_names,
             port: addr.port(),
+            hub_changes,
         });
         let (tx, rx) = watch::channel(false);
+        // Cloud-to-device messages and twin updates made by the CLI (another process) reach
+        // connected devices through this.
+        tokio::spawn(crate::hub::watch_database(
+            app.store.clone(),
+            app.hub_changes.clone(),
+            rx.clone(),
+        ));
         let limits = ConnectionLimits::new(&app.config);
         let mut mqtt_addr = None;
         let mut mqtt_task = None;
@@ -203,6 +220,12 @@ impl RunningEmulator {
     /// Every registration record.
     pub fn registration_records(&self) -> Result<Vec<RegistrationState>> {
         self.app.store.registrations()
+    }
+
+    /// The emulated hubs' devices, telemetry, cloud-to-device messages and twins; changes made
+    /// through it reach connected devices at once.
+    pub fn hub_registry(&self) -> crate::hub::Hubs {
+        crate::hub::Hubs::running(self.app.store.clone(), self.app.hub_changes.clone())
     }
 
     /// Fault injection for the device API, adjustable while running.

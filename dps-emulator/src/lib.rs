@@ -18,7 +18,9 @@
 //! caps), `api` (device and service REST APIs; the device API's core serves both transports),
 //! [`auth`] (one authenticator per attestation), [`store`] (SQLite records and the state
 //! folder), [`model`] (the service API's shapes; the device API's and every protocol rule are
-//! `dps-proto`'s). The CLI's commands are in the binary.
+//! `dps-proto`'s), [`hub`] (the emulated IoT hubs the devices are assigned to: identities,
+//! twins, telemetry, cloud-to-device messages, and their MQTT device API). The CLI's commands
+//! are in the binary.
 
 pub mod alloc;
 mod api;
@@ -29,6 +31,7 @@ mod emulator;
 pub mod enroll_files;
 pub mod error;
 pub mod faults;
+pub mod hub;
 pub mod model;
 pub mod pki;
 pub mod store;

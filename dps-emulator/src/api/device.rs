@@ -131,9 +131,9 @@ async fn parse_request(
     )
 }
 
-fn outcome(app: &AppState, r: &DeviceRequest, auth: Authenticated) -> RegistrationState {
+fn outcome(app: &AppState, r: &DeviceRequest, auth: &Authenticated) -> RegistrationState {
     let reg = r.registration_id.clone();
-    let (common, device_id, group_id, real_section) = match &auth {
+    let (common, device_id, group_id, real_section) = match auth {
         Authenticated::Individual(e, s) => (
             &e.common,
             e.device_id.clone().unwrap_or_else(|| reg.clone()),
@@ -168,6 +168,7 @@ fn outcome(app: &AppState, r: &DeviceRequest, auth: Authenticated) -> Registrati
     match real_section {
         Section::Tpm {
             authentication_key_b64,
+            ..
         } => {
             state.tpm = Some(TpmRegistrationResult {
                 authentication_key: Some(authentication_key_b64.clone()),
@@ -238,15 +239,53 @@ pub(crate) async fn register_request(
     let app2 = app.clone();
     let op = blocking(move || {
         let auth = authenticate_request(&app2, &r)?;
-        let state = outcome(&app2, &r, auth);
+        let state = outcome(&app2, &r, &auth);
         let ready = unix_now_ms() + app2.config.assignment_delay.as_millis() as i64;
-        Ok(app2.store.record_registration(state, ready)?)
+        let op = app2.store.record_registration(state, ready)?;
+        provision_in_hub(&app2, &op.state, &auth)?;
+        Ok(op)
     })
     .await?;
     if app.config.complete_registrations_immediately && app.config.assignment_delay.is_zero() {
         return Ok(completed_operation(&op));
     }
     Ok(assigning(&app, op.operation_id))
+}
+
+/// Creates (or updates) the assigned device in its emulated hub with the credential the
+/// service gives it and the enrollment's initial twin, so the device can connect to its hub.
+fn provision_in_hub(
+    app: &AppState,
+    state: &RegistrationState,
+    auth: &Authenticated,
+) -> Result<(), ApiError> {
+    let (Some(hub), Some(device_id)) = (&state.assigned_hub, &state.device_id) else {
+        return Ok(());
+    };
+    if state.status != status::ASSIGNED {
+        return Ok(());
+    }
+    let Some(authentication) =
+        crate::hub::identity::authentication_for(auth, &state.registration_id)
+    else {
+        return Err(ApiError::internal(
+            "the enrollment has no credential for the hub device",
+        ));
+    };
+    let common = match auth {
+        Authenticated::Individual(e, _) => &e.common,
+        Authenticated::Group(g, _) => &g.common,
+    };
+    app.store
+        .provision_hub_device(
+            hub,
+            device_id,
+            &state.registration_id,
+            authentication,
+            crate::hub::identity::initial_desired(common),
+        )
+        .map_err(|e| ApiError::internal(format!("creating the hub device failed: {e}")))?;
+    Ok(())
 }
 
 /// Authenticates a device without registering it (the MQTT CONNECT).

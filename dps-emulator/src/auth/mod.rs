@@ -59,6 +59,8 @@ pub(crate) enum Section {
     Tpm {
         /// base64 authenticationKey.
         authentication_key_b64: String,
+        /// The identity key it delivered (the device's hub key).
+        identity_key: tpm::IdentityKey,
     },
     /// X.509: details of the leaf and of the group's signing certificate.
     X509 {

@@ -101,12 +101,13 @@ impl Challenges {
 
     /// Runs `verify` with the identity keys of the challenges still answerable for
     /// `registration_id`, newest first. `None` when none is outstanding (the caller issues a
-    /// new one); otherwise the accepted challenge's blob (base64), or the last refusal.
+    /// new one); otherwise the accepted challenge's blob (base64) and identity key, or the
+    /// last refusal.
     pub(crate) fn verify_with<E>(
         &self,
         registration_id: &str,
         mut verify: impl FnMut(&[u8]) -> Result<(), E>,
-    ) -> Option<Result<String, E>> {
+    ) -> Option<Result<(String, IdentityKey), E>> {
         let now = Instant::now();
         let mut map = self
             .by_registration
@@ -123,8 +124,9 @@ impl Challenges {
                     let mut answered = list.remove(idx)?;
                     answered.fresh_at = now;
                     let blob = answered.authentication_key_b64.clone();
+                    let key = IdentityKey(answered.identity_key.clone());
                     list.push_back(answered);
-                    return Some(Ok(blob));
+                    return Some(Ok((blob, key)));
                 }
                 Err(e) => refusal = Some(e),
             }
@@ -133,6 +135,24 @@ impl Challenges {
             map.remove(registration_id);
         }
         refusal.map(Err)
+    }
+}
+
+/// The identity key an answered challenge delivered (secret: never printed): the key the
+/// device's hub verifies its SAS tokens with, as the service registers it.
+#[derive(Clone)]
+pub(crate) struct IdentityKey(Zeroizing<Vec<u8>>);
+
+impl IdentityKey {
+    /// The key, base64 (how hub keys are kept).
+    pub(crate) fn to_b64(&self) -> String {
+        B64.encode(self.0.as_slice())
+    }
+}
+
+impl std::fmt::Debug for IdentityKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdentityKey(..)")
     }
 }
 
@@ -206,8 +226,9 @@ impl Authenticator for TpmAuthenticator {
             .challenges
             .verify_with(&request.registration_id, |k| token.verify_signature_raw(k))
         {
-            Some(Ok(blob)) => Ok(Section::Tpm {
+            Some(Ok((blob, identity_key))) => Ok(Section::Tpm {
                 authentication_key_b64: blob,
+                identity_key,
             }),
             Some(Err(e)) => Err(AuthError::refused(e)),
             // No challenge outstanding (e.g. after a restart): issue one.
@@ -246,6 +267,16 @@ mod tests {
         move |k| if k[0] == key { Ok(()) } else { Err(()) }
     }
 
+    /// The accepted blob only (the key is the one `issued` made from the same byte).
+    fn verify(c: &Challenges, reg: &str, key: u8) -> Option<Result<String, ()>> {
+        c.verify_with(reg, accepts(key)).map(|r| {
+            r.map(|(blob, k)| {
+                assert_eq!(k.0.as_slice(), &[key; 32][..]);
+                blob
+            })
+        })
+    }
+
     #[test]
     fn an_earlier_challenge_still_verifies_after_newer_ones() {
         let c = Challenges::default();
@@ -254,10 +285,10 @@ mod tests {
         for k in 2..10 {
             c.remember("dev", issued(k, now));
         }
-        assert_eq!(c.verify_with("dev", accepts(1)), Some(Ok("blob-1".into())));
-        assert_eq!(c.verify_with("dev", accepts(9)), Some(Ok("blob-9".into())));
-        assert_eq!(c.verify_with("dev", accepts(200)), Some(Err(())));
-        assert_eq!(c.verify_with("other", accepts(1)), None);
+        assert_eq!(verify(&c, "dev", 1), Some(Ok("blob-1".into())));
+        assert_eq!(verify(&c, "dev", 9), Some(Ok("blob-9".into())));
+        assert_eq!(verify(&c, "dev", 200), Some(Err(())));
+        assert_eq!(verify(&c, "other", 1), None);
     }
 
     #[test]
@@ -270,8 +301,8 @@ mod tests {
         let map = c.by_registration.lock().unwrap();
         assert_eq!(map["dev"].len(), CHALLENGES_PER_REGISTRATION);
         drop(map);
-        assert_eq!(c.verify_with("dev", accepts(4)), Some(Err(())));
-        assert_eq!(c.verify_with("dev", accepts(5)), Some(Ok("blob-5".into())));
+        assert_eq!(verify(&c, "dev", 4), Some(Err(())));
+        assert_eq!(verify(&c, "dev", 5), Some(Ok("blob-5".into())));
     }
 
     #[test]
@@ -284,7 +315,7 @@ mod tests {
         };
         c.remember("old", issued(1, long_ago));
         c.remember("dev", issued(2, long_ago));
-        assert_eq!(c.verify_with("dev", accepts(2)), None, "expired");
+        assert_eq!(verify(&c, "dev", 2), None, "expired");
         c.remember("new", issued(3, Instant::now()));
         let map = c.by_registration.lock().unwrap();
         assert!(

@@ -1,57 +1,44 @@
-//! The device API over MQTT 3.1.1 on TLS, as the service offers it (service documentation
-//! "Communicate with DPS using the MQTT protocol"). DPS is not a broker: every connection is
-//! one device talking to the service, and gets only its own answers.
+//! The MQTT 3.1.1 listener on TLS: one listener for every service the emulator imitates. The
+//! connection machinery is here, shared by both services: the packet codec within the size
+//! bound, the CONNECT deadline, keep-alive, the packet rate limit, the ordered writer, and the
+//! read loop that answers PINGREQ and closes on anything a client must not send. After the
+//! CONNECT, its user name decides which service the connection talks to:
 //!
-//! - CONNECT: client id = registration id; username
-//!   `{idScope}/registrations/{registrationId}/api-version={v}` (more `&name=value` pairs, such
-//!   as the SDKs' `ClientVersion`, are allowed); password = the SAS for symmetric keys, none for
-//!   X.509 (the chain comes from the TLS session). The device is authenticated by the same
-//!   code as an HTTPS request before the CONNACK; a refusal is CONNACK 5 "not authorized".
-//!   TPM attestation is refused (the service does not offer it over MQTT). Sessions are never
-//!   persistent (`session present` is always 0), as documented.
-//! - SUBSCRIBE: only `$dps/registrations/res/#`, granted at most QoS 1.
-//! - PUBLISH (QoS 0 or 1): `$dps/registrations/PUT/iotdps-register/?$rid={rid}` with the
-//!   register body, `$dps/registrations/GET/iotdps-get-operationstatus/?$rid={rid}&operationId={id}`.
-//!   Each is handled by the device API's own functions (`api::device`), so the rules and the
-//!   records are the HTTPS ones; the answer is published on
-//!   `$dps/registrations/res/{status}/?$rid={rid}[&retry-after={s}]` with the HTTPS body.
+//! - `{idScope}/registrations/{registrationId}/api-version=...`: DPS's device API ([`dps`],
+//!   service documentation "Communicate with DPS using the MQTT protocol").
+//! - `{hubHostName}/{deviceId}/?api-version=...` (`dps_proto::hub::parse_username`): the
+//!   device endpoint of one of the emulated IoT hubs ([`crate::hub::session`], service
+//!   documentation "Communicate with an IoT hub using the MQTT protocol").
 //!
-//! The user name and topic rules are dps-proto's (`dps_proto::mqtt`), shared with the client.
+//! Neither is a broker: every connection is one device talking to the service, and gets only
+//! its own messages.
 //!
 //! Bounds (the emulator's own, to stay up under hostile clients): a packet may carry at most
-//! `max_body_bytes` of payload plus [`PACKET_OVERHEAD`]; the CONNECT must arrive within
-//! [`CONNECT_TIMEOUT`]; a connection silent for 1.5 times its keep-alive (the MQTT 3.1.1 rule;
-//! at most [`MAX_KEEP_ALIVE`], also when it asks for none) is closed; at most
-//! `mqtt_max_packets_per_second` packets per second, [`MAX_IN_FLIGHT`] requests handled at
-//! once per connection. Malformed packets, a second CONNECT, a subscription to another filter
-//! or with wildcards elsewhere, a publish to another topic, QoS 2, an oversized payload and
-//! any packet a client must not send close the connection; requests already being handled
-//! still complete and are recorded.
+//! the service's payload bound plus [`PACKET_OVERHEAD`] (DPS: `max_body_bytes`; a hub: its
+//! documented 256 KiB message size); the CONNECT must arrive within [`CONNECT_TIMEOUT`]; a
+//! connection silent for 1.5 times its keep-alive (the MQTT 3.1.1 rule; at most
+//! [`MAX_KEEP_ALIVE`], also when it asks for none) is closed; at most
+//! `mqtt_max_packets_per_second` packets per second. Malformed packets, a second CONNECT, a
+//! packet only a server sends, and whatever the service refuses close the connection.
+
+pub(crate) mod dps;
 
 use bytes::BytesMut;
-use rumqttc::mqttbytes::v4::{
-    ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode, UnsubAck,
-};
-use rumqttc::mqttbytes::{Error as CodecError, Protocol, QoS};
+use rumqttc::mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, Packet};
+use rumqttc::mqttbytes::{Error as CodecError, Protocol};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
 use super::Listener;
-use crate::api::device::{
-    authenticate_only, check_path, device_request, operation_status_request, register_request,
-};
-use crate::api::http::{ApiError, DeviceAnswer};
-use crate::api::{device_fault, FaultAction};
 use crate::app_state::{AppState, PeerChain};
-use crate::auth::Transport;
-use dps_proto::mqtt::{self as mqtt_rules, Request, RESPONSE_FILTER};
-use dps_proto::DEVICE_API_VERSIONS;
 
 /// Bytes a packet may carry beyond the payload bound (topic, header, CONNECT fields).
 pub(crate) const PACKET_OVERHEAD: usize = 4096;
@@ -65,7 +52,7 @@ pub(crate) const MAX_IN_FLIGHT: usize = 4;
 
 /// Why a connection was closed (logged at debug level, never sent: MQTT 3.1.1 has no way).
 #[derive(Debug, thiserror::Error)]
-enum Close {
+pub(crate) enum Close {
     #[error("the client closed the connection")]
     Eof,
     #[error("read failed: {0}")]
@@ -100,6 +87,8 @@ enum Close {
     Shutdown,
     #[error("the connection was refused at CONNECT")]
     Refused,
+    #[error("the service failed: {0}")]
+    Internal(String),
 }
 
 /// The MQTT listener: the CONNECT timeout bounds the TLS handshake too.
@@ -119,7 +108,10 @@ pub(crate) async fn serve(
     chain: PeerChain,
     stop: watch::Receiver<bool>,
 ) {
-    let why = serve_connection(tls, app, chain, stop).await;
+    // The name the client asked for in its TLS ClientHello (none when it connected by IP
+    // address): a hub connection must name the hub its user name names.
+    let sni = tls.get_ref().1.server_name().map(str::to_ascii_lowercase);
+    let why = serve_connection(tls, app, chain, sni, stop).await;
     tracing::debug!(%peer, reason = %why, "MQTT connection closed");
 }
 
@@ -154,10 +146,11 @@ impl RateLimit {
 }
 
 /// Reads whole packets from one connection, within deadlines.
-struct Reader<R> {
+pub(crate) struct Reader<R> {
     io: R,
     buf: BytesMut,
-    max_packet: usize,
+    /// The largest packet accepted; a service may raise it once the CONNECT named it.
+    pub(crate) max_packet: usize,
 }
 
 impl<R: AsyncRead + Unpin> Reader<R> {
@@ -178,47 +171,10 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     }
 }
 
-/// What the writer task is asked to do.
-enum Out {
-    Packet(Packet),
-    /// A device-API answer, published on the response topic for `rid` when subscribed.
-    Answer {
-        rid: String,
-        answer: DeviceAnswer,
-    },
-}
-
-/// Writes packets in order; answers are published with the granted QoS, only while the
-/// client is subscribed to the response filter.
-async fn writer<W: AsyncWrite + Unpin>(
-    mut io: W,
-    mut rx: mpsc::Receiver<Out>,
-    subscribed: watch::Receiver<Option<QoS>>,
-) {
-    let mut next_pkid: u16 = 0;
+/// Writes packets in order until the channel closes, then shuts the stream down.
+async fn writer<W: AsyncWrite + Unpin>(mut io: W, mut rx: mpsc::Receiver<Packet>) {
     let mut buf = BytesMut::new();
-    while let Some(out) = rx.recv().await {
-        let packet = match out {
-            Out::Packet(p) => p,
-            Out::Answer { rid, answer } => {
-                let Some(qos) = *subscribed.borrow() else {
-                    tracing::debug!(%rid, "answer not delivered: the client is not subscribed");
-                    continue;
-                };
-                let Ok(topic) =
-                    mqtt_rules::response_topic(answer.status.as_u16(), &rid, answer.retry_after)
-                else {
-                    continue;
-                };
-                let payload = serde_json::to_vec(&answer.body).unwrap_or_default();
-                let mut p = Publish::new(topic, qos, payload);
-                if qos == QoS::AtLeastOnce {
-                    next_pkid = next_pkid.checked_add(1).unwrap_or(1);
-                    p.pkid = next_pkid;
-                }
-                Packet::Publish(p)
-            }
-        };
+    while let Some(packet) = rx.recv().await {
         buf.clear();
         if packet.write(&mut buf, usize::MAX).is_err() {
             break;
@@ -230,30 +186,139 @@ async fn writer<W: AsyncWrite + Unpin>(
     let _ = io.shutdown().await;
 }
 
-/// The device a CONNECT names (dps-proto's user name rule), when its api-version is one the
-/// device API accepts: (id scope, registration id).
-fn parse_username(username: &str) -> Option<(String, String)> {
-    let u = mqtt_rules::parse_username(username).ok()?;
-    DEVICE_API_VERSIONS
-        .contains(&u.api_version.as_str())
-        .then_some((u.id_scope, u.registration_id))
+/// A connection whose CONNECT was read: what a service needs to answer it.
+pub(crate) struct Connected<S> {
+    /// The reading half, positioned after the CONNECT.
+    pub(crate) reader: Reader<ReadHalf<S>>,
+    /// The writing half, until the service accepts and the writer task takes it.
+    pub(crate) wr: WriteHalf<S>,
+    /// The CONNECT.
+    pub(crate) connect: Connect,
+    /// The TLS client chain, leaf first.
+    pub(crate) chain: PeerChain,
+    /// The TLS server name the client asked for, lowercase.
+    pub(crate) sni: Option<String>,
+    /// Fires when the emulator shuts down.
+    pub(crate) stop: watch::Receiver<bool>,
 }
 
-/// The CONNACK code for a refused CONNECT's device-API error.
-fn refusal_code(e: &ApiError) -> ConnectReturnCode {
-    if e.status.is_server_error() {
-        ConnectReturnCode::ServiceUnavailable
-    } else {
-        ConnectReturnCode::NotAuthorized
+impl<S: AsyncRead + AsyncWrite + Send + 'static> Connected<S> {
+    /// Answers the CONNECT with a refusal `code` and ends the connection.
+    pub(crate) async fn refuse(mut self, code: ConnectReturnCode) -> Close {
+        let _ = write_now(&mut self.wr, Packet::ConnAck(ConnAck::new(code, false))).await;
+        Close::Refused
+    }
+
+    /// Accepts the CONNECT (CONNACK 0, `session present` 0: no session is ever kept) and
+    /// starts the writer: the open connection, for the service's read loop.
+    pub(crate) async fn accept(mut self) -> Result<Open<S>, Close> {
+        write_now(
+            &mut self.wr,
+            Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)),
+        )
+        .await
+        .map_err(|_| Close::Eof)?;
+        let keep_alive = match self.connect.keep_alive {
+            0 => MAX_KEEP_ALIVE,
+            k => k.min(MAX_KEEP_ALIVE),
+        };
+        let (tx, rx) = mpsc::channel::<Packet>(MAX_IN_FLIGHT * 2 + 8);
+        let writer_task = tokio::spawn(writer(self.wr, rx));
+        Ok(Open {
+            reader: self.reader,
+            idle: Duration::from_millis(u64::from(keep_alive) * 1500),
+            tx,
+            writer_task,
+            kill: Arc::new(Notify::new()),
+            stop: self.stop,
+        })
     }
 }
 
-/// One connection, from its CONNECT to its close.
-async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+/// An accepted connection: its reader, the queue to its writer, and a way to kill it.
+pub(crate) struct Open<S> {
+    reader: Reader<ReadHalf<S>>,
+    idle: Duration,
+    /// Packets to send, in order.
+    pub(crate) tx: mpsc::Sender<Packet>,
+    writer_task: JoinHandle<()>,
+    /// Notified to close the connection from a task the service spawned (a fault).
+    pub(crate) kill: Arc<Notify>,
+    stop: watch::Receiver<bool>,
+}
+
+/// A service's side of an open connection: the packets the shared loop does not answer
+/// itself.
+pub(crate) trait Service: Send {
+    /// One SUBSCRIBE, UNSUBSCRIBE, PUBLISH or PUBACK from the client; an `Err` closes the
+    /// connection for that reason.
+    fn packet(&mut self, packet: Packet) -> impl Future<Output = Result<(), Close>> + Send;
+}
+
+impl<S: AsyncRead + AsyncWrite + Send + 'static> Open<S> {
+    /// Reads packets until the connection ends: PINGREQ is answered here, DISCONNECT, a
+    /// second CONNECT and packets only a server sends end it, the rest goes to `service`.
+    /// Returns why it ended; what was queued is still written after a DISCONNECT.
+    pub(crate) async fn run<T: Service>(mut self, app: &AppState, service: &mut T) -> Close {
+        let mut rate = RateLimit::new(app.config.mqtt_max_packets_per_second.max(1));
+        let why = loop {
+            let packet = tokio::select! {
+                _ = self.stop.changed() => break Close::Shutdown,
+                _ = self.kill.notified() => break Close::Fault,
+                p = self.reader.next(Instant::now() + self.idle, Close::KeepAlive) => p,
+            };
+            let packet = match packet {
+                Ok(p) => p,
+                Err(e) => break e,
+            };
+            if !rate.allow() {
+                break Close::Rate(app.config.mqtt_max_packets_per_second);
+            }
+            match packet {
+                Packet::PingReq => {
+                    if self.tx.send(Packet::PingResp).await.is_err() {
+                        break Close::Eof;
+                    }
+                }
+                p @ (Packet::Subscribe(_)
+                | Packet::Unsubscribe(_)
+                | Packet::Publish(_)
+                | Packet::PubAck(_)) => {
+                    if let Err(e) = service.packet(p).await {
+                        break e;
+                    }
+                }
+                Packet::Disconnect => break Close::Disconnect,
+                Packet::Connect(_) => break Close::SecondConnect,
+                Packet::ConnAck(_)
+                | Packet::PubRec(_)
+                | Packet::PubRel(_)
+                | Packet::PubComp(_)
+                | Packet::SubAck(_)
+                | Packet::UnsubAck(_)
+                | Packet::PingResp => break Close::UnexpectedPacket,
+            }
+        };
+        drop(self.tx);
+        match why {
+            // A clean end: what was already queued is still written.
+            Close::Disconnect => {
+                let _ = tokio::time::timeout(Duration::from_secs(5), self.writer_task).await;
+            }
+            _ => self.writer_task.abort(),
+        }
+        why
+    }
+}
+
+/// One connection, from its CONNECT to its close: reads the CONNECT and hands the connection
+/// to the service its user name names.
+pub(crate) async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     stream: S,
     app: Arc<AppState>,
     chain: PeerChain,
-    mut stop: watch::Receiver<bool>,
+    sni: Option<String>,
+    stop: watch::Receiver<bool>,
 ) -> Close {
     let (rd, mut wr) = tokio::io::split(stream);
     let mut reader = Reader {
@@ -281,235 +346,22 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     if app.faults.take_mqtt_connect_drop() {
         return Close::Fault;
     }
-    let (username, password) = match &connect.login {
-        Some(l) => (l.username.as_str(), l.password.as_str()),
-        None => ("", ""),
-    };
-    let refuse = |code| Packet::ConnAck(ConnAck::new(code, false));
-    let Some((scope, reg)) = parse_username(username) else {
-        let _ = write_now(&mut wr, refuse(ConnectReturnCode::BadUserNamePassword)).await;
-        return Close::Refused;
-    };
-    if connect.client_id != reg {
-        let _ = write_now(&mut wr, refuse(ConnectReturnCode::BadClientId)).await;
-        return Close::Refused;
-    }
-    let (scope, reg) = (scope.as_str(), reg.as_str());
-    if let Err(e) = check_path(&app, scope, reg) {
-        tracing::info!(registration_id = reg, reason = %e.message, "MQTT CONNECT refused");
-        let _ = write_now(&mut wr, refuse(ConnectReturnCode::BadUserNamePassword)).await;
-        return Close::Refused;
-    }
-    let registration_id = reg.to_string();
-    let authorization = (!password.is_empty()).then(|| password.to_string());
-    let auth = match device_request(
-        &registration_id,
-        b"",
-        authorization.clone(),
-        chain.clone(),
-        Transport::Mqtt,
-        false,
-    ) {
-        Ok(r) => authenticate_only(app.clone(), r).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = auth {
-        // The reason was logged under a trackingId by the device API; the client only learns
-        // "not authorized", as from the service.
-        let _ = write_now(&mut wr, refuse(refusal_code(&e))).await;
-        return Close::Refused;
-    }
-    if write_now(
-        &mut wr,
-        Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)),
-    )
-    .await
-    .is_err()
-    {
-        return Close::Eof;
-    }
-
-    let keep_alive = match connect.keep_alive {
-        0 => MAX_KEEP_ALIVE,
-        k => k.min(MAX_KEEP_ALIVE),
-    };
-    let idle = Duration::from_millis(u64::from(keep_alive) * 1500);
-    let (tx, rx) = mpsc::channel::<Out>(MAX_IN_FLIGHT * 2 + 8);
-    let (sub_tx, sub_rx) = watch::channel(None);
-    let writer_task = tokio::spawn(writer(wr, rx, sub_rx));
-    let kill = Arc::new(Notify::new());
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let mut rate = RateLimit::new(app.config.mqtt_max_packets_per_second.max(1));
-    let ctx = Ctx {
-        app: app.clone(),
-        registration_id,
-        authorization,
+    let hub_user = connect
+        .login
+        .as_ref()
+        .and_then(|l| dps_proto::hub::parse_username(&l.username).ok());
+    let conn = Connected {
+        reader,
+        wr,
+        connect,
         chain,
+        sni,
+        stop,
     };
-
-    let why = loop {
-        let packet = tokio::select! {
-            _ = stop.changed() => break Close::Shutdown,
-            _ = kill.notified() => break Close::Fault,
-            p = reader.next(Instant::now() + idle, Close::KeepAlive) => p,
-        };
-        let packet = match packet {
-            Ok(p) => p,
-            Err(e) => break e,
-        };
-        if !rate.allow() {
-            break Close::Rate(app.config.mqtt_max_packets_per_second);
-        }
-        match packet {
-            Packet::PingReq => {
-                if tx.send(Out::Packet(Packet::PingResp)).await.is_err() {
-                    break Close::Eof;
-                }
-            }
-            Packet::Subscribe(s) => {
-                if s.filters.iter().any(|f| f.path != RESPONSE_FILTER) {
-                    break Close::UnsupportedFilter;
-                }
-                // "DPS grants at most QoS 1 in the SUBACK" (service documentation).
-                let granted: Vec<QoS> = s
-                    .filters
-                    .iter()
-                    .map(|f| {
-                        if f.qos == QoS::AtMostOnce {
-                            QoS::AtMostOnce
-                        } else {
-                            QoS::AtLeastOnce
-                        }
-                    })
-                    .collect();
-                let codes = granted
-                    .iter()
-                    .map(|q| SubscribeReasonCode::Success(*q))
-                    .collect();
-                if let Some(q) = granted.last() {
-                    sub_tx.send_replace(Some(*q));
-                }
-                if tx
-                    .send(Out::Packet(Packet::SubAck(SubAck::new(s.pkid, codes))))
-                    .await
-                    .is_err()
-                {
-                    break Close::Eof;
-                }
-            }
-            Packet::Unsubscribe(u) => {
-                if u.topics.iter().any(|t| t != RESPONSE_FILTER) {
-                    break Close::UnsupportedFilter;
-                }
-                sub_tx.send_replace(None);
-                if tx
-                    .send(Out::Packet(Packet::UnsubAck(UnsubAck::new(u.pkid))))
-                    .await
-                    .is_err()
-                {
-                    break Close::Eof;
-                }
-            }
-            Packet::Publish(p) => {
-                if p.qos == QoS::ExactlyOnce {
-                    break Close::QoS2;
-                }
-                if p.payload.len() > app.config.max_body_bytes {
-                    break Close::Oversized(app.config.max_body_bytes);
-                }
-                let Ok(request) = mqtt_rules::parse_request_topic(&p.topic) else {
-                    break Close::UnsupportedTopic;
-                };
-                if p.qos == QoS::AtLeastOnce
-                    && tx
-                        .send(Out::Packet(Packet::PubAck(PubAck::new(p.pkid))))
-                        .await
-                        .is_err()
-                {
-                    break Close::Eof;
-                }
-                // Backpressure: with MAX_IN_FLIGHT requests in progress, stop reading.
-                let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                    break Close::Shutdown;
-                };
-                let ctx = ctx.clone();
-                let tx = tx.clone();
-                let kill = kill.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    handle_request(ctx, request, p.payload, tx, kill).await;
-                });
-            }
-            // The client acknowledges a QoS 1 answer: nothing is kept to resend (no sessions).
-            Packet::PubAck(_) => {}
-            Packet::Disconnect => break Close::Disconnect,
-            Packet::Connect(_) => break Close::SecondConnect,
-            Packet::ConnAck(_)
-            | Packet::PubRec(_)
-            | Packet::PubRel(_)
-            | Packet::PubComp(_)
-            | Packet::SubAck(_)
-            | Packet::UnsubAck(_)
-            | Packet::PingResp => break Close::UnexpectedPacket,
-        }
-    };
-    drop(tx);
-    match why {
-        // A clean end: what was already queued is still written.
-        Close::Disconnect => {
-            let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;
-        }
-        _ => writer_task.abort(),
+    match hub_user {
+        Some(user) => crate::hub::session::serve(conn, app, user).await,
+        None => dps::serve(conn, app).await,
     }
-    why
-}
-
-/// What a request handler needs from its connection.
-#[derive(Clone)]
-struct Ctx {
-    app: Arc<AppState>,
-    registration_id: String,
-    authorization: Option<String>,
-    chain: PeerChain,
-}
-
-/// Handles one register or poll request through the device API and queues its answer.
-async fn handle_request(
-    ctx: Ctx,
-    request: Request,
-    payload: bytes::Bytes,
-    tx: mpsc::Sender<Out>,
-    kill: Arc<Notify>,
-) {
-    let rid = request.rid().to_string();
-    let answer = match device_fault(&ctx.app).await {
-        Some(FaultAction::Drop) => {
-            kill.notify_one();
-            return;
-        }
-        Some(FaultAction::Answer(a)) => a,
-        None => {
-            let body_required = matches!(request, Request::Register { .. });
-            let result = match device_request(
-                &ctx.registration_id,
-                &payload,
-                ctx.authorization.clone(),
-                ctx.chain.clone(),
-                Transport::Mqtt,
-                body_required,
-            ) {
-                Err(e) => Err(e),
-                Ok(r) => match request {
-                    Request::Register { .. } => register_request(ctx.app.clone(), r).await,
-                    Request::OperationStatus { operation_id, .. } => {
-                        operation_status_request(ctx.app.clone(), r, operation_id).await
-                    }
-                },
-            };
-            result.unwrap_or_else(ApiError::into_answer)
-        }
-    };
-    let _ = tx.send(Out::Answer { rid, answer }).await;
 }
 
 /// Refuses a CONNECT of another protocol level with CONNACK return code 1 (MQTT 3.1.1,
@@ -539,26 +391,6 @@ async fn write_now<W: AsyncWrite + Unpin>(io: &mut W, packet: Packet) -> std::io
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn usernames_need_an_api_version_of_the_device_api() {
-        assert_eq!(
-            parse_username("0ne1/registrations/dev-1/api-version=2019-03-31&ClientVersion=x"),
-            Some(("0ne1".into(), "dev-1".into()))
-        );
-        assert_eq!(
-            parse_username("0ne1/registrations/dev-1/api-version=2021-06-01"),
-            Some(("0ne1".into(), "dev-1".into()))
-        );
-        for bad in [
-            "",
-            "0ne1/registrations/dev-1",
-            "0ne1/registrations/dev-1/api-version=1999-01-01",
-            "0ne1/devices/dev-1/api-version=2019-03-31",
-        ] {
-            assert_eq!(parse_username(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn the_codec_survives_arbitrary_bytes() {

@@ -2,6 +2,7 @@
 //! that trust its dev CA (optionally with a client certificate), device-API calls.
 #![allow(dead_code, unreachable_pub)] // shared by several test binaries, which see it through `pub`
 
+pub mod hub;
 pub mod mqtt;
 
 use dps_emulator::pki::CertifiedKey;

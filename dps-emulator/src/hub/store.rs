@@ -1,0 +1,370 @@
+//! The emulated hubs' records in the emulator's database (the same SQLite file, WAL,
+//! synchronous=FULL: a record is on disk before the device gets its PUBACK): device identities
+//! with their twins, stored telemetry, and pending cloud-to-device messages. So they survive a
+//! restart, and the CLI reads and writes them while the emulator runs.
+
+use rusqlite::{params, OptionalExtension};
+use serde_json::{Map, Value};
+
+use super::twin;
+use super::{
+    C2dMessage, DeviceAuthentication, DeviceStatus, HubDevice, HubError, Telemetry, MAX_C2D_QUEUE,
+    MAX_STORED_TELEMETRY,
+};
+use crate::error::EmulatorError;
+use crate::store::Store;
+use crate::timeutil::{now_rfc3339, random_guid};
+
+/// The hub tables (created with the DPS ones when the database is opened).
+pub(crate) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS hub_devices (hub TEXT NOT NULL, device_id TEXT NOT NULL,
+    body TEXT NOT NULL, PRIMARY KEY (hub, device_id));
+CREATE TABLE IF NOT EXISTS hub_telemetry (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    hub TEXT NOT NULL, device_id TEXT NOT NULL, enqueued TEXT NOT NULL,
+    properties TEXT NOT NULL, body BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS hub_telemetry_device ON hub_telemetry (hub, device_id, seq);
+CREATE TABLE IF NOT EXISTS hub_c2d (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    hub TEXT NOT NULL, device_id TEXT NOT NULL, enqueued TEXT NOT NULL,
+    properties TEXT NOT NULL, body BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS hub_c2d_device ON hub_c2d (hub, device_id, seq);
+";
+
+fn corrupt(e: serde_json::Error) -> HubError {
+    HubError::Store(EmulatorError::CorruptRecord(e.to_string()))
+}
+
+fn db(e: rusqlite::Error) -> HubError {
+    HubError::Store(EmulatorError::Database(e))
+}
+
+fn props_json(props: &[(String, String)]) -> Result<String, HubError> {
+    serde_json::to_string(props).map_err(corrupt)
+}
+
+fn props_from(text: &str) -> Result<Vec<(String, String)>, HubError> {
+    serde_json::from_str(text).map_err(corrupt)
+}
+
+fn read_device(
+    conn: &rusqlite::Connection,
+    hub: &str,
+    device_id: &str,
+) -> Result<Option<HubDevice>, HubError> {
+    let body: Option<String> = conn
+        .query_row(
+            "SELECT body FROM hub_devices WHERE hub = ?1 AND device_id = ?2",
+            params![hub, device_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db)?;
+    body.map(|b| serde_json::from_str(&b).map_err(corrupt))
+        .transpose()
+}
+
+fn write_device(conn: &rusqlite::Connection, d: &HubDevice) -> Result<(), HubError> {
+    conn.execute(
+        "INSERT OR REPLACE INTO hub_devices (hub, device_id, body) VALUES (?1, ?2, ?3)",
+        params![
+            d.hub,
+            d.device_id,
+            serde_json::to_string(d).map_err(corrupt)?
+        ],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+impl Store {
+    /// Creates the device `device_id` in `hub` with `authentication` and a twin whose desired
+    /// properties are `initial_desired` (at `$version` 1), as a DPS assignment does; for a
+    /// device that exists already (a re-registration), only the credential and the
+    /// registration id change: its twin, status and messages stay.
+    pub fn provision_hub_device(
+        &self,
+        hub: &str,
+        device_id: &str,
+        registration_id: &str,
+        authentication: DeviceAuthentication,
+        initial_desired: Map<String, Value>,
+    ) -> Result<HubDevice, HubError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(db)?;
+        let now = now_rfc3339();
+        let device = match read_device(&tx, hub, device_id)? {
+            Some(mut d) => {
+                d.authentication = authentication;
+                d.registration_id = registration_id.to_string();
+                d.last_updated = now;
+                d
+            }
+            None => HubDevice {
+                hub: hub.to_string(),
+                device_id: device_id.to_string(),
+                registration_id: registration_id.to_string(),
+                status: DeviceStatus::Enabled,
+                authentication,
+                created: now.clone(),
+                last_updated: now,
+                desired: twin::new_section(initial_desired),
+                reported: twin::new_section(Map::new()),
+                last_desired_patch: None,
+            },
+        };
+        write_device(&tx, &device)?;
+        tx.commit().map_err(db)?;
+        Ok(device)
+    }
+
+    /// One hub device.
+    pub fn hub_device(&self, hub: &str, device_id: &str) -> Result<Option<HubDevice>, HubError> {
+        read_device(&self.lock(), hub, device_id)
+    }
+
+    /// Every hub device, by hub and id.
+    pub fn hub_devices(&self) -> Result<Vec<HubDevice>, HubError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT body FROM hub_devices ORDER BY hub, device_id")
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(db)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db)?;
+        rows.iter()
+            .map(|b| serde_json::from_str(b).map_err(corrupt))
+            .collect()
+    }
+
+    /// Changes a device's record inside one transaction; `None` when it does not exist.
+    fn update_hub_device<T>(
+        &self,
+        hub: &str,
+        device_id: &str,
+        f: impl FnOnce(&mut HubDevice) -> Result<T, HubError>,
+    ) -> Result<T, HubError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(db)?;
+        let mut d = read_device(&tx, hub, device_id)?
+            .ok_or_else(|| HubError::DeviceNotFound(device_id.to_string()))?;
+        let out = f(&mut d)?;
+        d.last_updated = now_rfc3339();
+        write_device(&tx, &d)?;
+        tx.commit().map_err(db)?;
+        Ok(out)
+    }
+
+    /// Enables or disables a hub device (the identity registry's `status`). A disabled device
+    /// is refused at CONNECT.
+    pub fn set_hub_device_status(
+        &self,
+        hub: &str,
+        device_id: &str,
+        status: DeviceStatus,
+    ) -> Result<(), HubError> {
+        self.update_hub_device(hub, device_id, |d| {
+            d.status = status;
+            Ok(())
+        })
+    }
+
+    /// Applies a reported-properties patch from the device; returns the new reported
+    /// `$version`.
+    pub fn patch_reported(
+        &self,
+        hub: &str,
+        device_id: &str,
+        patch: &Map<String, Value>,
+    ) -> Result<u64, HubError> {
+        self.update_hub_device(hub, device_id, |d| {
+            twin::apply(&mut d.reported, patch).map_err(HubError::Twin)
+        })
+    }
+
+    /// Applies a desired-properties patch from the solution (the CLI); returns the new desired
+    /// `$version`. Connected devices subscribed to desired changes get the patch.
+    pub fn patch_desired(
+        &self,
+        hub: &str,
+        device_id: &str,
+        patch: &Map<String, Value>,
+    ) -> Result<u64, HubError> {
+        self.update_hub_device(hub, device_id, |d| {
+            let v = twin::apply(&mut d.desired, patch).map_err(HubError::Twin)?;
+            let mut sent = patch.clone();
+            sent.insert("$version".into(), Value::from(v));
+            d.last_desired_patch = Some(sent);
+            Ok(v)
+        })
+    }
+
+    /// Stores one telemetry message (only the newest [`MAX_STORED_TELEMETRY`] of a device are
+    /// kept); returns its sequence number.
+    pub fn store_telemetry(
+        &self,
+        hub: &str,
+        device_id: &str,
+        properties: &[(String, String)],
+        body: &[u8],
+    ) -> Result<i64, HubError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(db)?;
+        tx.execute(
+            "INSERT INTO hub_telemetry (hub, device_id, enqueued, properties, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![hub, device_id, now_rfc3339(), props_json(properties)?, body],
+        )
+        .map_err(db)?;
+        let seq = tx.last_insert_rowid();
+        tx.execute(
+            "DELETE FROM hub_telemetry WHERE hub = ?1 AND device_id = ?2 AND seq <= ?3",
+            params![hub, device_id, seq - MAX_STORED_TELEMETRY as i64],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(seq)
+    }
+
+    /// The stored telemetry of a device, oldest first.
+    pub fn telemetry(&self, hub: &str, device_id: &str) -> Result<Vec<Telemetry>, HubError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT seq, enqueued, properties, body FROM hub_telemetry \
+                 WHERE hub = ?1 AND device_id = ?2 ORDER BY seq",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(params![hub, device_id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                ))
+            })
+            .map_err(db)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db)?;
+        rows.into_iter()
+            .map(|(seq, enqueued, props, body)| {
+                Ok(Telemetry {
+                    seq,
+                    hub: hub.to_string(),
+                    device_id: device_id.to_string(),
+                    enqueued,
+                    properties: props_from(&props)?,
+                    body,
+                })
+            })
+            .collect()
+    }
+
+    /// Queues a cloud-to-device message for a device (at most [`MAX_C2D_QUEUE`] pending, as the
+    /// service's queue depth); the system properties `$.mid` (a new message id) and `$.to` come
+    /// first, then `properties`.
+    pub fn enqueue_c2d(
+        &self,
+        hub: &str,
+        device_id: &str,
+        properties: &[(String, String)],
+        body: &[u8],
+    ) -> Result<C2dMessage, HubError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(db)?;
+        if read_device(&tx, hub, device_id)?.is_none() {
+            return Err(HubError::DeviceNotFound(device_id.to_string()));
+        }
+        let pending: i64 = tx
+            .query_row(
+                "SELECT COUNT(*) FROM hub_c2d WHERE hub = ?1 AND device_id = ?2",
+                params![hub, device_id],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        if pending >= MAX_C2D_QUEUE as i64 {
+            return Err(HubError::QueueFull(device_id.to_string()));
+        }
+        let mut all = vec![
+            ("$.mid".to_string(), random_guid()),
+            (
+                "$.to".to_string(),
+                format!("/devices/{device_id}/messages/devicebound"),
+            ),
+        ];
+        all.extend(properties.iter().cloned());
+        let enqueued = now_rfc3339();
+        tx.execute(
+            "INSERT INTO hub_c2d (hub, device_id, enqueued, properties, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![hub, device_id, enqueued, props_json(&all)?, body],
+        )
+        .map_err(db)?;
+        let seq = tx.last_insert_rowid();
+        tx.commit().map_err(db)?;
+        Ok(C2dMessage {
+            seq,
+            hub: hub.to_string(),
+            device_id: device_id.to_string(),
+            enqueued,
+            properties: all,
+            body: body.to_vec(),
+        })
+    }
+
+    /// The pending cloud-to-device messages of a device, oldest first, at most `limit`.
+    pub fn pending_c2d(
+        &self,
+        hub: &str,
+        device_id: &str,
+        limit: usize,
+    ) -> Result<Vec<C2dMessage>, HubError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT seq, enqueued, properties, body FROM hub_c2d \
+                 WHERE hub = ?1 AND device_id = ?2 ORDER BY seq LIMIT ?3",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(params![hub, device_id, limit as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                ))
+            })
+            .map_err(db)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db)?;
+        rows.into_iter()
+            .map(|(seq, enqueued, props, body)| {
+                Ok(C2dMessage {
+                    seq,
+                    hub: hub.to_string(),
+                    device_id: device_id.to_string(),
+                    enqueued,
+                    properties: props_from(&props)?,
+                    body,
+                })
+            })
+            .collect()
+    }
+
+    /// Removes a delivered cloud-to-device message (the device acknowledged it).
+    pub fn complete_c2d(&self, seq: i64) -> Result<(), HubError> {
+        self.lock()
+            .execute("DELETE FROM hub_c2d WHERE seq = ?1", params![seq])
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// SQLite's `data_version`: changes whenever another connection (the CLI) committed a
+    /// change to the database, so the running emulator notices queued messages and twin
+    /// updates it did not make itself.
+    pub(crate) fn data_version(&self) -> Result<i64, HubError> {
+        self.lock()
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(db)
+    }
+}
