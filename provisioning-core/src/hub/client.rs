@@ -14,6 +14,7 @@ use dps_proto::hub as proto;
 use rumqttc::{Packet, PubAck, Publish, QoS, Subscribe, SubscribeFilter, SubscribeReasonCode};
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -42,6 +43,7 @@ const UNCLAIMED_LIMIT: usize = 64;
 pub struct HubClient {
     commands: mpsc::UnboundedSender<Command>,
     closed: Arc<Mutex<Option<String>>>,
+    connections: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
     hub: String,
     device_id: String,
@@ -151,6 +153,7 @@ impl HubClient {
         let (session, renew_at, early) = establish(&target, &credentials, &options).await?;
         let (commands, rx) = mpsc::unbounded_channel();
         let closed = Arc::new(Mutex::new(None));
+        let connections = Arc::new(AtomicU64::new(0));
         let operation_timeout = options.operation_timeout;
         let driver = Driver {
             target,
@@ -169,11 +172,13 @@ impl HubClient {
             listener: None,
             unclaimed: VecDeque::new(),
             closed: closed.clone(),
+            connections: connections.clone(),
         };
         let task = tokio::spawn(driver.run(early));
         Ok(HubClient {
             commands,
             closed,
+            connections,
             task,
             hub,
             device_id,
@@ -189,6 +194,12 @@ impl HubClient {
     /// The device id.
     pub fn device_id(&self) -> &str {
         &self.device_id
+    }
+
+    /// How many connections the hub has accepted so far: 1 after [`HubClient::connect`], one
+    /// more per reconnect and per token renewal.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// Sends one telemetry message (QoS 1) with `properties` in its property bag (application
@@ -552,6 +563,7 @@ struct Driver {
     listener: Option<mpsc::UnboundedSender<HubEvent>>,
     unclaimed: VecDeque<Unclaimed>,
     closed: Arc<Mutex<Option<String>>>,
+    connections: Arc<AtomicU64>,
 }
 
 impl Driver {
@@ -622,6 +634,7 @@ impl Driver {
     /// After a CONNACK and SUBACK: handle what came early, send what waits, schedule pings.
     async fn connected(&mut self, early: Vec<Packet>) {
         self.epoch += 1;
+        self.connections.fetch_add(1, Ordering::Relaxed);
         self.awaiting_pingresp = false;
         self.ping_at = Instant::now() + self.ping_interval();
         for p in early {
