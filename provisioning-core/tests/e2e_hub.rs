@@ -1,0 +1,354 @@
+//! hsmkit's IoT Hub client (issue 20), end to end: devices provisioned by the emulator's DPS
+//! connect to their assigned (emulated) hub over MQTT 3.1.1/TLS with the identity in their
+//! plugin, TLS verifying the hub's name while connecting to 127.0.0.1. Telemetry with
+//! properties, the twin (the enrollment's initialTwin), reported patches, C2D messages and
+//! desired changes; SAS renewal by reconnecting; the refusals (forged key, disabled device,
+//! untrusted server, nothing listening, no record); a hub restart that loses no acknowledged
+//! telemetry. The emulator's own store is the witness.
+
+#[path = "support/e2e.rs"]
+mod helpers;
+
+use dps_emulator::hub::DeviceStatus;
+use dps_emulator::{Emulator, EmulatorConfig, RunningEmulator};
+use helpers::*;
+use provisioning_core::dps::Attestation;
+use provisioning_core::hub::{Backoff, HubClient, HubError, HubEvent, HubOptions};
+use provisioning_core::plugin::PluginInstance;
+use provisioning_core::provisioning::{self, ProvisioningRecord};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// An emulator with the MQTT listener (DPS and the hubs) on `mqtt` (port 0: a free one).
+async fn hub_emulator_at(dir: &std::path::Path, mqtt: u16) -> RunningEmulator {
+    let mut cfg = EmulatorConfig::new(dir.join("emulator"));
+    cfg.hubs = vec!["hub-a".into(), "hub-b".into()];
+    cfg.mqtt_listen = Some(SocketAddr::from(([127, 0, 0, 1], mqtt)));
+    Emulator::start(cfg).await.expect("emulator starts")
+}
+
+async fn hub_emulator() -> Env {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let emu = hub_emulator_at(dir.path(), 0).await;
+    Env { emu, dir }
+}
+
+/// Options for the emulated hub: its MQTT address, its CA only, short timeouts and back-off.
+fn hub_options(emu: &RunningEmulator) -> HubOptions {
+    HubOptions {
+        endpoint: Some(format!(
+            "127.0.0.1:{}",
+            emu.mqtt_addr().expect("MQTT listener").port()
+        )),
+        extra_trust_pem: Some(emu.ca_cert_pem().as_bytes().to_vec()),
+        trust_public_roots: false,
+        connect_timeout: Duration::from_secs(10),
+        operation_timeout: Duration::from_secs(10),
+        reconnect: Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(500),
+            max_attempts: 40,
+        },
+        ..HubOptions::default()
+    }
+}
+
+const INITIAL_TWIN: &str =
+    r#"{"tags": {"site": "lab"}, "properties": {"desired": {"interval": 5}}}"#;
+
+/// Provisions `device` over HTTPS into a state folder; returns the saved record.
+async fn provision(
+    env: &Env,
+    device: Arc<PluginInstance>,
+    attestation: Attestation,
+    state: &std::path::Path,
+) -> ProvisioningRecord {
+    let (record, _) = provisioning::provision(
+        &dps_config(&env.emu),
+        device,
+        attestation,
+        state,
+        false,
+        &|_| {},
+    )
+    .await
+    .expect("provisioned");
+    assert!(env.emu.hubs().contains(&record.result.assigned_hub));
+    record
+}
+
+/// A symmetric-key device enrolled as `reg` with [`INITIAL_TWIN`], provisioned: its state,
+/// instance, key and record.
+async fn symmetric_provisioned(
+    env: &Env,
+    reg: &str,
+) -> (
+    tempfile::TempDir,
+    Arc<PluginInstance>,
+    Vec<u8>,
+    ProvisioningRecord,
+) {
+    let mut enrollment = json!({"registrationId": reg, "attestation": {"type": "symmetricKey"}});
+    enrollment["initialTwin"] = serde_json::from_str(INITIAL_TWIN).unwrap();
+    let e = individual(&env.emu, enrollment);
+    let key = B64
+        .decode(e.attestation.symmetric_key.unwrap().primary_key.unwrap())
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let device = symmetric_device(state.path(), reg, &key);
+    let record = provision(env, device.clone(), Attestation::SymmetricKey, state.path()).await;
+    (state, device, key, record)
+}
+
+use base64::Engine;
+
+/// The next C2D message or desired change, within 10 s.
+async fn next_event(events: &mut UnboundedReceiver<HubEvent>) -> HubEvent {
+    tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("an event within 10 s")
+        .expect("the client is running")
+}
+
+/// Telemetry bodies the emulator stored for `device_id`, in order.
+fn stored_bodies(emu: &RunningEmulator, device_id: &str) -> Vec<String> {
+    emu.hub_registry()
+        .messages(device_id, None)
+        .expect("the device's messages")
+        .into_iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn symmetric_device_sends_telemetry_reads_and_reports_its_twin_and_receives_c2d() {
+    let env = hub_emulator().await;
+    let (_state, device, _, record) = symmetric_provisioned(&env, "hub-sym-1").await;
+    let hub = HubClient::connect(&record, device, hub_options(&env.emu))
+        .await
+        .expect("connected");
+    assert_eq!(hub.hub(), record.assigned_hub());
+    assert_eq!(hub.device_id(), "hub-sym-1");
+
+    // Telemetry: stored once acknowledged, with its property bag as sent.
+    let props = vec![
+        ("temp unit".to_string(), "°C".to_string()),
+        ("$.ct".to_string(), "application/json".to_string()),
+    ];
+    hub.send(br#"{"t":21.5}"#.to_vec(), &props)
+        .await
+        .expect("PUBACK");
+    let stored = env.emu.hub_registry().messages("hub-sym-1", None).unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].body, br#"{"t":21.5}"#);
+    assert_eq!(stored[0].properties, props);
+    assert_eq!(stored[0].hub, record.assigned_hub());
+
+    // The twin: desired = the enrollment's initialTwin desired properties.
+    let twin = hub.twin().await.expect("twin");
+    assert_eq!(twin.desired.get("interval"), Some(&json!(5)));
+    let before = twin.reported_version().expect("reported $version");
+    let v = hub
+        .report(&json!({"fw": "1.0", "battery": 80}))
+        .await
+        .expect("patch stored");
+    assert!(v > before, "{v} after {before}");
+    let twin = hub.twin().await.unwrap();
+    assert_eq!(twin.reported.get("fw"), Some(&json!("1.0")));
+    assert_eq!(twin.reported_version(), Some(v));
+    let e = hub.report(&json!([1])).await.unwrap_err();
+    assert!(matches!(e, HubError::Config { .. }), "{e}");
+
+    // C2D and desired changes arrive as events; a C2D message sent before anyone listened
+    // is kept by the hub (not acknowledged) and handed over on listening.
+    let registry = env.emu.hub_registry();
+    registry
+        .send_c2d(
+            "hub-sym-1",
+            None,
+            &[("cmd".to_string(), "reboot".to_string())],
+            b"now",
+        )
+        .expect("C2D queued");
+    let mut events = hub.events().unwrap();
+    match next_event(&mut events).await {
+        HubEvent::Message(m) => {
+            assert_eq!(m.body, b"now");
+            assert!(
+                m.properties.contains(&("cmd".into(), "reboot".into())),
+                "{:?}",
+                m.properties
+            );
+        }
+        other => panic!("expected the C2D message, got {other:?}"),
+    }
+    let desired_version = registry
+        .update_desired("hub-sym-1", None, json!({"interval": 10}))
+        .unwrap();
+    match next_event(&mut events).await {
+        HubEvent::DesiredPatch(d) => {
+            assert_eq!(d.version, desired_version);
+            assert_eq!(d.patch["interval"], 10);
+        }
+        other => panic!("expected the desired change, got {other:?}"),
+    }
+    // Acknowledged, so no longer pending in the hub.
+    let pending = || registry.pending_c2d("hub-sym-1", None).unwrap();
+    for _ in 0..50 {
+        if pending().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(pending().is_empty(), "the C2D message was not acknowledged");
+    assert_eq!(hub.connections(), 1);
+    hub.close().await;
+}
+
+#[tokio::test]
+async fn x509_and_tpm_devices_connect_with_the_identity_in_their_plugin() {
+    let env = hub_emulator().await;
+
+    // dice: mutual TLS whose handshake signature the plugin makes.
+    let dice_state = tempfile::tempdir().unwrap();
+    let dice = dice_device(dice_state.path(), "hub-dice-1");
+    enroll_leaf(&env, &dice, "hub-dice-1");
+    let record = provision(&env, dice.clone(), Attestation::X509, dice_state.path()).await;
+    let hub = HubClient::connect(&record, dice, hub_options(&env.emu))
+        .await
+        .expect("X.509 device connected");
+    hub.send(b"from dice".to_vec(), &[]).await.expect("PUBACK");
+    let twin = hub.twin().await.expect("twin");
+    assert!(twin.desired_version().is_some());
+    hub.close().await;
+    assert_eq!(stored_bodies(&env.emu, "hub-dice-1"), ["from dice"]);
+
+    // tpm-sim: SAS signed with the identity key DPS's challenge delivered into the TPM.
+    let tpm_state = tempfile::tempdir().unwrap();
+    let (tpm, reg) = tpm_sim_enrolled(&env, tpm_state.path());
+    let record = provision(&env, tpm.clone(), Attestation::Tpm, tpm_state.path()).await;
+    let hub = HubClient::connect(&record, tpm, hub_options(&env.emu))
+        .await
+        .expect("TPM device connected");
+    hub.send(b"from tpm".to_vec(), &[("k".into(), "v".into())])
+        .await
+        .expect("PUBACK");
+    hub.report(&json!({"tpm": true})).await.expect("patch");
+    hub.close().await;
+    assert_eq!(stored_bodies(&env.emu, &reg), ["from tpm"]);
+}
+
+#[tokio::test]
+async fn the_sas_token_is_renewed_by_reconnecting_before_it_expires() {
+    let env = hub_emulator().await;
+    let (_state, device, _, record) = symmetric_provisioned(&env, "hub-renew-1").await;
+    let options = HubOptions {
+        sas_lifetime: Duration::from_secs(2),
+        ..hub_options(&env.emu)
+    };
+    let hub = HubClient::connect(&record, device, options).await.unwrap();
+    hub.send(b"1".to_vec(), &[]).await.unwrap();
+    // Renewed after 1.6 s and again after 3.2 s: three connections by 4.5 s.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    assert!(hub.connections() >= 3, "{} connections", hub.connections());
+    hub.send(b"2".to_vec(), &[]).await.unwrap();
+    hub.twin().await.unwrap();
+    hub.close().await;
+    assert_eq!(stored_bodies(&env.emu, "hub-renew-1"), ["1", "2"]);
+}
+
+#[tokio::test]
+async fn refusals_say_what_is_wrong() {
+    let env = hub_emulator().await;
+    let (state, device, _, record) = symmetric_provisioned(&env, "hub-refused-1").await;
+
+    // No record: provision first.
+    let empty = tempfile::tempdir().unwrap();
+    let e = HubClient::from_state_dir(empty.path(), device.clone(), hub_options(&env.emu))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, HubError::NotProvisioned { .. }), "{e}");
+    assert!(e.to_string().contains("hsmkit provision"), "{e}");
+
+    // Nothing listening at the endpoint.
+    let options = HubOptions {
+        endpoint: Some("127.0.0.1:1".into()),
+        ..hub_options(&env.emu)
+    };
+    let e = HubClient::connect(&record, device.clone(), options)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, HubError::Unreachable { .. }), "{e}");
+
+    // A server not trusted for the hub's name: the name that was verified is in the message.
+    let options = HubOptions {
+        extra_trust_pem: None,
+        trust_public_roots: true,
+        ..hub_options(&env.emu)
+    };
+    let e = HubClient::connect(&record, device.clone(), options)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, HubError::TlsTrust { .. }), "{e}");
+    assert!(e.to_string().contains(record.assigned_hub()), "{e}");
+
+    // A forged token: the device's key replaced by another one.
+    let forger = symmetric_device(state.path(), "hub-refused-1", &[7u8; 32]);
+    let e = HubClient::connect(&record, forger, hub_options(&env.emu))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, HubError::NotAuthorized { .. }), "{e}");
+    assert!(e.to_string().contains("forged"), "{e}");
+
+    // A device disabled in the hub after provisioning.
+    let (_s2, device2, _, record2) = symmetric_provisioned(&env, "hub-refused-2").await;
+    env.emu
+        .hub_registry()
+        .set_status("hub-refused-2", None, DeviceStatus::Disabled)
+        .unwrap();
+    let e = HubClient::connect(&record2, device2, hub_options(&env.emu))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, HubError::NotAuthorized { .. }), "{e}");
+    assert!(e.to_string().contains("disabled"), "{e}");
+    drop(device);
+}
+
+#[tokio::test]
+async fn a_hub_restart_loses_no_acknowledged_telemetry() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = hub_emulator_at(dir.path(), 0).await;
+    let port = emu.mqtt_addr().unwrap().port();
+    let env = Env { emu, dir };
+    let (_state, device, _, record) = symmetric_provisioned(&env, "hub-restart-1").await;
+    let options = hub_options(&env.emu);
+    let hub = Arc::new(HubClient::connect(&record, device, options).await.unwrap());
+    let mut events = hub.events().unwrap();
+    hub.send(b"before".to_vec(), &[]).await.expect("PUBACK");
+
+    // The hub goes away; a message sent meanwhile waits for the new connection.
+    let Env { emu, dir } = env;
+    emu.shutdown().await;
+    match next_event(&mut events).await {
+        HubEvent::Disconnected { reason } => assert!(!reason.is_empty()),
+        other => panic!("expected a disconnection, got {other:?}"),
+    }
+    let sender = hub.clone();
+    let during = tokio::spawn(async move { sender.send(b"during".to_vec(), &[]).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let emu = hub_emulator_at(dir.path(), port).await;
+    match next_event(&mut events).await {
+        HubEvent::Reconnected => {}
+        other => panic!("expected the reconnection, got {other:?}"),
+    }
+    during.await.unwrap().expect("sent after reconnecting");
+    hub.send(b"after".to_vec(), &[]).await.expect("PUBACK");
+    assert_eq!(
+        stored_bodies(&emu, "hub-restart-1"),
+        ["before", "during", "after"]
+    );
+    assert!(hub.connections() >= 2);
+}
