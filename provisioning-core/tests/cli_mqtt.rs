@@ -120,10 +120,13 @@ fn provision_over_mqtt_and_what_mqtt_refuses() {
         "{stderr}"
     );
 
-    // MQTT over WebSocket and unknown transports: refused with what to use.
+    // TPM over MQTT over WebSocket, and unknown transports: refused with what to use.
     let (ok, _, stderr) = provision(&emulator, &plugins, &state, "tpm-sim", "mqtt-ws");
     assert!(!ok);
-    assert!(stderr.contains("not supported yet"), "{stderr}");
+    assert!(
+        stderr.contains("TPM attestation is not available over mqtt-ws"),
+        "{stderr}"
+    );
     let (ok, _, stderr) = provision(&emulator, &plugins, &state, "tpm-sim", "amqp");
     assert!(!ok);
     assert!(

@@ -201,19 +201,13 @@ async fn user_errors_over_mqtt_are_the_https_ones() {
     assert!(matches!(e, DpsError::Unreachable { .. }), "{e}");
     assert!(e.to_string().contains("mqtts://127.0.0.1"), "{e}");
 
-    // An HTTPS URL with MQTT, and MQTT over WebSocket: refused before anything is sent.
+    // An HTTPS URL with MQTT: refused before anything is sent.
     let mut url = mqtt_config(&env.emu);
     url.endpoint = env.emu.endpoint();
-    let e = register(&url, device.clone(), Attestation::SymmetricKey, &|_| {})
+    let e = register(&url, device, Attestation::SymmetricKey, &|_| {})
         .await
         .expect_err("https URL with mqtt");
     assert_eq!(e.kind(), "config", "{e}");
-    let mut ws = mqtt_config(&env.emu);
-    ws.transport = Transport::MqttWs;
-    let e = register(&ws, device, Attestation::SymmetricKey, &|_| {})
-        .await
-        .expect_err("mqtt-ws");
-    assert!(e.to_string().contains("not supported yet"), "{e}");
     assert!(env.emu.registration_records().unwrap().is_empty());
 }
 

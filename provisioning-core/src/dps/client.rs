@@ -10,7 +10,7 @@ use super::retry::backoff;
 use super::sas::expiry_from_now;
 use super::tls::{self, SignFailure};
 use super::transport::https::{HttpsTarget, HttpsTransport};
-use super::transport::mqtt::{self, MqttTarget, MqttTransport};
+use super::transport::mqtt::{self, Carrier, MqttTarget, MqttTransport};
 use super::transport::{Answer, DpsTransport, Transport, TransportFailure};
 use crate::plugin::PluginInstance;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -52,12 +52,14 @@ pub async fn register(
             );
             run_within_deadline(config, instance, prepared, transport, progress, &last).await
         }
-        Transport::Mqtt => {
-            let (host, port) =
-                mqtt::host_port(&config.endpoint).map_err(|reason| DpsError::Config { reason })?;
+        Transport::Mqtt | Transport::MqttWs => {
+            let carrier = mqtt_carrier(config.transport);
+            let (host, port) = mqtt::host_port(&config.endpoint, carrier)
+                .map_err(|reason| DpsError::Config { reason })?;
             let transport = MqttTransport::new(
                 prepared.tls.clone(),
                 MqttTarget {
+                    carrier,
                     host,
                     port,
                     id_scope: &config.id_scope,
@@ -70,14 +72,14 @@ pub async fn register(
             );
             run_within_deadline(config, instance, prepared, transport, progress, &last).await
         }
-        Transport::MqttWs => Err(mqtt_ws_unsupported()),
     }
 }
 
-/// This version has no MQTT over WebSocket client.
-fn mqtt_ws_unsupported() -> DpsError {
-    DpsError::Config {
-        reason: "MQTT over WebSocket (--transport mqtt-ws) is not supported yet; use --transport mqtt (TLS on port 8883) or https".into(),
+/// What carries an MQTT transport: a WebSocket for `mqtt-ws`, TLS otherwise.
+fn mqtt_carrier(transport: Transport) -> Carrier {
+    match transport {
+        Transport::MqttWs => Carrier::WebSocket,
+        Transport::Https | Transport::Mqtt => Carrier::Tls,
     }
 }
 
@@ -139,9 +141,6 @@ impl Prepared {
         attestation: Attestation,
     ) -> Result<Self, DpsError> {
         let config_err = |reason: String| DpsError::Config { reason };
-        if config.transport == Transport::MqttWs {
-            return Err(mqtt_ws_unsupported());
-        }
         if attestation == Attestation::Tpm && config.transport != Transport::Https {
             return Err(config_err(format!(
                 "TPM attestation is not available over {}: DPS accepts TPM devices over HTTPS (and AMQP) only; use --transport https",
@@ -151,8 +150,10 @@ impl Prepared {
         let base = match config.transport {
             Transport::Https => base_url(&config.endpoint).map_err(config_err)?,
             Transport::Mqtt | Transport::MqttWs => {
-                let (host, port) = mqtt::host_port(&config.endpoint).map_err(config_err)?;
-                format!("mqtts://{host}:{port}")
+                let carrier = mqtt_carrier(config.transport);
+                let (host, port) =
+                    mqtt::host_port(&config.endpoint, carrier).map_err(config_err)?;
+                carrier.url(&host, port)
             }
         };
         if !is_valid_id(&config.id_scope) {

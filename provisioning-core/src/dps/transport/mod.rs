@@ -1,8 +1,9 @@
 //! The seam between the registration flow and the wire: one [`DpsTransport`] per protocol
-//! (HTTPS, MQTT), each turning the two device requests (register, operation status) into an
-//! [`Answer`] with the HTTP status, Retry-After and JSON body DPS gives over HTTPS, or a
-//! [`TransportFailure`] sorted for the retry logic. The flow (`client.rs`) — TPM challenge,
-//! polling, Retry-After, back-off, the overall deadline, the errors — is written once above it.
+//! (HTTPS, MQTT on TLS or over a WebSocket), each turning the two device requests (register,
+//! operation status) into an [`Answer`] with the HTTP status, Retry-After and JSON body DPS
+//! gives over HTTPS, or a [`TransportFailure`] sorted for the retry logic. The flow
+//! (`client.rs`) — TPM challenge, polling, Retry-After, back-off, the overall deadline, the
+//! errors — is written once above it.
 
 pub(crate) mod https;
 pub(crate) mod mqtt;
@@ -21,7 +22,8 @@ pub enum Transport {
     /// MQTT 3.1.1 over TLS (port 8883 unless the endpoint names another): X.509 and
     /// symmetric key; DPS does not offer TPM attestation over MQTT.
     Mqtt,
-    /// MQTT over WebSocket (port 443). Not supported by this version: refused with a reason.
+    /// MQTT 3.1.1 over a WebSocket on TLS (port 443 unless the endpoint names another, path
+    /// `/$iothub/websocket`, sub-protocol `mqtt`): what MQTT allows, where only 443 is open.
     MqttWs,
 }
 

@@ -8,12 +8,18 @@
 //! `$dps/registrations/res/{status}/?$rid=...` with the HTTPS JSON body. A dropped connection
 //! is a transient failure; the next request connects again, so the flow's retry rules apply
 //! unchanged.
+//!
+//! The same session runs over TLS on 8883 ([`Carrier::Tls`]) or over a WebSocket on TLS, port
+//! 443, path `/$iothub/websocket`, sub-protocol `mqtt` ([`Carrier::WebSocket`], rumqttc's
+//! `websocket` feature: the TLS is the same rustls configuration, so the plugin signs the
+//! X.509 handshake there too).
 
 use super::https::MAX_ANSWER_BYTES;
 use super::plugin_or_tls_failure;
 use super::{Answer, DpsTransport, TransportFailure};
 use crate::dps::retry::parse_retry_after;
 use crate::dps::tls::SignFailure;
+use async_tungstenite::tungstenite::Error as WsError;
 use dps_proto::mqtt as topics;
 use dps_proto::wire::ErrorBody;
 use rumqttc::{
@@ -26,8 +32,51 @@ use std::time::Duration;
 /// Keep-alive announced in CONNECT (the SDKs use 4 minutes; a registration is shorter).
 const KEEP_ALIVE: Duration = Duration::from_secs(60);
 
+/// What carries the MQTT session to DPS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Carrier {
+    /// MQTT 3.1.1 on TLS (`mqtts://`, port 8883 by default).
+    Tls,
+    /// MQTT 3.1.1 over a WebSocket on TLS (`wss://`, port 443 by default, path
+    /// [`topics::MQTT_WS_PATH`], sub-protocol [`topics::MQTT_WS_SUBPROTOCOL`]).
+    WebSocket,
+}
+
+impl Carrier {
+    /// The URL scheme of its endpoints.
+    pub(crate) const fn scheme(self) -> &'static str {
+        match self {
+            Carrier::Tls => "mqtts",
+            Carrier::WebSocket => "wss",
+        }
+    }
+
+    /// The service's port for it.
+    pub(crate) const fn default_port(self) -> u16 {
+        match self {
+            Carrier::Tls => topics::MQTT_TLS_PORT,
+            Carrier::WebSocket => topics::MQTT_WS_PORT,
+        }
+    }
+
+    /// The `--transport` value that selects it.
+    const fn flag(self) -> &'static str {
+        match self {
+            Carrier::Tls => "mqtt",
+            Carrier::WebSocket => "mqtt-ws",
+        }
+    }
+
+    /// The endpoint as messages show it: `mqtts://h:p`, `wss://h:p` (the WebSocket's path is
+    /// always [`topics::MQTT_WS_PATH`]).
+    pub(crate) fn url(self, host: &str, port: u16) -> String {
+        format!("{}://{host}:{port}", self.scheme())
+    }
+}
+
 /// Where an MQTT transport goes, who it is and how long it waits.
 pub(crate) struct MqttTarget<'a> {
+    pub carrier: Carrier,
     pub host: String,
     pub port: u16,
     pub id_scope: &'a str,
@@ -40,6 +89,7 @@ pub(crate) struct MqttTarget<'a> {
 /// The MQTT client for one registration.
 pub(crate) struct MqttTransport {
     endpoint: String,
+    carrier: Carrier,
     host: String,
     port: u16,
     tls: Arc<rustls::ClientConfig>,
@@ -85,7 +135,7 @@ enum Waited {
 
 impl MqttTransport {
     /// `tls` is the configuration the HTTPS path uses; its ALPN list is cleared (DPS's MQTT
-    /// endpoint negotiates none).
+    /// endpoints negotiate none; a WebSocket upgrade is HTTP/1.1 without ALPN).
     pub(crate) fn new(
         mut tls: rustls::ClientConfig,
         target: MqttTarget<'_>,
@@ -100,7 +150,8 @@ impl MqttTransport {
         )
         .map_err(|e| e.to_string())?;
         Ok(Self {
-            endpoint: format!("mqtts://{}:{}", target.host, target.port),
+            endpoint: target.carrier.url(&target.host, target.port),
+            carrier: target.carrier,
             host: target.host,
             port: target.port,
             tls: Arc::new(tls),
@@ -116,15 +167,23 @@ impl MqttTransport {
 
     /// Opens the connection and subscribes to the answers.
     async fn connect(&mut self, password: Option<&str>) -> Result<Connection, ConnectFailure> {
-        let mut options = MqttOptions::new(self.client_id.clone(), self.host.clone(), self.port);
+        let tls = TlsConfiguration::Rustls(self.tls.clone());
+        // Over a WebSocket, rumqttc takes the whole URL as the broker address (the port
+        // argument is unused) and sends the `mqtt` sub-protocol, which it requires back.
+        let (broker, transport) = match self.carrier {
+            Carrier::Tls => (self.host.clone(), rumqttc::Transport::tls_with_config(tls)),
+            Carrier::WebSocket => (
+                format!("{}{}", self.endpoint, topics::MQTT_WS_PATH),
+                rumqttc::Transport::wss_with_config(tls),
+            ),
+        };
+        let mut options = MqttOptions::new(self.client_id.clone(), broker, self.port);
         options
             .set_credentials(self.username.clone(), password.unwrap_or_default())
             .set_clean_session(true)
             .set_keep_alive(KEEP_ALIVE)
             .set_max_packet_size(MAX_ANSWER_BYTES + 1024, 64 * 1024)
-            .set_transport(rumqttc::Transport::tls_with_config(
-                TlsConfiguration::Rustls(self.tls.clone()),
-            ));
+            .set_transport(transport);
         let (client, mut events) = AsyncClient::new(options, 8);
         events
             .network_options
@@ -314,6 +373,19 @@ fn classify(
         ConnectionError::Io(io) if connecting && is_connect_error(io) => {
             TransportFailure::Connect(detail)
         }
+        // The server answered the WebSocket upgrade with an HTTP error, or without the `mqtt`
+        // sub-protocol: no MQTT endpoint there (counted like a refused connection).
+        ConnectionError::Websocket(WsError::Http(response)) => TransportFailure::Connect(format!(
+            "the WebSocket upgrade was refused with HTTP {}",
+            response.status()
+        )),
+        ConnectionError::ResponseValidation(_) => TransportFailure::Connect(format!(
+            "the server accepted the WebSocket without the `{}` sub-protocol ({detail})",
+            topics::MQTT_WS_SUBPROTOCOL
+        )),
+        ConnectionError::Websocket(WsError::Io(io)) if connecting && is_connect_error(io) => {
+            TransportFailure::Connect(detail)
+        }
         _ => TransportFailure::Transient(detail),
     }
 }
@@ -356,22 +428,24 @@ impl DpsTransport for MqttTransport {
     }
 }
 
-/// The host and port of the MQTT endpoint: `host`, `host:port` or `mqtts://host[:port]`; the
-/// port defaults to 8883. An `https://` URL is refused, since it names the HTTPS endpoint.
-pub(crate) fn host_port(endpoint: &str) -> Result<(String, u16), String> {
+/// The host and port of the MQTT endpoint for `carrier`: `host`, `host:port` or
+/// `{scheme}://host[:port]` (`mqtts://` over TLS, `wss://` over a WebSocket); the port defaults
+/// to the service's (8883 over TLS, 443 over a WebSocket). A URL of another scheme is refused,
+/// since it names another endpoint; so is a path (the WebSocket path is the documented one).
+pub(crate) fn host_port(endpoint: &str, carrier: Carrier) -> Result<(String, u16), String> {
     let e = endpoint.trim();
+    let (flag, scheme) = (carrier.flag(), carrier.scheme());
+    let forms = format!("host, host:port or {scheme}://host[:port]");
     if e.is_empty() {
         return Err("the DPS endpoint is empty".into());
     }
-    if e.contains("://") && !e.starts_with("mqtts://") {
+    let prefix = format!("{scheme}://");
+    if e.contains("://") && !e.starts_with(&prefix) {
         return Err(format!(
-            "the DPS endpoint `{e}` is a URL for another protocol; with --transport mqtt give host, host:port or mqtts://host[:port]"
+            "the DPS endpoint `{e}` is a URL for another protocol; with --transport {flag} give {forms}"
         ));
     }
-    let rest = e
-        .strip_prefix("mqtts://")
-        .unwrap_or(e)
-        .trim_end_matches('/');
+    let rest = e.strip_prefix(&prefix).unwrap_or(e).trim_end_matches('/');
     if rest.starts_with('[') {
         return Err(format!(
             "the DPS endpoint `{e}` is an IPv6 address; MQTT needs a host name or IPv4 address in this version"
@@ -385,7 +459,7 @@ pub(crate) fn host_port(endpoint: &str) -> Result<(String, u16), String> {
                 })?;
             (h, port)
         }
-        None => (rest, topics::MQTT_TLS_PORT),
+        None => (rest, carrier.default_port()),
     };
     let ok = !host.is_empty()
         && host
@@ -393,7 +467,8 @@ pub(crate) fn host_port(endpoint: &str) -> Result<(String, u16), String> {
             .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
     if !ok {
         return Err(format!(
-            "the DPS endpoint `{e}` is not a host name, host:port or mqtts://host[:port]"
+            "the DPS endpoint `{e}` is not a {}",
+            forms.replacen("host, ", "host name, ", 1)
         ));
     }
     Ok((host.to_string(), port))
@@ -405,21 +480,42 @@ mod tests {
 
     #[test]
     fn endpoints() {
+        let tls = |e| host_port(e, Carrier::Tls);
         assert_eq!(
-            host_port("global.azure-devices-provisioning.net"),
+            tls("global.azure-devices-provisioning.net"),
             Ok(("global.azure-devices-provisioning.net".into(), 8883))
         );
+        assert_eq!(tls("127.0.0.1:18883"), Ok(("127.0.0.1".into(), 18883)));
+        assert_eq!(tls("mqtts://h:1/"), Ok(("h".into(), 1)));
+        assert!(tls("https://h").is_err());
+        assert!(tls("wss://h").is_err());
+        assert!(tls("").is_err());
+        assert!(tls("h:0").is_err());
+        assert!(tls("h:x").is_err());
+        assert!(tls("h/p").is_err());
+        assert!(tls("[::1]:8883").is_err());
+    }
+
+    #[test]
+    fn websocket_endpoints() {
+        let ws = |e| host_port(e, Carrier::WebSocket);
         assert_eq!(
-            host_port("127.0.0.1:18883"),
-            Ok(("127.0.0.1".into(), 18883))
+            ws("global.azure-devices-provisioning.net"),
+            Ok(("global.azure-devices-provisioning.net".into(), 443))
         );
-        assert_eq!(host_port("mqtts://h:1/"), Ok(("h".into(), 1)));
-        assert!(host_port("https://h").is_err());
-        assert!(host_port("").is_err());
-        assert!(host_port("h:0").is_err());
-        assert!(host_port("h:x").is_err());
-        assert!(host_port("h/p").is_err());
-        assert!(host_port("[::1]:8883").is_err());
+        assert_eq!(ws("wss://h"), Ok(("h".into(), 443)));
+        assert_eq!(ws("wss://h:8444/"), Ok(("h".into(), 8444)));
+        assert_eq!(ws("127.0.0.1:1443"), Ok(("127.0.0.1".into(), 1443)));
+        let e = ws("mqtts://h").expect_err("another scheme");
+        assert!(
+            e.contains("--transport mqtt-ws give host, host:port or wss://host[:port]"),
+            "{e}"
+        );
+        assert!(ws("wss://h/$iothub/websocket").is_err());
+        assert!(ws("wss://h:0").is_err());
+        assert!(ws("wss://[::1]").is_err());
+        assert_eq!(Carrier::WebSocket.url("h", 443), "wss://h:443");
+        assert_eq!(Carrier::Tls.url("h", 8883), "mqtts://h:8883");
     }
 
     #[test]
@@ -433,6 +529,7 @@ mod tests {
             .with_root_certificates(rustls::RootCertStore::empty())
             .with_no_client_auth(),
             MqttTarget {
+                carrier: Carrier::Tls,
                 host: "h".into(),
                 port: 8883,
                 id_scope: "0ne1",
