@@ -109,3 +109,196 @@ async fn a_provisioned_device_sends_telemetry_and_reads_and_reports_its_twin() {
     let t = get_twin(&mut d, "7").await;
     assert_eq!(t.body["reported"]["$version"], 3);
 }
+
+/// The `dps-emulator` CLI on `env`'s state folder; its stdout, after checking it succeeded.
+fn cli(env: &Env, args: &[&str]) -> String {
+    let state = env.dir.path().join("state");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dps-emulator"))
+        .args(args)
+        .arg("--state")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dps-emulator {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The CLI's exit status and stderr, for refusals.
+fn cli_fails(env: &Env, args: &[&str]) -> String {
+    let state = env.dir.path().join("state");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dps-emulator"))
+        .args(args)
+        .arg("--state")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "dps-emulator {args:?} succeeded");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// The next PUBLISH (failing the test on anything else or a close).
+async fn next_publish(d: &mut common::mqtt::Device) -> rumqttc::mqttbytes::v4::Publish {
+    match d.recv().await {
+        Some(Packet::Publish(p)) => p,
+        other => panic!("expected a PUBLISH, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_to_device_messages_from_the_cli_are_delivered_at_qos_1_until_acknowledged() {
+    let env = start_mqtt(|_| {}).await;
+    let (hub, dev) = provision_symmetric(&env, "c2d-dev", json!({})).await;
+    let c2d_filter = dps_proto::hub::c2d_filter(&dev).unwrap();
+
+    // Queued while the device is away: delivered when it subscribes.
+    let out = cli(
+        &env,
+        &[
+            "hub",
+            "c2d",
+            "--device",
+            &dev,
+            "--property",
+            "kind=reboot",
+            "first",
+        ],
+    );
+    assert!(out.contains("queued"), "{out}");
+    let sas = hub_sas(&hub, &dev, KEY, in_an_hour());
+    let mut d = hub_connect(&env.emu, &hub, &dev, Some(&sas), None).await;
+    let granted = d.subscribe(&c2d_filter, QoS::AtLeastOnce).await;
+    assert!(
+        matches!(&granted, Packet::SubAck(s) if s.return_codes == [SubscribeReasonCode::Success(QoS::AtLeastOnce)]),
+        "{granted:?}"
+    );
+    let p = next_publish(&mut d).await;
+    assert_eq!(
+        (p.qos, p.payload.as_ref()),
+        (QoS::AtLeastOnce, &b"first"[..])
+    );
+    let props = dps_proto::hub::parse_c2d_topic(&dev, &p.topic).unwrap();
+    assert!(
+        props.contains(&("kind".into(), "reboot".into())),
+        "{props:?}"
+    );
+    assert!(props.iter().any(|(k, _)| k == "$.mid"), "{props:?}");
+    // Not acknowledged yet: still pending, and sent again on the next connection.
+    assert_eq!(
+        env.emu
+            .hub_registry()
+            .pending_c2d(&dev, None)
+            .unwrap()
+            .len(),
+        1
+    );
+    drop(d);
+    let mut d = hub_connect(&env.emu, &hub, &dev, Some(&sas), None).await;
+    d.subscribe(&c2d_filter, QoS::AtLeastOnce).await;
+    let p = next_publish(&mut d).await;
+    assert_eq!(p.payload.as_ref(), b"first");
+    d.send(Packet::PubAck(rumqttc::mqttbytes::v4::PubAck::new(p.pkid)))
+        .await;
+
+    // Sent while it is connected and subscribed: arrives promptly (the running emulator
+    // notices the CLI's change in the shared database).
+    cli(&env, &["hub", "c2d", "--device", &dev, "second"]);
+    let p = next_publish(&mut d).await;
+    assert_eq!(p.payload.as_ref(), b"second");
+    d.send(Packet::PubAck(rumqttc::mqttbytes::v4::PubAck::new(p.pkid)))
+        .await;
+    // And through the library handle.
+    env.emu
+        .hub_registry()
+        .send_c2d(&dev, None, &[("a".into(), "1".into())], b"third")
+        .unwrap();
+    let p = next_publish(&mut d).await;
+    assert_eq!(p.payload.as_ref(), b"third");
+    d.send(Packet::PubAck(rumqttc::mqttbytes::v4::PubAck::new(p.pkid)))
+        .await;
+    // Acknowledged messages are gone (a twin round trip orders the PUBACKs before the check).
+    d.subscribe(dps_proto::hub::TWIN_RESPONSE_FILTER, QoS::AtMostOnce)
+        .await;
+    assert_eq!(get_twin(&mut d, "1").await.status, 200);
+    assert!(env
+        .emu
+        .hub_registry()
+        .pending_c2d(&dev, None)
+        .unwrap()
+        .is_empty());
+
+    // The CLI refuses what the service would: an unknown device, an oversized body, a
+    // `$`-property (those are the service's).
+    cli_fails(&env, &["hub", "c2d", "--device", "nobody", "x"]);
+    cli_fails(
+        &env,
+        &["hub", "c2d", "--device", &dev, &"x".repeat(65 * 1024)],
+    );
+    cli_fails(
+        &env,
+        &["hub", "c2d", "--device", &dev, "--property", "$.mid=1", "x"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desired_changes_are_pushed_and_the_cli_shows_devices_messages_and_twins() {
+    let env = start_mqtt(|_| {}).await;
+    let (hub, dev) = provision_symmetric(
+        &env,
+        "twin-dev",
+        json!({"properties": {"desired": {"interval": 5}}}),
+    )
+    .await;
+    let sas = hub_sas(&hub, &dev, KEY, in_an_hour());
+    let mut d = hub_connect(&env.emu, &hub, &dev, Some(&sas), None).await;
+    d.subscribe(dps_proto::hub::TWIN_DESIRED_FILTER, QoS::AtMostOnce)
+        .await;
+    let out = cli(
+        &env,
+        &[
+            "hub",
+            "twin",
+            "--device",
+            &dev,
+            "--desired",
+            r#"{"interval": 10, "mode": "eco"}"#,
+        ],
+    );
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        shown["desired"],
+        json!({"interval": 10, "mode": "eco", "$version": 2})
+    );
+    let p = next_publish(&mut d).await;
+    assert_eq!(
+        dps_proto::hub::parse_desired_patch_topic(&p.topic).unwrap(),
+        2
+    );
+    let patch: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+    assert_eq!(patch, json!({"interval": 10, "mode": "eco", "$version": 2}));
+    cli_fails(&env, &["hub", "twin", "--device", &dev, "--desired", "[1]"]);
+
+    send_telemetry(&mut d, &dev, &[("k", "v")], b"hello").await;
+    let out = cli(&env, &["hub", "messages", "--device", &dev, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["messages"][0]["body"], "hello");
+    assert_eq!(v["messages"][0]["properties"], json!([["k", "v"]]));
+    assert_eq!(v["messages"][0]["deviceId"], dev.as_str());
+    let out = cli(&env, &["hub", "devices", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let shown = &v["devices"][0];
+    assert_eq!(
+        (
+            shown["deviceId"].as_str(),
+            shown["hub"].as_str(),
+            shown["status"].as_str()
+        ),
+        (Some(dev.as_str()), Some(hub.as_str()), Some("enabled"))
+    );
+    assert_eq!(shown["authenticationType"], "sas");
+    // The listing never shows the key.
+    assert!(!out.contains(KEY), "{out}");
+}

@@ -3,6 +3,7 @@
 
 mod connection_string;
 mod enroll;
+mod hub;
 mod list;
 mod serve;
 
@@ -50,6 +51,8 @@ pub(crate) enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The emulated IoT hubs: devices, telemetry, cloud-to-device messages, twins, status.
+    Hub(hub::HubArgs),
     /// Print the service API connection string (secret) for a host name.
     ConnectionString {
         #[command(flatten)]
@@ -228,6 +231,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Cmd::Group(a) => enroll::group(a),
         Cmd::List { state, json } => list::run(&state.state, json),
         Cmd::ConnectionString { state, host } => connection_string::run(&state.state, &host),
+        Cmd::Hub(a) => hub::run(a),
     }
 }
 

@@ -127,6 +127,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         tx: open.tx.clone(),
         shared,
         wake,
+        delivering: Arc::new(tokio::sync::Mutex::new(())),
     };
     let delivery = tokio::spawn(session.clone_for_delivery().deliver());
     let why = open.run(&app, &mut session).await;
@@ -167,6 +168,9 @@ struct HubSession {
     shared: Arc<Mutex<Shared>>,
     /// Nudges the delivery task (after a SUBSCRIBE).
     wake: Arc<Notify>,
+    /// Held by a delivery pass and by a PUBACK's completion, so a pass that read the pending
+    /// messages before an acknowledged one was removed cannot send it again.
+    delivering: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Runs blocking store work off the async threads.
@@ -196,6 +200,7 @@ impl HubSession {
             tx: self.tx.clone(),
             shared: self.shared.clone(),
             wake: self.wake.clone(),
+            delivering: self.delivering.clone(),
         }
     }
 
@@ -304,6 +309,7 @@ impl HubSession {
     }
 
     async fn deliver_once(&self) -> Result<(), Close> {
+        let _pass = self.delivering.lock().await;
         let (c2d, desired, seen, busy) = {
             let s = self.lock();
             (s.c2d, s.desired, s.desired_seen, s.in_flight.len())
@@ -454,12 +460,14 @@ impl Service for HubSession {
                 }
             }
             Packet::PubAck(a) => {
-                let seq = self.lock().in_flight.remove(&a.pkid);
+                let _pass = self.delivering.lock().await;
+                let seq = self.lock().in_flight.get(&a.pkid).copied();
                 if let Some(seq) = seq {
                     let store = self.app.store.clone();
                     blocking(move || store.complete_c2d(seq))
                         .await
                         .map_err(|e| Close::Internal(e.to_string()))?;
+                    self.lock().in_flight.remove(&a.pkid);
                     // A slot is free: more may be waiting.
                     self.wake.notify_one();
                 }

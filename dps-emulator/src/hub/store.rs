@@ -37,6 +37,16 @@ fn db(e: rusqlite::Error) -> HubError {
     HubError::Store(EmulatorError::Database(e))
 }
 
+/// A transaction that takes the write lock at once: a deferred one that reads first and then
+/// writes fails with SQLITE_BUSY at once (no busy wait) when another connection (the CLI, or
+/// the emulator) wrote in between.
+fn write_transaction(
+    conn: &mut rusqlite::Connection,
+) -> Result<rusqlite::Transaction<'_>, HubError> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db)
+}
+
 fn props_json(props: &[(String, String)]) -> Result<String, HubError> {
     serde_json::to_string(props).map_err(corrupt)
 }
@@ -89,7 +99,7 @@ impl Store {
         initial_desired: Map<String, Value>,
     ) -> Result<HubDevice, HubError> {
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(db)?;
+        let tx = write_transaction(&mut conn)?;
         let now = now_rfc3339();
         let device = match read_device(&tx, hub, device_id)? {
             Some(mut d) => {
@@ -145,7 +155,7 @@ impl Store {
         f: impl FnOnce(&mut HubDevice) -> Result<T, HubError>,
     ) -> Result<T, HubError> {
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(db)?;
+        let tx = write_transaction(&mut conn)?;
         let mut d = read_device(&tx, hub, device_id)?
             .ok_or_else(|| HubError::DeviceNotFound(device_id.to_string()))?;
         let out = f(&mut d)?;
@@ -209,7 +219,7 @@ impl Store {
         body: &[u8],
     ) -> Result<i64, HubError> {
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(db)?;
+        let tx = write_transaction(&mut conn)?;
         tx.execute(
             "INSERT INTO hub_telemetry (hub, device_id, enqueued, properties, body) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![hub, device_id, now_rfc3339(), props_json(properties)?, body],
@@ -271,7 +281,7 @@ impl Store {
         body: &[u8],
     ) -> Result<C2dMessage, HubError> {
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(db)?;
+        let tx = write_transaction(&mut conn)?;
         if read_device(&tx, hub, device_id)?.is_none() {
             return Err(HubError::DeviceNotFound(device_id.to_string()));
         }
