@@ -302,3 +302,470 @@ async fn desired_changes_are_pushed_and_the_cli_shows_devices_messages_and_twins
     // The listing never shows the key.
     assert!(!out.contains(KEY), "{out}");
 }
+
+/// A hub CONNECT's CONNACK code (the connection is dropped).
+async fn connack(
+    env: &Env,
+    tls_name: &str,
+    identity: Option<(
+        &[&dps_emulator::pki::CertifiedKey],
+        &dps_emulator::pki::CertifiedKey,
+    )>,
+    connect: rumqttc::mqttbytes::v4::Connect,
+) -> rumqttc::mqttbytes::v4::ConnectReturnCode {
+    hub_connect_with(&env.emu, tls_name, identity, connect)
+        .await
+        .1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connects_get_the_connack_codes() {
+    use rumqttc::mqttbytes::v4::ConnectReturnCode::*;
+    let env = start_mqtt(|_| {}).await;
+    let (hub, dev) = provision_symmetric(&env, "refused-dev", json!({})).await;
+    let other_hub = env.emu.hubs().iter().find(|h| **h != hub).unwrap().clone();
+    let good = hub_sas(&hub, &dev, KEY, in_an_hour());
+    // The good one connects (so each refusal below is about its one difference).
+    assert_eq!(
+        connack(
+            &env,
+            &hub,
+            None,
+            hub_connect_packet(&hub, &dev, Some(&good))
+        )
+        .await,
+        Success
+    );
+    // Expired, forged (another key), for another device's scope, for the other hub, none.
+    let past = dps_emulator::timeutil::unix_now() - 1;
+    let forged_key = "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seS0xMjM0NTY3OA==";
+    for (what, password) in [
+        ("expired", hub_sas(&hub, &dev, KEY, past)),
+        ("forged", hub_sas(&hub, &dev, forged_key, in_an_hour())),
+        (
+            "another device's scope",
+            hub_sas(&hub, "someone-else", KEY, in_an_hour()),
+        ),
+        (
+            "another hub's scope",
+            hub_sas(&other_hub, &dev, KEY, in_an_hour()),
+        ),
+        (
+            "the DPS token",
+            device_sas(&env.emu, "refused-dev", KEY, in_an_hour()),
+        ),
+        ("no token", String::new()),
+        ("garbage", "SharedAccessSignature sr=x".into()),
+    ] {
+        let code = connack(
+            &env,
+            &hub,
+            None,
+            hub_connect_packet(&hub, &dev, Some(&password)),
+        )
+        .await;
+        assert_eq!(code, NotAuthorized, "{what}");
+    }
+    // Client id other than the device id.
+    let mut c = hub_connect_packet(&hub, &dev, Some(&good));
+    c.client_id = "someone-else".into();
+    assert_eq!(connack(&env, &hub, None, c).await, BadClientId);
+    // An unknown device, even with a token it signed itself.
+    let p = hub_sas(&hub, "ghost", KEY, in_an_hour());
+    assert_eq!(
+        connack(
+            &env,
+            &hub,
+            None,
+            hub_connect_packet(&hub, "ghost", Some(&p))
+        )
+        .await,
+        NotAuthorized
+    );
+    // A hub the emulator does not serve, a module identity, a TLS server name naming the other
+    // hub than the user name.
+    let mut c = hub_connect_packet(&hub, &dev, Some(&good));
+    c.login.as_mut().unwrap().username =
+        dps_proto::hub::username("elsewhere.azure-devices.net", &dev, HUB_API, None).unwrap();
+    assert_eq!(
+        connack(&env, "localhost", None, c).await,
+        BadUserNamePassword
+    );
+    let mut c = hub_connect_packet(&hub, &dev, Some(&good));
+    c.login.as_mut().unwrap().username = format!("{hub}/{dev}/module-1/?api-version={HUB_API}");
+    assert_eq!(connack(&env, &hub, None, c).await, BadUserNamePassword);
+    assert_eq!(
+        connack(
+            &env,
+            &other_hub,
+            None,
+            hub_connect_packet(&hub, &dev, Some(&good))
+        )
+        .await,
+        BadUserNamePassword
+    );
+    // Connecting by the emulator's own name (GatewayHostName-style) is fine.
+    assert_eq!(
+        connack(
+            &env,
+            "localhost",
+            None,
+            hub_connect_packet(&hub, &dev, Some(&good))
+        )
+        .await,
+        Success
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_devices_topics_and_unsupported_packets_close_the_connection() {
+    let env = start_mqtt(|_| {}).await;
+    let (hub, dev) = provision_symmetric(&env, "topic-dev", json!({})).await;
+    let sas = hub_sas(&hub, &dev, KEY, in_an_hour());
+    let other_c2d = dps_proto::hub::c2d_filter("topic-other").unwrap();
+    let other_events = dps_proto::hub::telemetry_topic::<&str, &str>("topic-other", &[]).unwrap();
+    // Direct methods are not emulated: the filter is refused in the SUBACK, the connection
+    // stays.
+    let mut d = hub_connect(&env.emu, &hub, &dev, Some(&sas), None).await;
+    let s = d.subscribe("$iothub/methods/POST/#", QoS::AtMostOnce).await;
+    assert!(
+        matches!(&s, Packet::SubAck(a) if a.return_codes == [SubscribeReasonCode::Failure]),
+        "{s:?}"
+    );
+    send_telemetry(&mut d, &dev, &[], b"still open").await;
+
+    for (what, packet) in [
+        (
+            "another device's C2D",
+            Packet::Subscribe(rumqttc::mqttbytes::v4::Subscribe::new(
+                &other_c2d,
+                QoS::AtLeastOnce,
+            )),
+        ),
+        (
+            "a wildcard",
+            Packet::Subscribe(rumqttc::mqttbytes::v4::Subscribe::new(
+                "devices/#",
+                QoS::AtLeastOnce,
+            )),
+        ),
+        (
+            "another device's telemetry",
+            Packet::Publish(rumqttc::mqttbytes::v4::Publish::new(
+                &other_events,
+                QoS::AtMostOnce,
+                b"x".to_vec(),
+            )),
+        ),
+        ("QoS 2", {
+            let mut p = rumqttc::mqttbytes::v4::Publish::new(
+                dps_proto::hub::telemetry_topic::<&str, &str>(&dev, &[]).unwrap(),
+                QoS::ExactlyOnce,
+                b"x".to_vec(),
+            );
+            p.pkid = 7;
+            Packet::Publish(p)
+        }),
+        (
+            "a DPS topic",
+            Packet::Publish(rumqttc::mqttbytes::v4::Publish::new(
+                "$dps/registrations/PUT/iotdps-register/?$rid=1",
+                QoS::AtMostOnce,
+                b"{}".to_vec(),
+            )),
+        ),
+        (
+            "over 256 KiB",
+            Packet::Publish(rumqttc::mqttbytes::v4::Publish::new(
+                dps_proto::hub::telemetry_topic::<&str, &str>(&dev, &[]).unwrap(),
+                QoS::AtMostOnce,
+                vec![b'x'; 256 * 1024 + 1],
+            )),
+        ),
+    ] {
+        let mut d = hub_connect(&env.emu, &hub, &dev, Some(&sas), None).await;
+        d.send(packet).await;
+        assert!(d.closed_by_emulator().await, "{what}");
+    }
+    // Nothing of those was stored; a 256 KiB message (the service's limit) is.
+    let mut d = hub_connect(&env.emu, &hub, &dev, Some(&sas), None).await;
+    send_telemetry(&mut d, &dev, &[], &vec![b'y'; 256 * 1024]).await;
+    let msgs = env.emu.hub_registry().messages(&dev, None).unwrap();
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(msgs[1].body.len(), 256 * 1024);
+    assert!(env
+        .emu
+        .hub_registry()
+        .messages("topic-other", None)
+        .is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_hub_device_is_refused_and_a_disabled_enrollment_alone_does_not_disable_it() {
+    use dps_emulator::model::ProvisioningStatus;
+    use rumqttc::mqttbytes::v4::ConnectReturnCode::*;
+    let env = start_mqtt(|_| {}).await;
+    let (hub, dev) = provision_symmetric(&env, "disenroll-dev", json!({})).await;
+    let sas = hub_sas(&hub, &dev, KEY, in_an_hour());
+    // "Disenroll a device": disabling the enrollment stops further provisioning, but the
+    // service documentation says the device already registered stays in its hub until it is
+    // also disabled or deleted there ("How to disenroll or revoke a device from Azure IoT Hub
+    // Device Provisioning Service": disenrollment is both steps).
+    let store = env.emu.enrollments();
+    let mut e = store.individual("disenroll-dev").unwrap().unwrap();
+    e.common.provisioning_status = ProvisioningStatus::Disabled;
+    store.create_individual(e).unwrap();
+    assert_eq!(
+        connack(&env, &hub, None, hub_connect_packet(&hub, &dev, Some(&sas))).await,
+        Success
+    );
+    // DPS itself refuses the device now.
+    let c = client(&env.emu, None);
+    let again = register(
+        &c,
+        &env.emu,
+        "disenroll-dev",
+        body_reg("disenroll-dev"),
+        Some(&device_sas(&env.emu, "disenroll-dev", KEY, in_an_hour())),
+    )
+    .await;
+    assert_eq!(again.body["status"], "disabled", "{}", again.body);
+    // The hub side: disabled, refused; enabled again, accepted.
+    cli(&env, &["hub", "disable", "--device", &dev]);
+    assert_eq!(
+        connack(&env, &hub, None, hub_connect_packet(&hub, &dev, Some(&sas))).await,
+        NotAuthorized
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&cli(&env, &["hub", "devices", "--json"])).unwrap();
+    assert_eq!(v["devices"][0]["status"], "disabled");
+    cli(&env, &["hub", "enable", "--device", &dev]);
+    assert_eq!(
+        connack(&env, &hub, None, hub_connect_packet(&hub, &dev, Some(&sas))).await,
+        Success
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tpm_device_signs_its_hub_token_with_the_identity_key_dps_delivered() {
+    use dps_emulator::model::TpmAttestation;
+    use rumqttc::mqttbytes::v4::ConnectReturnCode::*;
+    let env = start_mqtt(|_| {}).await;
+    let tpm = SoftTpm::new();
+    let reg = tpm.registration_id();
+    let mut a = AttestationMechanism::new(dps_proto::AttestationKind::Tpm);
+    a.tpm = Some(TpmAttestation {
+        endorsement_key: tpm.ek_b64(),
+        storage_root_key: None,
+    });
+    let mut e = IndividualEnrollment::new(reg.clone(), a);
+    e.device_id = Some("tpm-hub-device".into());
+    e.common.initial_twin = Some(json!({"properties": {"desired": {"tpm": true}}}));
+    env.emu.enrollments().create_individual(e).unwrap();
+    let c = client(&env.emu, None);
+    let challenge = put_register(&c, &env.emu, &reg, tpm.body(), None).await;
+    let identity_key = tpm.open(&challenge);
+    let sas = device_sas(&env.emu, &reg, &identity_key, in_an_hour());
+    let done = register(&c, &env.emu, &reg, tpm.body(), Some(&sas)).await;
+    assert_eq!(done.body["status"], "assigned", "{}", done.body);
+    let hub = done.body["registrationState"]["assignedHub"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dev = "tpm-hub-device";
+    // Signed with the identity key: accepted, and the twin is the enrollment's.
+    let good = hub_sas(&hub, dev, &identity_key, in_an_hour());
+    let mut d = hub_connect(&env.emu, &hub, dev, Some(&good), None).await;
+    d.subscribe(dps_proto::hub::TWIN_RESPONSE_FILTER, QoS::AtMostOnce)
+        .await;
+    let t = get_twin(&mut d, "1").await;
+    assert_eq!(t.body["desired"], json!({"tpm": true, "$version": 1}));
+    // Signed with any other key: refused.
+    let other_key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32]);
+    let bad = hub_sas(&hub, dev, &other_key, in_an_hour());
+    assert_eq!(
+        connack(&env, &hub, None, hub_connect_packet(&hub, dev, Some(&bad))).await,
+        NotAuthorized
+    );
+    // The registration id is not the device id here: a token for it is refused too.
+    let by_reg = hub_sas(&hub, &reg, &identity_key, in_an_hour());
+    assert_eq!(
+        connack(
+            &env,
+            &hub,
+            None,
+            hub_connect_packet(&hub, &reg, Some(&by_reg))
+        )
+        .await,
+        NotAuthorized
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x509_devices_connect_with_their_chain_and_another_chain_is_refused() {
+    use dps_emulator::pki::{CertifiedKey, LeafUsage};
+    use rumqttc::mqttbytes::v4::ConnectReturnCode::*;
+    use std::time::Duration;
+    let env = start_mqtt(|_| {}).await;
+    let c_dps = |leaf: &CertifiedKey| client(&env.emu, Some((&[leaf], leaf)));
+    // Individual: the enrolled leaf.
+    let (_root, leaf) = x509_leaf("x509-hub-1");
+    enroll_x509(&env.emu, "x509-hub-1", &leaf);
+    let done = register(
+        &c_dps(&leaf),
+        &env.emu,
+        "x509-hub-1",
+        body_reg("x509-hub-1"),
+        None,
+    )
+    .await;
+    let hub1 = done.body["registrationState"]["assignedHub"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Group: a leaf of the group's CA.
+    let ca = CertifiedKey::new_root_ca("hub group root", Duration::from_secs(3600)).unwrap();
+    enroll_x509_group(&env.emu, "hub-fleet", &ca);
+    let member = ca
+        .issue_leaf(
+            "x509-hub-member",
+            LeafUsage::Client,
+            &[],
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+    let done = register(
+        &c_dps(&member),
+        &env.emu,
+        "x509-hub-member",
+        body_reg("x509-hub-member"),
+        None,
+    )
+    .await;
+    let hub2 = done.body["registrationState"]["assignedHub"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let mut d = hub_connect(&env.emu, &hub1, "x509-hub-1", None, Some((&[&leaf], &leaf))).await;
+    send_telemetry(&mut d, "x509-hub-1", &[], b"from x509").await;
+    let mut m = hub_connect(
+        &env.emu,
+        &hub2,
+        "x509-hub-member",
+        None,
+        Some((&[&member], &member)),
+    )
+    .await;
+    send_telemetry(&mut m, "x509-hub-member", &[], b"from the group").await;
+    let mut types: Vec<String> = env
+        .emu
+        .hub_registry()
+        .devices()
+        .unwrap()
+        .iter()
+        .map(|d| format!("{} {}", d.device_id, d.authentication.type_name()))
+        .collect();
+    types.sort();
+    assert_eq!(
+        types,
+        [
+            "x509-hub-1 selfSigned",
+            "x509-hub-member certificateAuthority"
+        ]
+    );
+
+    // Another chain with the same common names: another root's leaf, for either device.
+    let (_other_root, impostor) = x509_leaf("x509-hub-1");
+    assert_eq!(
+        connack(
+            &env,
+            &hub1,
+            Some((&[&impostor], &impostor)),
+            hub_connect_packet(&hub1, "x509-hub-1", None)
+        )
+        .await,
+        NotAuthorized
+    );
+    let (_r, impostor_member) = x509_leaf("x509-hub-member");
+    assert_eq!(
+        connack(
+            &env,
+            &hub2,
+            Some((&[&impostor_member], &impostor_member)),
+            hub_connect_packet(&hub2, "x509-hub-member", None)
+        )
+        .await,
+        NotAuthorized
+    );
+    // The right chain for another device id (CN ≠ device id), and no chain at all.
+    assert_eq!(
+        connack(
+            &env,
+            &hub2,
+            Some((&[&leaf], &leaf)),
+            hub_connect_packet(&hub2, "x509-hub-member", None)
+        )
+        .await,
+        NotAuthorized
+    );
+    assert_eq!(
+        connack(
+            &env,
+            &hub1,
+            None,
+            hub_connect_packet(&hub1, "x509-hub-1", None)
+        )
+        .await,
+        NotAuthorized
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_twins_telemetry_and_pending_messages_survive_a_restart() {
+    let env = start_mqtt(|_| {}).await;
+    let (hub, dev) = provision_symmetric(
+        &env,
+        "restart-dev",
+        json!({"properties": {"desired": {"a": 1}}}),
+    )
+    .await;
+    let sas = hub_sas(&hub, &dev, KEY, in_an_hour());
+    let mut d = hub_connect(&env.emu, &hub, &dev, Some(&sas), None).await;
+    d.subscribe(dps_proto::hub::TWIN_RESPONSE_FILTER, QoS::AtMostOnce)
+        .await;
+    send_telemetry(&mut d, &dev, &[("n", "1")], b"before").await;
+    assert_eq!(report(&mut d, "1", &json!({"fw": "2"})).await.status, 204);
+    env.emu
+        .hub_registry()
+        .send_c2d(&dev, None, &[], b"waiting")
+        .unwrap();
+    drop(d);
+    let Env { emu, dir } = env;
+    emu.shutdown().await;
+
+    let mut cfg = dps_emulator::EmulatorConfig::new(dir.path().join("state"));
+    cfg.hubs = vec!["hub-a".into(), "hub-b".into()];
+    cfg.mqtt_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let emu = dps_emulator::Emulator::start(cfg).await.unwrap();
+    assert_ne!(emu.mqtt_addr(), None);
+    let env = Env { emu, dir };
+    let mut d = hub_connect(&env.emu, &hub, &dev, Some(&sas), None).await;
+    d.subscribe(dps_proto::hub::TWIN_RESPONSE_FILTER, QoS::AtMostOnce)
+        .await;
+    let t = get_twin(&mut d, "2").await;
+    assert_eq!(
+        t.body,
+        json!({"desired": {"a": 1, "$version": 1}, "reported": {"fw": "2", "$version": 2}})
+    );
+    let msgs = env.emu.hub_registry().messages(&dev, None).unwrap();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(
+        (msgs[0].body.as_slice(), msgs[0].properties.as_slice()),
+        (&b"before"[..], &[("n".to_string(), "1".to_string())][..])
+    );
+    d.subscribe(&dps_proto::hub::c2d_filter(&dev).unwrap(), QoS::AtLeastOnce)
+        .await;
+    let p = next_publish(&mut d).await;
+    assert_eq!(p.payload.as_ref(), b"waiting");
+}
