@@ -295,3 +295,16 @@ fn hub_commands_say_what_is_wrong() {
 fn registry_hub(emulator: &BackgroundEmulator, device_id: &str) -> String {
     emulator.hub_registry().device(device_id, None).unwrap().hub
 }
+
+#[test]
+fn demo_devices_send_a_message_and_read_their_initial_twin() {
+    // Needs hsmkit built with `demo` (the README test command turns it on).
+    let dir = software_plugin_dir();
+    let v = demo_json(dir.path(), &[]);
+    let rows = v["results"].as_array().expect("results");
+    assert_eq!(rows.len(), 3, "{v}");
+    for row in rows {
+        assert_eq!(row["hub"]["messageAcknowledged"], true, "{row}");
+        assert_eq!(row["hub"]["desired"], json!({"telemetryInterval": 30}), "{row}");
+    }
+}

@@ -4,6 +4,9 @@
 //! each device provisions through its plugin and the results are printed as a table. With
 //! `--transport mqtt` the emulator's MQTT listener is on and the devices provision over MQTT;
 //! TPM plugins are skipped with the reason (DPS offers TPM attestation over HTTPS only).
+//! Each provisioned device then connects to its assigned (emulated) hub over MQTT with the
+//! same identity, sends one message and reads its twin, whose desired properties are the
+//! enrollment's initialTwin.
 
 use super::enroll_info::{collect, write_files};
 use super::provision::{print_progress, ProvisionSummary};
@@ -14,6 +17,7 @@ use anyhow::{Context, Result};
 use dps_emulator::enroll_files::{EnrollmentInfo as EnrollmentFiles, EnrollmentInfoExt};
 use dps_emulator::{Emulator, EmulatorConfig};
 use provisioning_core::dps::{Attestation, DpsClientConfig, Transport};
+use provisioning_core::hub::{HubClient, HubOptions};
 use provisioning_core::provisioning::provision;
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -31,11 +35,31 @@ struct DemoRow {
     /// Why the plugin was not provisioned over this transport (not a failure).
     #[serde(skip_serializing_if = "Option::is_none")]
     skipped: Option<String>,
+    /// What the device did on its hub after provisioning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hub: Option<HubCheck>,
+}
+
+/// One message sent and the twin read on the assigned hub.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HubCheck {
+    /// The message was acknowledged (PUBACK).
+    message_acknowledged: bool,
+    /// The twin's desired properties: the enrollment's initialTwin.
+    desired: serde_json::Map<String, serde_json::Value>,
+    /// Connect, send and twin, in milliseconds.
+    millis: u128,
+}
+
+/// The initialTwin every demo enrollment gets, which each device then reads from its hub.
+fn demo_initial_twin() -> serde_json::Value {
+    serde_json::json!({"tags": {"demo": true}, "properties": {"desired": {"telemetryInterval": 30}}})
 }
 
 /// What became of one plugin.
 enum Provisioned {
-    Done(ProvisionSummary),
+    Done(ProvisionSummary, HubCheck),
     Skipped(String),
 }
 
@@ -64,6 +88,9 @@ pub(super) fn run(ctx: &Context_, args: &DemoArgs) -> Result<ExitCode> {
     }
     provisioning_core::state_dir::prepare_state_dir(&root)?;
     let mut emulator_config = EmulatorConfig::new(root.join("emulator"));
+    // The hubs are served on the MQTT listener: on for every transport, since each device
+    // goes on to its hub.
+    emulator_config.mqtt_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     if transport == Transport::Mqtt {
         emulator_config.mqtt_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     }
@@ -98,23 +125,26 @@ pub(super) fn run(ctx: &Context_, args: &DemoArgs) -> Result<ExitCode> {
         };
         let outcome = provision_one(ctx, &target, &runtime, &root, name, args.json);
         rows.push(match outcome {
-            Ok(Provisioned::Done(summary)) => DemoRow {
+            Ok(Provisioned::Done(summary, hub)) => DemoRow {
                 plugin: summary.plugin.clone(),
                 summary: Some(summary),
                 error: None,
                 skipped: None,
+                hub: Some(hub),
             },
             Ok(Provisioned::Skipped(why)) => DemoRow {
                 plugin: name.clone(),
                 summary: None,
                 error: None,
                 skipped: Some(why),
+                hub: None,
             },
             Err(e) => DemoRow {
                 plugin: name.clone(),
                 summary: None,
                 error: Some(format!("{e:#}")),
                 skipped: None,
+                hub: None,
             },
         });
     }
@@ -152,6 +182,7 @@ pub(super) fn run(ctx: &Context_, args: &DemoArgs) -> Result<ExitCode> {
                     "-".into(),
                     "SKIPPED".into(),
                     why.clone(),
+                    "-".into(),
                 ],
                 (Some(s), _, _) => vec![
                     s.plugin.clone(),
@@ -160,6 +191,10 @@ pub(super) fn run(ctx: &Context_, args: &DemoArgs) -> Result<ExitCode> {
                     s.assigned_hub.clone(),
                     s.status.clone(),
                     format!("{} ms", s.millis),
+                    r.hub
+                        .as_ref()
+                        .map(|h| format!("message acknowledged, twin read ({} ms)", h.millis))
+                        .unwrap_or_else(|| "-".into()),
                 ],
                 (None, e, _) => vec![
                     r.plugin.clone(),
@@ -168,6 +203,7 @@ pub(super) fn run(ctx: &Context_, args: &DemoArgs) -> Result<ExitCode> {
                     "-".into(),
                     "FAILED".into(),
                     e.clone().unwrap_or_default(),
+                    "-".into(),
                 ],
             })
             .collect();
@@ -179,6 +215,7 @@ pub(super) fn run(ctx: &Context_, args: &DemoArgs) -> Result<ExitCode> {
                 "ASSIGNED HUB",
                 "STATUS",
                 "TIME",
+                "HUB",
             ],
             &table,
         );
@@ -245,9 +282,11 @@ fn provision_one(
     write_files(&files, &info)?;
     let enrollment = EnrollmentFiles::read_dir(&files)
         .with_context(|| format!("the emulator cannot read {}", files.display()))?;
+    let mut individual = enrollment.individual();
+    individual.common.initial_twin = Some(demo_initial_twin());
     emulator
         .enrollments()
-        .create_individual(enrollment.individual())
+        .create_individual(individual)
         .context("cannot create the enrollment")?;
 
     let mut config = DpsClientConfig::new(emulator.id_scope());
@@ -262,15 +301,65 @@ fn provision_one(
     };
     let (record, outcome) = runtime.block_on(provision(
         &config,
-        instance,
+        instance.clone(),
         attestation,
         &device_state,
         true,
         &progress,
     ))?;
-    Ok(Provisioned::Done(ProvisionSummary::new(
-        &record,
-        outcome,
-        started.elapsed(),
-    )))
+    let summary = ProvisionSummary::new(&record, outcome, started.elapsed());
+    let hub = runtime
+        .block_on(hub_check(emulator, &record, instance))
+        .with_context(|| {
+            format!(
+                "provisioned, but the device's hub {} failed",
+                record.assigned_hub()
+            )
+        })?;
+    if !quiet {
+        eprintln!(
+            "{} on {}: message acknowledged, twin desired {}",
+            record.device_id(),
+            record.assigned_hub(),
+            serde_json::Value::Object(hub.desired.clone())
+        );
+    }
+    Ok(Provisioned::Done(summary, hub))
+}
+
+/// Connects the provisioned device to its hub on the emulator's MQTT listener (TLS verifying
+/// the hub's name), sends one message and reads the twin.
+async fn hub_check(
+    emulator: &dps_emulator::BackgroundEmulator,
+    record: &provisioning_core::provisioning::ProvisioningRecord,
+    instance: std::sync::Arc<provisioning_core::plugin::PluginInstance>,
+) -> Result<HubCheck> {
+    let started = Instant::now();
+    let at = emulator
+        .mqtt_addr()
+        .context("the emulator has no MQTT listener for its hubs")?;
+    let options = HubOptions {
+        endpoint: Some(format!("127.0.0.1:{}", at.port())),
+        extra_trust_pem: Some(emulator.ca_cert_pem().as_bytes().to_vec()),
+        trust_public_roots: false,
+        ..HubOptions::default()
+    };
+    let hub = HubClient::connect(record, instance, options).await?;
+    let body = serde_json::json!({"demo": true, "deviceId": record.device_id()}).to_string();
+    let sent = hub
+        .send(
+            body.into_bytes(),
+            &[("$.ct".into(), "application/json".into())],
+        )
+        .await;
+    let twin = hub.twin().await;
+    hub.close().await;
+    sent?;
+    let mut desired = twin?.desired;
+    desired.remove("$version");
+    Ok(HubCheck {
+        message_acknowledged: true,
+        desired,
+        millis: started.elapsed().as_millis(),
+    })
 }
