@@ -2,7 +2,9 @@
 emulator's MQTT listener. Run by dps-emulator/tests/python_clients.rs, which starts the emulator
 with MQTT on 127.0.0.1:8883 (the SDK always connects to 8883) and passes:
   DPS_HOST, ID_SCOPE, CA_FILE (the emulator's dev CA, given as server_verification_cert),
-  SYM_REG_ID, SYM_KEY, GROUP_REG_ID, GROUP_KEY, X509_REG_ID, X509_CERT_FILE, X509_KEY_FILE.
+  SYM_REG_ID, SYM_KEY, GROUP_REG_ID, GROUP_KEY, X509_REG_ID, X509_CERT_FILE, X509_KEY_FILE;
+  WEBSOCKETS=1 makes every client use MQTT over WebSocket (websockets=True: the SDK connects to
+  port 443, wss://DPS_HOST/$iothub/websocket).
 Prints one JSON object with every result on stdout; exits non-zero on the first failure.
 """
 
@@ -37,6 +39,7 @@ def summary(result):
 def main():
     host = need("DPS_HOST")
     scope = need("ID_SCOPE")
+    ws = {"websockets": True} if os.environ.get("WEBSOCKETS") == "1" else {}
     with open(need("CA_FILE")) as f:
         ca = f.read()
     out = {}
@@ -49,6 +52,7 @@ def main():
             id_scope=scope,
             symmetric_key=need("SYM_KEY"),
             server_verification_cert=ca,
+            **ws,
         )
         try:
             out["symmetric"] = summary(client.register())
@@ -63,6 +67,7 @@ def main():
         id_scope=scope,
         symmetric_key=need("SYM_KEY"),
         server_verification_cert=ca,
+        **ws,
     )
     client.provisioning_payload = {"model": "python-sdk"}
     out["symmetric"] = summary(client.register())
@@ -77,6 +82,7 @@ def main():
         id_scope=scope,
         symmetric_key=derived,
         server_verification_cert=ca,
+        **ws,
     )
     out["group"] = summary(client.register())
 
@@ -87,6 +93,7 @@ def main():
         id_scope=scope,
         x509=x509,
         server_verification_cert=ca,
+        **ws,
     )
     out["x509"] = summary(client.register())
 
@@ -97,6 +104,7 @@ def main():
         id_scope=scope,
         symmetric_key=base64.b64encode(b"not the key, not the key!!").decode(),
         server_verification_cert=ca,
+        **ws,
     )
     try:
         client.register()

@@ -41,6 +41,12 @@ pub struct EmulatorConfig {
     /// 8883; port 0 picks a free port (see `RunningEmulator::mqtt_addr`). MQTT connections
     /// count against `max_connections` and `max_connections_per_peer` with the HTTPS ones.
     pub mqtt_listen: Option<SocketAddr>,
+    /// Where to serve the device API over MQTT 3.1.1 carried by a WebSocket on TLS (path
+    /// `/$iothub/websocket`, sub-protocol `mqtt`; the MQTT listener's TLS and session rules);
+    /// `None`: none. The service offers it on 443, beside HTTPS; here it has a port of its own
+    /// (port 0 picks a free one, see `RunningEmulator::mqtt_ws_addr`). Its connections count
+    /// against the same connection caps.
+    pub mqtt_ws_listen: Option<SocketAddr>,
     /// Most packets one MQTT connection may send per second (a burst of as many is allowed);
     /// a connection sending faster is closed. The emulator's own flood bound.
     pub mqtt_max_packets_per_second: u32,
@@ -49,7 +55,7 @@ pub struct EmulatorConfig {
 impl EmulatorConfig {
     /// Defaults for a state folder: loopback with a free port, scope `0ne00000001`, one hub, no
     /// assignment delay, Retry-After 1 s, 64 KiB bodies, 512 connections (128 per source
-    /// address), no MQTT listener (20 packets/s per connection when one is configured).
+    /// address), no MQTT listeners (20 packets/s per connection when one is configured).
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -65,6 +71,7 @@ impl EmulatorConfig {
             max_connections_per_peer: None,
             service_policy_name: "provisioningserviceowner".to_string(),
             mqtt_listen: None,
+            mqtt_ws_listen: None,
             mqtt_max_packets_per_second: 20,
         }
     }

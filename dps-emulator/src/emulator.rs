@@ -5,13 +5,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use zeroize::Zeroizing;
 
-use crate::app_state::AppState;
+use crate::app_state::{AppState, PeerChain};
 use crate::auth::tpm::Challenges;
 use crate::config::{hub_host_name, EmulatorConfig};
 use crate::error::{EmulatorError, Result};
@@ -19,7 +20,9 @@ use crate::faults::Faults;
 use crate::model::RegistrationState;
 use crate::store::state_dir as state;
 use crate::store::Store;
-use crate::transport::{accept_loop, mqtt, serve_https, tls, ConnectionLimits, HTTPS};
+use crate::transport::{
+    accept_loop, mqtt, serve_https, tls, ws, ConnectionLimits, Listener, HTTPS,
+};
 
 /// Starts emulators.
 #[derive(Debug)]
@@ -30,12 +33,14 @@ pub struct Emulator;
 pub struct RunningEmulator {
     addr: SocketAddr,
     mqtt_addr: Option<SocketAddr>,
+    mqtt_ws_addr: Option<SocketAddr>,
     ca_cert_pem: String,
     ca_cert_path: PathBuf,
     app: Arc<AppState>,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
     mqtt_task: Option<JoinHandle<()>>,
+    mqtt_ws_task: Option<JoinHandle<()>>,
 }
 
 impl Emulator {
@@ -70,18 +75,8 @@ impl Emulator {
             addr: config.listen,
             error,
         })?;
-        let mqtt_listener = match config.mqtt_listen {
-            None => None,
-            Some(at) => {
-                let l = TcpListener::bind(at)
-                    .await
-                    .map_err(|error| EmulatorError::Bind { addr: at, error })?;
-                let bound = l
-                    .local_addr()
-                    .map_err(|error| EmulatorError::Bind { addr: at, error })?;
-                Some((l, bound))
-            }
-        };
+        let mqtt_listener = bind_optional(config.mqtt_listen).await?;
+        let mqtt_ws_listener = bind_optional(config.mqtt_ws_listen).await?;
         let mut names = vec![
             "localhost".to_string(),
             "127.0.0.1".to_string(),
@@ -138,21 +133,17 @@ impl Emulator {
             rx.clone(),
         ));
         let limits = ConnectionLimits::new(&app.config);
-        let mut mqtt_addr = None;
-        let mut mqtt_task = None;
-        if let Some((l, bound)) = mqtt_listener {
-            mqtt_addr = Some(bound);
-            mqtt_task = Some(tokio::spawn(accept_loop(
-                l,
-                TlsAcceptor::from(mqtt_tls_config),
-                app.clone(),
-                limits.clone(),
-                rx.clone(),
-                mqtt::LISTENER,
-                mqtt::serve,
-            )));
-            tracing::info!(addr = %bound, "DPS emulator listening for MQTT");
-        }
+        let mqtt_addr = mqtt_listener.as_ref().map(|(_, bound)| *bound);
+        let mqtt_ws_addr = mqtt_ws_listener.as_ref().map(|(_, bound)| *bound);
+        // MQTT over WebSocket has the MQTT listener's TLS (no ALPN; the upgrade is HTTP/1.1).
+        let loops = MqttLoops {
+            acceptor: TlsAcceptor::from(mqtt_tls_config),
+            app: app.clone(),
+            limits: limits.clone(),
+            shutdown: rx.clone(),
+        };
+        let mqtt_task = loops.spawn(mqtt_listener, mqtt::LISTENER, mqtt::serve);
+        let mqtt_ws_task = loops.spawn(mqtt_ws_listener, ws::LISTENER, ws::serve);
         let task = tokio::spawn(accept_loop(
             listener,
             TlsAcceptor::from(tls_config),
@@ -166,14 +157,73 @@ impl Emulator {
         Ok(RunningEmulator {
             addr,
             mqtt_addr,
+            mqtt_ws_addr,
             ca_cert_pem: ca.cert_pem(),
             ca_cert_path,
             app,
             shutdown: tx,
             task: Some(task),
             mqtt_task,
+            mqtt_ws_task,
         })
     }
+}
+
+/// What each MQTT listener's accept loop shares: TLS, the app, the connection caps, shutdown.
+struct MqttLoops {
+    acceptor: TlsAcceptor,
+    app: Arc<AppState>,
+    limits: ConnectionLimits,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl MqttLoops {
+    /// Starts the accept loop of `kind` on `bound`, when it was bound.
+    fn spawn<F, Fut>(
+        &self,
+        bound: Option<(TcpListener, SocketAddr)>,
+        kind: Listener,
+        serve: F,
+    ) -> Option<JoinHandle<()>>
+    where
+        F: Fn(
+                TlsStream<TcpStream>,
+                SocketAddr,
+                Arc<AppState>,
+                PeerChain,
+                watch::Receiver<bool>,
+            ) -> Fut
+            + Clone
+            + Send
+            + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (listener, addr) = bound?;
+        tracing::info!(%addr, "DPS emulator listening for {}", kind.label.trim_end());
+        Some(tokio::spawn(accept_loop(
+            listener,
+            self.acceptor.clone(),
+            self.app.clone(),
+            self.limits.clone(),
+            self.shutdown.clone(),
+            kind,
+            serve,
+        )))
+    }
+}
+
+/// Binds `at` when given: the listener and the address it got.
+async fn bind_optional(at: Option<SocketAddr>) -> Result<Option<(TcpListener, SocketAddr)>> {
+    let Some(at) = at else {
+        return Ok(None);
+    };
+    let l = TcpListener::bind(at)
+        .await
+        .map_err(|error| EmulatorError::Bind { addr: at, error })?;
+    let bound = l
+        .local_addr()
+        .map_err(|error| EmulatorError::Bind { addr: at, error })?;
+    Ok(Some((l, bound)))
 }
 
 impl RunningEmulator {
@@ -185,6 +235,12 @@ impl RunningEmulator {
     /// The address the MQTT listener is bound to, when one was configured.
     pub fn mqtt_addr(&self) -> Option<SocketAddr> {
         self.mqtt_addr
+    }
+
+    /// The address the MQTT over WebSocket listener is bound to, when one was configured
+    /// (clients connect to `wss://HOST:PORT/$iothub/websocket`).
+    pub fn mqtt_ws_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_ws_addr
     }
 
     /// `https://127.0.0.1:PORT` (or the bound address): the global endpoint for device clients.
@@ -265,7 +321,10 @@ impl RunningEmulator {
         if let Some(t) = self.task.take() {
             let _ = t.await;
         }
-        if let Some(t) = self.mqtt_task.take() {
+        for t in [self.mqtt_task.take(), self.mqtt_ws_task.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = t.await;
         }
     }

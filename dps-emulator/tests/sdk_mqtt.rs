@@ -7,8 +7,11 @@
 //! Both SDKs connect to port 8883 of the host they are given (the service's MQTT port, per
 //! "Communicate with DPS using the MQTT protocol"), so the emulator's MQTT listener runs on
 //! 127.0.0.1:8883 here; the tests of this binary take turns on it (one lock), and a port already
-//! taken fails the test with that reason. Needs `.ci/install-python-deps` and
-//! `.ci/install-node-deps`; fails with that hint otherwise.
+//! taken fails the test with that reason. The Python client also registers over MQTT over
+//! WebSocket (`websockets=True`), for which it connects to port 443
+//! (`wss://host/$iothub/websocket`): the emulator's WebSocket listener runs on 127.0.0.1:443 for
+//! that test (binding it needs root or CAP_NET_BIND_SERVICE, as the README test command runs).
+//! Needs `.ci/install-python-deps` and `.ci/install-node-deps`; fails with that hint otherwise.
 
 mod common;
 
@@ -26,14 +29,32 @@ static PORT_8883: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// An emulator with its MQTT listener on 127.0.0.1:8883, where the SDKs connect.
 async fn start_on_8883(dir: &Path) -> RunningEmulator {
+    start_at(dir, |c| {
+        c.mqtt_listen = Some("127.0.0.1:8883".parse().unwrap())
+    })
+    .await
+}
+
+/// An emulator with its MQTT over WebSocket listener on 127.0.0.1:443, where the Python SDK
+/// connects with `websockets=True`.
+async fn start_on_443(dir: &Path) -> RunningEmulator {
+    start_at(dir, |c| {
+        c.mqtt_ws_listen = Some("127.0.0.1:443".parse().unwrap())
+    })
+    .await
+}
+
+/// An emulator with two hubs and the listener `listen` sets, on the port the SDKs connect to.
+async fn start_at(dir: &Path, listen: impl FnOnce(&mut EmulatorConfig)) -> RunningEmulator {
     let mut cfg = EmulatorConfig::new(dir.join("state"));
     cfg.hubs = vec!["hub-a".into(), "hub-b".into()];
-    cfg.mqtt_listen = Some("127.0.0.1:8883".parse().unwrap());
+    listen(&mut cfg);
+    let at = cfg.mqtt_listen.or(cfg.mqtt_ws_listen);
     match Emulator::start(cfg).await {
         Ok(e) => e,
         Err(e) => panic!(
-            "cannot start the emulator's MQTT listener on 127.0.0.1:8883, the port the SDKs \
-             connect to (is another program using it?): {e}"
+            "cannot start the emulator's listener on {at:?}, the port the SDK connects to (is \
+             another program using it? port 443 needs root or CAP_NET_BIND_SERVICE): {e}"
         ),
     }
 }
@@ -103,8 +124,30 @@ fn run(cmd: &mut Command, what: &str) -> Value {
         .unwrap_or_else(|e| panic!("{what} printed no JSON ({e}): {stdout}"))
 }
 
+/// The tests of this binary that use port 443 take turns on it.
+static PORT_443: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_python_provisioning_client_over_mqtt() {
+    let _port = PORT_8883.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let emu = start_on_8883(dir.path()).await;
+    python_registers_all(&emu, dir.path(), "py", false).await;
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_python_provisioning_client_over_mqtt_websocket() {
+    let _port = PORT_443.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let emu = start_on_443(dir.path()).await;
+    python_registers_all(&emu, dir.path(), "pyws", true).await;
+    emu.shutdown().await;
+}
+
+/// The Python client registers the three devices of [`enroll`] (prefix `prefix`) and is
+/// refused a wrong key, over MQTT on TLS or (`websockets`) over a WebSocket.
+async fn python_registers_all(emu: &RunningEmulator, dir: &Path, prefix: &str, websockets: bool) {
     let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python-tests/.venv/bin/python");
     assert!(
         python.is_file(),
@@ -112,24 +155,23 @@ async fn official_python_provisioning_client_over_mqtt() {
         python.display()
     );
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python-tests/official_client.py");
-    let _port = PORT_8883.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let emu = start_on_8883(dir.path()).await;
-    let (cert, key) = enroll(&emu, dir.path(), "py");
+    let (cert, key) = enroll(emu, dir, prefix);
     let ca = emu.ca_cert_path().to_path_buf();
     let scope = emu.id_scope().to_string();
+    let p = prefix.to_string();
     let v = tokio::task::spawn_blocking(move || {
         run(
             Command::new(python)
                 .arg(script)
+                .env("WEBSOCKETS", if websockets { "1" } else { "0" })
                 .env("DPS_HOST", "localhost")
                 .env("ID_SCOPE", scope)
                 .env("CA_FILE", ca)
-                .env("SYM_REG_ID", "py-sym-dev")
+                .env("SYM_REG_ID", format!("{p}-sym-dev"))
                 .env("SYM_KEY", SYM_KEY)
-                .env("GROUP_REG_ID", "py-group-dev-1")
+                .env("GROUP_REG_ID", format!("{p}-group-dev-1"))
                 .env("GROUP_KEY", GROUP_KEY)
-                .env("X509_REG_ID", "py-x509-dev")
+                .env("X509_REG_ID", format!("{p}-x509-dev"))
                 .env("X509_CERT_FILE", cert)
                 .env("X509_KEY_FILE", key),
             "the Python azure-iot-device client",
@@ -137,15 +179,14 @@ async fn official_python_provisioning_client_over_mqtt() {
     })
     .await
     .unwrap();
-    check(&emu, "py", &v, "deviceId", "assignedHub");
+    check(emu, prefix, &v, "deviceId", "assignedHub");
     assert_eq!(v["symmetric"]["status"], "assigned");
     let sym = emu
         .enrollments()
-        .registration("py-sym-dev")
+        .registration(&format!("{prefix}-sym-dev"))
         .unwrap()
         .unwrap();
     assert_eq!(sym.payload.unwrap()["model"], "python-sdk");
-    emu.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

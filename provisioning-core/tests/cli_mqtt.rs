@@ -1,5 +1,5 @@
-//! `hsmkit provision --transport mqtt` and `hsmkit demo --transport mqtt` as a user runs them,
-//! against the DPS emulator's MQTT listener over TLS.
+//! `hsmkit provision --transport mqtt|mqtt-ws` and `hsmkit demo --transport mqtt|mqtt-ws` as a
+//! user runs them, against the DPS emulator's MQTT listeners (on TLS, over a WebSocket).
 
 mod support;
 
@@ -11,6 +11,7 @@ use support::*;
 fn mqtt_emulator(root: &std::path::Path) -> BackgroundEmulator {
     let mut config = EmulatorConfig::new(root.join("emu"));
     config.mqtt_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.mqtt_ws_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     Emulator::start_in_background(config).unwrap()
 }
 
@@ -44,7 +45,13 @@ fn provision(
     plugin: &str,
     transport: &str,
 ) -> (bool, String, String) {
-    let endpoint = format!("127.0.0.1:{}", emulator.mqtt_addr().unwrap().port());
+    let endpoint = match transport {
+        "mqtt-ws" => format!(
+            "wss://127.0.0.1:{}",
+            emulator.mqtt_ws_addr().unwrap().port()
+        ),
+        _ => format!("127.0.0.1:{}", emulator.mqtt_addr().unwrap().port()),
+    };
     run_hsmkit(&[
         "--plugin-dir",
         plugins.path().to_str().unwrap(),
@@ -120,13 +127,7 @@ fn provision_over_mqtt_and_what_mqtt_refuses() {
         "{stderr}"
     );
 
-    // TPM over MQTT over WebSocket, and unknown transports: refused with what to use.
-    let (ok, _, stderr) = provision(&emulator, &plugins, &state, "tpm-sim", "mqtt-ws");
-    assert!(!ok);
-    assert!(
-        stderr.contains("TPM attestation is not available over mqtt-ws"),
-        "{stderr}"
-    );
+    // Unknown transports: refused with what to use.
     let (ok, _, stderr) = provision(&emulator, &plugins, &state, "tpm-sim", "amqp");
     assert!(!ok);
     assert!(
@@ -137,10 +138,43 @@ fn provision_over_mqtt_and_what_mqtt_refuses() {
 }
 
 #[test]
+fn provision_over_mqtt_ws_and_what_it_refuses() {
+    let root = tempfile::tempdir().unwrap();
+    let emulator = mqtt_emulator(root.path());
+    let (plugins, state, reg) = enroll(&emulator, root.path(), "dice", "dice");
+    let (ok, stdout, stderr) = provision(&emulator, &plugins, &state, "dice", "mqtt-ws");
+    assert!(ok, "{stderr}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["status"], "assigned", "{v}");
+    assert_eq!(v["attestation"], "x509", "{v}");
+    assert_eq!(v["registrationId"], reg.as_str());
+    assert_eq!(emulator.registration_records().unwrap().len(), 1);
+
+    // TPM over MQTT over WebSocket: refused with the reason, nothing sent.
+    let (plugins, state, _) = enroll(&emulator, root.path(), "tpm_sim", "tpm-sim");
+    let (ok, _, stderr) = provision(&emulator, &plugins, &state, "tpm-sim", "mqtt-ws");
+    assert!(!ok);
+    assert!(
+        stderr.contains("TPM attestation is not available over mqtt-ws"),
+        "{stderr}"
+    );
+    assert_eq!(emulator.registration_records().unwrap().len(), 1);
+    emulator.shutdown();
+}
+
+#[test]
 fn demo_over_mqtt_provisions_every_software_plugin_mqtt_allows() {
+    for transport in ["mqtt", "mqtt-ws"] {
+        demo_over(transport);
+    }
+}
+
+/// `hsmkit demo --transport TRANSPORT`: dice and symmetric assigned, tpm-sim skipped with the
+/// reason.
+fn demo_over(transport: &str) {
     let dir = software_plugin_dir();
-    let v = demo_json(dir.path(), &["--transport", "mqtt"]);
-    assert_eq!(v["transport"], "mqtt");
+    let v = demo_json(dir.path(), &["--transport", transport]);
+    assert_eq!(v["transport"], transport);
     let results = v["results"].as_array().unwrap();
     let row = |name: &str| {
         results

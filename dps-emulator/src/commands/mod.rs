@@ -107,6 +107,14 @@ pub(crate) struct ServeArgs {
     /// Serve no MQTT.
     #[arg(long, conflicts_with = "mqtt_listen")]
     pub(crate) no_mqtt: bool,
+    /// Address of the MQTT over WebSocket listener (wss://ADDR/$iothub/websocket, sub-protocol
+    /// `mqtt`; the service offers it on 443 beside HTTPS, here on a port of its own next to
+    /// the HTTPS default; same certificate, CA and MQTT rules).
+    #[arg(long, default_value = "127.0.0.1:8444")]
+    pub(crate) mqtt_ws_listen: SocketAddr,
+    /// Serve no MQTT over WebSocket.
+    #[arg(long, conflicts_with = "mqtt_ws_listen")]
+    pub(crate) no_mqtt_ws: bool,
     /// Most packets per second one MQTT connection may send; a faster one is closed.
     #[arg(long, default_value_t = 20)]
     pub(crate) mqtt_max_packets_per_second: u32,

@@ -1,5 +1,5 @@
-//! `dps-emulator serve`: the device and service APIs over HTTPS, and the device API over MQTT,
-//! until Ctrl-C.
+//! `dps-emulator serve`: the device and service APIs over HTTPS, and the device API over MQTT
+//! (on TLS and over a WebSocket), until Ctrl-C.
 
 use anyhow::{Context, Result};
 use dps_emulator::{Emulator, EmulatorConfig};
@@ -22,11 +22,15 @@ pub(crate) async fn run(a: ServeArgs) -> Result<()> {
     cfg.max_connections = a.max_connections;
     cfg.max_connections_per_peer = a.max_connections_per_peer;
     cfg.mqtt_listen = (!a.no_mqtt).then_some(a.mqtt_listen);
+    cfg.mqtt_ws_listen = (!a.no_mqtt_ws).then_some(a.mqtt_ws_listen);
     cfg.mqtt_max_packets_per_second = a.mqtt_max_packets_per_second;
     let running = Emulator::start(cfg).await?;
     println!("listening: {}", running.endpoint());
     if let Some(m) = running.mqtt_addr() {
         println!("mqtt: mqtts://{m}");
+    }
+    if let Some(w) = running.mqtt_ws_addr() {
+        println!("mqtt over websocket: wss://{w}{}", dps_proto::mqtt::MQTT_WS_PATH);
     }
     println!("id scope: {}", running.id_scope());
     println!("hubs: {}", running.hubs().join(", "));

@@ -1,10 +1,11 @@
 //! The transports: HTTPS (this module: accept loop, TLS handshake with a timeout, HTTP/1.1
 //! per connection, graceful shutdown; requests go to [`crate::api::handle`]) and MQTT
-//! ([`mqtt`]), which share the connection caps (overall and per source address) and the TLS
-//! set-up ([`tls`]).
+//! ([`mqtt`]; over a WebSocket: [`ws`]), which share the connection caps (overall and per
+//! source address) and the TLS set-up ([`tls`]).
 
 pub(crate) mod mqtt;
 pub(crate) mod tls;
+pub(crate) mod ws;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};

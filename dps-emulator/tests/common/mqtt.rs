@@ -13,7 +13,7 @@ use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -45,9 +45,10 @@ pub async fn tls(
         .unwrap()
 }
 
-/// One device's MQTT connection.
-pub struct Device {
-    pub io: TlsStream<TcpStream>,
+/// One device's MQTT connection: over TLS by default, or over any byte stream (the WebSocket
+/// tests' `WsStream`).
+pub struct Device<S = TlsStream<TcpStream>> {
+    pub io: S,
     buf: BytesMut,
     next_rid: u32,
     next_pkid: u16,
@@ -70,8 +71,8 @@ pub fn connect_packet(emu: &RunningEmulator, reg: &str, password: Option<&str>) 
     c
 }
 
-impl Device {
-    pub fn new(io: TlsStream<TcpStream>) -> Self {
+impl<S: AsyncRead + AsyncWrite + Unpin> Device<S> {
+    pub fn new(io: S) -> Self {
         Self {
             io,
             buf: BytesMut::new(),
@@ -79,7 +80,9 @@ impl Device {
             next_pkid: 0,
         }
     }
+}
 
+impl Device {
     /// Connects over TLS and sends `connect`; returns the device and the CONNACK's code.
     pub async fn connect_with(
         emu: &RunningEmulator,
@@ -87,17 +90,8 @@ impl Device {
         connect: Connect,
     ) -> (Self, ConnectReturnCode) {
         let mut d = Self::new(tls(emu, identity).await);
-        d.send(Packet::Connect(connect)).await;
-        match d.recv().await {
-            Some(Packet::ConnAck(ConnAck {
-                code,
-                session_present,
-            })) => {
-                assert!(!session_present, "DPS keeps no sessions");
-                (d, code)
-            }
-            other => panic!("expected a CONNACK, got {other:?}"),
-        }
+        let code = d.connack(connect).await;
+        (d, code)
     }
 
     /// Connects as `reg` (SAS `password` or the TLS `identity`), expects the CONNACK accepted,
@@ -113,6 +107,23 @@ impl Device {
         assert_eq!(code, ConnectReturnCode::Success, "CONNECT of {reg} refused");
         d.subscribe(RESPONSES, QoS::AtLeastOnce).await;
         d
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Device<S> {
+    /// Sends `connect` and returns the CONNACK's code.
+    pub async fn connack(&mut self, connect: Connect) -> ConnectReturnCode {
+        self.send(Packet::Connect(connect)).await;
+        match self.recv().await {
+            Some(Packet::ConnAck(ConnAck {
+                code,
+                session_present,
+            })) => {
+                assert!(!session_present, "DPS keeps no sessions");
+                code
+            }
+            other => panic!("expected a CONNACK, got {other:?}"),
+        }
     }
 
     pub async fn send(&mut self, p: Packet) {

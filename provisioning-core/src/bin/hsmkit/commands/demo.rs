@@ -83,21 +83,22 @@ pub(super) fn run(ctx: &Context_, args: &DemoArgs) -> Result<ExitCode> {
         }
     };
     let transport: Transport = args.transport.parse()?;
-    if transport == Transport::MqttWs {
-        anyhow::bail!("the demo runs over https or mqtt; MQTT over WebSocket is not supported yet");
-    }
     provisioning_core::state_dir::prepare_state_dir(&root)?;
     let mut emulator_config = EmulatorConfig::new(root.join("emulator"));
     // The hubs are served on the MQTT listener: on for every transport, since each device
     // goes on to its hub.
     emulator_config.mqtt_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-    if transport == Transport::Mqtt {
-        emulator_config.mqtt_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let loopback = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    match transport {
+        Transport::Mqtt => emulator_config.mqtt_listen = loopback,
+        Transport::MqttWs => emulator_config.mqtt_ws_listen = loopback,
+        Transport::Https => {}
     }
     let emulator =
         Emulator::start_in_background(emulator_config).context("cannot start the DPS emulator")?;
-    let endpoint = match emulator.mqtt_addr() {
-        Some(at) if transport == Transport::Mqtt => format!("127.0.0.1:{}", at.port()),
+    let endpoint = match (transport, emulator.mqtt_addr(), emulator.mqtt_ws_addr()) {
+        (Transport::Mqtt, Some(at), _) => format!("127.0.0.1:{}", at.port()),
+        (Transport::MqttWs, _, Some(at)) => format!("wss://127.0.0.1:{}", at.port()),
         _ => emulator.endpoint(),
     };
     if !args.json {
