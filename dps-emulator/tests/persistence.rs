@@ -135,6 +135,8 @@ fn serve(state: &Path) -> Served {
             "127.0.0.1:0",
             "--mqtt-listen",
             "127.0.0.1:0",
+            "--mqtt-ws-listen",
+            "127.0.0.1:0",
             "--state",
             state.to_str().unwrap(),
             "--hub",
