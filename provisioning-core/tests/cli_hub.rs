@@ -297,6 +297,52 @@ fn registry_hub(emulator: &BackgroundEmulator, device_id: &str) -> String {
 }
 
 #[test]
+fn listen_stops_cleanly_on_ctrl_c() {
+    let root = tempfile::tempdir().unwrap();
+    let emulator = hub_emulator(root.path());
+    let d = provisioned(
+        &emulator,
+        root.path(),
+        "symmetric",
+        "symmetric",
+        &["--set", "registration_id=cli-hub-ctrl-c"],
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hsmkit"))
+        .args(d.hub_args("listen", &[]))
+        .env_remove("HSMKIT_CONFIG")
+        .env_remove("HSMKIT_PLUGIN_DIR")
+        .env_remove("HSMKIT_STATE_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run hsmkit");
+    // Wait until it listens (its stderr says so), then interrupt it as Ctrl-C does.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("listening for C2D") {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(n > 0, "hsmkit ended before listening: {seen}");
+        seen.push_str(&line);
+    }
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) on our own child's pid, which has not been waited for yet.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "listen did not stop on SIGINT"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
 fn demo_devices_send_a_message_and_read_their_initial_twin() {
     // Needs hsmkit built with `demo` (the README test command turns it on).
     let dir = software_plugin_dir();
@@ -305,6 +351,10 @@ fn demo_devices_send_a_message_and_read_their_initial_twin() {
     assert_eq!(rows.len(), 3, "{v}");
     for row in rows {
         assert_eq!(row["hub"]["messageAcknowledged"], true, "{row}");
-        assert_eq!(row["hub"]["desired"], json!({"telemetryInterval": 30}), "{row}");
+        assert_eq!(
+            row["hub"]["desired"],
+            json!({"telemetryInterval": 30}),
+            "{row}"
+        );
     }
 }

@@ -139,6 +139,11 @@ async fn twin(ctx: &Context_, args: HubTwinArgs) -> Result<ExitCode> {
 async fn listen(ctx: &Context_, args: HubListenArgs) -> Result<ExitCode> {
     let hub = connect(ctx, &args.common).await?;
     let mut events = hub.events()?;
+    // Ctrl-C (SIGINT) and SIGTERM stop it cleanly (DISCONNECT). Registered before saying that
+    // it listens, so a signal from then on is never the default kill.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle Ctrl-C")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     eprintln!("listening for C2D messages and desired-property changes (Ctrl-C to stop)");
     let mut received = 0u64;
     let outcome = loop {
@@ -147,7 +152,8 @@ async fn listen(ctx: &Context_, args: HubListenArgs) -> Result<ExitCode> {
         }
         let event = tokio::select! {
             e = events.recv() => e,
-            _ = tokio::signal::ctrl_c() => break Ok(()),
+            _ = interrupt.recv() => break Ok(()),
+            _ = terminate.recv() => break Ok(()),
         };
         let Some(event) = event else {
             break Err(anyhow!("the connection to the hub ended"));
