@@ -173,6 +173,7 @@ impl HubClient {
             unclaimed: VecDeque::new(),
             closed: closed.clone(),
             connections: connections.clone(),
+            renewing: false,
         };
         let task = tokio::spawn(driver.run(early));
         Ok(HubClient {
@@ -564,6 +565,8 @@ struct Driver {
     unclaimed: VecDeque<Unclaimed>,
     closed: Arc<Mutex<Option<String>>>,
     connections: Arc<AtomicU64>,
+    /// The connection is down for a token renewal, not a failure: no events for it.
+    renewing: bool,
 }
 
 impl Driver {
@@ -930,6 +933,7 @@ impl Driver {
     async fn renew(&mut self) {
         tracing::info!("renewing the SAS token: reconnecting");
         self.renew_at = None;
+        self.renewing = true;
         let old = std::mem::replace(
             &mut self.conn,
             Conn::Down {
@@ -950,6 +954,7 @@ impl Driver {
             return;
         }
         tracing::warn!("IoT Hub connection lost: {e}");
+        self.renewing = false;
         let _ = self.hand_over(HubEvent::Disconnected {
             reason: e.to_string(),
         });
@@ -983,7 +988,9 @@ impl Driver {
                 tracing::info!(attempt, "reconnected to the IoT hub");
                 self.conn = Conn::Up(Box::new(session));
                 self.renew_at = renew_at;
-                let _ = self.hand_over(HubEvent::Reconnected);
+                if !std::mem::take(&mut self.renewing) {
+                    let _ = self.hand_over(HubEvent::Reconnected);
+                }
                 self.connected(early).await;
                 Ok(())
             }
@@ -995,6 +1002,12 @@ impl Driver {
                 })
             }
             Err(e) => {
+                if std::mem::take(&mut self.renewing) {
+                    // The renewal's reconnect failed: from here on it is a lost connection.
+                    let _ = self.hand_over(HubEvent::Disconnected {
+                        reason: e.to_string(),
+                    });
+                }
                 let wait = self.options.reconnect.delay(attempt);
                 tracing::warn!(
                     attempt,
