@@ -4,7 +4,8 @@
 //! properties, the twin (the enrollment's initialTwin), reported patches, C2D messages and
 //! desired changes; SAS renewal by reconnecting; the refusals (forged key, disabled device,
 //! untrusted server, nothing listening, no record); a hub restart that loses no acknowledged
-//! telemetry. The emulator's own store is the witness.
+//! telemetry; tpm2 on swtpm and pkcs11 on SoftHSM2, whose keys sign in the (simulated)
+//! hardware. The emulator's own store is the witness.
 
 #[path = "support/e2e.rs"]
 mod helpers;
@@ -354,4 +355,76 @@ async fn a_hub_restart_loses_no_acknowledged_telemetry() {
         ["before", "during", "after"]
     );
     assert!(hub.connections() >= 2);
+}
+
+/// Provisions `device` and sends one message and reads the twin on its hub: the credential in
+/// real hardware (or its software stand-in) through the whole chain.
+async fn provision_and_use_the_hub(
+    env: &Env,
+    device: Arc<PluginInstance>,
+    attestation: Attestation,
+    body: &str,
+) {
+    let state = tempfile::tempdir().unwrap();
+    let record = provision(env, device.clone(), attestation, state.path()).await;
+    let hub = HubClient::connect(&record, device, hub_options(&env.emu))
+        .await
+        .unwrap_or_else(|e| panic!("{attestation} device on its hub: {e}"));
+    hub.send(
+        body.as_bytes().to_vec(),
+        &[("via".into(), "hardware".into())],
+    )
+    .await
+    .expect("PUBACK");
+    hub.twin().await.expect("twin");
+    hub.close().await;
+    assert_eq!(stored_bodies(&env.emu, record.device_id()), [body]);
+}
+
+#[tokio::test]
+async fn tpm2_on_swtpm_signs_the_hub_token_in_the_tpm() {
+    let swtpm = hsm_tpm_common::swtpm::Swtpm::start().unwrap_or_else(|e| panic!("{e}"));
+    let env = hub_emulator().await;
+    let state = tempfile::tempdir().unwrap();
+    let device = instance(
+        "tpm2",
+        &[
+            ("state_dir", state.path().display().to_string()),
+            ("tcti", swtpm.tcti()),
+        ],
+    );
+    let ek = device.tpm().unwrap().endorsement_key().unwrap();
+    let reg = provisioning_core::dps::tpm_registration_id(&ek);
+    individual(
+        &env.emu,
+        json!({"registrationId": reg, "attestation": {"type": "tpm", "tpm": {"endorsementKey": B64.encode(&ek)}}}),
+    );
+    provision_and_use_the_hub(&env, device, Attestation::Tpm, "from swtpm").await;
+}
+
+#[tokio::test]
+async fn pkcs11_on_softhsm_signs_the_hub_tls_handshake_in_the_token() {
+    let token =
+        hsmkit_backend_pkcs11::softhsm::create_token("hub-e2e").unwrap_or_else(|e| panic!("{e}"));
+    let pkcs11 = Pkcs11Token {
+        module: &token.module,
+        uri: token.uri(),
+        pin_file: &token.pin_file,
+    };
+    let out = pkcs11_init(&pkcs11, "hub-pkcs11-1", "SoftHSM");
+    let env = hub_emulator().await;
+    x509_enrollment(&env.emu, &out.registration_id, &out.certificate_pem);
+    let state = tempfile::tempdir().unwrap();
+    let device = instance(
+        "pkcs11",
+        &[
+            ("state_dir", state.path().display().to_string()),
+            ("module", token.module.display().to_string()),
+            ("token_uri", token.uri()),
+            ("pin_file", token.pin_file.display().to_string()),
+            ("key_uri", out.key_uri.clone()),
+            ("cert_uri", out.cert_uri.clone()),
+        ],
+    );
+    provision_and_use_the_hub(&env, device, Attestation::X509, "from SoftHSM").await;
 }
