@@ -226,7 +226,7 @@ pub(crate) struct HubCommonArgs {
     /// Plugin holding the device identity; default: the one the device was provisioned with.
     #[command(flatten)]
     pub plugin: PluginArgs,
-    /// Connect here (HOST[:PORT]) instead of the assigned hub; TLS still verifies the
+    /// Connect to this host (and port) instead of the assigned hub; TLS still verifies the
     /// server as the assigned hub's name. Default: the assigned hub, port 8883.
     #[arg(long, value_name = "HOST[:PORT]")]
     pub hub_endpoint: Option<String>,
