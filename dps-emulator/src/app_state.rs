@@ -27,6 +27,8 @@ pub(crate) struct AppState {
     /// Bumped whenever hub records changed that connected devices may need (a queued
     /// cloud-to-device message, a desired-properties update), in this process or another.
     pub hub_changes: tokio::sync::watch::Sender<u64>,
+    /// The connected hub devices, so a new connection of a device closes its old one.
+    pub hub_sessions: crate::hub::session::Sessions,
 }
 
 /// The per-connection facts: the client's certificate chain, leaf first (empty without mTLS).

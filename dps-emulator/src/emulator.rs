@@ -123,6 +123,7 @@ impl Emulator {
             host_names,
             port: addr.port(),
             hub_changes,
+            hub_sessions: Default::default(),
         });
         let (tx, rx) = watch::channel(false);
         // Cloud-to-device messages and twin updates made by the CLI (another process) reach

@@ -769,3 +769,24 @@ async fn devices_twins_telemetry_and_pending_messages_survive_a_restart() {
     let p = next_publish(&mut d).await;
     assert_eq!(p.payload.as_ref(), b"waiting");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_connection_of_the_same_device_closes_the_old_one() {
+    let env = start_mqtt(|_| {}).await;
+    let (hub, dev) = provision_symmetric(&env, "takeover-dev", json!({})).await;
+    let sas = hub_sas(&hub, &dev, KEY, in_an_hour());
+    let mut old = hub_connect(&env.emu, &hub, &dev, Some(&sas), None).await;
+    let mut new = hub_connect(&env.emu, &hub, &dev, Some(&sas), None).await;
+    // MQTT 3.1.1, 3.1.4-2: the server disconnects the existing client with that client id.
+    assert!(old.closed_by_emulator().await);
+    send_telemetry(&mut new, &dev, &[], b"on the new connection").await;
+    // Another device's connection is not affected.
+    let (hub2, dev2) = provision_symmetric(&env, "takeover-other", json!({})).await;
+    let sas2 = hub_sas(&hub2, &dev2, KEY, in_an_hour());
+    let _other = hub_connect(&env.emu, &hub2, &dev2, Some(&sas2), None).await;
+    send_telemetry(&mut new, &dev, &[], b"still open").await;
+    assert_eq!(
+        env.emu.hub_registry().messages(&dev, None).unwrap().len(),
+        2
+    );
+}

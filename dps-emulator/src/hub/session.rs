@@ -50,6 +50,44 @@ const METHODS_FILTER: &str = "$iothub/methods/POST/#";
 /// Cloud-to-device messages sent and not yet acknowledged, per connection.
 const MAX_C2D_IN_FLIGHT: usize = 16;
 
+/// A connected device: (hub, device id).
+type DeviceKey = (String, String);
+
+/// The open hub connections, by device: each with its own number and the notifier that
+/// closes it.
+#[derive(Default)]
+pub(crate) struct Sessions {
+    open: Mutex<HashMap<DeviceKey, (u64, Arc<Notify>)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sessions { .. }")
+    }
+}
+
+impl Sessions {
+    /// Registers a new connection of `key`, closing the one it replaces; returns its number.
+    fn take_over(&self, key: DeviceKey, replaced: Arc<Notify>) -> u64 {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, old)) = open.insert(key, (id, replaced)) {
+            // notify_one stores a permit: the old loop ends even if it is not waiting yet.
+            old.notify_one();
+        }
+        id
+    }
+
+    /// Forgets connection `id` of `key`, unless a newer one took its place.
+    fn end(&self, key: &DeviceKey, id: u64) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.get(key).is_some_and(|(n, _)| *n == id) {
+            open.remove(key);
+        }
+    }
+}
+
 /// A hub connection, from its CONNECT to its close.
 pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     mut conn: Connected<S>,
@@ -115,6 +153,10 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         Err(e) => return e,
     };
     tracing::debug!(%hub, device_id, "hub device connected");
+    let key = (hub.clone(), device_id.clone());
+    let session_id = app
+        .hub_sessions
+        .take_over(key.clone(), open.replaced.clone());
     let shared = Arc::new(Mutex::new(Shared {
         desired_seen: twin::section_version(&device.desired),
         ..Shared::default()
@@ -132,6 +174,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     let delivery = tokio::spawn(session.clone_for_delivery().deliver());
     let why = open.run(&app, &mut session).await;
     delivery.abort();
+    app.hub_sessions.end(&key, session_id);
     why
 }
 
@@ -220,14 +263,13 @@ impl HubSession {
         version: Option<u64>,
         body: Vec<u8>,
     ) -> Result<(), Close> {
-        let Some(qos) = self.lock().twin_res else {
+        if self.lock().twin_res.is_none() {
             tracing::debug!(%rid, "twin answer not delivered: the device is not subscribed");
             return Ok(());
-        };
+        }
         let topic = rules::twin_response_topic(status, rid, version)
             .map_err(|e| Close::Internal(e.to_string()))?;
-        // Answers are sent at QoS 0: nothing is resent, the device asks again.
-        let _ = qos;
+        // Answers go at QoS 0 whatever was granted: nothing is resent, the device asks again.
         self.send(Packet::Publish(Publish::new(topic, QoS::AtMostOnce, body)))
             .await
     }

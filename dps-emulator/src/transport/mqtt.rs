@@ -87,6 +87,8 @@ pub(crate) enum Close {
     Shutdown,
     #[error("the connection was refused at CONNECT")]
     Refused,
+    #[error("the same client connected again")]
+    Replaced,
     #[error("the service failed: {0}")]
     Internal(String),
 }
@@ -230,6 +232,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connected<S> {
             tx,
             writer_task,
             kill: Arc::new(Notify::new()),
+            replaced: Arc::new(Notify::new()),
             stop: self.stop,
         })
     }
@@ -244,6 +247,10 @@ pub(crate) struct Open<S> {
     writer_task: JoinHandle<()>,
     /// Notified to close the connection from a task the service spawned (a fault).
     pub(crate) kill: Arc<Notify>,
+    /// Notified when a new connection of the same client takes over (MQTT 3.1.1, 3.1.4-2:
+    /// "If the ClientId represents a Client already connected to the Server then the Server
+    /// MUST disconnect the existing Client").
+    pub(crate) replaced: Arc<Notify>,
     stop: watch::Receiver<bool>,
 }
 
@@ -265,6 +272,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Open<S> {
             let packet = tokio::select! {
                 _ = self.stop.changed() => break Close::Shutdown,
                 _ = self.kill.notified() => break Close::Fault,
+                _ = self.replaced.notified() => break Close::Replaced,
                 p = self.reader.next(Instant::now() + self.idle, Close::KeepAlive) => p,
             };
             let packet = match packet {
