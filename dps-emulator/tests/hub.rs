@@ -790,3 +790,59 @@ async fn a_new_connection_of_the_same_device_closes_the_old_one() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_and_random_bytes_after_a_hub_connect_close_only_that_connection() {
+    let env = start_mqtt(|c| c.mqtt_max_packets_per_second = 5).await;
+    let (hub, dev) = provision_symmetric(&env, "fuzz-dev", json!({})).await;
+    let sas = hub_sas(&hub, &dev, KEY, in_an_hour());
+    // The DPS listener's packet rate applies to hub connections too.
+    let mut d = hub_connect(&env.emu, &hub, &dev, Some(&sas), None).await;
+    let mut burst = bytes::BytesMut::new();
+    for _ in 0..50 {
+        Packet::PingReq.write(&mut burst, 16).unwrap();
+    }
+    d.send_raw(&burst).await;
+    let mut answered = 0;
+    while let Some(p) = d.recv().await {
+        assert_eq!(p, Packet::PingResp);
+        answered += 1;
+    }
+    assert!(answered < 50, "all {answered} pings were answered");
+
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..30 {
+        // Keep-alive 1 s: a packet announced longer than what follows is waited for until
+        // 1.5 times the keep-alive has passed, then the connection is closed.
+        let mut c = hub_connect_packet(&hub, &dev, Some(&sas));
+        c.keep_alive = 1;
+        let (mut d, code) = hub_connect_with(&env.emu, &hub, None, c).await;
+        assert_eq!(code, rumqttc::mqttbytes::v4::ConnectReturnCode::Success);
+        // A valid packet type half of the time, so the packet parsers see the bytes too.
+        let len = (next() % 200) as usize + 2;
+        let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if round % 2 == 0 {
+            bytes[0] = [0x30, 0x32, 0x82, 0xA2, 0x10, 0x40][(next() % 6) as usize];
+        }
+        d.send_raw(&bytes).await;
+        d.send(Packet::PingReq).await;
+        while let Some(p) = d.recv().await {
+            if p == Packet::PingResp {
+                break;
+            }
+        }
+        // Pause so the next round's packets are not over the rate.
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    // The emulator still serves the device, and what it stored is intact.
+    let mut d = hub_connect(&env.emu, &hub, &dev, Some(&sas), None).await;
+    send_telemetry(&mut d, &dev, &[("after", "fuzz")], b"alive").await;
+    let msgs = env.emu.hub_registry().messages(&dev, None).unwrap();
+    assert!(msgs.iter().any(|m| m.body == b"alive"), "{msgs:?}");
+}
