@@ -241,9 +241,9 @@ pub(crate) async fn register_request(
         let auth = authenticate_request(&app2, &r)?;
         let state = outcome(&app2, &r, &auth);
         let ready = unix_now_ms() + app2.config.assignment_delay.as_millis() as i64;
-        let op = app2.store.record_registration(state, ready)?;
-        provision_in_hub(&app2, &op.state, &auth)?;
-        Ok(op)
+        // The hub device first: a device told "assigned" can connect to its hub at once.
+        provision_in_hub(&app2, &state, &auth)?;
+        Ok(app2.store.record_registration(state, ready)?)
     })
     .await?;
     if app.config.complete_registrations_immediately && app.config.assignment_delay.is_zero() {
