@@ -846,3 +846,155 @@ async fn floods_and_random_bytes_after_a_hub_connect_close_only_that_connection(
     let msgs = env.emu.hub_registry().messages(&dev, None).unwrap();
     assert!(msgs.iter().any(|m| m.body == b"alive"), "{msgs:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_minus_nine_loses_no_acknowledged_telemetry() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let s = state.to_str().unwrap();
+    let bin = || std::process::Command::new(env!("CARGO_BIN_EXE_dps-emulator"));
+    let out = bin()
+        .args([
+            "enroll",
+            "symmetric",
+            "--registration-id",
+            "kill-dev",
+            "--primary-key",
+            KEY,
+        ])
+        .args(["--hub", "hub-a", "--state", s])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut child = bin()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--mqtt-ws-listen",
+            "127.0.0.1:0",
+            "--hub",
+            "hub-a",
+            "--state",
+            s,
+        ])
+        .args(["--mqtt-max-packets-per-second", "10000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut endpoint, mut mqtt) = (String::new(), None);
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(e) = line.strip_prefix("listening: ") {
+            endpoint = e.to_string();
+        }
+        if let Some(m) = line.strip_prefix("mqtt: mqtts://") {
+            mqtt = Some(m.parse::<std::net::SocketAddr>().unwrap());
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let mqtt = mqtt.expect("the served emulator printed its MQTT address");
+    let ca = std::fs::read_to_string(state.join(dps_emulator::CA_CERT_FILE)).unwrap();
+    let url = format!("{endpoint}/0ne00000001/registrations/kill-dev/register?api-version={API}");
+    let token = dps_proto::sas::create_token(
+        "0ne00000001/registrations/kill-dev",
+        KEY,
+        Some("registration"),
+        in_an_hour(),
+    )
+    .unwrap();
+    let c = client_for_ca(&ca, None);
+    let a = send(
+        c.put(url)
+            .header("authorization", token)
+            .json(&body_reg("kill-dev")),
+    )
+    .await;
+    assert_eq!(a.status, reqwest::StatusCode::ACCEPTED, "{}", a.body);
+
+    let hub = "hub-a.azure-devices.net";
+    let sas = hub_sas(hub, "kill-dev", KEY, in_an_hour());
+    let mut d = common::mqtt::Device::new(hub_tls_at(mqtt, &ca, hub, None).await);
+    d.send(Packet::Connect(hub_connect_packet(
+        hub,
+        "kill-dev",
+        Some(&sas),
+    )))
+    .await;
+    assert!(matches!(d.recv().await, Some(Packet::ConnAck(_))));
+    // Telemetry at QoS 1, one at a time, until the emulator is killed mid-stream (fewer than
+    // the 1000 messages a device keeps, so all acknowledged ones must be there).
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = count.clone();
+    let sender = tokio::spawn(async move {
+        let topic = dps_proto::hub::telemetry_topic::<&str, &str>("kill-dev", &[]).unwrap();
+        let mut acked = Vec::new();
+        for i in 1..=900u16 {
+            let mut p =
+                rumqttc::mqttbytes::v4::Publish::new(&topic, QoS::AtLeastOnce, format!("m{i}"));
+            p.pkid = i;
+            d.send(Packet::Publish(p)).await;
+            match d.recv().await {
+                Some(Packet::PubAck(a)) if a.pkid == i => {
+                    acked.push(format!("m{i}"));
+                    counted.store(acked.len(), std::sync::atomic::Ordering::Relaxed);
+                }
+                None => break,
+                other => panic!("expected the PUBACK of {i}, got {other:?}"),
+            }
+        }
+        acked
+    });
+    for _ in 0..500 {
+        if count.load(std::sync::atomic::Ordering::Relaxed) >= 100 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let acked = sender.await.unwrap();
+    assert!(
+        acked.len() >= 5,
+        "only {} messages acknowledged",
+        acked.len()
+    );
+    // Every acknowledged message is on disk (read by the CLI, without the server).
+    let out = bin()
+        .args([
+            "hub", "messages", "--device", "kill-dev", "--json", "--state", s,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stored: Vec<&str> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    for m in &acked {
+        assert!(
+            stored.contains(&m.as_str()),
+            "{m} was acknowledged but not stored: {} acknowledged, stored {stored:?}",
+            acked.len()
+        );
+    }
+}

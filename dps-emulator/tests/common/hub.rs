@@ -23,10 +23,25 @@ pub async fn hub_tls(
     server_name: &str,
     identity: Option<(&[&CertifiedKey], &CertifiedKey)>,
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let cfg = super::tls_client_config(emu.ca_cert_pem(), &[&rustls::version::TLS12], identity);
-    let tcp = TcpStream::connect(super::mqtt::mqtt_addr(emu))
-        .await
-        .unwrap();
+    hub_tls_at(
+        super::mqtt::mqtt_addr(emu),
+        emu.ca_cert_pem(),
+        server_name,
+        identity,
+    )
+    .await
+}
+
+/// A TLS connection to an MQTT listener at `addr` whose certificate `ca_pem` issued, asking
+/// for (and verifying) `server_name`.
+pub async fn hub_tls_at(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    server_name: &str,
+    identity: Option<(&[&CertifiedKey], &CertifiedKey)>,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let cfg = super::tls_client_config(ca_pem, &[&rustls::version::TLS12], identity);
+    let tcp = TcpStream::connect(addr).await.unwrap();
     tcp.set_nodelay(true).unwrap();
     TlsConnector::from(Arc::new(cfg))
         .connect(ServerName::try_from(server_name.to_string()).unwrap(), tcp)
