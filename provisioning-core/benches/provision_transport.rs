@@ -6,29 +6,80 @@
 //! 1 s (one poll, which both transports honour). Runs alternate between the transports so
 //! that drift in the machine's load hits both alike.
 //!
+//! And hsmkit over MQTT against the official Python device SDK over MQTT (`azure-iot-device`'s
+//! `ProvisioningDeviceClient`, symmetric key, in the venv `.ci/install-python-deps` makes):
+//! process start to assigned for both, against the same emulator in the same rounds, as the
+//! ratio hsmkit/Python. The SDK always connects to port 8883 of the host it is given, so the
+//! emulator's MQTT listener is on 127.0.0.1:8883 here (the bench fails when it is taken).
+//!
+//!   .ci/install-python-deps
 //!   cargo build --release -p provisioning-core -p hsmkit-plugin-dice -p hsmkit-plugin-symmetric
 //!   cargo bench -p provisioning-core --bench provision_transport
 
 mod support;
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use support::{
-    enroll, median, mode_emulator, plugins_folder, provision_args, timed, Target, MODES,
+    enroll, median, mode_emulator_at, os, plugins_folder, provision_args, timed, Target, MODES,
 };
 
 const RUNS: usize = 7;
 
+/// The Python SDK's device: its own individual enrollment with this key.
+const PY_REG: &str = "bench-python-symmetric";
+const PY_KEY: &str = "YmVuY2ggcHl0aG9uIHN5bW1ldHJpYyBrZXkgMzIgYnl0ZXM=";
+
+/// The venv's Python and the SDK driver script (dps-emulator's interop test's).
+fn python_sdk() -> (PathBuf, PathBuf) {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dps-emulator/python-tests");
+    let python = tests.join(".venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run .ci/install-python-deps (installs azure-iot-device into it)",
+        python.display()
+    );
+    (python, tests.join("official_client.py"))
+}
+
+/// Enrolls the Python SDK's device in `emulator`.
+fn enroll_python_device(emulator: &dps_emulator::BackgroundEmulator) {
+    use dps_emulator::model::{
+        AttestationMechanism, IndividualEnrollment, SymmetricKeyAttestation,
+    };
+    emulator
+        .enrollments()
+        .create_individual(IndividualEnrollment {
+            registration_id: PY_REG.into(),
+            device_id: None,
+            attestation: AttestationMechanism {
+                kind: "symmetricKey".into(),
+                tpm: None,
+                x509: None,
+                symmetric_key: Some(SymmetricKeyAttestation {
+                    primary_key: Some(PY_KEY.into()),
+                    secondary_key: None,
+                }),
+            },
+            common: Default::default(),
+        })
+        .expect("enroll the Python device");
+}
+
 fn main() {
     let hsmkit = PathBuf::from(env!("CARGO_BIN_EXE_hsmkit"));
+    let (python, script) = python_sdk();
     let root = tempfile::tempdir().expect("temp dir");
     let plugins = plugins_folder(
         root.path(),
         &["dice", "symmetric"],
         "cargo build --release -p hsmkit-plugin-dice -p hsmkit-plugin-symmetric",
     );
-    let mut rss = [0u64; 2];
+    let mut rss = [0u64; 3];
     for (mode, immediate) in MODES {
-        let (mode_root, emulator) = mode_emulator(root.path(), immediate, true);
+        let mqtt_port = SocketAddr::from(([127, 0, 0, 1], 8883));
+        let (mode_root, emulator) = mode_emulator_at(root.path(), immediate, Some(mqtt_port));
+        enroll_python_device(&emulator);
         let ca = emulator.ca_cert_path().to_path_buf();
         let https = emulator.endpoint();
         let mqtt = format!(
@@ -36,6 +87,14 @@ fn main() {
             emulator.mqtt_addr().expect("MQTT listener").port()
         );
         let scope = emulator.id_scope().to_string();
+        let python_env = [
+            ("ONLY_SYMMETRIC", "1".to_string()),
+            ("DPS_HOST", "localhost".to_string()),
+            ("ID_SCOPE", scope.clone()),
+            ("CA_FILE", ca.display().to_string()),
+            ("SYM_REG_ID", PY_REG.to_string()),
+            ("SYM_KEY", PY_KEY.to_string()),
+        ];
         println!("Cold provisioning, process start to assigned, median of {RUNS} ({mode}):");
         for (plugin, extra) in [
             (
@@ -46,7 +105,7 @@ fn main() {
         ] {
             let state = mode_root.join(plugin);
             enroll(&hsmkit, &emulator, &plugins, &state, plugin, &extra);
-            let mut walls = [Vec::new(), Vec::new()];
+            let mut walls = [Vec::new(), Vec::new(), Vec::new()];
             // One unmeasured run per transport first: the page cache holds the binary and the
             // plugin for every measured run alike.
             for round in 0..=RUNS {
@@ -66,20 +125,41 @@ fn main() {
                         rss[i] = rss[i].max(run.max_rss_kib);
                     }
                 }
+                // The Python SDK in the same round, against the same emulator's MQTT.
+                if plugin == "symmetric" {
+                    let run = timed(&python, &[os(&script)], &python_env);
+                    let v: serde_json::Value = serde_json::from_str(run.stdout.trim())
+                        .unwrap_or_else(|e| {
+                            panic!("the Python SDK printed no JSON ({e}): {}", run.stdout)
+                        });
+                    assert_eq!(v["symmetric"]["status"], "assigned", "Python SDK: {v}");
+                    if round > 0 {
+                        walls[2].push(run.wall.as_secs_f64() * 1e3);
+                        rss[2] = rss[2].max(run.max_rss_kib);
+                    }
+                }
             }
-            let [https_ms, mqtt_ms] = walls.map(median);
+            let [https_ms, mqtt_ms, python_ms] = walls.map(|w| (!w.is_empty()).then(|| median(w)));
+            let (https_ms, mqtt_ms) = (https_ms.unwrap_or(f64::NAN), mqtt_ms.unwrap_or(f64::NAN));
             println!(
                 "  {plugin:<10} https {https_ms:8.1} ms   mqtt {mqtt_ms:8.1} ms   ratio mqtt/https {:.3}",
                 mqtt_ms / https_ms
             );
+            if let Some(python_ms) = python_ms {
+                println!(
+                    "  {plugin:<10} hsmkit mqtt {mqtt_ms:8.1} ms   Python SDK mqtt {python_ms:8.1} ms   ratio hsmkit/python {:.3}",
+                    mqtt_ms / python_ms
+                );
+            }
         }
         let records = emulator.registration_records().expect("records");
-        assert_eq!(records.len(), 2, "one record per device: {records:?}");
+        assert_eq!(records.len(), 3, "one record per device: {records:?}");
         emulator.shutdown();
     }
     println!(
-        "hsmkit provision peak RSS: https {:.1} MiB, mqtt {:.1} MiB",
+        "peak RSS: hsmkit provision https {:.1} MiB, mqtt {:.1} MiB; Python SDK (mqtt) {:.1} MiB",
         rss[0] as f64 / 1024.0,
-        rss[1] as f64 / 1024.0
+        rss[1] as f64 / 1024.0,
+        rss[2] as f64 / 1024.0
     );
 }

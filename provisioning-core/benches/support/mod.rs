@@ -24,6 +24,8 @@ pub const MODES: [(&str, bool); 2] = [
 pub struct Run {
     pub wall: Duration,
     pub max_rss_kib: u64,
+    /// What the program printed on stdout.
+    pub stdout: String,
 }
 
 /// Runs `program args` under GNU time, which reports the peak RSS of its own child. (The
@@ -57,6 +59,7 @@ pub fn timed(program: &Path, args: &[&OsStr], envs: &[(&str, String)]) -> Run {
     let rss = std::fs::read_to_string(rss_file.path()).expect("time output");
     Run {
         wall,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         max_rss_kib: rss
             .trim()
             .lines()
@@ -103,13 +106,22 @@ pub fn plugins_folder(root: &Path, names: &[&str], build: &str) -> PathBuf {
 /// The folder for one of [`MODES`] under `root`, and an emulator for it (with its MQTT
 /// listener on a free loopback port when `mqtt`).
 pub fn mode_emulator(root: &Path, immediate: bool, mqtt: bool) -> (PathBuf, BackgroundEmulator) {
+    let at = mqtt.then_some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    mode_emulator_at(root, immediate, at)
+}
+
+/// [`mode_emulator`] with the MQTT listener, if any, on `mqtt`.
+pub fn mode_emulator_at(
+    root: &Path,
+    immediate: bool,
+    mqtt: Option<SocketAddr>,
+) -> (PathBuf, BackgroundEmulator) {
     let mode_root = root.join(if immediate { "immediate" } else { "polled" });
     let mut config = EmulatorConfig::new(mode_root.join("emulator"));
     config.complete_registrations_immediately = immediate;
-    if mqtt {
-        config.mqtt_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-    }
-    let emulator = Emulator::start_in_background(config).expect("emulator");
+    config.mqtt_listen = mqtt;
+    let emulator = Emulator::start_in_background(config)
+        .unwrap_or_else(|e| panic!("cannot start the emulator (MQTT on {mqtt:?}): {e}"));
     (mode_root, emulator)
 }
 
