@@ -998,3 +998,56 @@ async fn kill_minus_nine_loses_no_acknowledged_telemetry() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubs_are_served_over_mqtt_over_websocket_too() {
+    use async_tungstenite::tungstenite::client::IntoClientRequest;
+    use rumqttc::mqttbytes::v4::ConnectReturnCode::*;
+    let env =
+        start_mqtt(|c| c.mqtt_ws_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))))
+            .await;
+    let (hub, dev) = provision_symmetric(
+        &env,
+        "ws-hub-dev",
+        json!({"properties": {"desired": {"ws": 1}}}),
+    )
+    .await;
+    let other_hub = env.emu.hubs().iter().find(|h| **h != hub).unwrap().clone();
+    let sas = hub_sas(&hub, &dev, KEY, in_an_hour());
+    let ws_addr = env.emu.mqtt_ws_addr().unwrap();
+    // `wss://{hub}/$iothub/websocket` reached at the emulator's address (TLS SNI = `tls_name`).
+    let ws_device = |tls_name: String| {
+        let ca = env.emu.ca_cert_pem().to_string();
+        async move {
+            let tls = hub_tls_at(ws_addr, &ca, &tls_name, None).await;
+            let mut request = format!("wss://{tls_name}:{}/$iothub/websocket", ws_addr.port())
+                .into_client_request()
+                .unwrap();
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+            let (ws, _) = async_tungstenite::tokio::client_async(request, tls)
+                .await
+                .unwrap();
+            common::mqtt::Device::new(ws_stream_tungstenite::WsStream::new(ws))
+        }
+    };
+    let mut d = ws_device(hub.clone()).await;
+    assert_eq!(
+        d.connack(hub_connect_packet(&hub, &dev, Some(&sas))).await,
+        Success
+    );
+    send_telemetry(&mut d, &dev, &[("over", "ws")], b"websocket").await;
+    d.subscribe(dps_proto::hub::TWIN_RESPONSE_FILTER, QoS::AtMostOnce)
+        .await;
+    let t = get_twin(&mut d, "1").await;
+    assert_eq!(t.body["desired"], json!({"ws": 1, "$version": 1}));
+    let msgs = env.emu.hub_registry().messages(&dev, None).unwrap();
+    assert_eq!(msgs[0].properties, [("over".to_string(), "ws".to_string())]);
+    // The WebSocket's TLS server name is checked against the user name's hub as well.
+    let mut d = ws_device(other_hub).await;
+    assert_eq!(
+        d.connack(hub_connect_packet(&hub, &dev, Some(&sas))).await,
+        BadUserNamePassword
+    );
+}

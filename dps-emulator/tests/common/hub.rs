@@ -11,6 +11,7 @@ use rumqttc::mqttbytes::QoS;
 use rustls::pki_types::ServerName;
 use serde_json::Value;
 use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -126,8 +127,8 @@ pub struct TwinAnswer {
 
 /// Sends twin request `topic` (QoS 0) with `payload`, then reads packets until the answer for
 /// `rid` (PUBACKing QoS 1 ones, failing on anything else).
-pub async fn twin_request(
-    d: &mut Device,
+pub async fn twin_request<S: AsyncRead + AsyncWrite + Unpin>(
+    d: &mut Device<S>,
     topic: String,
     rid: &str,
     payload: Vec<u8>,
@@ -166,12 +167,19 @@ pub async fn twin_request(
 }
 
 /// GETs the twin.
-pub async fn get_twin(d: &mut Device, rid: &str) -> TwinAnswer {
+pub async fn get_twin<S: AsyncRead + AsyncWrite + Unpin>(
+    d: &mut Device<S>,
+    rid: &str,
+) -> TwinAnswer {
     twin_request(d, hub::twin_get_topic(rid).unwrap(), rid, Vec::new()).await
 }
 
 /// PATCHes the reported properties.
-pub async fn report(d: &mut Device, rid: &str, patch: &Value) -> TwinAnswer {
+pub async fn report<S: AsyncRead + AsyncWrite + Unpin>(
+    d: &mut Device<S>,
+    rid: &str,
+    patch: &Value,
+) -> TwinAnswer {
     twin_request(
         d,
         hub::twin_report_topic(rid).unwrap(),
@@ -182,8 +190,8 @@ pub async fn report(d: &mut Device, rid: &str, patch: &Value) -> TwinAnswer {
 }
 
 /// Publishes telemetry with `properties` at QoS 1 and waits for its PUBACK.
-pub async fn send_telemetry(
-    d: &mut Device,
+pub async fn send_telemetry<S: AsyncRead + AsyncWrite + Unpin>(
+    d: &mut Device<S>,
     device_id: &str,
     properties: &[(&str, &str)],
     body: &[u8],
