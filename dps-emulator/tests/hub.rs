@@ -1051,3 +1051,68 @@ async fn hubs_are_served_over_mqtt_over_websocket_too() {
         BadUserNamePassword
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_reassigned_to_another_hub_is_named_with_its_hub() {
+    let env = start_mqtt(|_| {}).await;
+    let mut e = IndividualEnrollment::new(
+        "moving-dev".into(),
+        AttestationMechanism::symmetric_key(Some(KEY.into())),
+    );
+    e.common.iot_hubs = vec!["hub-a.azure-devices.net".into()];
+    env.emu.enrollments().create_individual(e.clone()).unwrap();
+    let sas = device_sas(&env.emu, "moving-dev", KEY, in_an_hour());
+    let c = client(&env.emu, None);
+    register(
+        &c,
+        &env.emu,
+        "moving-dev",
+        body_reg("moving-dev"),
+        Some(&sas),
+    )
+    .await;
+    e.common.iot_hubs = vec!["hub-b.azure-devices.net".into()];
+    env.emu.enrollments().create_individual(e).unwrap();
+    let done = register(
+        &c,
+        &env.emu,
+        "moving-dev",
+        body_reg("moving-dev"),
+        Some(&sas),
+    )
+    .await;
+    assert_eq!(
+        done.body["registrationState"]["assignedHub"],
+        "hub-b.azure-devices.net"
+    );
+    // Both hubs have the device now (DPS creates it in the new hub; the old hub's identity is
+    // the solution's to remove): the CLI asks which one.
+    let err = cli_fails(&env, &["hub", "messages", "--device", "moving-dev"]);
+    assert!(err.contains("several hubs"), "{err}");
+    let out = cli(
+        &env,
+        &[
+            "hub",
+            "messages",
+            "--device",
+            "moving-dev",
+            "--hub",
+            "hub-b.azure-devices.net",
+            "--json",
+        ],
+    );
+    assert!(out.contains("\"messages\": []"), "{out}");
+    // Each hub verifies tokens for its own scope.
+    for hub in ["hub-a.azure-devices.net", "hub-b.azure-devices.net"] {
+        let sas = hub_sas(hub, "moving-dev", KEY, in_an_hour());
+        let mut d = hub_connect(&env.emu, hub, "moving-dev", Some(&sas), None).await;
+        send_telemetry(&mut d, "moving-dev", &[], hub.as_bytes()).await;
+    }
+    let b = env
+        .emu
+        .hub_registry()
+        .messages("moving-dev", Some("hub-b.azure-devices.net"))
+        .unwrap();
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].body, b"hub-b.azure-devices.net");
+}

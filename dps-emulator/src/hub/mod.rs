@@ -10,9 +10,9 @@
 //!   The enrollment's `initialTwin` desired properties become the twin's desired document.
 //!   A hub device has its own status: disabling the DPS enrollment does not disable it (the
 //!   service's "disenroll" is both steps), `dps-emulator hub disable` does.
-//! - The device API ([`session`]): telemetry stored with its properties, twin GET and
+//! - The device API (`session`): telemetry stored with its properties, twin GET and
 //!   reported patches, cloud-to-device messages and desired-property changes pushed.
-//! - Records ([`store`]): devices, twins, telemetry and pending cloud-to-device messages in
+//! - Records (`store`): devices, twins, telemetry and pending cloud-to-device messages in
 //!   the emulator's database, so they survive a restart and the CLI can reach them.
 
 pub mod identity;
@@ -263,25 +263,18 @@ impl Hubs {
     /// The device `device_id`, in `hub` when given, else in whichever hub has it (an error
     /// when several do).
     pub fn device(&self, device_id: &str, hub: Option<&str>) -> Result<HubDevice, HubError> {
-        let found: Vec<HubDevice> = self
-            .store
-            .hub_devices()?
-            .into_iter()
-            .filter(|d| {
-                d.device_id == device_id && hub.is_none_or(|h| d.hub.eq_ignore_ascii_case(h))
-            })
-            .collect();
-        match found.len() {
-            0 => Err(HubError::DeviceNotFound(device_id.to_string())),
-            1 => Ok(found
-                .into_iter()
-                .next()
-                .ok_or_else(|| HubError::DeviceNotFound(device_id.to_string()))?),
-            _ => Err(HubError::Ambiguous(
+        let mut found = self.store.hub_devices()?.into_iter().filter(|d| {
+            d.device_id == device_id && hub.is_none_or(|h| d.hub.eq_ignore_ascii_case(h))
+        });
+        match (found.next(), found.next()) {
+            (None, _) => Err(HubError::DeviceNotFound(device_id.to_string())),
+            (Some(d), None) => Ok(d),
+            (Some(a), Some(b)) => Err(HubError::Ambiguous(
                 device_id.to_string(),
-                found
-                    .iter()
-                    .map(|d| d.hub.as_str())
+                std::iter::once(a)
+                    .chain(std::iter::once(b))
+                    .chain(found)
+                    .map(|d| d.hub)
                     .collect::<Vec<_>>()
                     .join(", "),
             )),
