@@ -428,3 +428,91 @@ async fn pkcs11_on_softhsm_signs_the_hub_tls_handshake_in_the_token() {
     );
     provision_and_use_the_hub(&env, device, Attestation::X509, "from SoftHSM").await;
 }
+
+/// A TCP relay to `upstream` that, once armed, lets the client's next bytes through (the
+/// PUBLISH, in its TLS record) and then cuts the connection without passing on the answer:
+/// a message the hub stored but whose PUBACK never arrived.
+struct CuttingRelay {
+    addr: SocketAddr,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CuttingRelay {
+    async fn start(upstream: SocketAddr) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let armed = Arc::new(AtomicBool::new(false));
+        let arm = armed.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let cut = Arc::new(AtomicBool::new(false));
+                let (armed, cut_up, cut_down) = (arm.clone(), cut.clone(), cut.clone());
+                let up = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = cr.read(&mut buf).await {
+                        if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        if armed.swap(false, Ordering::SeqCst) {
+                            cut_up.store(true, Ordering::SeqCst);
+                            // Time for the hub to store it; its answer goes nowhere.
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            break;
+                        }
+                    }
+                });
+                let down = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = sr.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        if cut_down.load(Ordering::SeqCst) {
+                            continue;
+                        }
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                // The connection ends when the client's side does (or is cut).
+                tokio::spawn(async move {
+                    let _ = up.await;
+                    down.abort();
+                });
+            }
+        });
+        CuttingRelay { addr, armed }
+    }
+}
+
+#[tokio::test]
+async fn telemetry_without_its_puback_is_sent_again_after_reconnecting() {
+    let env = hub_emulator().await;
+    let (_state, device, _, record) = symmetric_provisioned(&env, "hub-resend-1").await;
+    let relay = CuttingRelay::start(env.emu.mqtt_addr().unwrap()).await;
+    let options = HubOptions {
+        endpoint: Some(relay.addr.to_string()),
+        ..hub_options(&env.emu)
+    };
+    let hub = HubClient::connect(&record, device, options).await.unwrap();
+    hub.send(b"first".to_vec(), &[]).await.expect("PUBACK");
+    relay.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Its PUBACK is lost with the connection: send returns only after the re-send on the next
+    // connection was acknowledged.
+    hub.send(b"second".to_vec(), &[])
+        .await
+        .expect("PUBACK after reconnecting");
+    assert_eq!(hub.connections(), 2);
+    let stored = stored_bodies(&env.emu, "hub-resend-1");
+    // At least once: the hub stored it before the cut and again when it came back (DUP).
+    assert_eq!(stored, ["first", "second", "second"], "{stored:?}");
+    hub.close().await;
+}
