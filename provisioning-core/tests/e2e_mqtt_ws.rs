@@ -1,8 +1,8 @@
 //! hsmkit's DPS client over MQTT carried by a WebSocket (`--transport mqtt-ws`, issue 15), end
 //! to end against the emulator's MQTT over WebSocket listener (`wss://.../$iothub/websocket`,
-//! sub-protocol `mqtt`): symmetric key and dice X.509 (the TLS signature made in the plugin,
-//! as over TLS), TPM refused with the reason, the user's errors, faults, and the record, which
-//! is the one the other transports write.
+//! sub-protocol `mqtt`): symmetric key, dice X.509 and pkcs11 X.509 on SoftHSM2 (the TLS
+//! signature made in the plugin, as over TLS), TPM refused with the reason, the user's errors,
+//! faults, and the record, which is the one the other transports write.
 
 #[path = "support/e2e.rs"]
 mod helpers;
@@ -62,6 +62,28 @@ async fn dice_x509_over_mqtt_ws_with_the_tls_signature_made_in_the_plugin() {
     assert_eq!(r.attestation, Attestation::X509);
     let record = single_record(&env.emu, "ws-dice");
     assert!(record.x509.is_some(), "{record:?}");
+}
+
+#[tokio::test]
+async fn pkcs11_on_softhsm_over_mqtt_ws() {
+    let token = hsmkit_backend_pkcs11::softhsm::create_token("dps-mqtt-ws")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pkcs11 = Pkcs11Token {
+        module: &token.module,
+        uri: token.uri(),
+        pin_file: &token.pin_file,
+    };
+    let out = pkcs11_init(&pkcs11, "pkcs11-ws-device", "SoftHSM");
+    let env = ws_emulator().await;
+    pkcs11_device_registers(
+        &env,
+        &pkcs11,
+        &out,
+        "pkcs11-ws-device",
+        ws_config,
+        "pkcs11 X.509 over MQTT over WebSocket",
+    )
+    .await;
 }
 
 #[tokio::test]
