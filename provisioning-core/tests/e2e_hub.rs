@@ -431,10 +431,14 @@ async fn pkcs11_on_softhsm_signs_the_hub_tls_handshake_in_the_token() {
 
 /// A TCP relay to `upstream` that, once armed, lets the client's next bytes through (the
 /// PUBLISH, in its TLS record) and then cuts the connection without passing on the answer:
-/// a message the hub stored but whose PUBACK never arrived.
+/// a message the hub stored but whose PUBACK never arrived. [`CuttingRelay::stall`] instead
+/// makes the open connections silent black holes (a half-open connection), leaving later ones
+/// alone.
 struct CuttingRelay {
     addr: SocketAddr,
     armed: Arc<std::sync::atomic::AtomicBool>,
+    /// Connections numbered below this pass nothing any more.
+    stalled_below: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl CuttingRelay {
@@ -443,10 +447,16 @@ impl CuttingRelay {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        use std::sync::atomic::AtomicU64;
         let armed = Arc::new(AtomicBool::new(false));
         let arm = armed.clone();
+        let stalled_below = Arc::new(AtomicU64::new(0));
+        let stalled = stalled_below.clone();
+        let numbers = Arc::new(AtomicU64::new(0));
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                let number = numbers.fetch_add(1, Ordering::SeqCst);
+                let (stall_up, stall_down) = (stalled.clone(), stalled.clone());
                 let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
                     continue;
                 };
@@ -457,7 +467,13 @@ impl CuttingRelay {
                 let up = tokio::spawn(async move {
                     let mut buf = vec![0u8; 16 * 1024];
                     while let Ok(n) = cr.read(&mut buf).await {
-                        if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                        if n == 0 {
+                            break;
+                        }
+                        if number < stall_up.load(Ordering::SeqCst) {
+                            continue;
+                        }
+                        if sw.write_all(&buf[..n]).await.is_err() {
                             break;
                         }
                         if armed.swap(false, Ordering::SeqCst) {
@@ -472,9 +488,16 @@ impl CuttingRelay {
                     let mut buf = vec![0u8; 16 * 1024];
                     while let Ok(n) = sr.read(&mut buf).await {
                         if n == 0 {
+                            if number < stall_down.load(Ordering::SeqCst) {
+                                // Half-open: the hub's close does not reach the client
+                                // either (it gives up on the silence itself).
+                                std::future::pending::<()>().await;
+                            }
                             break;
                         }
-                        if cut_down.load(Ordering::SeqCst) {
+                        if cut_down.load(Ordering::SeqCst)
+                            || number < stall_down.load(Ordering::SeqCst)
+                        {
                             continue;
                         }
                         if cw.write_all(&buf[..n]).await.is_err() {
@@ -489,7 +512,18 @@ impl CuttingRelay {
                 });
             }
         });
-        CuttingRelay { addr, armed }
+        CuttingRelay {
+            addr,
+            armed,
+            stalled_below,
+        }
+    }
+
+    /// From now on the connections open so far pass nothing, in either direction, and stay
+    /// open.
+    fn stall(&self, connections_so_far: u64) {
+        self.stalled_below
+            .store(connections_so_far, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -514,5 +548,39 @@ async fn telemetry_without_its_puback_is_sent_again_after_reconnecting() {
     let stored = stored_bodies(&env.emu, "hub-resend-1");
     // At least once: the hub stored it before the cut and again when it came back (DUP).
     assert_eq!(stored, ["first", "second", "second"], "{stored:?}");
+    hub.close().await;
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_found_by_the_keep_alive_and_replaced() {
+    let env = hub_emulator().await;
+    let (_state, device, _, record) = symmetric_provisioned(&env, "hub-stall-1").await;
+    let relay = CuttingRelay::start(env.emu.mqtt_addr().unwrap()).await;
+    let options = HubOptions {
+        endpoint: Some(relay.addr.to_string()),
+        keep_alive: Duration::from_secs(2),
+        ..hub_options(&env.emu)
+    };
+    let hub = HubClient::connect(&record, device, options).await.unwrap();
+    let mut events = hub.events().unwrap();
+    hub.send(b"before".to_vec(), &[]).await.expect("PUBACK");
+    // Half-open: nothing gets through and nothing closes. The unanswered ping (every 1.5 s)
+    // gives it away; the message waits for the next connection.
+    relay.stall(1);
+    let started = std::time::Instant::now();
+    hub.send(b"during".to_vec(), &[])
+        .await
+        .expect("PUBACK after reconnecting");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    match next_event(&mut events).await {
+        HubEvent::Disconnected { reason } => assert!(reason.contains("keep-alive"), "{reason}"),
+        other => panic!("expected the disconnection, got {other:?}"),
+    }
+    assert_eq!(hub.connections(), 2);
+    assert_eq!(stored_bodies(&env.emu, "hub-stall-1"), ["before", "during"]);
     hub.close().await;
 }
