@@ -37,14 +37,6 @@ async fn still_serves(emu: &dps_emulator::RunningEmulator, reg: &str) {
     assert_eq!(done.body["status"], "assigned", "{}", done.body);
 }
 
-fn record_ids(emu: &dps_emulator::RunningEmulator) -> Vec<String> {
-    emu.registration_records()
-        .unwrap()
-        .into_iter()
-        .map(|r| r.registration_id)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn symmetric_individual_and_group_register_and_poll() {
     let env = start_mqtt(|c| c.assignment_delay = Duration::from_millis(100)).await;

@@ -100,14 +100,6 @@ async fn still_serves(emu: &RunningEmulator, reg: &str) {
     assert_eq!(done.body["registrationState"]["deviceId"], reg);
 }
 
-fn record_ids(emu: &RunningEmulator) -> Vec<String> {
-    emu.registration_records()
-        .unwrap()
-        .into_iter()
-        .map(|r| r.registration_id)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn symmetric_and_x509_devices_register_over_the_websocket() {
     let env = ws_emulator(|_| {}).await;

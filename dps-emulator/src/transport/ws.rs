@@ -38,12 +38,11 @@ const HUB_MESSAGE_BYTES: usize = 256 * 1024;
 /// The most bytes a client may send before its upgrade is accepted (the HTTP request).
 pub(crate) const MAX_UPGRADE_REQUEST: usize = 16 * 1024;
 
-/// The MQTT over WebSocket listener: the CONNECT timeout bounds the TLS handshake, and the
-/// upgrade once more.
+/// The MQTT over WebSocket listener: the MQTT listener's settings (the CONNECT timeout bounds
+/// the TLS handshake, and here the upgrade once more).
 pub(crate) const LISTENER: Listener = Listener {
     label: "MQTT-WS ",
-    handshake_timeout: CONNECT_TIMEOUT,
-    nodelay: true,
+    ..mqtt::LISTENER
 };
 
 /// One connection after its TLS handshake (run by [`super::accept_loop`]): the upgrade, then

@@ -26,6 +26,15 @@ pub const API_VERSION: &str = "2019-03-31";
 /// How long a test waits for any one packet before it fails.
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// The registration ids of the emulator's records, in its order.
+pub fn record_ids(emu: &RunningEmulator) -> Vec<String> {
+    emu.registration_records()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.registration_id)
+        .collect()
+}
+
 pub fn mqtt_addr(emu: &RunningEmulator) -> SocketAddr {
     emu.mqtt_addr()
         .expect("the emulator was started with an MQTT listener")
