@@ -30,7 +30,10 @@ pub(crate) async fn run(a: ServeArgs) -> Result<()> {
         println!("mqtt: mqtts://{m}");
     }
     if let Some(w) = running.mqtt_ws_addr() {
-        println!("mqtt over websocket: wss://{w}{}", dps_proto::mqtt::MQTT_WS_PATH);
+        println!(
+            "mqtt over websocket: wss://{w}{}",
+            dps_proto::mqtt::MQTT_WS_PATH
+        );
     }
     println!("id scope: {}", running.id_scope());
     println!("hubs: {}", running.hubs().join(", "));
