@@ -95,6 +95,12 @@ impl Emulator {
         // (TLS SNI = the hub, connecting to this address) finds it in the certificate. They
         // are not service-API host names.
         let hubs: Vec<String> = config.hubs.iter().map(|h| hub_host_name(h)).collect();
+        if let Some(bad) = hubs.iter().find(|h| !is_dns_name(h)) {
+            return Err(EmulatorError::Config(format!(
+                "the hub name `{}` is not a DNS host name (letters, digits and `-` in dot-separated labels)",
+                bad.escape_debug()
+            )));
+        }
         for h in &hubs {
             if !names.iter().any(|n| n.eq_ignore_ascii_case(h)) {
                 names.push(h.clone());
@@ -168,6 +174,22 @@ impl Emulator {
             mqtt_ws_task,
         })
     }
+}
+
+/// Whether `name` is a DNS host name: dot-separated labels of 1-63 letters, digits and `-`
+/// (not at either end), at most 253 bytes. A hub's name goes into the server certificate, the
+/// devices' MQTT user names and their SAS scopes.
+fn is_dns_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// What each MQTT listener's accept loop shares: TLS, the app, the connection caps, shutdown.

@@ -1116,3 +1116,17 @@ async fn a_device_reassigned_to_another_hub_is_named_with_its_hub() {
     assert_eq!(b.len(), 1);
     assert_eq!(b[0].body, b"hub-b.azure-devices.net");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_name_that_is_no_dns_name_is_refused_at_start() {
+    for bad in ["hub a", "hub/a", "-hub", "hub..x", "hübe"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = dps_emulator::EmulatorConfig::new(dir.path().join("state"));
+        cfg.hubs = vec![bad.into()];
+        let err = dps_emulator::Emulator::start(cfg).await.unwrap_err();
+        assert!(
+            err.to_string().contains("not a DNS host name"),
+            "{bad}: {err}"
+        );
+    }
+}
