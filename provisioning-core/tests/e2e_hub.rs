@@ -132,6 +132,7 @@ async fn symmetric_device_sends_telemetry_reads_and_reports_its_twin_and_receive
         .await
         .expect("connected");
     assert_eq!(hub.hub(), record.assigned_hub());
+    assert_eq!(hub.connections(), 1);
     assert_eq!(hub.device_id(), "hub-sym-1");
 
     // Telemetry: stored once acknowledged, with its property bag as sent.

@@ -153,7 +153,8 @@ impl HubClient {
         let (session, renew_at, early) = establish(&target, &credentials, &options).await?;
         let (commands, rx) = mpsc::unbounded_channel();
         let closed = Arc::new(Mutex::new(None));
-        let connections = Arc::new(AtomicU64::new(0));
+        // This one; the driver counts the later ones.
+        let connections = Arc::new(AtomicU64::new(1));
         let operation_timeout = options.operation_timeout;
         let driver = Driver {
             target,
@@ -637,7 +638,6 @@ impl Driver {
     /// After a CONNACK and SUBACK: handle what came early, send what waits, schedule pings.
     async fn connected(&mut self, early: Vec<Packet>) {
         self.epoch += 1;
-        self.connections.fetch_add(1, Ordering::Relaxed);
         self.awaiting_pingresp = false;
         self.ping_at = Instant::now() + self.ping_interval();
         for p in early {
@@ -986,6 +986,7 @@ impl Driver {
         match establish(&self.target, &self.credentials, &self.options).await {
             Ok((session, renew_at, early)) => {
                 tracing::info!(attempt, "reconnected to the IoT hub");
+                self.connections.fetch_add(1, Ordering::Relaxed);
                 self.conn = Conn::Up(Box::new(session));
                 self.renew_at = renew_at;
                 if !std::mem::take(&mut self.renewing) {
