@@ -66,7 +66,9 @@ pub enum HubError {
     Store(#[from] EmulatorError),
 }
 
-/// The identity registry's device status.
+/// The identity registry's device status: an enabled device may connect, a disabled one may
+/// not reach any device-facing endpoint (service documentation "Understand the identity
+/// registry in your IoT hub", device identity properties: `status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum DeviceStatus {
