@@ -297,6 +297,36 @@ fn registry_hub(emulator: &BackgroundEmulator, device_id: &str) -> String {
 }
 
 #[test]
+fn hub_send_over_a_websocket() {
+    let root = tempfile::tempdir().unwrap();
+    let mut config = EmulatorConfig::new(root.path().join("emu"));
+    config.mqtt_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.mqtt_ws_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let emulator = Emulator::start_in_background(config).expect("emulator starts");
+    let d = provisioned(
+        &emulator,
+        root.path(),
+        "symmetric",
+        "symmetric",
+        &["--set", "registration_id=cli-hub-ws"],
+    );
+    let mut args = d.hub_args("send", &["--websocket", "over a websocket"]);
+    let at = args.iter().position(|a| a == "--hub-endpoint").unwrap();
+    args[at + 1] = format!(
+        "wss://127.0.0.1:{}",
+        emulator.mqtt_ws_addr().unwrap().port()
+    );
+    let (ok, _, err) = run_hsmkit(&args);
+    assert!(ok, "{err}");
+    let stored = emulator
+        .hub_registry()
+        .messages(&d.device_id, None)
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].body, b"over a websocket");
+}
+
+#[test]
 fn listen_stops_cleanly_on_ctrl_c() {
     let root = tempfile::tempdir().unwrap();
     let emulator = hub_emulator(root.path());

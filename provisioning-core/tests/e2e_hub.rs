@@ -585,3 +585,68 @@ async fn a_silent_connection_is_found_by_the_keep_alive_and_replaced() {
     assert_eq!(stored_bodies(&env.emu, "hub-stall-1"), ["before", "during"]);
     hub.close().await;
 }
+
+#[tokio::test]
+async fn over_a_websocket_the_same_hub_session_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = EmulatorConfig::new(dir.path().join("emulator"));
+    cfg.hubs = vec!["hub-a".into()];
+    cfg.mqtt_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    cfg.mqtt_ws_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let emu = Emulator::start(cfg).await.expect("emulator starts");
+    let ws = emu.mqtt_ws_addr().expect("WebSocket listener");
+    let env = Env { emu, dir };
+    let ws_options = || HubOptions {
+        endpoint: Some(format!("wss://127.0.0.1:{}", ws.port())),
+        websocket: true,
+        ..hub_options(&env.emu)
+    };
+
+    // Symmetric key (SAS in CONNECT) and dice X.509 (the plugin signs the TLS handshake under
+    // the WebSocket).
+    let (_state, device, _, record) = symmetric_provisioned(&env, "hub-ws-sym").await;
+    let hub = HubClient::connect(&record, device, ws_options())
+        .await
+        .expect("connected over a WebSocket");
+    hub.send(b"over ws".to_vec(), &[("k".into(), "v".into())])
+        .await
+        .expect("PUBACK");
+    assert_eq!(
+        hub.twin().await.unwrap().desired.get("interval"),
+        Some(&json!(5))
+    );
+    hub.close().await;
+    assert_eq!(stored_bodies(&env.emu, "hub-ws-sym"), ["over ws"]);
+
+    let dice_state = tempfile::tempdir().unwrap();
+    let dice = dice_device(dice_state.path(), "hub-ws-dice");
+    enroll_leaf(&env, &dice, "hub-ws-dice");
+    let record = provision(&env, dice.clone(), Attestation::X509, dice_state.path()).await;
+    let hub = HubClient::connect(&record, dice, ws_options())
+        .await
+        .expect("X.509 over a WebSocket");
+    hub.send(b"dice over ws".to_vec(), &[])
+        .await
+        .expect("PUBACK");
+    hub.close().await;
+    assert_eq!(stored_bodies(&env.emu, "hub-ws-dice"), ["dice over ws"]);
+
+    // The MQTT listener is not a WebSocket endpoint: a clear refusal, not a hang.
+    let options = HubOptions {
+        endpoint: Some(format!(
+            "wss://127.0.0.1:{}",
+            env.emu.mqtt_addr().unwrap().port()
+        )),
+        websocket: true,
+        connect_timeout: Duration::from_secs(3),
+        ..hub_options(&env.emu)
+    };
+    let (_s, device, _, record) = symmetric_provisioned(&env, "hub-ws-wrong-port").await;
+    let e = HubClient::connect(&record, device, options)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("WebSocket") || matches!(e, HubError::Timeout { .. }),
+        "{e}"
+    );
+}

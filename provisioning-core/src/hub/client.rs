@@ -112,7 +112,7 @@ impl HubClient {
         let hub = record.assigned_hub().to_string();
         let device_id = record.device_id().to_string();
         let attestation = record.attestation();
-        let (host, port) = connect_target(&hub, options.endpoint.as_deref())?;
+        let (host, port) = connect_target(&hub, options.endpoint.as_deref(), options.websocket)?;
         let username = proto::username(&hub, &device_id, proto::API_VERSION, Some(CLIENT_TYPE))
             .map_err(|e| HubError::Config {
                 reason: format!("the provisioning record's hub or device id is unusable: {e}"),
@@ -144,6 +144,7 @@ impl HubClient {
             tls: Arc::new(tls),
             sign_failure,
             x509: attestation == Attestation::X509,
+            websocket: options.websocket,
         };
         let credentials = Credentials {
             instance,
@@ -1118,6 +1119,7 @@ mod tests {
             tls: Arc::new(client_config_without_identity(roots).unwrap()),
             sign_failure: None,
             x509: false,
+            websocket: false,
         }
     }
 

@@ -7,7 +7,8 @@
 //!   for `{hub}/devices/{deviceId}` signed inside the plugin (symmetric key, TPM identity key),
 //!   renewed before it expires by reconnecting with a fresh one ([`renewal_delay`]); X.509:
 //!   mutual TLS whose handshake signature the plugin makes, no password.
-//! - **Where**: the assigned hub on 8883, or [`HubOptions::endpoint`]; TLS always verifies the
+//! - **Where**: the assigned hub on 8883 (or over a WebSocket on 443,
+//!   [`HubOptions::websocket`]), or [`HubOptions::endpoint`]; TLS always verifies the
 //!   server as the assigned hub's name and sends it as SNI; trust as for DPS (public roots
 //!   and/or an extra CA).
 //! - **What**: telemetry with properties, QoS 1, returned after PUBACK
@@ -32,7 +33,9 @@ mod session;
 pub use client::{HubClient, CLIENT_TYPE};
 pub use dps_proto::hub::Twin;
 pub use error::HubError;
-pub use options::{connect_target, renewal_delay, Backoff, HubOptions, HUB_MQTT_PORT};
+pub use options::{
+    connect_target, renewal_delay, Backoff, HubOptions, HUB_MQTT_PORT, HUB_MQTT_WS_PORT,
+};
 
 /// Something the hub pushed, or a change of the connection, as [`HubClient::events`] gives it.
 #[derive(Clone, Debug, PartialEq)]

@@ -7,6 +7,9 @@ use std::time::Duration;
 /// IoT Hub's MQTT port over TLS.
 pub const HUB_MQTT_PORT: u16 = dps_proto::mqtt::MQTT_TLS_PORT;
 
+/// IoT Hub's port for MQTT over a WebSocket (on TLS).
+pub const HUB_MQTT_WS_PORT: u16 = dps_proto::mqtt::MQTT_WS_PORT;
+
 /// Everything a hub connection needs besides the provisioning record and the plugin.
 #[derive(Clone, Debug)]
 pub struct HubOptions {
@@ -14,6 +17,9 @@ pub struct HubOptions {
     /// still verifies the server as the assigned hub's host name (and sends it as SNI), so an
     /// emulator on `127.0.0.1` is checked exactly as the real hub would be.
     pub endpoint: Option<String>,
+    /// MQTT over a WebSocket on TLS (port 443, path `/$iothub/websocket`, sub-protocol
+    /// `mqtt`), for networks where 8883 is closed; the MQTT session is the same.
+    pub websocket: bool,
     /// Extra CA certificates (PEM) to trust besides the public web roots (an emulator's).
     pub extra_trust_pem: Option<Vec<u8>>,
     /// Trust the public web PKI roots (the real service).
@@ -38,6 +44,7 @@ impl Default for HubOptions {
     fn default() -> Self {
         Self {
             endpoint: None,
+            websocket: false,
             extra_trust_pem: None,
             trust_public_roots: true,
             sas_lifetime: Duration::from_secs(3600),
@@ -119,10 +126,20 @@ impl Backoff {
 }
 
 /// Where the TCP connection goes: `endpoint` when given (`HOST`, `HOST:PORT`,
-/// `mqtts://HOST[:PORT]`), else the hub itself; the port defaults to 8883.
-pub fn connect_target(hub: &str, endpoint: Option<&str>) -> Result<(String, u16), HubError> {
+/// `mqtts://HOST[:PORT]`, or `wss://HOST[:PORT]` over a WebSocket), else the hub itself; the
+/// port defaults to 8883, or 443 over a WebSocket.
+pub fn connect_target(
+    hub: &str,
+    endpoint: Option<&str>,
+    websocket: bool,
+) -> Result<(String, u16), HubError> {
+    let (scheme, default_port) = if websocket {
+        ("wss://", HUB_MQTT_WS_PORT)
+    } else {
+        ("mqtts://", HUB_MQTT_PORT)
+    };
     let Some(e) = endpoint else {
-        return Ok((hub.to_string(), HUB_MQTT_PORT));
+        return Ok((hub.to_string(), default_port));
     };
     let bad = |why: &str| HubError::Config {
         reason: format!(
@@ -131,13 +148,14 @@ pub fn connect_target(hub: &str, endpoint: Option<&str>) -> Result<(String, u16)
         ),
     };
     let t = e.trim();
-    if t.contains("://") && !t.starts_with("mqtts://") {
-        return Err(bad("is a URL for another protocol"));
+    if t.contains("://") && !t.starts_with(scheme) {
+        return Err(bad(if websocket {
+            "is not a wss:// URL (MQTT over WebSocket)"
+        } else {
+            "is a URL for another protocol (wss:// needs the WebSocket option)"
+        }));
     }
-    let rest = t
-        .strip_prefix("mqtts://")
-        .unwrap_or(t)
-        .trim_end_matches('/');
+    let rest = t.strip_prefix(scheme).unwrap_or(t).trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) => {
             let port = p
@@ -147,7 +165,7 @@ pub fn connect_target(hub: &str, endpoint: Option<&str>) -> Result<(String, u16)
                 .ok_or_else(|| bad("has no valid TCP port"))?;
             (h, port)
         }
-        None => (rest, HUB_MQTT_PORT),
+        None => (rest, default_port),
     };
     let ok = !host.is_empty()
         && host
@@ -166,15 +184,15 @@ mod tests {
     #[test]
     fn endpoints() {
         assert_eq!(
-            connect_target("h.azure-devices.net", None).unwrap(),
+            connect_target("h.azure-devices.net", None, false).unwrap(),
             ("h.azure-devices.net".into(), 8883)
         );
         assert_eq!(
-            connect_target("h", Some("127.0.0.1:18883")).unwrap(),
+            connect_target("h", Some("127.0.0.1:18883"), false).unwrap(),
             ("127.0.0.1".into(), 18883)
         );
         assert_eq!(
-            connect_target("h", Some("mqtts://localhost/")).unwrap(),
+            connect_target("h", Some("mqtts://localhost/"), false).unwrap(),
             ("localhost".into(), 8883)
         );
         for bad in [
@@ -186,10 +204,18 @@ mod tests {
             "[::1]:8883",
             "h:70000",
         ] {
-            let e = connect_target("h", Some(bad)).unwrap_err();
+            let e = connect_target("h", Some(bad), false).unwrap_err();
             assert!(matches!(e, HubError::Config { .. }), "{bad}: {e}");
             assert!(e.to_string().contains("HOST[:PORT]"), "{e}");
         }
+        // Over a WebSocket: 443 unless told, wss:// URLs.
+        assert_eq!(connect_target("h", None, true).unwrap(), ("h".into(), 443));
+        assert_eq!(
+            connect_target("h", Some("wss://127.0.0.1:8444"), true).unwrap(),
+            ("127.0.0.1".into(), 8444)
+        );
+        assert!(connect_target("h", Some("wss://h"), false).is_err());
+        assert!(connect_target("h", Some("mqtts://h"), true).is_err());
     }
 
     #[test]

@@ -12,13 +12,12 @@ use super::HubError;
 use crate::dps::tls::SignFailure;
 use crate::dps::transport::{mqtt::is_connect_error, plugin_or_tls_failure, TransportFailure};
 use bytes::BytesMut;
-use rumqttc::tokio_rustls::client::TlsStream;
 use rumqttc::tokio_rustls::TlsConnector;
 use rumqttc::{ConnectReturnCode, Packet};
 use rustls::pki_types::ServerName;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use zeroize::{Zeroize, Zeroizing};
 
@@ -46,18 +45,33 @@ pub(crate) struct Target {
     pub sign_failure: Option<SignFailure>,
     /// Whether the device presents a client certificate.
     pub x509: bool,
+    /// MQTT over a WebSocket on the TLS connection.
+    pub websocket: bool,
 }
 
 impl Target {
-    /// `host:port`, for messages.
+    /// `host:port` (`wss://host:port/$iothub/websocket` over a WebSocket), for messages.
     pub(crate) fn endpoint(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+        if self.websocket {
+            format!(
+                "wss://{}:{}{}",
+                self.host,
+                self.port,
+                dps_proto::mqtt::MQTT_WS_PATH
+            )
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 }
 
+/// The byte stream MQTT runs on: TLS, or a WebSocket on TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// An open, accepted MQTT connection.
 pub(crate) struct Session {
-    stream: TlsStream<TcpStream>,
+    stream: Box<dyn Io>,
     read_buf: BytesMut,
 }
 
@@ -108,10 +122,15 @@ impl Session {
                 target.hub.escape_debug()
             ),
         })?;
-        let stream = TlsConnector::from(target.tls.clone())
+        let tls = TlsConnector::from(target.tls.clone())
             .connect(name, tcp)
             .await
             .map_err(|e| classify_tls(target, &e))?;
+        let stream: Box<dyn Io> = if target.websocket {
+            Box::new(websocket(target, tls).await?)
+        } else {
+            Box::new(tls)
+        };
         let mut session = Session {
             stream,
             read_buf: BytesMut::with_capacity(4096),
@@ -200,6 +219,51 @@ impl Session {
         let _ = self.write(&Packet::Disconnect).await;
         let _ = self.stream.shutdown().await;
     }
+}
+
+/// The WebSocket upgrade on the TLS connection: `GET /$iothub/websocket` for the hub's host
+/// with the `mqtt` sub-protocol, which the server must choose; then its binary messages as a
+/// byte stream.
+async fn websocket<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    target: &Target,
+    tls: S,
+) -> Result<impl Io, HubError> {
+    use async_tungstenite::tungstenite::client::IntoClientRequest;
+    use async_tungstenite::tungstenite::http::HeaderValue;
+    let sub = dps_proto::mqtt::MQTT_WS_SUBPROTOCOL;
+    let url = format!(
+        "wss://{}:{}{}",
+        target.hub,
+        target.port,
+        dps_proto::mqtt::MQTT_WS_PATH
+    );
+    let bad = |detail: String| HubError::Protocol {
+        detail: format!("the WebSocket upgrade at {}: {detail}", target.endpoint()),
+    };
+    let mut request = url.into_client_request().map_err(|e| bad(e.to_string()))?;
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(sub));
+    let (ws, response) = async_tungstenite::tokio::client_async(request, tls)
+        .await
+        .map_err(|e| match e {
+            async_tungstenite::tungstenite::Error::Http(r) => {
+                bad(format!("refused with HTTP {}", r.status()))
+            }
+            other => HubError::ConnectionLost {
+                detail: format!("WebSocket upgrade at {}: {other}", target.endpoint()),
+            },
+        })?;
+    let chosen = response
+        .headers()
+        .get("Sec-WebSocket-Protocol")
+        .and_then(|v| v.to_str().ok());
+    if chosen != Some(sub) {
+        return Err(bad(format!(
+            "the server did not choose the `{sub}` sub-protocol"
+        )));
+    }
+    Ok(ws_stream_tungstenite::WsStream::new(ws))
 }
 
 /// Wipes the password (the SAS token) held in a CONNECT packet once it has been written.
@@ -301,6 +365,7 @@ mod tests {
             tls: Arc::new(crate::dps::tls::client_config_without_identity(roots).unwrap()),
             sign_failure: None,
             x509: false,
+            websocket: false,
         };
         assert_eq!(t.endpoint(), "127.0.0.1:18883");
         let e = refused(&t, ConnectReturnCode::NotAuthorized);

@@ -230,6 +230,11 @@ pub(crate) struct HubCommonArgs {
     /// server as the assigned hub's name. Default: the assigned hub, port 8883.
     #[arg(long, value_name = "HOST[:PORT]")]
     pub hub_endpoint: Option<String>,
+    /// MQTT over a WebSocket on TLS (port 443, path /$iothub/websocket) instead of MQTT on
+    /// port 8883, for networks where only 443 is open; --hub-endpoint then takes
+    /// wss://HOST:PORT too.
+    #[arg(long)]
+    pub websocket: bool,
     /// Extra CA certificate (PEM) to trust; default: provisioning.trust_ca from the config
     /// (the same trust as for DPS).
     #[arg(long, value_name = "PEM")]

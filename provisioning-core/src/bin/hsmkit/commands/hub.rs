@@ -41,6 +41,7 @@ async fn connect(ctx: &Context_, common: &HubCommonArgs) -> Result<HubClient> {
     let instance = ctx.create_instance(&plugin, &plugin_args)?;
     let mut options = HubOptions {
         endpoint: common.hub_endpoint.clone(),
+        websocket: common.websocket,
         sas_lifetime: common.sas_lifetime,
         connect_timeout: Duration::from_secs(common.timeout.max(1)),
         operation_timeout: Duration::from_secs(common.timeout.max(1)),
