@@ -1,7 +1,8 @@
 //! Cold provisioning over MQTT vs over HTTPS (issue 15): process start to "assigned" for
-//! `hsmkit provision --transport mqtt` and `--transport https` with the software plugins MQTT
-//! allows (symmetric key, dice X.509), against one in-process DPS emulator serving both over
-//! TLS, as ratios measured in the same run; and each transport's peak resident memory. Two
+//! `hsmkit provision --transport mqtt`, `--transport mqtt-ws` (MQTT over WebSocket) and
+//! `--transport https` with the software plugins MQTT allows (symmetric key, dice X.509),
+//! against one in-process DPS emulator serving all three over TLS, as ratios against HTTPS
+//! measured in the same run; and each transport's peak resident memory. Two
 //! emulator modes: the register request answered with the final state, and 202 + Retry-After
 //! 1 s (one poll, which both transports honour). Runs alternate between the transports so
 //! that drift in the machine's load hits both alike.
@@ -25,6 +26,9 @@ use support::{
 };
 
 const RUNS: usize = 7;
+
+/// The Python SDK's place in the figures, after hsmkit's https, mqtt and mqtt-ws.
+const PYTHON: usize = 3;
 
 /// The Python SDK's device: its own individual enrollment with this key.
 const PY_REG: &str = "bench-python-symmetric";
@@ -75,16 +79,23 @@ fn main() {
         &["dice", "symmetric"],
         "cargo build --release -p hsmkit-plugin-dice -p hsmkit-plugin-symmetric",
     );
-    let mut rss = [0u64; 3];
+    let mut rss = [0u64; 4];
     for (mode, immediate) in MODES {
         let mqtt_port = SocketAddr::from(([127, 0, 0, 1], 8883));
-        let (mode_root, emulator) = mode_emulator_at(root.path(), immediate, Some(mqtt_port));
+        let (mode_root, emulator) = mode_emulator_at(root.path(), immediate, Some(mqtt_port), true);
         enroll_python_device(&emulator);
         let ca = emulator.ca_cert_path().to_path_buf();
         let https = emulator.endpoint();
         let mqtt = format!(
             "127.0.0.1:{}",
             emulator.mqtt_addr().expect("MQTT listener").port()
+        );
+        let mqtt_ws = format!(
+            "wss://127.0.0.1:{}",
+            emulator
+                .mqtt_ws_addr()
+                .expect("MQTT over WebSocket listener")
+                .port()
         );
         let scope = emulator.id_scope().to_string();
         let python_env = [
@@ -105,12 +116,15 @@ fn main() {
         ] {
             let state = mode_root.join(plugin);
             enroll(&hsmkit, &emulator, &plugins, &state, plugin, &extra);
-            let mut walls = [Vec::new(), Vec::new(), Vec::new()];
+            // https, mqtt, mqtt-ws, then the Python SDK.
+            let mut walls = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
             // One unmeasured run per transport first: the page cache holds the binary and the
             // plugin for every measured run alike.
             for round in 0..=RUNS {
                 for (i, (transport, endpoint)) in
-                    [("https", &https), ("mqtt", &mqtt)].into_iter().enumerate()
+                    [("https", &https), ("mqtt", &mqtt), ("mqtt-ws", &mqtt_ws)]
+                        .into_iter()
+                        .enumerate()
                 {
                     let target = Target {
                         scope: &scope,
@@ -134,16 +148,19 @@ fn main() {
                         });
                     assert_eq!(v["symmetric"]["status"], "assigned", "Python SDK: {v}");
                     if round > 0 {
-                        walls[2].push(run.wall.as_secs_f64() * 1e3);
-                        rss[2] = rss[2].max(run.max_rss_kib);
+                        walls[PYTHON].push(run.wall.as_secs_f64() * 1e3);
+                        rss[PYTHON] = rss[PYTHON].max(run.max_rss_kib);
                     }
                 }
             }
-            let [https_ms, mqtt_ms, python_ms] = walls.map(|w| (!w.is_empty()).then(|| median(w)));
-            let (https_ms, mqtt_ms) = (https_ms.unwrap_or(f64::NAN), mqtt_ms.unwrap_or(f64::NAN));
+            let [https_ms, mqtt_ms, ws_ms, python_ms] =
+                walls.map(|w| (!w.is_empty()).then(|| median(w)));
+            let [https_ms, mqtt_ms, ws_ms] =
+                [https_ms, mqtt_ms, ws_ms].map(|m| m.expect("measured every round"));
             println!(
-                "  {plugin:<10} https {https_ms:8.1} ms   mqtt {mqtt_ms:8.1} ms   ratio mqtt/https {:.3}",
-                mqtt_ms / https_ms
+                "  {plugin:<10} https {https_ms:8.1} ms   mqtt {mqtt_ms:8.1} ms   mqtt-ws {ws_ms:8.1} ms   ratio mqtt/https {:.3}   mqtt-ws/https {:.3}",
+                mqtt_ms / https_ms,
+                ws_ms / https_ms
             );
             if let Some(python_ms) = python_ms {
                 println!(
@@ -156,10 +173,9 @@ fn main() {
         assert_eq!(records.len(), 3, "one record per device: {records:?}");
         emulator.shutdown();
     }
+    let [https, mqtt, ws, python] = rss.map(|kib| kib as f64 / 1024.0);
     println!(
-        "peak RSS: hsmkit provision https {:.1} MiB, mqtt {:.1} MiB; Python SDK (mqtt) {:.1} MiB",
-        rss[0] as f64 / 1024.0,
-        rss[1] as f64 / 1024.0,
-        rss[2] as f64 / 1024.0
+        "peak RSS: hsmkit provision https {https:.1} MiB, mqtt {mqtt:.1} MiB, mqtt-ws {ws:.1} MiB; \
+         Python SDK (mqtt) {python:.1} MiB"
     );
 }

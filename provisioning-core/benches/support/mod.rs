@@ -107,19 +107,22 @@ pub fn plugins_folder(root: &Path, names: &[&str], build: &str) -> PathBuf {
 /// listener on a free loopback port when `mqtt`).
 pub fn mode_emulator(root: &Path, immediate: bool, mqtt: bool) -> (PathBuf, BackgroundEmulator) {
     let at = mqtt.then_some(SocketAddr::from(([127, 0, 0, 1], 0)));
-    mode_emulator_at(root, immediate, at)
+    mode_emulator_at(root, immediate, at, false)
 }
 
-/// [`mode_emulator`] with the MQTT listener, if any, on `mqtt`.
+/// [`mode_emulator`] with the MQTT listener, if any, on `mqtt`, and with `mqtt_ws` an MQTT
+/// over WebSocket listener on a free loopback port.
 pub fn mode_emulator_at(
     root: &Path,
     immediate: bool,
     mqtt: Option<SocketAddr>,
+    mqtt_ws: bool,
 ) -> (PathBuf, BackgroundEmulator) {
     let mode_root = root.join(if immediate { "immediate" } else { "polled" });
     let mut config = EmulatorConfig::new(mode_root.join("emulator"));
     config.complete_registrations_immediately = immediate;
     config.mqtt_listen = mqtt;
+    config.mqtt_ws_listen = mqtt_ws.then_some(SocketAddr::from(([127, 0, 0, 1], 0)));
     let emulator = Emulator::start_in_background(config)
         .unwrap_or_else(|e| panic!("cannot start the emulator (MQTT on {mqtt:?}): {e}"));
     (mode_root, emulator)
