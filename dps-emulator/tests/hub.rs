@@ -1130,3 +1130,38 @@ async fn a_hub_name_that_is_no_dns_name_is_refused_at_start() {
         );
     }
 }
+
+#[test]
+fn each_device_keeps_its_newest_1000_messages_whatever_the_others_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dps_emulator::Store::open(&dir.path().join("db.sqlite3")).unwrap();
+    let hub = "hub-a.azure-devices.net";
+    for i in 0..10 {
+        store
+            .store_telemetry(hub, "quiet", &[], format!("q{i}").as_bytes())
+            .unwrap();
+    }
+    // A chatty device sends more than it may keep, while the quiet one sends now and then.
+    let max = dps_emulator::hub::MAX_STORED_TELEMETRY;
+    for i in 0..max + 5 {
+        store
+            .store_telemetry(hub, "chatty", &[], format!("c{i}").as_bytes())
+            .unwrap();
+        if i % 300 == 0 {
+            store.store_telemetry(hub, "quiet", &[], b"more").unwrap();
+        }
+    }
+    // Stored after more than 1000 messages in all: its own oldest are still its newest 1000.
+    store.store_telemetry(hub, "quiet", &[], b"last").unwrap();
+    let chatty = store.telemetry(hub, "chatty").unwrap();
+    assert_eq!(chatty.len(), max);
+    assert_eq!(chatty[0].body, b"c5");
+    assert_eq!(chatty[max - 1].body, format!("c{}", max + 4).as_bytes());
+    let quiet = store.telemetry(hub, "quiet").unwrap();
+    assert_eq!(
+        quiet.len(),
+        15,
+        "the quiet device lost messages to the chatty one"
+    );
+    assert_eq!(quiet[0].body, b"q0");
+}

@@ -226,11 +226,24 @@ impl Store {
         )
         .map_err(db)?;
         let seq = tx.last_insert_rowid();
-        tx.execute(
-            "DELETE FROM hub_telemetry WHERE hub = ?1 AND device_id = ?2 AND seq <= ?3",
-            params![hub, device_id, seq - MAX_STORED_TELEMETRY as i64],
-        )
-        .map_err(db)?;
+        // Sequence numbers are shared by every device: the device's own oldest kept message
+        // is the bound, not a distance in sequence numbers.
+        let oldest_kept: Option<i64> = tx
+            .query_row(
+                "SELECT seq FROM hub_telemetry WHERE hub = ?1 AND device_id = ?2 \
+                 ORDER BY seq DESC LIMIT 1 OFFSET ?3",
+                params![hub, device_id, MAX_STORED_TELEMETRY as i64 - 1],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        if let Some(oldest) = oldest_kept {
+            tx.execute(
+                "DELETE FROM hub_telemetry WHERE hub = ?1 AND device_id = ?2 AND seq < ?3",
+                params![hub, device_id, oldest],
+            )
+            .map_err(db)?;
+        }
         tx.commit().map_err(db)?;
         Ok(seq)
     }
