@@ -31,10 +31,6 @@ use super::Listener;
 use crate::app_state::{AppState, PeerChain};
 use dps_proto::mqtt::{MQTT_WS_PATH, MQTT_WS_SUBPROTOCOL};
 
-/// IoT Hub's largest device-to-cloud message (service documentation "IoT Hub quotas and
-/// throttling": 256 KB).
-const HUB_MESSAGE_BYTES: usize = 256 * 1024;
-
 /// The most bytes a client may send before its upgrade is accepted (the HTTP request).
 pub(crate) const MAX_UPGRADE_REQUEST: usize = 16 * 1024;
 
@@ -62,7 +58,7 @@ pub(crate) async fn serve(
     let max_packet = app
         .config
         .max_body_bytes
-        .max(HUB_MESSAGE_BYTES)
+        .max(dps_proto::hub::MAX_MESSAGE_BYTES)
         .saturating_add(PACKET_OVERHEAD);
     let config = WebSocketConfig::default()
         .read_buffer_size(16 * 1024)
