@@ -210,6 +210,22 @@ async fn cloud_to_device_messages_from_the_cli_are_delivered_at_qos_1_until_ackn
     assert_eq!(p.payload.as_ref(), b"second");
     d.send(Packet::PubAck(rumqttc::mqttbytes::v4::PubAck::new(p.pkid)))
         .await;
+    // --json names the message.
+    let out = cli(&env, &["hub", "c2d", "--device", &dev, "--json", "fourth"]);
+    let queued: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(queued["deviceId"], dev.as_str());
+    let p = next_publish(&mut d).await;
+    assert_eq!(p.payload.as_ref(), b"fourth");
+    let props = dps_proto::hub::parse_c2d_topic(&dev, &p.topic).unwrap();
+    assert!(
+        props.contains(&(
+            "$.mid".to_string(),
+            queued["messageId"].as_str().unwrap().to_string()
+        )),
+        "{props:?}"
+    );
+    d.send(Packet::PubAck(rumqttc::mqttbytes::v4::PubAck::new(p.pkid)))
+        .await;
     // And through the library handle.
     env.emu
         .hub_registry()

@@ -57,6 +57,9 @@ pub(crate) enum HubCmd {
         properties: Vec<(String, String)>,
         #[command(flatten)]
         state: StateArg,
+        /// Print JSON (`deviceId`, `hub`, `messageId`).
+        #[arg(long)]
+        json: bool,
         /// The message body, or `-` to read it from standard input.
         message: String,
     },
@@ -162,6 +165,7 @@ pub(crate) fn run(a: HubArgs) -> Result<()> {
             device,
             properties,
             state,
+            json,
             message,
         } => {
             let body = body(&message)?;
@@ -180,7 +184,14 @@ pub(crate) fn run(a: HubArgs) -> Result<()> {
                 .find(|(k, _)| k == "$.mid")
                 .map(|(_, v)| v.as_str())
                 .unwrap_or("-");
-            println!("queued for {} in {}: message id {mid}", m.device_id, m.hub);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"deviceId": m.device_id, "hub": m.hub, "messageId": mid})
+                );
+            } else {
+                println!("queued for {} in {}: message id {mid}", m.device_id, m.hub);
+            }
         }
         HubCmd::Twin {
             device,
