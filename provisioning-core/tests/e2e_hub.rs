@@ -320,6 +320,24 @@ async fn refusals_say_what_is_wrong() {
     assert!(matches!(e, HubError::NotAuthorized { .. }), "{e}");
     assert!(e.to_string().contains("disabled"), "{e}");
     drop(device);
+
+    // An X.509 device presenting another chain than the one it was provisioned with.
+    let dice_state = tempfile::tempdir().unwrap();
+    let dice = dice_device(dice_state.path(), "hub-refused-x509");
+    enroll_leaf(&env, &dice, "hub-refused-x509");
+    let record = provision(&env, dice, Attestation::X509, dice_state.path()).await;
+    let other_state = tempfile::tempdir().unwrap();
+    let other = dice_device(other_state.path(), "hub-refused-x509");
+    let e = HubClient::connect(&record, other, hub_options(&env.emu))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            HubError::NotAuthorized { .. } | HubError::ClientCertificateRefused { .. }
+        ),
+        "{e}"
+    );
 }
 
 #[tokio::test]
