@@ -327,7 +327,7 @@ fn hub_send_over_a_websocket() {
 }
 
 #[test]
-fn listen_stops_cleanly_on_ctrl_c() {
+fn listen_prints_desired_changes_and_stops_cleanly_on_ctrl_c() {
     let root = tempfile::tempdir().unwrap();
     let emulator = hub_emulator(root.path());
     let d = provisioned(
@@ -338,7 +338,7 @@ fn listen_stops_cleanly_on_ctrl_c() {
         &["--set", "registration_id=cli-hub-ctrl-c"],
     );
     let mut child = Command::new(env!("CARGO_BIN_EXE_hsmkit"))
-        .args(d.hub_args("listen", &[]))
+        .args(d.hub_args("listen", &["--json"]))
         .env_remove("HSMKIT_CONFIG")
         .env_remove("HSMKIT_PLUGIN_DIR")
         .env_remove("HSMKIT_STATE_DIR")
@@ -355,6 +355,18 @@ fn listen_stops_cleanly_on_ctrl_c() {
         assert!(n > 0, "hsmkit ended before listening: {seen}");
         seen.push_str(&line);
     }
+    // A desired change while it listens: one JSON line.
+    emulator
+        .hub_registry()
+        .update_desired(&d.device_id, None, json!({"interval": 7}))
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let v: Value = serde_json::from_str(line.trim()).expect("a JSON line");
+    assert_eq!(v["type"], "desired", "{v}");
+    assert_eq!(v["patch"]["interval"], 7, "{v}");
+    assert!(v["version"].as_u64().is_some(), "{v}");
     let pid = i32::try_from(child.id()).unwrap();
     // SAFETY: kill(2) on our own child's pid, which has not been waited for yet.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
