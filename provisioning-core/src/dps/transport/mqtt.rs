@@ -373,12 +373,18 @@ fn classify(
         ConnectionError::Io(io) if connecting && is_connect_error(io) => {
             TransportFailure::Connect(detail)
         }
-        // The server answered the WebSocket upgrade with an HTTP error, or without the `mqtt`
-        // sub-protocol: no MQTT endpoint there (counted like a refused connection).
-        ConnectionError::Websocket(WsError::Http(response)) => TransportFailure::Connect(format!(
-            "the WebSocket upgrade was refused with HTTP {}",
-            response.status()
-        )),
+        // The server answered the WebSocket upgrade with an HTTP error: a server error (or
+        // 429) is worth retrying; any other, like an upgrade without the `mqtt` sub-protocol,
+        // means no MQTT endpoint there (counted like a refused connection).
+        ConnectionError::Websocket(WsError::Http(response)) => {
+            let status = response.status();
+            let what = format!("the WebSocket upgrade was refused with HTTP {status}");
+            if status.is_server_error() || status.as_u16() == 429 {
+                TransportFailure::Transient(what)
+            } else {
+                TransportFailure::Connect(what)
+            }
+        }
         ConnectionError::ResponseValidation(_) => TransportFailure::Connect(format!(
             "the server accepted the WebSocket without the `{}` sub-protocol ({detail})",
             topics::MQTT_WS_SUBPROTOCOL
@@ -494,6 +500,34 @@ mod tests {
         assert!(tls("h:x").is_err());
         assert!(tls("h/p").is_err());
         assert!(tls("[::1]:8883").is_err());
+    }
+
+    #[test]
+    fn refused_websocket_upgrades_are_sorted_by_status() {
+        use async_tungstenite::tungstenite::http::Response;
+        let refused = |status: u16| {
+            let response = Response::builder()
+                .status(status)
+                .body(None)
+                .expect("a response");
+            let e = ConnectionError::Websocket(WsError::Http(response));
+            classify(&None, Duration::from_secs(1), &e, true)
+        };
+        for status in [400, 404] {
+            match refused(status) {
+                TransportFailure::Connect(what) => assert!(
+                    what.contains(&format!("refused with HTTP {status}")),
+                    "{what}"
+                ),
+                other => panic!("{status}: {other:?}"),
+            }
+        }
+        for status in [429, 500, 503] {
+            assert!(
+                matches!(refused(status), TransportFailure::Transient(_)),
+                "{status}"
+            );
+        }
     }
 
     #[test]
