@@ -1181,3 +1181,98 @@ fn each_device_keeps_its_newest_1000_messages_whatever_the_others_send() {
     );
     assert_eq!(quiet[0].body, b"q0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_messages_are_marked_and_a_will_is_sent_only_on_an_abnormal_close() {
+    use rumqttc::mqttbytes::v4::LastWill;
+    let env = start_mqtt(|_| {}).await;
+    let (hub, dev) = provision_symmetric(&env, "will-dev", json!({})).await;
+    let sas = hub_sas(&hub, &dev, KEY, in_an_hour());
+    let events = |props: &[(&str, &str)]| dps_proto::hub::telemetry_topic(&dev, props).unwrap();
+    let props_of = |body: &[u8]| {
+        env.emu
+            .hub_registry()
+            .messages(&dev, None)
+            .unwrap()
+            .into_iter()
+            .find(|m| m.body == body)
+            .map(|m| m.properties)
+    };
+
+    // RETAIN: not retained, marked with mqtt-retain (service documentation, "Sending
+    // device-to-cloud messages").
+    let mut d = hub_connect(&env.emu, &hub, &dev, Some(&sas), None).await;
+    let mut p = rumqttc::mqttbytes::v4::Publish::new(
+        events(&[("k", "v")]),
+        QoS::AtLeastOnce,
+        b"kept?".to_vec(),
+    );
+    p.retain = true;
+    p.pkid = 1;
+    d.send(Packet::Publish(p)).await;
+    assert!(matches!(d.recv().await, Some(Packet::PubAck(_))));
+    assert_eq!(
+        props_of(b"kept?").unwrap(),
+        [
+            ("k".to_string(), "v".to_string()),
+            ("mqtt-retain".to_string(), "true".to_string())
+        ]
+    );
+    drop(d);
+
+    // A Will on the telemetry topic: sent as telemetry with iothub-MessageType=Will when the
+    // connection breaks, not after a DISCONNECT.
+    let with_will = |body: &'static [u8]| {
+        let mut c = hub_connect_packet(&hub, &dev, Some(&sas));
+        c.last_will = Some(LastWill::new(
+            events(&[("w", "1")]),
+            body.to_vec(),
+            QoS::AtLeastOnce,
+            false,
+        ));
+        c
+    };
+    let (mut d, code) = hub_connect_with(&env.emu, &hub, None, with_will(b"orderly")).await;
+    assert_eq!(code, rumqttc::mqttbytes::v4::ConnectReturnCode::Success);
+    let asked = std::time::Instant::now();
+    d.send(Packet::Disconnect).await;
+    assert!(d.closed_by_emulator().await);
+    // Closed at once, not after the writer's 5 s grace (the session's tasks hold senders).
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+    let (d, _) = hub_connect_with(&env.emu, &hub, None, with_will(b"broken")).await;
+    drop(d); // the TCP connection just ends
+    let mut will = None;
+    for _ in 0..100 {
+        will = props_of(b"broken");
+        if will.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        will.expect("the Will was stored"),
+        [
+            ("w".to_string(), "1".to_string()),
+            ("iothub-MessageType".to_string(), "Will".to_string())
+        ]
+    );
+    assert_eq!(props_of(b"orderly"), None, "a Will after DISCONNECT");
+    // A Will on another topic is ignored; the device still connects.
+    let mut c = hub_connect_packet(&hub, &dev, Some(&sas));
+    c.last_will = Some(LastWill::new(
+        "elsewhere/x",
+        b"nope".to_vec(),
+        QoS::AtMostOnce,
+        false,
+    ));
+    let (d, code) = hub_connect_with(&env.emu, &hub, None, c).await;
+    assert_eq!(code, rumqttc::mqttbytes::v4::ConnectReturnCode::Success);
+    drop(d);
+    let mut d = hub_connect(&env.emu, &hub, &dev, Some(&sas), None).await;
+    send_telemetry(&mut d, &dev, &[], b"after").await;
+    assert_eq!(props_of(b"nope"), None);
+}

@@ -13,7 +13,10 @@
 //!   the hub, not the session, and are delivered when the device subscribes again.
 //! - PUBLISH (QoS 0 or 1) to the device's own telemetry topic: stored with its property bag
 //!   (at most 256 KiB of body, the service's message size); the PUBACK is sent once it is on
-//!   disk. Twin GET (`$iothub/twin/GET/?$rid=`) is answered `200` with `{"desired",
+//!   disk. A message with the RETAIN flag is not retained: it gets the application property
+//!   `mqtt-retain` = `true`, as the service documents. A Will message (CONNECT) on the
+//!   device's telemetry topic is stored as telemetry with `iothub-MessageType` = `Will` when
+//!   the connection ends without a DISCONNECT; a Will on another topic is ignored. Twin GET (`$iothub/twin/GET/?$rid=`) is answered `200` with `{"desired",
 //!   "reported"}`, a reported patch (`$iothub/twin/PATCH/properties/reported/?$rid=`) merged
 //!   (`null` deletes) and answered `204` with the new `$version`, a refused patch `400`; answers
 //!   go to a device subscribed to `$iothub/twin/res/#`.
@@ -124,6 +127,21 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         .map(|l| l.password.clone())
         .unwrap_or_default();
     let chain = conn.chain.clone();
+    let will = conn.connect.last_will.clone().and_then(|w| {
+        match rules::parse_telemetry_topic(&user.device_id, &w.topic) {
+            Ok(mut properties) if w.message.len() <= MAX_MESSAGE_BYTES => {
+                if w.retain {
+                    properties.push(retain_property());
+                }
+                properties.push(("iothub-MessageType".into(), "Will".into()));
+                Some((properties, w.message))
+            }
+            _ => {
+                tracing::debug!(device_id = %user.device_id, "Will message ignored: not on the device's telemetry topic");
+                None
+            }
+        }
+    });
     let store = app.store.clone();
     let (h, d) = (hub.clone(), device_id.clone());
     let checked = tokio::task::spawn_blocking(move || -> Result<HubDevice, String> {
@@ -175,6 +193,16 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     let why = open.run(&app, &mut session).await;
     delivery.abort();
     app.hub_sessions.end(&key, session_id);
+    if let (Some((properties, message)), false) = (will, matches!(why, Close::Disconnect)) {
+        // The connection ended without a DISCONNECT: the Will is sent (MQTT 3.1.1, 3.1.2.5).
+        let store = app.store.clone();
+        let (hub, dev) = key;
+        if let Err(e) =
+            blocking(move || store.store_telemetry(&hub, &dev, &properties, &message)).await
+        {
+            tracing::warn!(error = %e, "storing a Will message failed");
+        }
+    }
     why
 }
 
@@ -223,6 +251,12 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| HubError::Invalid(format!("a worker task failed: {e}")))?
+}
+
+/// The property the service adds to a message published with the RETAIN flag (it does not
+/// retain it).
+fn retain_property() -> (String, String) {
+    ("mqtt-retain".into(), "true".into())
 }
 
 fn granted(q: QoS) -> QoS {
@@ -497,7 +531,12 @@ impl Service for HubSession {
                     return self.twin_request(request, p.payload).await;
                 }
                 match rules::parse_telemetry_topic(&self.device_id, &p.topic) {
-                    Ok(properties) => self.telemetry(&p, properties).await,
+                    Ok(mut properties) => {
+                        if p.retain {
+                            properties.push(retain_property());
+                        }
+                        self.telemetry(&p, properties).await
+                    }
                     Err(_) => Err(Close::UnsupportedTopic),
                 }
             }

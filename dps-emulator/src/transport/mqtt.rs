@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
@@ -173,10 +173,30 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     }
 }
 
-/// Writes packets in order until the channel closes, then shuts the stream down.
-async fn writer<W: AsyncWrite + Unpin>(mut io: W, mut rx: mpsc::Receiver<Packet>) {
+/// Writes packets in order until the channel closes or `finish` fires (then what is queued is
+/// still written), then shuts the stream down. `finish` is needed because the service's tasks
+/// may hold senders for as long as the connection lives.
+async fn writer<W: AsyncWrite + Unpin>(
+    mut io: W,
+    mut rx: mpsc::Receiver<Packet>,
+    mut finish: oneshot::Receiver<()>,
+) {
     let mut buf = BytesMut::new();
-    while let Some(packet) = rx.recv().await {
+    let mut finishing = false;
+    loop {
+        let next = if finishing {
+            rx.try_recv().ok()
+        } else {
+            tokio::select! {
+                biased;
+                p = rx.recv() => p,
+                _ = &mut finish => {
+                    finishing = true;
+                    rx.try_recv().ok()
+                }
+            }
+        };
+        let Some(packet) = next else { break };
         buf.clear();
         if packet.write(&mut buf, usize::MAX).is_err() {
             break;
@@ -225,12 +245,14 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connected<S> {
             k => k.min(MAX_KEEP_ALIVE),
         };
         let (tx, rx) = mpsc::channel::<Packet>(MAX_IN_FLIGHT * 2 + 8);
-        let writer_task = tokio::spawn(writer(self.wr, rx));
+        let (finish, finish_rx) = oneshot::channel();
+        let writer_task = tokio::spawn(writer(self.wr, rx, finish_rx));
         Ok(Open {
             reader: self.reader,
             idle: Duration::from_millis(u64::from(keep_alive) * 1500),
             tx,
             writer_task,
+            finish,
             kill: Arc::new(Notify::new()),
             replaced: Arc::new(Notify::new()),
             stop: self.stop,
@@ -245,6 +267,8 @@ pub(crate) struct Open<S> {
     /// Packets to send, in order.
     pub(crate) tx: mpsc::Sender<Packet>,
     writer_task: JoinHandle<()>,
+    /// Tells the writer to write what is queued and end.
+    finish: oneshot::Sender<()>,
     /// Notified to close the connection from a task the service spawned (a fault).
     pub(crate) kill: Arc<Notify>,
     /// Notified when a new connection of the same client takes over (MQTT 3.1.1, 3.1.4-2:
@@ -311,6 +335,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Open<S> {
         match why {
             // A clean end: what was already queued is still written.
             Close::Disconnect => {
+                let _ = self.finish.send(());
                 let _ = tokio::time::timeout(Duration::from_secs(5), self.writer_task).await;
             }
             _ => self.writer_task.abort(),
