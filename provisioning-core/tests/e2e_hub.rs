@@ -300,6 +300,22 @@ async fn refusals_say_what_is_wrong() {
     assert!(matches!(e, HubError::TlsTrust { .. }), "{e}");
     assert!(e.to_string().contains(record.assigned_hub()), "{e}");
 
+    // The wrong hub: another of the emulator's hubs, which has no such device.
+    let mut elsewhere = record.clone();
+    elsewhere.result.assigned_hub = env
+        .emu
+        .hubs()
+        .iter()
+        .find(|h| *h != record.assigned_hub())
+        .expect("a second hub")
+        .clone();
+    let e = HubClient::connect(&elsewhere, device.clone(), hub_options(&env.emu))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, HubError::NotAuthorized { .. }), "{e}");
+    assert!(e.to_string().contains(elsewhere.assigned_hub()), "{e}");
+    assert!(e.to_string().contains("unknown to this hub"), "{e}");
+
     // A forged token: the device's key replaced by another one.
     let forger = symmetric_device(state.path(), "hub-refused-1", &[7u8; 32]);
     let e = HubClient::connect(&record, forger, hub_options(&env.emu))
