@@ -6,7 +6,8 @@ use std::path::PathBuf;
 /// Prove a device's identity to Azure IoT Hub DPS with whatever secure hardware it has.
 ///
 /// The HSM is a plugin (a shared library) picked by name: dice, tpm-sim, tpm2, pkcs11,
-/// symmetric, or a vendor's. Settings come from a TOML file (--config or HSMKIT_CONFIG),
+/// symmetric, or a vendor's. Settings come from a TOML file (--config, else HSMKIT_CONFIG,
+/// else /etc/hsmkit/config.toml when it exists),
 /// and every plugin setting can also be given with --set key=value.
 #[derive(Debug, Parser)]
 #[command(
@@ -34,7 +35,9 @@ pub(crate) struct Cli {
 /// Options every command takes.
 #[derive(Debug, Args)]
 pub(crate) struct GlobalArgs {
-    /// Configuration file (TOML). See hsmkit.example.toml.
+    /// Configuration file (TOML), first of: --config, HSMKIT_CONFIG, /etc/hsmkit/config.toml
+    /// if it exists. See hsmkit.example.toml and `hsmkit config new`; `hsmkit check` and -v
+    /// say which one was used.
     #[arg(long, global = true, env = "HSMKIT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Folder holding plugins (overrides the config and the defaults).

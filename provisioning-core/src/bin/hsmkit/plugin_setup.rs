@@ -3,10 +3,11 @@
 use crate::cli::{GlobalArgs, PluginArgs};
 use crate::config::ConfigFile;
 use anyhow::{anyhow, bail, Context, Result};
+use provisioning_core::config::{CONFIG_ENV, DEFAULT_CONFIG_PATH};
 use provisioning_core::dps::Attestation;
 use provisioning_core::plugin::{LoadedPlugin, PluginInstance, PluginSearchPath};
 use provisioning_core::state_dir::{default_state_dir, prepare_state_dir};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Everything resolved from flags, environment and config.
@@ -18,7 +19,25 @@ pub(crate) struct Context_ {
 
 impl Context_ {
     pub(crate) fn new(global: &GlobalArgs) -> Result<Self> {
-        let config = ConfigFile::load(global.config.as_deref())?;
+        // clap merges --config and HSMKIT_CONFIG into one value; the variable holding that
+        // same value means it came from there (or both say the same, which is the same file).
+        let from_env = global
+            .config
+            .as_deref()
+            .is_some_and(|p| std::env::var_os(CONFIG_ENV).is_some_and(|v| Path::new(&v) == p));
+        let config = ConfigFile::load_chosen(
+            global.config.as_deref(),
+            from_env,
+            Path::new(DEFAULT_CONFIG_PATH),
+        )?;
+        tracing::info!(
+            "config: {} ({})",
+            config
+                .path
+                .as_deref()
+                .map_or("none".into(), |p| p.display().to_string()),
+            config.source.as_str()
+        );
         let search =
             PluginSearchPath::resolve(global.plugin_dir.as_deref(), config.plugin_dir.as_deref());
         let state_dir = global
@@ -53,6 +72,13 @@ impl Context_ {
         args: &PluginArgs,
     ) -> Result<Arc<PluginInstance>> {
         prepare_state_dir(&self.state_dir)?;
+        if let (Some(path), Some(declared)) = (
+            self.config.path.as_deref(),
+            plugin.metadata().settings.as_deref(),
+        ) {
+            let names: Vec<&str> = declared.iter().map(|s| s.name.as_str()).collect();
+            self.config.check_plugin_keys(path, plugin.name(), &names)?;
+        }
         let mut settings = self.config.plugin_settings(plugin.name());
         settings.extend(args.settings.iter().cloned());
         if !settings.iter().any(|(k, _)| k == "state_dir") {
