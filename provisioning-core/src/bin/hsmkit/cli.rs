@@ -161,7 +161,7 @@ pub(crate) struct ProvisionArgs {
     pub endpoint: Option<String>,
     /// How to talk to DPS: https (default, port 443), mqtt (MQTT over TLS, port 8883; X.509
     /// and symmetric key only, DPS offers TPM over HTTPS) or mqtt-ws (the same MQTT over a
-    /// WebSocket on TLS, port 443; endpoint host[:port] or wss://host[:port]).
+    /// WebSocket on TLS, port 443; endpoint host, host:port, wss://host or wss://host:port).
     #[arg(long, value_name = "https|mqtt|mqtt-ws")]
     pub transport: Option<String>,
     /// Extra CA certificate (PEM) to trust, e.g. the DPS emulator's dev CA.
