@@ -90,6 +90,8 @@ pub struct ConfigFile {
 #[derive(Debug, Default, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct ProvisioningSection {
+    /// `tpm`, `x509` or `symmetricKey` (`--attestation`), when the plugin offers several.
+    pub attestation: Option<String>,
     /// DPS host (default global.azure-devices-provisioning.net).
     pub endpoint: Option<String>,
     /// `https` (default), `mqtt` or `mqtt-ws` (see `provisioning_core::dps::Transport`).

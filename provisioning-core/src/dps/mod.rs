@@ -17,6 +17,7 @@ mod config;
 mod credentials;
 mod error;
 mod model;
+pub mod probe;
 mod retry;
 pub mod sas;
 pub(crate) mod tls;

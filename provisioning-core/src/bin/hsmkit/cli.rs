@@ -82,6 +82,12 @@ pub(crate) enum Command {
     /// (HTTPS, or MQTT with --transport mqtt).
     #[cfg(feature = "demo")]
     Demo(DemoArgs),
+    /// Write a configuration file (`config new`).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Check the configuration, the plugin, the state folder, the DPS connection and the clock;
+    /// each finding with a fix hint. Exits 1 when a check failed.
+    Check(CheckArgs),
     /// Set up a PKCS#11 token for this device (runs `hsmkit-pkcs11`: init, import-hmac).
     ///
     /// Example: hsmkit pkcs11 init --module /usr/lib/softhsm/libsofthsm2.so
@@ -92,6 +98,45 @@ pub(crate) enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
         args: Vec<String>,
     },
+}
+
+/// `hsmkit config ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Write a commented config for one attestation and plugin.
+    ///
+    /// Example: hsmkit config new --attestation tpm --plugin tpm2 --id-scope 0ne0012345
+    New(ConfigNewArgs),
+}
+
+/// `hsmkit config new`
+#[derive(Debug, Args)]
+pub(crate) struct ConfigNewArgs {
+    /// tpm, x509 or symmetric-key (symmetricKey).
+    #[arg(long, value_name = "KIND")]
+    pub attestation: String,
+    /// Plugin name or path.
+    #[arg(long, short = 'p', value_name = "NAME|PATH")]
+    pub plugin: String,
+    /// The DPS id scope; left as a commented example when not given.
+    #[arg(long, value_name = "SCOPE")]
+    pub id_scope: Option<String>,
+    /// Where to write (mode 0644); `-` for stdout. Default /etc/hsmkit/config.toml.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Replace an existing file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `hsmkit check`
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    #[command(flatten)]
+    pub plugin: PluginArgs,
+    /// Machine-readable output: {"checks": [{"id", "status", "message", "hint"}], "failed": N}.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `hsmkit plugins ...`

@@ -20,7 +20,12 @@ pub(super) type EnrollmentInfo = EnrollmentFile;
 
 pub(super) fn run(ctx: &Context_, args: &EnrollInfoArgs) -> Result<ExitCode> {
     let plugin = ctx.load_plugin(&args.plugin)?;
-    let kind = choose_attestation(&plugin, args.attestation.as_deref())?;
+    let kind = choose_attestation(
+        &plugin,
+        args.attestation
+            .as_deref()
+            .or(ctx.config.provisioning.attestation.as_deref()),
+    )?;
     let instance = ctx.create_instance(&plugin, &args.plugin)?;
     let info = collect(&instance, kind, args.group_key.as_deref())?;
     if let Some(dir) = &args.out {

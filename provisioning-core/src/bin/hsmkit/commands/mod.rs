@@ -1,5 +1,7 @@
 //! One module per command.
 
+mod check;
+mod config_new;
 #[cfg(feature = "demo")]
 mod demo;
 mod enroll_info;
@@ -9,12 +11,16 @@ mod pkcs11;
 mod plugins;
 mod provision;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, ConfigCommand};
 use crate::plugin_setup::Context_;
 use anyhow::Result;
 use std::process::ExitCode;
 
 pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
+    // `check` reports an unusable config as one of its findings, so it makes its own context.
+    if let Command::Check(args) = &cli.command {
+        return check::run(&cli.global, args);
+    }
     let ctx = Context_::new(&cli.global)?;
     match cli.command {
         Command::Plugins(cmd) => plugins::run(&ctx, cmd),
@@ -24,6 +30,8 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Hub(cmd) => hub::run(&ctx, cmd),
         #[cfg(feature = "demo")]
         Command::Demo(args) => demo::run(&ctx, &args),
+        Command::Config(ConfigCommand::New(args)) => config_new::run(&ctx, &args),
+        Command::Check(_) => unreachable!("handled above"),
         Command::Pkcs11 { args } => pkcs11::run(&args),
     }
 }

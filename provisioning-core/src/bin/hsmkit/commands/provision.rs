@@ -116,7 +116,12 @@ pub(super) fn run(ctx: &Context_, args: &ProvisionArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let config = client_config(args, &ctx.config.provisioning)?;
     let plugin = ctx.load_plugin(&args.plugin)?;
-    let attestation = choose_attestation(&plugin, args.attestation.as_deref())?;
+    let attestation = choose_attestation(
+        &plugin,
+        args.attestation
+            .as_deref()
+            .or(ctx.config.provisioning.attestation.as_deref()),
+    )?;
     let instance = ctx.create_instance(&plugin, &args.plugin)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
