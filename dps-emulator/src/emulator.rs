@@ -119,13 +119,15 @@ impl Emulator {
         let tls_config = tls::server_config(&server, &ca, &[b"http/1.1"])?;
         let mqtt_tls_config = tls::server_config(&server, &ca, &[])?;
         let (hub_changes, _) = watch::channel(0u64);
+        // TPM challenges outlive a restart (kept in the database).
+        let tpm = Challenges::persistent(store.clone())?;
         let app = Arc::new(AppState {
             config,
             hubs,
             store,
             faults: Faults::default(),
             service_key_b64: service_key,
-            tpm: Challenges::default(),
+            tpm,
             host_names,
             port: addr.port(),
             hub_changes,

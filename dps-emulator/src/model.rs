@@ -159,6 +159,10 @@ pub struct EnrollmentCommon {
     /// Legacy single-hub field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iot_hub_host_name: Option<String>,
+    /// What a registration after the first one does ("reprovisionPolicy"); absent: both
+    /// true, the service's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reprovision_policy: Option<ReprovisionPolicy>,
     /// Opaque version tag, changed on every write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
@@ -168,9 +172,39 @@ pub struct EnrollmentCommon {
     /// Set by the service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_updated_date_time_utc: Option<String>,
-    /// Passed through untouched (reprovisionPolicy, capabilities, customAllocationDefinition...).
+    /// Passed through untouched (capabilities, customAllocationDefinition...).
     #[serde(flatten)]
     pub other: serde_json::Map<String, Value>,
+}
+
+/// The reprovisioning policy of an enrollment, as "IoT Hub Device reprovisioning concepts"
+/// (https://learn.microsoft.com/azure/iot-dps/concepts-device-reprovision) and the service
+/// API's `ReprovisionPolicy` describe it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReprovisionPolicy {
+    /// true (default): a registration after the first evaluates the hub assignment again and
+    /// may move the device; false: the device stays on its current hub.
+    #[serde(default = "default_true")]
+    pub update_hub_assignment: bool,
+    /// true (default): a device moved to another hub takes its data along (substatus
+    /// `deviceDataMigrated`); false: it starts from the enrollment's initial state there
+    /// (`deviceDataReset`).
+    #[serde(default = "default_true")]
+    pub migrate_device_data: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for ReprovisionPolicy {
+    fn default() -> Self {
+        Self {
+            update_hub_assignment: true,
+            migrate_device_data: true,
+        }
+    }
 }
 
 /// An individual enrollment (service API `enrollments/{id}`).

@@ -28,6 +28,10 @@ pub mod substatus {
     pub const INITIAL_ASSIGNMENT: &str = "initialAssignment";
     /// Assigned to another hub than before; the device's data moved there.
     pub const DEVICE_DATA_MIGRATED: &str = "deviceDataMigrated";
+    /// Assigned to another hub than before; its data there is the enrollment's initial state.
+    pub const DEVICE_DATA_RESET: &str = "deviceDataReset";
+    /// Assigned again to a hub it was assigned to before.
+    pub const REPROVISIONED_TO_INITIAL_ASSIGNMENT: &str = "reprovisionedToInitialAssignment";
 }
 
 /// The TPM part of a register request (and of a TPM enrollment): base64 of the marshalled

@@ -11,7 +11,7 @@ use hyper::{Request, StatusCode};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-use super::http::{json_response, parse_json, read_body, ApiError, DeviceAnswer, Resp};
+use super::http::{self, json_response, parse_json, read_body, ApiError, DeviceAnswer, Resp};
 use super::{blocking, check_api_version};
 use crate::alloc::allocate;
 use crate::app_state::{AppState, PeerChain};
@@ -159,7 +159,11 @@ fn outcome(app: &AppState, r: &DeviceRequest, auth: &Authenticated) -> Registrat
         error_message: None,
         last_updated_date_time_utc: now,
         etag: crate::timeutil::random_hex(8),
-        payload: r.body.payload.clone(),
+        // The request's payload is for a custom allocation webhook; the service answers with
+        // a payload only when such a webhook returned one ("Use device payloads in custom
+        // allocation", https://learn.microsoft.com/azure/iot-dps/concepts-custom-allocation),
+        // never with the device's own echoed back.
+        payload: None,
         tpm: None,
         x509: None,
         symmetric_key: None,
@@ -199,7 +203,26 @@ fn outcome(app: &AppState, r: &DeviceRequest, auth: &Authenticated) -> Registrat
         state.status = status::DISABLED.into();
         return state;
     }
-    match allocate(common, &reg, &app.hubs) {
+    let policy = common.reprovision_policy.unwrap_or_default();
+    // updateHubAssignment false: "the device will stay assigned to its current IoT hub"
+    // (https://learn.microsoft.com/azure/iot-dps/concepts-device-reprovision), when it has
+    // one this emulator still serves.
+    let current_hub = if policy.update_hub_assignment {
+        None
+    } else {
+        app.store
+            .registration(&reg)
+            .ok()
+            .flatten()
+            .filter(|prev| prev.status == status::ASSIGNED)
+            .and_then(|prev| prev.assigned_hub)
+            .filter(|h| app.hubs.contains(h))
+    };
+    let allocated = match current_hub {
+        Some(h) => Ok(h),
+        None => allocate(common, &reg, &app.hubs),
+    };
+    match allocated {
         Ok(hub) => {
             state.status = status::ASSIGNED.into();
             state.substatus = Some(substatus::INITIAL_ASSIGNMENT.into());
@@ -225,8 +248,45 @@ pub(crate) async fn register(
 ) -> Result<Resp, ApiError> {
     check_api_version(&req, DEVICE_API_VERSIONS)?;
     check_path(&app, scope, reg)?;
+    let api_version = http::query_param(req.uri().query(), "api-version");
     let r = parse_request(&app, chain, req, reg, true).await?;
-    Ok(register_request(app, r).await?.into_response())
+    let answer = register_request(app, r).await?;
+    Ok(with_location(answer, scope, reg, api_version.as_deref()).into_response())
+}
+
+/// Adds the `Location` header a `202 Accepted` carries on HTTPS: the documented "Register
+/// Device" and "Operation Status Lookup" 202 answers list the headers `Location: string` and
+/// `retry-after: integer`
+/// (https://learn.microsoft.com/rest/api/iot-dps/device/runtime-registration/register-device).
+/// The documentation does not spell out its value; here it is the operation's status URL
+/// ("Operation Status Lookup": `/{idScope}/registrations/{registrationId}/operations/
+/// {operationId}?api-version=...`, the request's api-version), as a path on this host.
+fn with_location(
+    mut answer: DeviceAnswer,
+    scope: &str,
+    reg: &str,
+    api_version: Option<&str>,
+) -> DeviceAnswer {
+    if answer.status != StatusCode::ACCEPTED {
+        return answer;
+    }
+    if let (Some(op), Some(v)) = (answer.body["operationId"].as_str(), api_version) {
+        // RFC 3986 unreserved characters stay as they are (ids are made of them).
+        const PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'.')
+            .remove(b'_')
+            .remove(b'~');
+        let enc = |s: &str| percent_encoding::utf8_percent_encode(s, PATH).to_string();
+        answer.location = Some(format!(
+            "/{}/registrations/{}/operations/{}?api-version={}",
+            enc(scope),
+            enc(reg),
+            enc(op),
+            enc(v)
+        ));
+    }
+    answer
 }
 
 /// Registers a device, whichever transport carried the request: authenticates it, decides the
@@ -243,7 +303,14 @@ pub(crate) async fn register_request(
         let ready = unix_now_ms() + app2.config.assignment_delay.as_millis() as i64;
         // The hub device first: a device told "assigned" can connect to its hub at once.
         provision_in_hub(&app2, &state, &auth)?;
-        Ok(app2.store.record_registration(state, ready)?)
+        let migrate = match &auth {
+            Authenticated::Individual(e, _) => &e.common,
+            Authenticated::Group(g, _) => &g.common,
+        }
+        .reprovision_policy
+        .unwrap_or_default()
+        .migrate_device_data;
+        Ok(app2.store.record_registration_with(state, ready, migrate)?)
     })
     .await?;
     if app.config.complete_registrations_immediately && app.config.assignment_delay.is_zero() {
@@ -307,10 +374,10 @@ pub(crate) async fn operation_status(
 ) -> Result<Resp, ApiError> {
     check_api_version(&req, DEVICE_API_VERSIONS)?;
     check_path(&app, scope, reg)?;
+    let api_version = http::query_param(req.uri().query(), "api-version");
     let r = parse_request(&app, chain, req, reg, false).await?;
-    Ok(operation_status_request(app, r, op_id.to_string())
-        .await?
-        .into_response())
+    let answer = operation_status_request(app, r, op_id.to_string()).await?;
+    Ok(with_location(answer, scope, reg, api_version.as_deref()).into_response())
 }
 
 /// An operation's status, whichever transport carried the request: 202 while assigning, then

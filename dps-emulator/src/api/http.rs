@@ -5,7 +5,7 @@ use bytes::Bytes;
 use dps_proto::wire::{ErrorBody, TpmChallenge, ERROR_CODE_HEADER};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode};
 use serde_json::Value;
 
@@ -83,6 +83,7 @@ impl ApiError {
             body: serde_json::to_value(&body).unwrap_or(Value::Null),
             retry_after: self.retry_after,
             error_code: Some(self.code),
+            location: None,
         }
     }
 
@@ -100,6 +101,8 @@ pub(crate) struct DeviceAnswer {
     pub body: Value,
     pub retry_after: Option<u64>,
     pub error_code: Option<u32>,
+    /// The `Location` header of an HTTPS 202 (the operation status URL); MQTT has none.
+    pub location: Option<String>,
 }
 
 impl DeviceAnswer {
@@ -110,6 +113,7 @@ impl DeviceAnswer {
             body,
             retry_after: None,
             error_code: None,
+            location: None,
         }
     }
 
@@ -123,6 +127,9 @@ impl DeviceAnswer {
         }
         if let Some(s) = self.retry_after {
             r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
+        }
+        if let Some(l) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            r.headers_mut().insert(LOCATION, l);
         }
         r
     }

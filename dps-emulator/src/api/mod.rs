@@ -113,6 +113,15 @@ async fn route(
         [kind @ ("enrollments" | "enrollmentGroups"), "query"] if method == Method::POST => {
             service::query(app, req, kind).await
         }
+        ["enrollments"] if method == Method::POST => service::bulk(app, req).await,
+        [kind @ ("enrollments" | "enrollmentGroups"), id, m]
+            if method == Method::POST && m.eq_ignore_ascii_case("attestationmechanism") =>
+        {
+            service::attestation_mechanism(app, req, kind, id).await
+        }
+        ["registrations", group, "query"] if method == Method::POST => {
+            service::group_registrations(app, req, group).await
+        }
         [kind @ ("enrollments" | "enrollmentGroups" | "registrations"), id] => {
             service::item(app, req, kind, id).await
         }

@@ -81,11 +81,45 @@ fn precondition_failed() -> ApiError {
     )
 }
 
+fn registration_not_found(id: &str) -> ApiError {
+    ApiError::not_found(404202, format!("registration {id} not found"))
+}
+
+/// The fields of the service API's `DeviceRegistrationState`, as "Device Registration State -
+/// Get" documents them (https://learn.microsoft.com/rest/api/iot-dps/service/device-registration-state/get):
+/// assignedHub, createdDateTimeUtc, deviceId, errorCode, errorMessage, etag,
+/// lastUpdatedDateTimeUtc, payload, registrationId, status, substatus. The stored record also
+/// holds what the device API returns (the TPM authenticationKey, the attestation sections),
+/// which the service API does not give out.
+pub(crate) fn registration_state(r: &crate::model::RegistrationState) -> Value {
+    const DOCUMENTED: [&str; 11] = [
+        "assignedHub",
+        "createdDateTimeUtc",
+        "deviceId",
+        "errorCode",
+        "errorMessage",
+        "etag",
+        "lastUpdatedDateTimeUtc",
+        "payload",
+        "registrationId",
+        "status",
+        "substatus",
+    ];
+    match to_json(r) {
+        Value::Object(mut m) => {
+            m.retain(|k, _| DOCUMENTED.contains(&k.as_str()));
+            Value::Object(m)
+        }
+        other => other,
+    }
+}
+
 fn to_json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-/// PUT/GET/DELETE on `enrollments/{id}`, `enrollmentGroups/{id}`, GET/DELETE `registrations/{id}`.
+/// PUT/GET/DELETE on `enrollments/{id}`, `enrollmentGroups/{id}`, GET/DELETE `registrations/{id}`
+/// ("Device Registration State - Delete": If-Match optional).
 pub(crate) async fn item(
     app: Arc<AppState>,
     req: Request<Incoming>,
@@ -146,11 +180,13 @@ pub(crate) async fn item(
                 )),
             },
             ("registrations", Method::GET) => match store.registration(&id)? {
-                Some(r) => Ok(json_response(StatusCode::OK, &to_json(&r))),
-                None => Err(ApiError::not_found(
-                    404202,
-                    format!("registration {id} not found"),
-                )),
+                Some(r) => Ok(json_response(StatusCode::OK, &registration_state(&r))),
+                None => Err(registration_not_found(&id)),
+            },
+            ("registrations", Method::DELETE) => match store.delete_registration(&id, etag)? {
+                Some(PutOutcome::Written(())) => Ok(empty_response(StatusCode::NO_CONTENT)),
+                Some(PutOutcome::EtagMismatch) => Err(precondition_failed()),
+                None => Err(registration_not_found(&id)),
             },
             ("enrollments", Method::DELETE) => match store.delete_individual(&id, etag)? {
                 PutOutcome::Written(()) => Ok(empty_response(StatusCode::NO_CONTENT)),
@@ -191,6 +227,156 @@ pub(crate) async fn query(
             to_json(&app.store.groups()?)
         };
         Ok(json_response(StatusCode::OK, &items))
+    })
+    .await
+}
+
+/// POST `enrollments/{id}/attestationmechanism` and `enrollmentGroups/{id}/attestationmechanism`
+/// ("Individual Enrollment - Get Attestation Mechanism", "Enrollment Group - Get Attestation
+/// Mechanism", https://learn.microsoft.com/rest/api/iot-dps/service/individual-enrollment):
+/// the enrollment's `AttestationMechanism`, keys included.
+pub(crate) async fn attestation_mechanism(
+    app: Arc<AppState>,
+    req: Request<Incoming>,
+    kind: &str,
+    id: &str,
+) -> Result<Resp, ApiError> {
+    check_api_version(&req, SERVICE_API_VERSIONS)?;
+    authorize(&app, &req)?;
+    let (kind, id) = (kind.to_string(), id.to_string());
+    blocking(move || {
+        let mechanism = if kind == "enrollments" {
+            app.store.individual(&id)?.map(|e| e.attestation)
+        } else {
+            app.store.group(&id)?.map(|g| g.attestation)
+        };
+        match mechanism {
+            Some(m) => Ok(json_response(StatusCode::OK, &to_json(&m))),
+            None => Err(ApiError::not_found(
+                404201,
+                format!("enrollment {id} not found"),
+            )),
+        }
+    })
+    .await
+}
+
+/// Most enrollments in one bulk operation: "Bulk device enrollment operation with maximum of
+/// 10 enrollments" ("Individual Enrollment - Run Bulk Operation",
+/// https://learn.microsoft.com/rest/api/iot-dps/service/individual-enrollment/run-bulk-operation).
+pub(crate) const BULK_MAX_ENROLLMENTS: usize = 10;
+
+/// The documented `BulkEnrollmentOperation` body.
+#[derive(serde::Deserialize)]
+struct BulkOperation {
+    enrollments: Vec<IndividualEnrollment>,
+    mode: String,
+}
+
+/// POST `enrollments`: the bulk enrollment operation (`mode` create, update,
+/// updateIfMatchETag or delete over at most [`BULK_MAX_ENROLLMENTS`] enrollments), answered
+/// 200 with the documented `BulkEnrollmentOperationResult`: `isSuccessful` and one
+/// `{registrationId, errorCode, errorStatus}` per enrollment that failed.
+pub(crate) async fn bulk(app: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    check_api_version(&req, SERVICE_API_VERSIONS)?;
+    authorize(&app, &req)?;
+    let body = read_body(req, app.config.max_body_bytes).await?;
+    let op: BulkOperation = parse_json(&body)?;
+    if !matches!(
+        op.mode.as_str(),
+        "create" | "update" | "updateIfMatchETag" | "delete"
+    ) {
+        return Err(ApiError::bad_request(format!(
+            "mode {:?} is not one of create, update, updateIfMatchETag, delete",
+            op.mode
+        )));
+    }
+    if op.enrollments.len() > BULK_MAX_ENROLLMENTS {
+        return Err(ApiError::bad_request(format!(
+            "a bulk operation takes at most {BULK_MAX_ENROLLMENTS} enrollments"
+        )));
+    }
+    blocking(move || {
+        let store = &app.store;
+        let mut errors = Vec::new();
+        for e in op.enrollments {
+            let id = e.registration_id.clone();
+            let etag = e.common.etag.clone();
+            let outcome: Result<(), ApiError> = match op.mode.as_str() {
+                // Create refuses an existing id (the check and the write are not one
+                // transaction: two concurrent creates of one id may both succeed).
+                "create" => match store.individual(&id)? {
+                    Some(_) => Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        409201,
+                        format!("enrollment {id} already exists"),
+                    )),
+                    None => store
+                        .put_individual(e, None)
+                        .map(|_| ())
+                        .map_err(Into::into),
+                },
+                "update" => store
+                    .put_individual(e, None)
+                    .map(|_| ())
+                    .map_err(Into::into),
+                "updateIfMatchETag" => match store.put_individual(e, etag.as_deref()) {
+                    Ok(PutOutcome::Written(_)) => Ok(()),
+                    Ok(PutOutcome::EtagMismatch) => Err(precondition_failed()),
+                    Err(err) => Err(err.into()),
+                },
+                _ => match store.delete_individual(&id, None) {
+                    Ok(_) => Ok(()),
+                    Err(err) => Err(err.into()),
+                },
+            };
+            if let Err(err) = outcome {
+                errors.push(serde_json::json!({
+                    "registrationId": id,
+                    "errorCode": err.code,
+                    "errorStatus": err.message,
+                }));
+            }
+        }
+        Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "isSuccessful": errors.is_empty(), "errors": errors }),
+        ))
+    })
+    .await
+}
+
+/// POST `registrations/{enrollmentGroupId}/query` ("Device Registration State - Query": "Gets
+/// the registration state of devices in this enrollmentGroup"): the documented
+/// `DeviceRegistrationState` of every device registered through that group, by id; empty
+/// when none did.
+pub(crate) async fn group_registrations(
+    app: Arc<AppState>,
+    req: Request<Incoming>,
+    group: &str,
+) -> Result<Resp, ApiError> {
+    check_api_version(&req, SERVICE_API_VERSIONS)?;
+    authorize(&app, &req)?;
+    let body = read_body(req, app.config.max_body_bytes).await?;
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let _: Value = parse_json(&body)?;
+    }
+    let group = group.to_string();
+    blocking(move || {
+        let of_group = |r: &crate::model::RegistrationState| {
+            [r.x509.as_ref(), r.symmetric_key.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|s| s.get("enrollmentGroupId").and_then(Value::as_str) == Some(&group))
+        };
+        let states: Vec<Value> = app
+            .store
+            .registrations()?
+            .iter()
+            .filter(|r| of_group(r))
+            .map(registration_state)
+            .collect();
+        Ok(json_response(StatusCode::OK, &Value::Array(states)))
     })
     .await
 }

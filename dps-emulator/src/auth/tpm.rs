@@ -8,13 +8,15 @@
 //! moment the device answers, and the device could never register. So every registration id
 //! keeps several recent challenges, each answerable for [`CHALLENGE_LIFETIME`], at most
 //! [`CHALLENGES_PER_REGISTRATION`] of them (the oldest is dropped first), so memory stays
-//! bounded by the number of enrolled TPM devices.
+//! bounded by the number of enrolled TPM devices. They are kept in the emulator's database as
+//! well, so a restart does not give a waiting device a new challenge.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use rusqlite::params;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use zeroize::Zeroizing;
 
 use dps_proto::sas::DEVICE_KEY_NAME;
@@ -23,7 +25,10 @@ use dps_proto::AttestationKind;
 
 use super::sas::checked_token;
 use super::{AuthContext, AuthError, Authenticator, DeviceRequest, Section};
+use crate::error::EmulatorError;
 use crate::model::{EnrollmentGroup, IndividualEnrollment};
+use crate::store::Store;
+use crate::timeutil::unix_now_ms;
 
 /// How long an issued challenge can be answered. Long enough for a slow TPM (several RSA
 /// operations) and a slow link; short enough that stale identity keys do not pile up.
@@ -36,16 +41,32 @@ pub const CHALLENGES_PER_REGISTRATION: usize = 32;
 struct Issued {
     identity_key: Zeroizing<Vec<u8>>,
     authentication_key_b64: String,
-    /// When it was issued, or last answered correctly (an answered challenge is in use: the
-    /// device polls its operation with tokens signed by the same key).
-    fresh_at: Instant,
+    /// When it was issued, or last answered correctly (Unix ms; an answered challenge is in
+    /// use: the device polls its operation with tokens signed by the same key). Wall-clock
+    /// time, as it is kept across restarts.
+    fresh_at_ms: i64,
 }
 
-/// Identity keys of outstanding and answered TPM challenges, by registration id. In memory only:
-/// after a restart a TPM device simply gets a fresh challenge.
+/// Why a challenge could not be issued.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ChallengeError {
+    /// The EK or SRK could not be used (a 400 for the device).
+    #[error("cannot make a TPM challenge: {0}")]
+    Wire(#[from] hsm_tpm_common::TpmWireError),
+    /// The challenge could not be saved.
+    #[error(transparent)]
+    Store(#[from] EmulatorError),
+}
+
+/// Identity keys of outstanding and answered TPM challenges, by registration id. With a store
+/// (the emulator's database) they are also written there and read back at start, so a device
+/// that got a challenge before a restart can still answer it afterwards, as from the service,
+/// which does not lose a device's challenge when one of its machines restarts. The database
+/// is 0600 and already holds the enrollments' symmetric keys.
 #[derive(Default)]
 pub(crate) struct Challenges {
     by_registration: Mutex<HashMap<String, VecDeque<Issued>>>,
+    store: Option<Store>,
 }
 
 impl std::fmt::Debug for Challenges {
@@ -54,11 +75,54 @@ impl std::fmt::Debug for Challenges {
     }
 }
 
-fn expired(i: &Issued, now: Instant) -> bool {
-    now.saturating_duration_since(i.fresh_at) >= CHALLENGE_LIFETIME
+fn lifetime_ms() -> i64 {
+    CHALLENGE_LIFETIME.as_millis() as i64
+}
+
+fn expired(i: &Issued, now_ms: i64) -> bool {
+    now_ms.saturating_sub(i.fresh_at_ms) >= lifetime_ms()
 }
 
 impl Challenges {
+    /// Challenges kept in `store` as well; the ones still answerable are loaded now.
+    pub(crate) fn persistent(store: Store) -> Result<Self, EmulatorError> {
+        let now = unix_now_ms();
+        let mut map: HashMap<String, VecDeque<Issued>> = HashMap::new();
+        {
+            let conn = store.lock();
+            conn.execute(
+                "DELETE FROM tpm_challenges WHERE fresh_at_ms <= ?1",
+                params![now - lifetime_ms()],
+            )?;
+            let mut stmt = conn.prepare(
+                "SELECT registration_id, authentication_key, identity_key, fresh_at_ms
+                 FROM tpm_challenges ORDER BY fresh_at_ms",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Issued {
+                        authentication_key_b64: r.get(1)?,
+                        identity_key: Zeroizing::new(r.get::<_, Vec<u8>>(2)?),
+                        fresh_at_ms: r.get(3)?,
+                    },
+                ))
+            })?;
+            for row in rows {
+                let (reg, issued) = row?;
+                let list = map.entry(reg).or_default();
+                if list.len() >= CHALLENGES_PER_REGISTRATION {
+                    list.pop_front();
+                }
+                list.push_back(issued);
+            }
+        }
+        Ok(Self {
+            by_registration: Mutex::new(map),
+            store: Some(store),
+        })
+    }
+
     /// Makes a challenge for `ek`/`srk` (marshalled TPM2B_PUBLIC) and remembers its key. Returns
     /// the base64 authenticationKey.
     pub(crate) fn issue(
@@ -66,7 +130,7 @@ impl Challenges {
         registration_id: &str,
         ek: &[u8],
         srk: &[u8],
-    ) -> Result<String, hsm_tpm_common::TpmWireError> {
+    ) -> Result<String, ChallengeError> {
         let ch = hsm_tpm_common::dps::make_dps_challenge(ek, srk)?;
         let b64 = B64.encode(&ch.blob);
         self.remember(
@@ -74,14 +138,14 @@ impl Challenges {
             Issued {
                 identity_key: ch.identity_key,
                 authentication_key_b64: b64.clone(),
-                fresh_at: Instant::now(),
+                fresh_at_ms: unix_now_ms(),
             },
-        );
+        )?;
         Ok(b64)
     }
 
-    fn remember(&self, registration_id: &str, issued: Issued) {
-        let now = issued.fresh_at;
+    fn remember(&self, registration_id: &str, issued: Issued) -> Result<(), EmulatorError> {
+        let now = issued.fresh_at_ms;
         let mut map = self
             .by_registration
             .lock()
@@ -93,10 +157,40 @@ impl Challenges {
             !list.is_empty()
         });
         let list = map.entry(registration_id.to_string()).or_default();
+        let mut dropped = Vec::new();
         while list.len() >= CHALLENGES_PER_REGISTRATION {
-            list.pop_front();
+            if let Some(old) = list.pop_front() {
+                dropped.push(old.authentication_key_b64);
+            }
+        }
+        if let Some(store) = &self.store {
+            let mut conn = store.lock();
+            let tx = conn.transaction()?;
+            tx.execute(
+                "DELETE FROM tpm_challenges WHERE fresh_at_ms <= ?1",
+                params![now - lifetime_ms()],
+            )?;
+            for key in &dropped {
+                tx.execute(
+                    "DELETE FROM tpm_challenges WHERE registration_id = ?1 AND authentication_key = ?2",
+                    params![registration_id, key],
+                )?;
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO tpm_challenges
+                 (registration_id, authentication_key, identity_key, fresh_at_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    registration_id,
+                    issued.authentication_key_b64,
+                    issued.identity_key.as_slice(),
+                    now
+                ],
+            )?;
+            tx.commit()?;
         }
         list.push_back(issued);
+        Ok(())
     }
 
     /// Runs `verify` with the identity keys of the challenges still answerable for
@@ -108,7 +202,7 @@ impl Challenges {
         registration_id: &str,
         mut verify: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Option<Result<(String, IdentityKey), E>> {
-        let now = Instant::now();
+        let now = unix_now_ms();
         let mut map = self
             .by_registration
             .lock()
@@ -122,10 +216,21 @@ impl Challenges {
                     // Keep the answered challenge the freshest: the device goes on signing
                     // its operation polls with this key.
                     let mut answered = list.remove(idx)?;
-                    answered.fresh_at = now;
+                    answered.fresh_at_ms = now;
                     let blob = answered.authentication_key_b64.clone();
                     let key = IdentityKey(answered.identity_key.clone());
                     list.push_back(answered);
+                    if let Some(store) = &self.store {
+                        // Only its freshness changes; failing to save it shortens its life
+                        // after a restart, nothing else, so the answer is not refused.
+                        if let Err(e) = store.lock().execute(
+                            "UPDATE tpm_challenges SET fresh_at_ms = ?1
+                             WHERE registration_id = ?2 AND authentication_key = ?3",
+                            params![now, registration_id, blob],
+                        ) {
+                            tracing::warn!(error = %e, "could not save a TPM challenge's use");
+                        }
+                    }
                     return Some(Ok((blob, key)));
                 }
                 Err(e) => refusal = Some(e),
@@ -193,7 +298,10 @@ fn challenge(
     let blob = ctx
         .challenges
         .issue(&request.registration_id, &ek, &srk)
-        .map_err(|e| AuthError::BadRequest(format!("cannot make a TPM challenge: {e}")))?;
+        .map_err(|e| match e {
+            ChallengeError::Wire(_) => AuthError::BadRequest(e.to_string()),
+            ChallengeError::Store(e) => AuthError::Store(e),
+        })?;
     Err(AuthError::Challenge(TpmChallenge {
         authentication_key: blob,
         unencrypted_authentication_key: None,
@@ -255,11 +363,11 @@ impl Authenticator for TpmAuthenticator {
 mod tests {
     use super::*;
 
-    fn issued(key: u8, at: Instant) -> Issued {
+    fn issued(key: u8, at: i64) -> Issued {
         Issued {
             identity_key: Zeroizing::new(vec![key; 32]),
             authentication_key_b64: format!("blob-{key}"),
-            fresh_at: at,
+            fresh_at_ms: at,
         }
     }
 
@@ -280,10 +388,10 @@ mod tests {
     #[test]
     fn an_earlier_challenge_still_verifies_after_newer_ones() {
         let c = Challenges::default();
-        let now = Instant::now();
-        c.remember("dev", issued(1, now));
+        let now = unix_now_ms();
+        c.remember("dev", issued(1, now)).unwrap();
         for k in 2..10 {
-            c.remember("dev", issued(k, now));
+            c.remember("dev", issued(k, now)).unwrap();
         }
         assert_eq!(verify(&c, "dev", 1), Some(Ok("blob-1".into())));
         assert_eq!(verify(&c, "dev", 9), Some(Ok("blob-9".into())));
@@ -294,9 +402,9 @@ mod tests {
     #[test]
     fn the_count_per_registration_is_bounded_and_the_oldest_goes_first() {
         let c = Challenges::default();
-        let now = Instant::now();
+        let now = unix_now_ms();
         for k in 0..(CHALLENGES_PER_REGISTRATION as u8 + 5) {
-            c.remember("dev", issued(k, now));
+            c.remember("dev", issued(k, now)).unwrap();
         }
         let map = c.by_registration.lock().unwrap();
         assert_eq!(map["dev"].len(), CHALLENGES_PER_REGISTRATION);
@@ -308,15 +416,11 @@ mod tests {
     #[test]
     fn expired_challenges_are_forgotten_for_every_device() {
         let c = Challenges::default();
-        let Some(long_ago) =
-            Instant::now().checked_sub(CHALLENGE_LIFETIME + Duration::from_secs(1))
-        else {
-            return; // A clock this close to its origin cannot express the past needed here.
-        };
-        c.remember("old", issued(1, long_ago));
-        c.remember("dev", issued(2, long_ago));
+        let long_ago = unix_now_ms() - lifetime_ms() - 1000;
+        c.remember("old", issued(1, long_ago)).unwrap();
+        c.remember("dev", issued(2, long_ago)).unwrap();
         assert_eq!(verify(&c, "dev", 2), None, "expired");
-        c.remember("new", issued(3, Instant::now()));
+        c.remember("new", issued(3, unix_now_ms())).unwrap();
         let map = c.by_registration.lock().unwrap();
         assert!(
             !map.contains_key("old"),

@@ -54,7 +54,19 @@ CREATE TABLE IF NOT EXISTS enrollment_groups (id TEXT PRIMARY KEY, body TEXT NOT
 CREATE TABLE IF NOT EXISTS registrations (id TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS operations (id TEXT PRIMARY KEY, registration_id TEXT NOT NULL,
     ready_at_ms INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS operations_by_ready_at ON operations (ready_at_ms);
+CREATE TABLE IF NOT EXISTS registration_hubs (registration_id TEXT NOT NULL, hub TEXT NOT NULL,
+    PRIMARY KEY (registration_id, hub));
+CREATE TABLE IF NOT EXISTS tpm_challenges (registration_id TEXT NOT NULL,
+    authentication_key TEXT NOT NULL, identity_key BLOB NOT NULL, fresh_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (registration_id, authentication_key));
 ";
+
+/// How long an operation can be polled after it completed: older ones are deleted when a new
+/// registration is recorded, so the table does not grow with every register request for
+/// ever. The service does not document how long it keeps an operation id; a device polls its
+/// operation within seconds (Retry-After), so a day is far beyond any device's need.
+pub const OPERATION_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
 
 fn corrupt(e: serde_json::Error) -> EmulatorError {
     EmulatorError::CorruptRecord(e.to_string())
@@ -291,10 +303,36 @@ impl Store {
     pub fn delete_individual(&self, id: &str, if_match: Option<&str>) -> Result<PutOutcome<()>> {
         let out = self.delete("enrollments", id, if_match)?;
         if out == PutOutcome::Written(()) {
-            self.lock()
-                .execute("DELETE FROM registrations WHERE id = ?1", params![id])?;
+            let conn = self.lock();
+            conn.execute("DELETE FROM registrations WHERE id = ?1", params![id])?;
+            conn.execute(
+                "DELETE FROM registration_hubs WHERE registration_id = ?1",
+                params![id],
+            )?;
         }
         Ok(out)
+    }
+
+    /// Deletes a registration record ("Device Registration State - Delete"), when `if_match`
+    /// (optional) names its etag; `None` when there is none.
+    pub fn delete_registration(
+        &self,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<Option<PutOutcome<()>>> {
+        match self.delete("registrations", id, if_match) {
+            Ok(PutOutcome::Written(())) => {
+                // A deleted registration state starts over: its next assignment is initial.
+                self.lock().execute(
+                    "DELETE FROM registration_hubs WHERE registration_id = ?1",
+                    params![id],
+                )?;
+                Ok(Some(PutOutcome::Written(())))
+            }
+            Ok(out) => Ok(Some(out)),
+            Err(EmulatorError::EnrollmentNotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Deletes an enrollment group.
@@ -307,8 +345,24 @@ impl Store {
     /// operation as stored.
     pub fn record_registration(
         &self,
+        state: RegistrationState,
+        ready_at_ms: i64,
+    ) -> Result<Operation> {
+        self.record_registration_with(state, ready_at_ms, true)
+    }
+
+    /// [`Store::record_registration`] under the enrollment's `migrateDeviceData`. The
+    /// substatus of an assignment follows "Device Registration State" (service API): the
+    /// first hub of a device is `initialAssignment` (so is being assigned its current hub
+    /// again); another hub it had before is `reprovisionedToInitialAssignment` ("re-provisioned
+    /// to a previously assigned IoT hub"); a new hub is `deviceDataMigrated`, or
+    /// `deviceDataReset` when `migrate_device_data` is false. Operations completed more than
+    /// [`OPERATION_RETENTION_MS`] ago are deleted in the same transaction.
+    pub fn record_registration_with(
+        &self,
         mut state: RegistrationState,
         ready_at_ms: i64,
+        migrate_device_data: bool,
     ) -> Result<Operation> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
@@ -322,14 +376,39 @@ impl Store {
         if let Some(prev) = previous {
             let prev: RegistrationState = serde_json::from_str(&prev).map_err(corrupt)?;
             state.created_date_time_utc = prev.created_date_time_utc;
-            if state.status == status::ASSIGNED && prev.status == status::ASSIGNED {
-                state.substatus = Some(if prev.assigned_hub == state.assigned_hub {
-                    substatus::INITIAL_ASSIGNMENT.to_string()
+            if state.status == status::ASSIGNED {
+                let current = (prev.status == status::ASSIGNED)
+                    .then_some(prev.assigned_hub)
+                    .flatten();
+                let earlier: Vec<String> = {
+                    let mut stmt =
+                        tx.prepare("SELECT hub FROM registration_hubs WHERE registration_id = ?1")?;
+                    let rows = stmt.query_map(params![state.registration_id], |r| r.get(0))?;
+                    rows.collect::<std::result::Result<_, _>>()?
+                };
+                let new_hub = state.assigned_hub.clone().unwrap_or_default();
+                let sub = if earlier.is_empty() || current.as_deref() == Some(new_hub.as_str()) {
+                    substatus::INITIAL_ASSIGNMENT
+                } else if earlier.contains(&new_hub) {
+                    substatus::REPROVISIONED_TO_INITIAL_ASSIGNMENT
+                } else if migrate_device_data {
+                    substatus::DEVICE_DATA_MIGRATED
                 } else {
-                    substatus::DEVICE_DATA_MIGRATED.to_string()
-                });
+                    substatus::DEVICE_DATA_RESET
+                };
+                state.substatus = Some(sub.to_string());
             }
         }
+        if let (true, Some(hub)) = (state.status == status::ASSIGNED, &state.assigned_hub) {
+            tx.execute(
+                "INSERT OR IGNORE INTO registration_hubs (registration_id, hub) VALUES (?1, ?2)",
+                params![state.registration_id, hub],
+            )?;
+        }
+        tx.execute(
+            "DELETE FROM operations WHERE ready_at_ms < ?1",
+            params![crate::timeutil::unix_now_ms() - OPERATION_RETENTION_MS],
+        )?;
         let body = to_json(&state)?;
         let op_id = format!("5.{}.{}", random_hex(8), random_guid());
         tx.execute(
