@@ -93,6 +93,32 @@ async function main() {
     out.wrongKey = 'rejected';
   }
 
+  // Service operations the SDK offers beyond create/get/delete (issue 19): the attestation
+  // mechanisms, the registration states of a group, a registration state read and deleted
+  // (with its etag as If-Match), and a bulk operation.
+  out.individualAttestation = (await service.getIndividualEnrollmentAttestationMechanism(symId)).responseBody;
+  out.groupAttestation = (await service.getEnrollmentGroupAttestationMechanism(groupId)).responseBody;
+  const groupQuery = service.createEnrollmentGroupDeviceRegistrationStateQuery({ query: '*' }, groupId);
+  out.groupRegistrations = (await groupQuery.next()).responseBody;
+  const state = (await service.getDeviceRegistrationState(groupRegId)).responseBody;
+  out.registrationState = state;
+  await service.deleteDeviceRegistrationState(groupRegId, state.etag);
+  try {
+    await service.getDeviceRegistrationState(groupRegId);
+    out.registrationStateAfterDelete = 'found';
+  } catch (err) {
+    out.registrationStateAfterDelete = { statusCode: err.response && err.response.statusCode, body: String(err.responseBody) };
+  }
+  const bulkEnrollment = (id) => ({ registrationId: id, attestation: { type: 'symmetricKey', symmetricKey: { primaryKey: symKey, secondaryKey: symKey } } });
+  // runBulkEnrollmentOperation's promise form never settles (the SDK answers only a callback
+  // it was given), so it is called with a callback.
+  const bulk = (op) => new Promise((resolve, reject) => {
+    service.runBulkEnrollmentOperation(op, (err, result) => (err ? reject(err) : resolve(result)));
+  });
+  out.bulkCreate = await bulk({ mode: 'create', enrollments: [bulkEnrollment('node-bulk-1'), bulkEnrollment('node-bulk-2')] });
+  out.bulkCreateAgain = await bulk({ mode: 'create', enrollments: [bulkEnrollment('node-bulk-1')] });
+  out.bulkDelete = await bulk({ mode: 'delete', enrollments: [bulkEnrollment('node-bulk-2')] });
+
   await service.deleteEnrollmentGroup(groupId);
   out.groupDeleted = true;
   process.stdout.write(JSON.stringify(out) + '\n');

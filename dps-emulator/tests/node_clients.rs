@@ -1,5 +1,7 @@
 //! Interoperability with the official Azure IoT Node SDK: the service client creates enrollments,
-//! the device client registers with symmetric keys (individual and group) and X.509.
+//! the device client registers with symmetric keys (individual and group) and X.509, then the
+//! service client reads attestation mechanisms and registration states, deletes one, and runs
+//! bulk enrollment operations.
 //! Needs node and the packages `.ci/install-node-deps` installs; fails with that hint otherwise.
 
 mod common;
@@ -163,7 +165,54 @@ async fn official_node_clients_register_and_manage_enrollments() {
         assert!(emu.hubs().contains(&hub), "{k}: hub {hub}");
     }
     assert_eq!(v["wrongKey"], "rejected");
+
+    // The service operations the SDK calls beyond create/get/delete ("Individual Enrollment",
+    // "Enrollment Group" and "Device Registration State" operations,
+    // https://learn.microsoft.com/rest/api/iot-dps/service/).
+    assert_eq!(v["individualAttestation"]["type"], "symmetricKey");
+    assert_eq!(
+        v["individualAttestation"]["symmetricKey"]["primaryKey"],
+        SYM_KEY
+    );
+    assert_eq!(
+        v["groupAttestation"]["symmetricKey"]["primaryKey"],
+        GROUP_KEY
+    );
+    let in_group = v["groupRegistrations"].as_array().expect("an array");
+    assert_eq!(in_group.len(), 1, "{}", v["groupRegistrations"]);
+    assert_eq!(in_group[0]["registrationId"], "node-group-dev-1");
+    assert_eq!(v["registrationState"]["status"], "assigned");
+    assert!(
+        v["registrationState"].get("symmetricKey").is_none(),
+        "only DeviceRegistrationState's fields: {}",
+        v["registrationState"]
+    );
+    let gone = &v["registrationStateAfterDelete"];
+    assert_eq!(gone["statusCode"], 404, "{gone}");
+    assert!(
+        gone["body"].as_str().is_some_and(|b| b.contains("404202")),
+        "{gone}"
+    );
+    assert_eq!(v["bulkCreate"]["isSuccessful"], true, "{}", v["bulkCreate"]);
+    assert_eq!(v["bulkCreateAgain"]["isSuccessful"], false);
+    assert_eq!(
+        v["bulkCreateAgain"]["errors"][0]["registrationId"],
+        "node-bulk-1"
+    );
+    assert_eq!(v["bulkDelete"]["isSuccessful"], true, "{}", v["bulkDelete"]);
+    assert!(emu
+        .enrollments()
+        .individual("node-bulk-1")
+        .unwrap()
+        .is_some());
+    assert!(emu
+        .enrollments()
+        .individual("node-bulk-2")
+        .unwrap()
+        .is_none());
+
     let records = emu.registration_records().unwrap();
     let ids: Vec<&str> = records.iter().map(|r| r.registration_id.as_str()).collect();
-    assert_eq!(ids, ["node-group-dev-1", "node-sym-dev", "node-x509-dev"]);
+    // node-group-dev-1's registration state was deleted through the SDK.
+    assert_eq!(ids, ["node-sym-dev", "node-x509-dev"]);
 }
