@@ -170,7 +170,7 @@ fn wrong_abi_major_fails_the_loading_checks_and_skips_the_rest() {
     );
     let load_error = report.load_error.clone().unwrap_or_default();
     assert!(
-        load_error.contains("ABI 2.3") && load_error.contains("host ABI 1.1"),
+        load_error.contains("ABI 2.3") && load_error.contains("host ABI 1.2"),
         "{load_error}"
     );
     assert!(report

@@ -30,8 +30,11 @@ typedef struct HsmInstance HsmInstance;
  * - 1.0: the plugin, TPM, X.509 and symmetric-key tables.
  * - 1.1: `HsmPluginTable.settings` and `settings_len` appended (the settings `create`
  *   accepts; unknown keys are refused).
+ * - 1.2: `HsmPluginTable.operational_key` appended (an [`HsmOperationalKeyTable`] or NULL:
+ *   a P-256 key made inside the HSM by label, its public key, digest signing and the issued
+ *   chain beside it).
  */
-#define HSM_ABI_MINOR 1
+#define HSM_ABI_MINOR 2
 
 /**
  * Capability bit: the plugin has a TPM table.
@@ -301,6 +304,64 @@ typedef struct HsmSetting {
 } HsmSetting;
 
 /**
+ * ABI 1.2: an operational key, a P-256 key pair made and kept inside the HSM under a label,
+ * that signs the CSR for a certificate DPS issues during provisioning and then authenticates
+ * the device to IoT Hub; and the issued chain, kept beside it. The private key never leaves
+ * the plugin.
+ *
+ * Labels: 1 to 64 ASCII letters, digits, `-`, `_` or `.` (see
+ * `hsm_api::is_valid_operational_key_label`); anything else gets `HSM_ERR_INVALID_ARGUMENT`.
+ * A key and its chain outlive the process (kept under `state_dir` or in the HSM).
+ */
+typedef struct HsmOperationalKeyTable {
+  /**
+   * Version and size of this table.
+   */
+  struct HsmTableHeader header;
+  /**
+   * Creates a P-256 key pair under `label`, or finds the one already there (the same key on
+   * every call and run until `delete_key`), and writes its public key as a DER
+   * SubjectPublicKeyInfo (id-ecPublicKey, prime256v1) to `*out_public_key`.
+   */
+  HsmStatus (*create_key)(HsmInstance *instance,
+                          struct HsmSlice label,
+                          struct HsmBuffer *out_public_key);
+  /**
+   * The public key under `label`, as `create_key` writes it, without creating one:
+   * `HSM_ERR_NOT_FOUND` when there is none.
+   */
+  HsmStatus (*get_public_key)(HsmInstance *instance,
+                              struct HsmSlice label,
+                              struct HsmBuffer *out_public_key);
+  /**
+   * ECDSA P-256 signature of `digest` (a 32-byte SHA-256 digest, anything else is
+   * `HSM_ERR_INVALID_ARGUMENT`) with the key under `label`, DER-encoded (`Ecdsa-Sig-Value`),
+   * as `HsmX509Table.sign_digest` returns ECDSA signatures. `HSM_ERR_NOT_FOUND` without a key.
+   */
+  HsmStatus (*sign_digest)(HsmInstance *instance,
+                           struct HsmSlice label,
+                           struct HsmSlice digest,
+                           struct HsmBuffer *out_signature);
+  /**
+   * Stores `pem` (the issued chain as PEM, leaf first, UTF-8) beside the key under `label`,
+   * replacing any earlier chain. `HSM_ERR_NOT_FOUND` without a key. The plugin copies it.
+   */
+  HsmStatus (*store_chain)(HsmInstance *instance, struct HsmSlice label, struct HsmSlice pem);
+  /**
+   * The chain stored under `label`, byte for byte as `store_chain` got it.
+   * `HSM_ERR_NOT_FOUND` when no key or no chain is there.
+   */
+  HsmStatus (*get_chain)(HsmInstance *instance, struct HsmSlice label, struct HsmBuffer *out_pem);
+  /**
+   * Removes the key under `label` and its chain (renewal removes the old key only after
+   * the new chain is stored). `HSM_ERR_NOT_FOUND` when there is none. Where the key is
+   * derived rather than stored (dice), only the chain is removed and `create_key` gives the
+   * same key again; a new key needs a new label.
+   */
+  HsmStatus (*delete_key)(HsmInstance *instance, struct HsmSlice label);
+} HsmOperationalKeyTable;
+
+/**
  * The plugin's root table, returned by the entry symbol. Static for the life of the process.
  */
 typedef struct HsmPluginTable {
@@ -413,6 +474,15 @@ typedef struct HsmPluginTable {
    * ABI 1.1: the number of entries at `settings`.
    */
   size_t settings_len;
+  /**
+   * ABI 1.2: operational-key interface, or NULL (the plugin cannot hold an operational
+   * key). No capability bit announces it: the non-NULL entry is the declaration, so a 1.0
+   * or 1.1 host never meets a capability bit it does not know.
+   *
+   * Exists only when `header.abi_minor >= 2`; a host reading an older table (whose
+   * `struct_size` ends before this entry) treats it as NULL.
+   */
+  const struct HsmOperationalKeyTable *operational_key;
 } HsmPluginTable;
 
 /**

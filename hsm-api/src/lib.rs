@@ -3,7 +3,7 @@
 //! A plugin is a shared library exporting one entry symbol, [`HSM_ENTRY_SYMBOL`], of type
 //! [`HsmPluginEntryFn`]. The host passes the ABI version it speaks and a table of host
 //! callbacks; the plugin answers with its [`HsmPluginTable`], which points at one table per
-//! interface it implements (TPM, X.509, symmetric key).
+//! interface it implements (TPM, X.509, symmetric key; since 1.2 the operational key).
 //!
 //! Rules every side keeps (the generated C header `include/hsm_api.h` repeats them):
 //! - Every table starts with an [`HsmTableHeader`]. Tables are append-only within a major
@@ -39,12 +39,15 @@ mod capabilities;
 /// cbindgen:ignore
 mod error_code;
 /// cbindgen:ignore
+mod operational;
+/// cbindgen:ignore
 mod sign;
 mod status;
 mod tables;
 
 pub use capabilities::CapabilitySet;
 pub use error_code::{status_name, ErrorCode};
+pub use operational::{is_valid_operational_key_label, OPERATIONAL_KEY_LABEL_MAX};
 pub use sign::SignAlgorithm;
 pub use status::*;
 pub use tables::*;
@@ -56,7 +59,10 @@ pub const HSM_ABI_MAJOR: u16 = 1;
 /// - 1.0: the plugin, TPM, X.509 and symmetric-key tables.
 /// - 1.1: `HsmPluginTable.settings` and `settings_len` appended (the settings `create`
 ///   accepts; unknown keys are refused).
-pub const HSM_ABI_MINOR: u16 = 1;
+/// - 1.2: `HsmPluginTable.operational_key` appended (an [`HsmOperationalKeyTable`] or NULL:
+///   a P-256 key made inside the HSM by label, its public key, digest signing and the issued
+///   chain beside it).
+pub const HSM_ABI_MINOR: u16 = 2;
 
 /// Name of the one symbol every plugin exports (type [`HsmPluginEntryFn`]), NUL-terminated
 /// as `dlsym` wants it.

@@ -140,6 +140,13 @@ pub struct HsmPluginTable {
     pub settings: *const HsmSetting,
     /// ABI 1.1: the number of entries at `settings`.
     pub settings_len: usize,
+    /// ABI 1.2: operational-key interface, or NULL (the plugin cannot hold an operational
+    /// key). No capability bit announces it: the non-NULL entry is the declaration, so a 1.0
+    /// or 1.1 host never meets a capability bit it does not know.
+    ///
+    /// Exists only when `header.abi_minor >= 2`; a host reading an older table (whose
+    /// `struct_size` ends before this entry) treats it as NULL.
+    pub operational_key: *const HsmOperationalKeyTable,
 }
 
 impl HsmPluginTable {
@@ -149,6 +156,9 @@ impl HsmPluginTable {
     /// `struct_size` of an ABI 1.1 plugin table: 1.0's entries, then `settings` and
     /// `settings_len`.
     pub const SIZE_1_1: usize = offset_of!(HsmPluginTable, settings_len) + size_of::<usize>();
+    /// `struct_size` of an ABI 1.2 plugin table: 1.1's entries, then `operational_key`.
+    pub const SIZE_1_2: usize =
+        offset_of!(HsmPluginTable, operational_key) + size_of::<*const HsmOperationalKeyTable>();
 
     /// Whether a plugin table with this header has the 1.1 `settings` entries: built for
     /// minor 1 or later and large enough to hold them.
@@ -156,10 +166,29 @@ impl HsmPluginTable {
         header.abi_minor >= 1 && header.struct_size as usize >= Self::SIZE_1_1
     }
 
+    /// Whether a plugin table with this header has the 1.2 `operational_key` entry: built for
+    /// minor 2 or later and large enough to hold it.
+    pub const fn has_operational_key(header: &HsmTableHeader) -> bool {
+        header.abi_minor >= 2 && header.struct_size as usize >= Self::SIZE_1_2
+    }
+
+    /// The number of bytes of a table with this header that hold entries this reader knows:
+    /// the size of the newest layout, among those this crate defines, that the table has.
+    pub const fn known_size(header: &HsmTableHeader) -> usize {
+        if Self::has_operational_key(header) {
+            Self::SIZE_1_2
+        } else if Self::has_settings(header) {
+            Self::SIZE_1_1
+        } else {
+            Self::SIZE_1_0
+        }
+    }
+
     /// The plugin table as the reader's `HsmPluginTable`: the plugin's own static table when it
-    /// has every entry the reader knows (minor 1 or later), else a copy of its 1.0 entries with
-    /// `settings` NULL and `settings_len` 0, kept for the process like the plugin. A 1.0 table is
-    /// smaller than ours, and reading it as ours would read past its end.
+    /// has every entry the reader knows (minor 2 or later), else a copy of the entries its minor
+    /// has, the later ones zero (`settings` NULL and `settings_len` 0 for 1.0,
+    /// `operational_key` NULL for 1.0 and 1.1), kept for the process like the plugin. An older
+    /// table is smaller than ours, and reading it as ours would read past its end.
     ///
     /// # Safety
     /// `table` is a plugin table of this major whose function entries are non-NULL and whose
@@ -167,23 +196,22 @@ impl HsmPluginTable {
     pub unsafe fn in_current_layout(table: *const HsmPluginTable) -> &'static HsmPluginTable {
         // SAFETY: the header is part of every table.
         let header = unsafe { std::ptr::read(table.cast::<HsmTableHeader>()) };
-        if HsmPluginTable::has_settings(&header) {
+        let known = HsmPluginTable::known_size(&header);
+        if known == size_of::<HsmPluginTable>() {
             // SAFETY: per the caller, with every entry of the reader's table present; the table is
             // static for the process.
             return unsafe { &*table };
         }
         let mut copy = Box::new(std::mem::MaybeUninit::<HsmPluginTable>::zeroed());
-        // SAFETY: the plugin's table holds at least SIZE_1_0 bytes (the caller's contract); the
-        // copy is a distinct allocation of size_of::<HsmPluginTable>() >= SIZE_1_0.
+        // SAFETY: the plugin's table holds at least `known` bytes (its header says so and the
+        // caller's contract covers its minor's entries); the copy is a distinct allocation of
+        // size_of::<HsmPluginTable>() > known.
         unsafe {
-            std::ptr::copy_nonoverlapping(
-                table.cast::<u8>(),
-                copy.as_mut_ptr().cast::<u8>(),
-                HsmPluginTable::SIZE_1_0,
-            )
+            std::ptr::copy_nonoverlapping(table.cast::<u8>(), copy.as_mut_ptr().cast::<u8>(), known)
         };
-        // SAFETY: the 1.0 entries were copied, their function pointers are non-NULL (caller's
-        // contract), and the rest is zero: a NULL `settings` with `settings_len` 0 is valid.
+        // SAFETY: the entries of the plugin's minor were copied, their function pointers are
+        // non-NULL (caller's contract), and the rest is zero: NULL `settings` with `settings_len`
+        // 0 and a NULL `operational_key` are valid.
         let copy = unsafe { copy.assume_init() };
         Box::leak(copy)
     }
@@ -302,3 +330,72 @@ pub struct HsmSymmetricKeyTable {
 
 // SAFETY: immutable static data, see HsmPluginTable.
 unsafe impl Sync for HsmSymmetricKeyTable {}
+
+/// ABI 1.2: an operational key, a P-256 key pair made and kept inside the HSM under a label,
+/// that signs the CSR for a certificate DPS issues during provisioning and then authenticates
+/// the device to IoT Hub; and the issued chain, kept beside it. The private key never leaves
+/// the plugin.
+///
+/// Labels: 1 to 64 ASCII letters, digits, `-`, `_` or `.` (see
+/// `hsm_api::is_valid_operational_key_label`); anything else gets `HSM_ERR_INVALID_ARGUMENT`.
+/// A key and its chain outlive the process (kept under `state_dir` or in the HSM).
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct HsmOperationalKeyTable {
+    /// Version and size of this table.
+    pub header: HsmTableHeader,
+    /// Creates a P-256 key pair under `label`, or finds the one already there (the same key on
+    /// every call and run until `delete_key`), and writes its public key as a DER
+    /// SubjectPublicKeyInfo (id-ecPublicKey, prime256v1) to `*out_public_key`.
+    pub create_key: unsafe extern "C" fn(
+        instance: *mut HsmInstance,
+        label: HsmSlice,
+        out_public_key: *mut HsmBuffer,
+    ) -> HsmStatus,
+    /// The public key under `label`, as `create_key` writes it, without creating one:
+    /// `HSM_ERR_NOT_FOUND` when there is none.
+    pub get_public_key: unsafe extern "C" fn(
+        instance: *mut HsmInstance,
+        label: HsmSlice,
+        out_public_key: *mut HsmBuffer,
+    ) -> HsmStatus,
+    /// ECDSA P-256 signature of `digest` (a 32-byte SHA-256 digest, anything else is
+    /// `HSM_ERR_INVALID_ARGUMENT`) with the key under `label`, DER-encoded (`Ecdsa-Sig-Value`),
+    /// as `HsmX509Table.sign_digest` returns ECDSA signatures. `HSM_ERR_NOT_FOUND` without a key.
+    pub sign_digest: unsafe extern "C" fn(
+        instance: *mut HsmInstance,
+        label: HsmSlice,
+        digest: HsmSlice,
+        out_signature: *mut HsmBuffer,
+    ) -> HsmStatus,
+    /// Stores `pem` (the issued chain as PEM, leaf first, UTF-8) beside the key under `label`,
+    /// replacing any earlier chain. `HSM_ERR_NOT_FOUND` without a key. The plugin copies it.
+    pub store_chain: unsafe extern "C" fn(
+        instance: *mut HsmInstance,
+        label: HsmSlice,
+        pem: HsmSlice,
+    ) -> HsmStatus,
+    /// The chain stored under `label`, byte for byte as `store_chain` got it.
+    /// `HSM_ERR_NOT_FOUND` when no key or no chain is there.
+    pub get_chain: unsafe extern "C" fn(
+        instance: *mut HsmInstance,
+        label: HsmSlice,
+        out_pem: *mut HsmBuffer,
+    ) -> HsmStatus,
+    /// Removes the key under `label` and its chain (renewal removes the old key only after
+    /// the new chain is stored). `HSM_ERR_NOT_FOUND` when there is none. Where the key is
+    /// derived rather than stored (dice), only the chain is removed and `create_key` gives the
+    /// same key again; a new key needs a new label.
+    pub delete_key: unsafe extern "C" fn(instance: *mut HsmInstance, label: HsmSlice) -> HsmStatus,
+}
+
+// SAFETY: immutable static data, see HsmPluginTable.
+unsafe impl Sync for HsmOperationalKeyTable {}
+
+// The layouts are append-only: each minor's size is the offset of the next minor's first entry,
+// and the newest is the whole table, so that `known_size` returning the full size means "ours".
+const _: () = {
+    assert!(HsmPluginTable::SIZE_1_0 == offset_of!(HsmPluginTable, settings));
+    assert!(HsmPluginTable::SIZE_1_1 == offset_of!(HsmPluginTable, operational_key));
+    assert!(HsmPluginTable::SIZE_1_2 == size_of::<HsmPluginTable>());
+};

@@ -77,7 +77,7 @@ mod traits;
 pub use config::PluginConfig;
 pub use error::{ErrorCode, HsmError};
 pub use settings::{Setting, STATE_DIR};
-pub use traits::{HsmPlugin, PluginInfo, SymmetricKeyHsm, TpmHsm, X509Hsm};
+pub use traits::{HsmPlugin, OperationalKeyHsm, PluginInfo, SymmetricKeyHsm, TpmHsm, X509Hsm};
 
 /// Signature algorithms of [`X509Hsm::sign_digest`]: the ABI's own view of the `HSM_SIGN_*`
 /// values, shared with the host.
@@ -87,7 +87,8 @@ pub use hsm_api::SignAlgorithm;
 pub use hsm_api;
 
 /// Exports `$ty` (which implements [`HsmPlugin`]) as this library's plugin, with the listed
-/// interfaces: any of `tpm`, `x509`, `symmetric_key`. Use it exactly once per cdylib.
+/// interfaces: any of `tpm`, `x509`, `symmetric_key`, and `operational_key` (ABI 1.2, beside
+/// any of the others). Use it exactly once per cdylib.
 ///
 /// `export_plugin!(entry = path::to::entry)` exports an entry function made elsewhere with
 /// [`plugin_entry!`] instead: the form of a plugin crate that is only a shim over a backend
@@ -201,11 +202,16 @@ macro_rules! __hsm_register_interface {
             $crate::ffi::symmetric_key::table::<$ty>();
         $ifaces.symmetric_key = &SYMMETRIC_KEY_TABLE;
     }};
+    (operational_key, $ty:ty, $ifaces:ident) => {{
+        static OPERATIONAL_KEY_TABLE: $crate::hsm_api::HsmOperationalKeyTable =
+            $crate::ffi::operational_key::table::<$ty>();
+        $ifaces.operational_key = &OPERATIONAL_KEY_TABLE;
+    }};
     ($other:ident, $ty:ty, $ifaces:ident) => {
         compile_error!(concat!(
             "unknown hsmkit interface `",
             stringify!($other),
-            "`: expected tpm, x509 or symmetric_key"
+            "`: expected tpm, x509, symmetric_key or operational_key"
         ));
     };
 }

@@ -85,3 +85,36 @@ pub trait SymmetricKeyHsm {
     /// Stores `key` (raw bytes), replacing any earlier key, for `registration_id` if given.
     fn import_key(&self, registration_id: Option<&str>, key: &[u8]) -> Result<(), HsmError>;
 }
+
+/// Operational key (ABI 1.2): a P-256 key pair made and kept inside the HSM under a label,
+/// that signs the CSR of a certificate DPS issues during provisioning, and the issued chain
+/// kept beside it. The private key never leaves the plugin.
+///
+/// Optional: a plugin that does not list `operational_key` in [`crate::export_plugin!`] has a
+/// NULL entry, and hosts say it cannot hold an operational key. Labels reach these methods
+/// already checked ([`hsm_api::is_valid_operational_key_label`]), digests are 32 bytes, and
+/// chains are UTF-8. Keys and chains must outlive the process.
+pub trait OperationalKeyHsm {
+    /// Creates the P-256 key under `label`, or finds the existing one (the same key on every
+    /// call and run), and returns its public key as a DER SubjectPublicKeyInfo.
+    fn create_operational_key(&self, label: &str) -> Result<Vec<u8>, HsmError>;
+    /// The public key under `label` as in [`OperationalKeyHsm::create_operational_key`];
+    /// [`crate::ErrorCode::NotFound`] when there is none. Never creates one.
+    fn operational_public_key(&self, label: &str) -> Result<Vec<u8>, HsmError>;
+    /// ECDSA P-256 signature of the SHA-256 `digest` with the key under `label`, DER-encoded
+    /// like [`X509Hsm::sign_digest`]'s ECDSA signatures. [`crate::ErrorCode::NotFound`]
+    /// without a key.
+    fn sign_operational_digest(&self, label: &str, digest: &[u8; 32]) -> Result<Vec<u8>, HsmError>;
+    /// Stores the issued chain (PEM, leaf first) beside the key under `label`, replacing any
+    /// earlier one. [`crate::ErrorCode::NotFound`] without a key.
+    fn store_operational_chain(&self, label: &str, pem: &str) -> Result<(), HsmError>;
+    /// The chain stored under `label`, as stored. [`crate::ErrorCode::NotFound`] without one.
+    fn operational_chain(&self, label: &str) -> Result<String, HsmError>;
+    /// Removes the key under `label` and its chain. The default says the plugin cannot.
+    fn delete_operational_key(&self, label: &str) -> Result<(), HsmError> {
+        let _ = label;
+        Err(HsmError::not_supported(
+            "this plugin cannot remove operational keys",
+        ))
+    }
+}

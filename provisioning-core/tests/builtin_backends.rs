@@ -52,7 +52,7 @@ fn plugins_list_shows_every_backend_as_builtin_without_a_plugins_folder() {
         assert_eq!(row["path"], format!("builtin:{name}"), "{row}");
         assert_eq!(row["layoutChecked"], true, "{row}");
         // Builtins declare their settings like their files do (ABI 1.1).
-        assert_eq!(row["abiVersion"], "1.1", "{row}");
+        assert_eq!(row["abiVersion"], "1.2", "{row}");
         assert!(row["settings"].is_array(), "{row}");
     }
     let pkcs11 = plugins.iter().find(|p| p["name"] == "pkcs11").unwrap();

@@ -69,7 +69,7 @@ fn info_marks_required_settings_and_json_carries_the_declaration() {
     assert!(pin_file.contains("optional"), "{pin_file}");
 
     let v: Value = serde_json::from_str(&info(dir.path(), "pkcs11", true)).unwrap();
-    assert_eq!(v["abiVersion"], "1.1");
+    assert_eq!(v["abiVersion"], "1.2");
     let settings = v["settings"].as_array().unwrap();
     assert_eq!(settings[0]["name"], "module");
     assert_eq!(settings[0]["required"], true);

@@ -5,8 +5,8 @@ mod support;
 
 use hmac::{Hmac, Mac};
 use provisioning_core::plugin::{
-    settings_lines, LoadError, LoadedPlugin, PluginErrorCode, PluginInstance, PluginSearchPath,
-    PluginSetting, SETTINGS_NOT_DECLARED,
+    settings_lines, LoadError, LoadedPlugin, PluginError, PluginErrorCode, PluginInstance,
+    PluginSearchPath, PluginSetting, SETTINGS_NOT_DECLARED,
 };
 use sha2::Sha256;
 use std::os::unix::fs::PermissionsExt;
@@ -30,7 +30,7 @@ fn rust_plugin_loads_with_layout_checked_and_signs_like_software_hmac() {
     assert_eq!(meta.name, "symmetric");
     assert!(meta.layout_checked, "SDK plugins export their layout");
     assert!(meta.capabilities.symmetric_key && !meta.capabilities.tpm);
-    assert_eq!(meta.abi_version, "1.1");
+    assert_eq!(meta.abi_version, "1.2");
 
     let state = tempfile::tempdir().unwrap();
     let inst = PluginInstance::create(&plugin, &state_config(state.path())).unwrap();
@@ -198,7 +198,7 @@ fn an_abi_major_mismatch_names_both_versions() {
     assert!(matches!(e, LoadError::AbiMajorMismatch { .. }), "{e}");
     let text = e.to_string();
     assert!(
-        text.contains("plugin ABI 2.3") && text.contains("host ABI 1.1"),
+        text.contains("plugin ABI 2.3") && text.contains("host ABI 1.2"),
         "{text}"
     );
 }
@@ -300,6 +300,28 @@ fn an_abi_1_0_plugin_still_loads_and_its_settings_are_not_declared() {
         inst.symmetric_key().unwrap().registration_id().unwrap(),
         "abi-1-0-device"
     );
+}
+
+#[test]
+fn a_plugin_without_the_interface_says_it_cannot_hold_an_operational_key() {
+    // ABI 1.0 (the table ends before the entry) and a newer minor that leaves it NULL.
+    for (path, abi) in [
+        (hsm_fixture_loader_c::ABI_1_0, "1.0"),
+        (hsm_fixture_loader_c::NEWER_MINOR, "1.7"),
+    ] {
+        let plugin = LoadedPlugin::load(Path::new(path)).unwrap();
+        assert!(!plugin.metadata().operational_key, "{path}");
+        let inst = PluginInstance::create(&plugin, &[("state_dir", "/nonexistent")]).unwrap();
+        let e = inst.operational_key().unwrap_err();
+        assert!(matches!(e, PluginError::NoOperationalKey { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains(&format!("(ABI {abi}) cannot hold an operational key")),
+            "{e}"
+        );
+        // Its older entries still work.
+        assert!(inst.symmetric_key().unwrap().registration_id().is_ok());
+    }
 }
 
 #[test]

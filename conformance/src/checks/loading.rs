@@ -200,10 +200,10 @@ fn abi_version(ctx: &mut CheckContext) -> CheckResult {
         ));
     }
     // Each minor appends entries: a table is as large as its own minor's (1.0 at least).
-    let need = if t.header.abi_minor >= 1 {
-        HsmPluginTable::SIZE_1_1
-    } else {
-        HsmPluginTable::SIZE_1_0
+    let need = match t.header.abi_minor {
+        0 => HsmPluginTable::SIZE_1_0,
+        1 => HsmPluginTable::SIZE_1_1,
+        _ => HsmPluginTable::SIZE_1_2,
     };
     if (t.header.struct_size as usize) < need {
         return Err(Verdict::fail(

@@ -1,6 +1,7 @@
 //! The C side of the SDK: generic `extern "C"` functions the export macro puts in the tables.
 //! Everything here is an implementation detail of [`crate::export_plugin`].
 
+pub mod operational_key;
 pub mod symmetric_key;
 pub mod tpm;
 pub mod x509;
@@ -26,6 +27,8 @@ pub struct Interfaces {
     pub x509: *const HsmX509Table,
     /// Symmetric-key table or NULL.
     pub symmetric_key: *const HsmSymmetricKeyTable,
+    /// Operational-key table (ABI 1.2) or NULL; announced by its entry, not a capability bit.
+    pub operational_key: *const HsmOperationalKeyTable,
 }
 
 impl Interfaces {
@@ -34,6 +37,7 @@ impl Interfaces {
         tpm: std::ptr::null(),
         x509: std::ptr::null(),
         symmetric_key: std::ptr::null(),
+        operational_key: std::ptr::null(),
     };
 
     /// The capability bits the host checks against the tables present.
@@ -154,6 +158,7 @@ pub unsafe fn entry<T: HsmPlugin>(
                 symmetric_key: interfaces.symmetric_key,
                 settings,
                 settings_len,
+                operational_key: interfaces.operational_key,
             }
         });
         // SAFETY: out_table checked non-NULL above.

@@ -174,6 +174,23 @@ pub enum PluginError {
         /// The interfaces it does offer.
         offered: String,
     },
+    /// The plugin has no operational-key interface (ABI 1.2), so it cannot make or keep the
+    /// key an issued certificate needs.
+    #[error("plugin `{plugin}` (ABI {abi_version}) cannot hold an operational key: it has no operational-key interface (ABI 1.2 or later, `operational_key` in its table)")]
+    NoOperationalKey {
+        /// Plugin name.
+        plugin: String,
+        /// The ABI version the plugin was built for.
+        abi_version: String,
+    },
+    /// An operational-key label the ABI does not allow, refused before the call.
+    #[error("plugin `{plugin}`: {operation}: an operational-key label is 1 to 64 ASCII letters, digits, '-', '_' or '.'")]
+    InvalidOperationalKeyLabel {
+        /// Plugin name.
+        plugin: String,
+        /// The ABI operation.
+        operation: &'static str,
+    },
     /// The plugin broke the ABI contract in its answer.
     #[error("plugin `{plugin}`: {operation} broke the ABI contract: {reason}")]
     Contract {

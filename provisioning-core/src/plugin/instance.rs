@@ -1,6 +1,6 @@
 //! A live plugin instance and the calling convention shared by every interface handle.
 
-use super::interfaces::{SymmetricKeyHandle, TpmHandle, X509Handle};
+use super::interfaces::{OperationalKeyHandle, SymmetricKeyHandle, TpmHandle, X509Handle};
 use super::PluginBytes;
 use super::{LoadedPlugin, PluginError, PluginErrorCode};
 use hsm_api::*;
@@ -101,6 +101,19 @@ impl PluginInstance {
         match unsafe { self.plugin.table().symmetric_key.as_ref() } {
             Some(t) => Ok(SymmetricKeyHandle::new(self, t)),
             None => Err(self.missing("symmetric-key")),
+        }
+    }
+
+    /// The operational-key interface (ABI 1.2), or an error saying plainly that this plugin
+    /// cannot hold an operational key (a 1.0 or 1.1 plugin, or one without the interface).
+    pub fn operational_key(&self) -> Result<OperationalKeyHandle<'_>, PluginError> {
+        // SAFETY: as in `tpm`; a table older than 1.2 reads as NULL here (`in_current_layout`).
+        match unsafe { self.plugin.table().operational_key.as_ref() } {
+            Some(t) => Ok(OperationalKeyHandle::new(self, t)),
+            None => Err(PluginError::NoOperationalKey {
+                plugin: self.plugin.name().to_string(),
+                abi_version: self.plugin.metadata().abi_version.clone(),
+            }),
         }
     }
 

@@ -202,3 +202,111 @@ impl<'a> SymmetricKeyHandle<'a> {
         })
     }
 }
+
+/// The operational-key interface (ABI 1.2) of one instance: a P-256 key the plugin makes and
+/// keeps under a label, and the chain issued for it.
+pub struct OperationalKeyHandle<'a> {
+    instance: &'a PluginInstance,
+    table: &'static HsmOperationalKeyTable,
+}
+
+impl std::fmt::Debug for OperationalKeyHandle<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperationalKeyHandle")
+            .field("plugin", &self.instance.plugin().name())
+            .finish()
+    }
+}
+
+impl<'a> OperationalKeyHandle<'a> {
+    pub(crate) fn new(
+        instance: &'a PluginInstance,
+        table: &'static HsmOperationalKeyTable,
+    ) -> Self {
+        OperationalKeyHandle { instance, table }
+    }
+
+    /// Refuses a label the ABI does not allow here, before the plugin sees it.
+    fn check_label(&self, operation: &'static str, label: &str) -> Result<(), PluginError> {
+        if is_valid_operational_key_label(label) {
+            Ok(())
+        } else {
+            Err(PluginError::InvalidOperationalKeyLabel {
+                plugin: self.instance.plugin().name().to_string(),
+                operation,
+            })
+        }
+    }
+
+    /// Creates the key under `label` or finds the existing one; its public key as a DER
+    /// SubjectPublicKeyInfo.
+    pub fn create_key(&self, label: &str) -> Result<PluginBytes, PluginError> {
+        self.check_label("create_key", label)?;
+        let f = self.table.create_key;
+        // SAFETY: the slice borrows `label` for the call; live instance, valid out pointer.
+        self.instance.call_output("create_key", |i, o| unsafe {
+            f(i, HsmSlice::from_bytes(label.as_bytes()), o)
+        })
+    }
+
+    /// The public key under `label` (DER SubjectPublicKeyInfo); a `NotFound` call error when
+    /// there is none.
+    pub fn public_key(&self, label: &str) -> Result<PluginBytes, PluginError> {
+        self.check_label("get_public_key", label)?;
+        let f = self.table.get_public_key;
+        // SAFETY: as above.
+        self.instance.call_output("get_public_key", |i, o| unsafe {
+            f(i, HsmSlice::from_bytes(label.as_bytes()), o)
+        })
+    }
+
+    /// DER ECDSA P-256 signature of a SHA-256 digest with the key under `label`.
+    pub fn sign_digest(&self, label: &str, digest: &[u8; 32]) -> Result<PluginBytes, PluginError> {
+        self.check_label("sign_digest", label)?;
+        let f = self.table.sign_digest;
+        // SAFETY: both slices borrow caller data for the call.
+        self.instance.call_output("sign_digest", |i, o| unsafe {
+            f(
+                i,
+                HsmSlice::from_bytes(label.as_bytes()),
+                HsmSlice::from_bytes(digest),
+                o,
+            )
+        })
+    }
+
+    /// Stores the issued chain (PEM, leaf first) beside the key under `label`.
+    pub fn store_chain(&self, label: &str, pem: &str) -> Result<(), PluginError> {
+        self.check_label("store_chain", label)?;
+        let f = self.table.store_chain;
+        // SAFETY: both slices borrow caller data for the call.
+        self.instance.call("store_chain", |i| unsafe {
+            f(
+                i,
+                HsmSlice::from_bytes(label.as_bytes()),
+                HsmSlice::from_bytes(pem.as_bytes()),
+            )
+        })
+    }
+
+    /// The chain stored under `label` (PEM); a `NotFound` call error when there is none.
+    pub fn chain(&self, label: &str) -> Result<String, PluginError> {
+        self.check_label("get_chain", label)?;
+        let f = self.table.get_chain;
+        // SAFETY: as in `create_key`.
+        let out = self.instance.call_output("get_chain", |i, o| unsafe {
+            f(i, HsmSlice::from_bytes(label.as_bytes()), o)
+        })?;
+        utf8(self.instance, "get_chain", &out)
+    }
+
+    /// Removes the key under `label` and its chain.
+    pub fn delete_key(&self, label: &str) -> Result<(), PluginError> {
+        self.check_label("delete_key", label)?;
+        let f = self.table.delete_key;
+        // SAFETY: the slice borrows `label` for the call.
+        self.instance.call("delete_key", |i| unsafe {
+            f(i, HsmSlice::from_bytes(label.as_bytes()))
+        })
+    }
+}

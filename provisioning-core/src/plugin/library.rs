@@ -132,6 +132,9 @@ pub struct PluginMetadata {
     /// The settings `create` accepts besides `state_dir` (ABI 1.1); `None` (JSON `null`) for
     /// a plugin that does not declare them (ABI 1.0).
     pub settings: Option<Vec<PluginSetting>>,
+    /// Whether it can hold an operational key (ABI 1.2 `operational_key` entry present).
+    #[serde(rename = "operationalKey")]
+    pub operational_key: bool,
 }
 
 /// A loaded, validated plugin. Never unloaded: its code may still be referenced by instances,
@@ -404,10 +407,10 @@ unsafe fn check_entries_not_null(
     let base = table.cast::<u8>();
     // SAFETY: the header is part of every table.
     let header = unsafe { std::ptr::read(table.cast::<HsmTableHeader>()) };
-    let needed = if header.abi_minor >= 1 {
-        HsmPluginTable::SIZE_1_1
-    } else {
-        HsmPluginTable::SIZE_1_0
+    let needed = match header.abi_minor {
+        0 => HsmPluginTable::SIZE_1_0,
+        1 => HsmPluginTable::SIZE_1_1,
+        _ => HsmPluginTable::SIZE_1_2,
     };
     if (header.struct_size as usize) < needed {
         return Err(bad(format!(
@@ -427,7 +430,7 @@ unsafe fn check_entries_not_null(
             return Err(bad(format!("plugin table entry `{name}` is NULL")));
         }
     }
-    let interfaces: [InterfaceEntries; 3] = [
+    let mut interfaces: Vec<InterfaceEntries> = vec![
         (
             "TPM",
             offset_of!(HsmPluginTable, tpm),
@@ -479,8 +482,33 @@ unsafe fn check_entries_not_null(
             ],
         ),
     ];
+    // The 1.2 entry exists only in a table that says it does (minor and size checked above).
+    if HsmPluginTable::has_operational_key(&header) {
+        interfaces.push((
+            "operational-key",
+            offset_of!(HsmPluginTable, operational_key),
+            &[
+                ("create_key", offset_of!(HsmOperationalKeyTable, create_key)),
+                (
+                    "get_public_key",
+                    offset_of!(HsmOperationalKeyTable, get_public_key),
+                ),
+                (
+                    "sign_digest",
+                    offset_of!(HsmOperationalKeyTable, sign_digest),
+                ),
+                (
+                    "store_chain",
+                    offset_of!(HsmOperationalKeyTable, store_chain),
+                ),
+                ("get_chain", offset_of!(HsmOperationalKeyTable, get_chain)),
+                ("delete_key", offset_of!(HsmOperationalKeyTable, delete_key)),
+            ],
+        ));
+    }
     for (iface, table_off, entries) in interfaces {
-        // SAFETY: within the v1.0 plugin table.
+        // SAFETY: within the plugin table: the 1.0 entries, or `operational_key` when the header
+        // says the table has it.
         let sub = unsafe { word_at(base, table_off) } as *const u8;
         if sub.is_null() {
             continue;
@@ -631,6 +659,7 @@ fn validate_table(
         thread_safe: t.threading == HSM_THREADING_CONCURRENT,
         layout_checked,
         settings,
+        operational_key: !t.operational_key.is_null(),
     })
 }
 

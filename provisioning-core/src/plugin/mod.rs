@@ -23,7 +23,7 @@ pub use error::{LoadError, PluginError, PluginErrorCode};
 /// Signature algorithms an X.509 plugin may be asked for: the ABI's own view, shared with the SDK.
 pub use hsm_api::SignAlgorithm;
 pub use instance::PluginInstance;
-pub use interfaces::{SymmetricKeyHandle, TpmHandle, X509Handle};
+pub use interfaces::{OperationalKeyHandle, SymmetricKeyHandle, TpmHandle, X509Handle};
 pub use library::{
     settings_lines, Capabilities, LoadedPlugin, PluginMetadata, PluginSetting,
     SETTINGS_NOT_DECLARED,
