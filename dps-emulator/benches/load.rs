@@ -43,7 +43,11 @@ fn main() {
         .expect("runtime");
     rt.block_on(async move {
         let env = start_with(|c| {
-            c.hubs = vec!["hub-a".into(), "hub-b".into(), "hub-c".into()];
+            c.hubs = vec![
+                "hub-a.azure-devices.net".into(),
+                "hub-b.azure-devices.net".into(),
+                "hub-c.azure-devices.net".into(),
+            ];
             // HTTPS clients keep their pooled connections while the MQTT devices connect, and a
             // closed MQTT connection's slot comes back only when the emulator has seen the close.
             c.max_connections = 4 * concurrency + 16;

@@ -2,7 +2,6 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::config::hub_host_name;
 use crate::model::{AllocationPolicy, EnrollmentCommon};
 
 /// Why a device could not be given a hub (registrationState.errorCode / errorMessage).
@@ -22,13 +21,9 @@ pub fn allocate(
     served: &[String],
 ) -> Result<String, AllocationFailure> {
     let candidates: Vec<String> = if !enrollment.iot_hubs.is_empty() {
-        enrollment
-            .iot_hubs
-            .iter()
-            .map(|h| hub_host_name(h))
-            .collect()
+        enrollment.iot_hubs.clone()
     } else if let Some(h) = &enrollment.iot_hub_host_name {
-        vec![hub_host_name(h)]
+        vec![h.clone()]
     } else {
         served.to_vec()
     };
@@ -84,7 +79,7 @@ mod tests {
     fn static_takes_the_enrollments_hub_and_unknown_hubs_fail() {
         let e = EnrollmentCommon {
             allocation_policy: Some(AllocationPolicy::Static),
-            iot_hubs: vec!["c".into()],
+            iot_hubs: vec!["c.azure-devices.net".into()],
             ..Default::default()
         };
         assert_eq!(allocate(&e, "x", &hubs()).unwrap(), "c.azure-devices.net");

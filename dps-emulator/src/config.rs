@@ -13,7 +13,7 @@ pub struct EmulatorConfig {
     pub state_dir: PathBuf,
     /// The DPS id scope devices put in their paths and SAS scopes.
     pub id_scope: String,
-    /// IoT hub host names to allocate devices to (a bare name gets `.azure-devices.net`).
+    /// IoT hub host names to allocate devices to (full host names: a bare name is refused).
     pub hubs: Vec<String>,
     /// How long an operation stays "assigning" before its final status is visible.
     pub assignment_delay: Duration,
@@ -86,11 +86,21 @@ impl EmulatorConfig {
     }
 }
 
-/// Normalises a hub name: a bare name becomes `<name>.azure-devices.net`.
-pub fn hub_host_name(name: &str) -> String {
+/// Checks that a hub is named by its host name, as the service names linked hubs and an
+/// enrollment's `iotHubs` ("The list of IoT Hub hostnames the device(s) in this resource can
+/// be allocated to", "Individual Enrollment - Create Or Update",
+/// https://learn.microsoft.com/rest/api/iot-dps/service/individual-enrollment/create-or-update).
+/// A bare name such as `hub-a` used to be rewritten to `hub-a.azure-devices.net`; now it is
+/// refused with a message giving that full name, since a device is told its hub's host name
+/// and another cloud's domain would be silently wrong.
+pub fn check_hub_host_name(name: &str) -> Result<(), String> {
     if name.contains('.') {
-        name.to_string()
+        Ok(())
     } else {
-        format!("{name}.azure-devices.net")
+        Err(format!(
+            "the IoT hub `{}` is not a host name: give the hub's full host name, such as `{}.azure-devices.net`",
+            name.escape_debug(),
+            name.escape_debug()
+        ))
     }
 }

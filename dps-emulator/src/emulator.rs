@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::app_state::{AppState, PeerChain};
 use crate::auth::tpm::Challenges;
-use crate::config::{hub_host_name, EmulatorConfig};
+use crate::config::{check_hub_host_name, EmulatorConfig};
 use crate::error::{EmulatorError, Result};
 use crate::faults::Faults;
 use crate::model::RegistrationState;
@@ -94,12 +94,15 @@ impl Emulator {
         // The hubs are served on the same listeners: a device that verifies its hub's name
         // (TLS SNI = the hub, connecting to this address) finds it in the certificate. They
         // are not service-API host names.
-        let hubs: Vec<String> = config.hubs.iter().map(|h| hub_host_name(h)).collect();
+        let hubs: Vec<String> = config.hubs.clone();
         if let Some(bad) = hubs.iter().find(|h| !is_dns_name(h)) {
             return Err(EmulatorError::Config(format!(
                 "the hub name `{}` is not a DNS host name (letters, digits and `-` in dot-separated labels)",
                 bad.escape_debug()
             )));
+        }
+        for h in &hubs {
+            check_hub_host_name(h).map_err(EmulatorError::Config)?;
         }
         for h in &hubs {
             if !names.iter().any(|n| n.eq_ignore_ascii_case(h)) {

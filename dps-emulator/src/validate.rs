@@ -4,8 +4,9 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
+use crate::config::check_hub_host_name;
 use crate::error::{EmulatorError, Result};
-use crate::model::{AttestationMechanism, EnrollmentGroup, IndividualEnrollment};
+use crate::model::{AttestationMechanism, EnrollmentCommon, EnrollmentGroup, IndividualEnrollment};
 use crate::pki::parse_certificates;
 use dps_proto::AttestationKind;
 
@@ -93,6 +94,14 @@ fn check_attestation(a: &AttestationMechanism, group: bool) -> Result<()> {
     Ok(())
 }
 
+/// Every hub an enrollment names must be a host name (see [`check_hub_host_name`]).
+fn check_hubs(c: &EnrollmentCommon) -> Result<()> {
+    for h in c.iot_hubs.iter().chain(&c.iot_hub_host_name) {
+        check_hub_host_name(h).map_err(invalid)?;
+    }
+    Ok(())
+}
+
 /// Checks an individual enrollment.
 pub fn individual(e: &IndividualEnrollment) -> Result<()> {
     if !is_valid_id(&e.registration_id) {
@@ -107,6 +116,7 @@ pub fn individual(e: &IndividualEnrollment) -> Result<()> {
             ));
         }
     }
+    check_hubs(&e.common)?;
     check_attestation(&e.attestation, false)
 }
 
@@ -117,5 +127,6 @@ pub fn group(g: &EnrollmentGroup) -> Result<()> {
             "enrollmentGroupId must be 1-128 characters of a-z A-Z 0-9 - . _ :",
         ));
     }
+    check_hubs(&g.common)?;
     check_attestation(&g.attestation, true)
 }

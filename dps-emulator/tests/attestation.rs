@@ -248,7 +248,7 @@ async fn disabled_and_unallocatable_enrollments_end_disabled_and_failed() {
     emu.enrollments().create_individual(nowhere).unwrap();
     let mut pinned = symmetric_individual("pinned-dev", KEY);
     pinned.common.allocation_policy = Some(AllocationPolicy::Static);
-    pinned.common.iot_hubs = vec!["hub-b".into()];
+    pinned.common.iot_hubs = vec!["hub-b.azure-devices.net".into()];
     emu.enrollments().create_individual(pinned).unwrap();
     let c = client(emu, None);
 

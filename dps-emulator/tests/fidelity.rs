@@ -439,3 +439,48 @@ async fn re_registration_substatus_follows_the_reprovision_policy() {
         (Some(HUB_B), Some("initialAssignment"))
     );
 }
+
+/// Hubs are named by host name, as the service's linked hubs and enrollments' `iotHubs` are
+/// ("The list of IoT Hub hostnames...", "Individual Enrollment - Create Or Update",
+/// https://learn.microsoft.com/rest/api/iot-dps/service/individual-enrollment/create-or-update):
+/// a bare name is refused with a message giving the full name, no longer silently rewritten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_names_without_a_domain_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = EmulatorConfig::new(dir.path().join("state"));
+    cfg.hubs = vec!["hub-a".into()];
+    let err = Emulator::start(cfg)
+        .await
+        .map(|_| ())
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        err.contains("`hub-a`") && err.contains("hub-a.azure-devices.net"),
+        "{err}"
+    );
+
+    let env = start().await;
+    let emu = &env.emu;
+    let c = client(emu, None);
+    for field in [
+        json!({"iotHubs": ["hub-b"]}),
+        json!({"iotHubHostName": "hub-b"}),
+    ] {
+        let mut body =
+            json!({"registrationId": "bare-hub", "attestation": {"type": "symmetricKey"}});
+        body.as_object_mut()
+            .unwrap()
+            .extend(field.as_object().unwrap().clone());
+        let r = send(service(&c, emu, Method::PUT, "enrollments/bare-hub").json(&body)).await;
+        assert_error_body(&r, StatusCode::BAD_REQUEST);
+        assert!(
+            r.body["message"]
+                .as_str()
+                .unwrap()
+                .contains("hub-b.azure-devices.net"),
+            "{}",
+            r.body
+        );
+    }
+    assert!(emu.enrollments().individual("bare-hub").unwrap().is_none());
+}

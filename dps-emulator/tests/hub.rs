@@ -761,7 +761,10 @@ async fn devices_twins_telemetry_and_pending_messages_survive_a_restart() {
     emu.shutdown().await;
 
     let mut cfg = dps_emulator::EmulatorConfig::new(dir.path().join("state"));
-    cfg.hubs = vec!["hub-a".into(), "hub-b".into()];
+    cfg.hubs = vec![
+        "hub-a.azure-devices.net".into(),
+        "hub-b.azure-devices.net".into(),
+    ];
     cfg.mqtt_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     let emu = dps_emulator::Emulator::start(cfg).await.unwrap();
     assert_ne!(emu.mqtt_addr(), None);
@@ -879,7 +882,7 @@ async fn kill_minus_nine_loses_no_acknowledged_telemetry() {
             "--primary-key",
             KEY,
         ])
-        .args(["--hub", "hub-a", "--state", s])
+        .args(["--hub", "hub-a.azure-devices.net", "--state", s])
         .output()
         .unwrap();
     assert!(
@@ -899,7 +902,7 @@ async fn kill_minus_nine_loses_no_acknowledged_telemetry() {
             "--mqtt-ws-listen",
             "127.0.0.1:0",
             "--hub",
-            "hub-a",
+            "hub-a.azure-devices.net",
             "--state",
             s,
         ])

@@ -22,7 +22,10 @@ async fn enrollments_and_records_survive_a_restart() {
     let state = dir.path().join("state");
     let cfg = || {
         let mut c = EmulatorConfig::new(&state);
-        c.hubs = vec!["hub-a".into(), "hub-b".into()];
+        c.hubs = vec![
+            "hub-a.azure-devices.net".into(),
+            "hub-b.azure-devices.net".into(),
+        ];
         c
     };
     let emu = Emulator::start(cfg()).await.unwrap();
@@ -140,7 +143,7 @@ fn serve(state: &Path) -> Served {
             "--state",
             state.to_str().unwrap(),
             "--hub",
-            "hub-a",
+            "hub-a.azure-devices.net",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -327,7 +330,7 @@ fn cli_enrolls_from_enroll_info_folders_and_lists() {
         "--state",
         s,
         "--hub",
-        "hub-z",
+        "hub-z.azure-devices.net",
         "--allocation",
         "static",
     ]);
@@ -410,7 +413,7 @@ fn cli_enrolls_from_enroll_info_folders_and_lists() {
             .as_deref(),
         Some(KEY)
     );
-    assert_eq!(sym.common.iot_hubs, ["hub-z"]);
+    assert_eq!(sym.common.iot_hubs, ["hub-z.azure-devices.net"]);
     let g = store.group("cli-group").unwrap().unwrap();
     assert!(g
         .attestation

@@ -30,7 +30,10 @@ static PORT_8883: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// An emulator with its MQTT listener on 127.0.0.1:8883, where the SDKs connect.
 async fn start_on_8883(dir: &Path) -> RunningEmulator {
     let mut cfg = EmulatorConfig::new(dir.join("state"));
-    cfg.hubs = vec!["hub-a".into(), "hub-b".into()];
+    cfg.hubs = vec![
+        "hub-a.azure-devices.net".into(),
+        "hub-b.azure-devices.net".into(),
+    ];
     cfg.mqtt_listen = Some("127.0.0.1:8883".parse().unwrap());
     match Emulator::start(cfg).await {
         Ok(e) => e,

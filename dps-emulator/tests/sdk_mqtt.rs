@@ -47,7 +47,10 @@ async fn start_on_443(dir: &Path) -> RunningEmulator {
 /// An emulator with two hubs and the listener `listen` sets, on the port the SDKs connect to.
 async fn start_at(dir: &Path, listen: impl FnOnce(&mut EmulatorConfig)) -> RunningEmulator {
     let mut cfg = EmulatorConfig::new(dir.join("state"));
-    cfg.hubs = vec!["hub-a".into(), "hub-b".into()];
+    cfg.hubs = vec![
+        "hub-a.azure-devices.net".into(),
+        "hub-b.azure-devices.net".into(),
+    ];
     listen(&mut cfg);
     let at = cfg.mqtt_listen.or(cfg.mqtt_ws_listen);
     match Emulator::start(cfg).await {

@@ -26,7 +26,10 @@ use tokio::sync::mpsc::UnboundedReceiver;
 /// An emulator with the MQTT listener (DPS and the hubs) on `mqtt` (port 0: a free one).
 async fn hub_emulator_at(dir: &std::path::Path, mqtt: u16) -> RunningEmulator {
     let mut cfg = EmulatorConfig::new(dir.join("emulator"));
-    cfg.hubs = vec!["hub-a".into(), "hub-b".into()];
+    cfg.hubs = vec![
+        "hub-a.azure-devices.net".into(),
+        "hub-b.azure-devices.net".into(),
+    ];
     cfg.mqtt_listen = Some(SocketAddr::from(([127, 0, 0, 1], mqtt)));
     Emulator::start(cfg).await.expect("emulator starts")
 }
@@ -624,7 +627,7 @@ async fn a_silent_connection_is_found_by_the_keep_alive_and_replaced() {
 async fn over_a_websocket_the_same_hub_session_works() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = EmulatorConfig::new(dir.path().join("emulator"));
-    cfg.hubs = vec!["hub-a".into()];
+    cfg.hubs = vec!["hub-a.azure-devices.net".into()];
     cfg.mqtt_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     cfg.mqtt_ws_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     let emu = Emulator::start(cfg).await.expect("emulator starts");

@@ -28,7 +28,10 @@ pub async fn start() -> Env {
 pub async fn start_with(f: impl FnOnce(&mut EmulatorConfig)) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = EmulatorConfig::new(dir.path().join("state"));
-    cfg.hubs = vec!["hub-a".into(), "hub-b".into()];
+    cfg.hubs = vec![
+        "hub-a.azure-devices.net".into(),
+        "hub-b.azure-devices.net".into(),
+    ];
     f(&mut cfg);
     let emu = Emulator::start(cfg).await.unwrap();
     Env { emu, dir }

@@ -39,7 +39,10 @@ pub async fn emulator() -> Env {
 pub async fn emulator_with(f: impl FnOnce(&mut EmulatorConfig)) -> Env {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut cfg = EmulatorConfig::new(dir.path().join("emulator"));
-    cfg.hubs = vec!["hub-a".into(), "hub-b".into()];
+    cfg.hubs = vec![
+        "hub-a.azure-devices.net".into(),
+        "hub-b.azure-devices.net".into(),
+    ];
     f(&mut cfg);
     let emu = Emulator::start(cfg).await.expect("emulator starts");
     Env { emu, dir }
