@@ -131,7 +131,11 @@ async fn parse_request(
     )
 }
 
-fn outcome(app: &AppState, r: &DeviceRequest, auth: &Authenticated) -> RegistrationState {
+fn outcome(
+    app: &AppState,
+    r: &DeviceRequest,
+    auth: &Authenticated,
+) -> Result<RegistrationState, ApiError> {
     let reg = r.registration_id.clone();
     let (common, device_id, group_id, real_section) = match auth {
         Authenticated::Individual(e, s) => (
@@ -201,7 +205,7 @@ fn outcome(app: &AppState, r: &DeviceRequest, auth: &Authenticated) -> Registrat
     }
     if common.provisioning_status == ProvisioningStatus::Disabled {
         state.status = status::DISABLED.into();
-        return state;
+        return Ok(state);
     }
     let policy = common.reprovision_policy.unwrap_or_default();
     // updateHubAssignment false: "the device will stay assigned to its current IoT hub"
@@ -211,9 +215,7 @@ fn outcome(app: &AppState, r: &DeviceRequest, auth: &Authenticated) -> Registrat
         None
     } else {
         app.store
-            .registration(&reg)
-            .ok()
-            .flatten()
+            .registration(&reg)?
             .filter(|prev| prev.status == status::ASSIGNED)
             .and_then(|prev| prev.assigned_hub)
             .filter(|h| app.hubs.contains(h))
@@ -235,7 +237,7 @@ fn outcome(app: &AppState, r: &DeviceRequest, auth: &Authenticated) -> Registrat
             state.error_message = Some(f.message);
         }
     }
-    state
+    Ok(state)
 }
 
 /// PUT /{idScope}/registrations/{registrationId}/register
@@ -299,7 +301,7 @@ pub(crate) async fn register_request(
     let app2 = app.clone();
     let op = blocking(move || {
         let auth = authenticate_request(&app2, &r)?;
-        let state = outcome(&app2, &r, &auth);
+        let state = outcome(&app2, &r, &auth)?;
         let ready = unix_now_ms() + app2.config.assignment_delay.as_millis() as i64;
         // The hub device first: a device told "assigned" can connect to its hub at once.
         provision_in_hub(&app2, &state, &auth)?;
