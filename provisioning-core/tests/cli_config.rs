@@ -180,6 +180,30 @@ fn config_new_round_trips_for_each_attestation() {
 }
 
 #[test]
+fn config_new_creates_missing_folders_that_the_trust_rules_accept() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("etc/hsmkit/config.toml");
+    let c = config.to_str().unwrap();
+    let (ok, _, stderr) = run_hsmkit(&[
+        "config",
+        "new",
+        "--attestation",
+        "x509",
+        "--plugin",
+        "dice",
+        "-o",
+        c,
+    ]);
+    assert!(ok, "{stderr}");
+    for folder in [dir.path().join("etc"), dir.path().join("etc/hsmkit")] {
+        let mode = std::fs::metadata(&folder).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755, "{}", folder.display());
+    }
+    let (ok, _, stderr) = run_hsmkit(&["--config", c, "plugins", "list"]);
+    assert!(ok, "{stderr}");
+}
+
+#[test]
 fn config_new_refuses_an_unknown_attestation() {
     let (ok, _, stderr) = run_hsmkit(&[
         "config",

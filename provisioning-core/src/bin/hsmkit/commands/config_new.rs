@@ -8,7 +8,7 @@ use provisioning_core::dps::Attestation;
 use provisioning_core::plugin::PluginSetting;
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -149,6 +149,13 @@ fn write_new(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
+    // /etc/hsmkit on a fresh machine: created readable by all and writable by its owner only,
+    // which the trust rules for the config's folders require.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     let name = path
         .file_name()
         .with_context(|| format!("{} is not a file name", path.display()))?;
