@@ -328,7 +328,8 @@ typedef struct HsmOperationalKeyTable {
                           struct HsmBuffer *out_public_key);
   /**
    * The public key under `label`, as `create_key` writes it, without creating one:
-   * `HSM_ERR_NOT_FOUND` when there is none.
+   * `HSM_ERR_NOT_FOUND` when there is none. (A backend that derives its keys rather than
+   * storing them, such as dice, has one for every label.)
    */
   HsmStatus (*get_public_key)(HsmInstance *instance,
                               struct HsmSlice label,

@@ -353,7 +353,8 @@ pub struct HsmOperationalKeyTable {
         out_public_key: *mut HsmBuffer,
     ) -> HsmStatus,
     /// The public key under `label`, as `create_key` writes it, without creating one:
-    /// `HSM_ERR_NOT_FOUND` when there is none.
+    /// `HSM_ERR_NOT_FOUND` when there is none. (A backend that derives its keys rather than
+    /// storing them, such as dice, has one for every label.)
     pub get_public_key: unsafe extern "C" fn(
         instance: *mut HsmInstance,
         label: HsmSlice,

@@ -325,6 +325,48 @@ fn a_plugin_without_the_interface_says_it_cannot_hold_an_operational_key() {
 }
 
 #[test]
+fn the_symmetric_plugin_keeps_a_software_operational_key_for_the_next_instance() {
+    use der::{asn1::ObjectIdentifier, Decode};
+    let plugin = LoadedPlugin::load(&bundled_plugin("symmetric")).unwrap();
+    assert!(plugin.metadata().operational_key);
+    let state = tempfile::tempdir().unwrap();
+    let inst = PluginInstance::create(&plugin, &state_config(state.path())).unwrap();
+    let ops = inst.operational_key().unwrap();
+    let e = ops.create_key("../escape").unwrap_err();
+    assert!(
+        matches!(e, PluginError::InvalidOperationalKeyLabel { .. }),
+        "{e}"
+    );
+    let e = ops.public_key("op").unwrap_err();
+    assert_eq!(e.code(), Some(PluginErrorCode::NotFound), "{e}");
+    let spki = ops.create_key("op").unwrap().to_vec();
+    let info = x509_cert::spki::SubjectPublicKeyInfoOwned::from_der(&spki).unwrap();
+    assert_eq!(
+        info.algorithm.oid,
+        ObjectIdentifier::new_unwrap("1.2.840.10045.2.1"),
+        "id-ecPublicKey"
+    );
+    let curve = info
+        .algorithm
+        .parameters
+        .unwrap()
+        .decode_as::<ObjectIdentifier>();
+    assert_eq!(
+        curve.unwrap(),
+        ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7")
+    );
+    let sig = ops.sign_digest("op", &[3; 32]).unwrap();
+    assert_eq!(sig[0], 0x30, "a DER Ecdsa-Sig-Value");
+    ops.store_chain("op", "chain-pem").unwrap();
+    drop(ops);
+    drop(inst);
+    let inst = PluginInstance::create(&plugin, &state_config(state.path())).unwrap();
+    let ops = inst.operational_key().unwrap();
+    assert_eq!(&ops.public_key("op").unwrap()[..], &spki[..]);
+    assert_eq!(ops.chain("op").unwrap(), "chain-pem");
+}
+
+#[test]
 fn a_1_1_table_with_an_empty_declaration_lists_state_dir_only() {
     let plugin = LoadedPlugin::load(Path::new(hsm_fixture_loader_c::NEWER_MINOR)).unwrap();
     assert_eq!(plugin.metadata().settings.as_deref(), Some(&[][..]));

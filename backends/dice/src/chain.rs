@@ -29,6 +29,8 @@ pub struct DeviceChain {
     pub device_id: [u8; ID_SIZE],
     /// ID of the CDI key.
     pub cdi_id: [u8; ID_SIZE],
+    /// The root of the operational keys (ABI 1.2), derived from CDI_Attest (wiped on drop).
+    pub operational_root: Secret32,
 }
 
 /// The registration id used when none is configured: `dice-` + hex of the first bytes of
@@ -127,6 +129,7 @@ pub fn build_chain_with(
         leaf_key: identity.leaf.key.clone(),
         device_id: identity.device_id.id,
         cdi_id: identity.cdi.id,
+        operational_root: crate::derive::operational_root(&identity.cdis.attest)?,
     })
 }
 

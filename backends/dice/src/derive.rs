@@ -42,6 +42,14 @@ const ID_SALT: [u8; 64] = [
 /// exactly when the measured firmware changes).
 const LEAF_KEY_INFO: &[u8] = b"hsmkit TLS Client Key Pair";
 
+/// HKDF info of the root of the operational keys (ABI 1.2), from CDI_Attest. hsmkit's own
+/// label, like [`LEAF_KEY_INFO`]: the operational keys are independent of the leaf and CDI
+/// keys, and change exactly when the measured firmware changes.
+const OPERATIONAL_ROOT_INFO: &[u8] = b"hsmkit Operational Key Root";
+
+/// HKDF info prefix of one operational key; the label follows it.
+const OPERATIONAL_KEY_INFO: &[u8] = b"hsmkit Operational Key Pair/";
+
 /// A 32-byte secret (UDS or CDI), wiped from memory when dropped.
 #[derive(Clone, zeroize::ZeroizeOnDrop)]
 pub struct Secret32([u8; CDI_SIZE]);
@@ -196,6 +204,34 @@ pub fn leaf_key_seed(cdi_attest: &Secret32) -> Result<Secret32, DiceError> {
     let wrapped = Secret32::new(seed);
     seed.zeroize();
     result.map(|()| wrapped)
+}
+
+/// The root the operational keys derive from: HKDF of CDI_Attest with hsmkit's label.
+pub fn operational_root(cdi_attest: &Secret32) -> Result<Secret32, DiceError> {
+    let mut seed = [0u8; CDI_SIZE];
+    let result = kdf(
+        cdi_attest.expose(),
+        &ASYM_SALT,
+        OPERATIONAL_ROOT_INFO,
+        &mut seed,
+    );
+    let wrapped = Secret32::new(seed);
+    seed.zeroize();
+    result.map(|()| wrapped)
+}
+
+/// The P-256 operational key under `label`: HKDF of the operational root with the label in
+/// its info, then open-dice's key-from-seed. The same root and label give the same key, so it
+/// is never stored.
+pub fn operational_key(root: &Secret32, label: &str) -> Result<SigningKey, DiceError> {
+    let mut info = OPERATIONAL_KEY_INFO.to_vec();
+    info.extend_from_slice(label.as_bytes());
+    let mut seed = [0u8; CDI_SIZE];
+    let result = kdf(root.expose(), &ASYM_SALT, &info, &mut seed);
+    let wrapped = Secret32::new(seed);
+    seed.zeroize();
+    result?;
+    p256_key_from_seed(&wrapped)
 }
 
 type HmacSha512 = Hmac<Sha512>;

@@ -29,7 +29,8 @@ pub use error::DiceError;
 pub use plugin::DicePlugin;
 
 hsm_plugin_sdk::plugin_entry!(
-    /// The DICE plugin table (X.509 interface), exported by no symbol: `plugin/` exports it as
-    /// `hsm_plugin_entry`, and a host that links this crate in calls it directly.
-    pub fn plugin_entry for DicePlugin, x509
+    /// The DICE plugin table (X.509 interface and operational keys derived from the CDI),
+    /// exported by no symbol: `plugin/` exports it as `hsm_plugin_entry`, and a host that links
+    /// this crate in calls it directly.
+    pub fn plugin_entry for DicePlugin, x509, operational_key
 );

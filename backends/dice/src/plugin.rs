@@ -1,8 +1,13 @@
 //! The X.509 interface over a [`DeviceChain`]: chain, registration id, signing in place.
 
-use hsm_plugin_sdk::{HsmError, HsmPlugin, PluginConfig, PluginInfo, SignAlgorithm, X509Hsm};
+use hsm_plugin_sdk::{
+    secret_file, ErrorCode, HsmError, HsmPlugin, OperationalKeyHsm, PluginConfig, PluginInfo,
+    SignAlgorithm, X509Hsm,
+};
 use p256::ecdsa::{signature::hazmat::PrehashSigner, Signature};
+use p256::pkcs8::EncodePublicKey;
 use p256::pkcs8::{EncodePrivateKey, LineEnding};
+use std::path::PathBuf;
 use zeroize::Zeroizing;
 
 use crate::chain::{build_chain_with, ChainOptions, DeviceChain};
@@ -15,6 +20,8 @@ use crate::state::{load_or_create_root_key, load_or_create_uds};
 pub struct DicePlugin {
     chain: DeviceChain,
     allow_key_export: bool,
+    /// Where the issued operational chains are kept (the keys are derived, never stored).
+    operational_dir: PathBuf,
 }
 
 impl DicePlugin {
@@ -38,6 +45,7 @@ impl DicePlugin {
         Ok(DicePlugin {
             chain,
             allow_key_export: settings.allow_key_export,
+            operational_dir: crate::state::dice_dir(&settings.state_dir).join("operational"),
         })
     }
 
@@ -108,6 +116,60 @@ impl X509Hsm for DicePlugin {
     }
 }
 
+impl DicePlugin {
+    /// The operational key under `label`, derived from CDI_Attest each time (never stored).
+    fn operational_key(&self, label: &str) -> Result<p256::ecdsa::SigningKey, HsmError> {
+        Ok(crate::derive::operational_key(
+            &self.chain.operational_root,
+            label,
+        )?)
+    }
+
+    fn chain_path(&self, label: &str) -> PathBuf {
+        // Labels reach here checked by the SDK: plain file names.
+        self.operational_dir.join(format!("{label}.chain.pem"))
+    }
+}
+
+/// Operational keys derived from the CDI chain: every label has its key (reproducible, the
+/// same after a restart, different after a firmware change), so creating only derives it.
+/// The issued chain is kept in `<state_dir>/dice/operational/<label>.chain.pem` (0600).
+impl OperationalKeyHsm for DicePlugin {
+    fn create_operational_key(&self, label: &str) -> Result<Vec<u8>, HsmError> {
+        self.operational_public_key(label)
+    }
+
+    fn operational_public_key(&self, label: &str) -> Result<Vec<u8>, HsmError> {
+        self.operational_key(label)?
+            .verifying_key()
+            .to_public_key_der()
+            .map(|d| d.as_bytes().to_vec())
+            .map_err(|_| HsmError::internal("cannot encode the public key"))
+    }
+
+    fn sign_operational_digest(&self, label: &str, digest: &[u8; 32]) -> Result<Vec<u8>, HsmError> {
+        sign_p256_digest(&self.operational_key(label)?, digest)
+    }
+
+    fn store_operational_chain(&self, label: &str, pem: &str) -> Result<(), HsmError> {
+        secret_file::write(&self.chain_path(label), pem.as_bytes())
+    }
+
+    fn operational_chain(&self, label: &str) -> Result<String, HsmError> {
+        let bytes = match secret_file::read_private(&self.chain_path(label)) {
+            Err(e) if e.code() == ErrorCode::NotFound => {
+                return Err(HsmError::not_found(format!(
+                    "no chain stored for operational key `{label}`"
+                )))
+            }
+            other => other?,
+        };
+        String::from_utf8(bytes).map_err(|_| {
+            HsmError::device(format!("{} is not UTF-8", self.chain_path(label).display()))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +195,61 @@ mod tests {
             .find(|e| e.extn_id == OPEN_DICE_INPUT)
             .map(|e| e.critical)
             .unwrap()
+    }
+
+    fn device(dir: &std::path::Path, uds: &str, code_hash: &str) -> DicePlugin {
+        DicePlugin::create(&PluginConfig::from_pairs([
+            ("state_dir", dir.to_str().unwrap()),
+            ("uds_hex", uds),
+            ("code_hash_hex", code_hash),
+        ]))
+        .unwrap()
+    }
+
+    #[test]
+    fn operational_keys_are_derived_per_label_and_firmware_and_their_chain_is_kept() {
+        use p256::ecdsa::signature::hazmat::PrehashVerifier;
+        use p256::ecdsa::{DerSignature, VerifyingKey};
+        use p256::pkcs8::DecodePublicKey;
+        let dir = tempfile::tempdir().unwrap();
+        let (uds, fw1, fw2) = ("11".repeat(32), "aa".repeat(64), "bb".repeat(64));
+        let a = device(dir.path(), &uds, &fw1);
+        let spki = a.create_operational_key("op").unwrap();
+        // Reproducible: another instance (a restart) derives the same key; nothing is stored.
+        let again = device(dir.path(), &uds, &fw1);
+        assert_eq!(again.operational_public_key("op").unwrap(), spki);
+        assert!(!dir.path().join("dice/operational").exists());
+        // Its own label: not the TLS leaf key, not another label's key.
+        let leaf = a
+            .chain()
+            .leaf_key
+            .verifying_key()
+            .to_public_key_der()
+            .unwrap();
+        assert_ne!(leaf.as_bytes(), &spki[..]);
+        assert_ne!(a.create_operational_key("op2").unwrap(), spki);
+        // New measured firmware, new key; another device, another key.
+        assert_ne!(
+            device(dir.path(), &uds, &fw2)
+                .create_operational_key("op")
+                .unwrap(),
+            spki
+        );
+        let other = device(dir.path(), &"22".repeat(32), &fw1);
+        assert_ne!(other.create_operational_key("op").unwrap(), spki);
+        // It signs what its public key verifies.
+        let digest = [5u8; 32];
+        let sig = a.sign_operational_digest("op", &digest).unwrap();
+        let vk = VerifyingKey::from_public_key_der(&spki).unwrap();
+        vk.verify_prehash(&digest, &DerSignature::try_from(sig.as_slice()).unwrap())
+            .unwrap();
+        // The chain is stored beside it and read back by the next instance.
+        assert_eq!(
+            a.operational_chain("op").unwrap_err().code(),
+            ErrorCode::NotFound
+        );
+        a.store_operational_chain("op", "PEM chain").unwrap();
+        assert_eq!(again.operational_chain("op").unwrap(), "PEM chain");
     }
 
     #[test]

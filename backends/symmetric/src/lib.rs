@@ -3,17 +3,23 @@
 //!
 //! Settings: `state_dir` (the host passes it), `registration_id` (overrides the stored one).
 //! Files: `<state_dir>/symmetric/key` (raw key, 0600), `<state_dir>/symmetric/registration-id`.
+//!
+//! Operational key (ABI 1.2): SOFTWARE ONLY, a P-256 key in a 0600 file under
+//! `<state_dir>/symmetric/operational/` (see `operational`), for the certificate DPS issues.
 
 #![deny(missing_docs)]
 // The entry function below is SDK code (macro-generated); this crate itself has no unsafe.
 #![forbid(unsafe_code)]
 
+mod operational;
 mod store;
 
 use hmac::{Hmac, Mac};
 use hsm_plugin_sdk::{
-    sync, HsmError, HsmPlugin, PluginConfig, PluginInfo, Setting, SymmetricKeyHsm,
+    sync, HsmError, HsmPlugin, OperationalKeyHsm, PluginConfig, PluginInfo, Setting,
+    SymmetricKeyHsm,
 };
+use operational::OperationalKeys;
 use sha2::Sha256;
 use std::sync::RwLock;
 use store::KeyStore;
@@ -26,6 +32,7 @@ const MAX_REGISTRATION_ID_LEN: usize = 128;
 pub struct SymmetricKeyPlugin {
     store: KeyStore,
     registration_id_override: RwLock<Option<String>>,
+    operational: OperationalKeys,
 }
 
 impl HsmPlugin for SymmetricKeyPlugin {
@@ -53,6 +60,7 @@ impl HsmPlugin for SymmetricKeyPlugin {
         Ok(SymmetricKeyPlugin {
             store,
             registration_id_override: RwLock::new(registration_id_override),
+            operational: OperationalKeys::new(state_dir.join("symmetric").join("operational")),
         })
     }
 }
@@ -89,6 +97,29 @@ impl SymmetricKeyHsm for SymmetricKeyPlugin {
     }
 }
 
+/// Software only: see the `operational` module.
+impl OperationalKeyHsm for SymmetricKeyPlugin {
+    fn create_operational_key(&self, label: &str) -> Result<Vec<u8>, HsmError> {
+        self.operational.create(label)
+    }
+
+    fn operational_public_key(&self, label: &str) -> Result<Vec<u8>, HsmError> {
+        self.operational.public_key(label)
+    }
+
+    fn sign_operational_digest(&self, label: &str, digest: &[u8; 32]) -> Result<Vec<u8>, HsmError> {
+        self.operational.sign(label, digest)
+    }
+
+    fn store_operational_chain(&self, label: &str, pem: &str) -> Result<(), HsmError> {
+        self.operational.store_chain(label, pem)
+    }
+
+    fn operational_chain(&self, label: &str) -> Result<String, HsmError> {
+        self.operational.chain(label)
+    }
+}
+
 /// HMAC-SHA256 of `data` under `key`.
 pub fn hmac_sha256(key: &[u8], data: &[u8]) -> Result<Vec<u8>, HsmError> {
     let mut mac = Hmac::<Sha256>::new_from_slice(key)
@@ -114,9 +145,10 @@ pub fn validate_registration_id(id: &str) -> Result<&str, HsmError> {
 }
 
 hsm_plugin_sdk::plugin_entry!(
-    /// The symmetric plugin table (symmetric-key interface), exported by no symbol: `plugin/`
-    /// exports it as `hsm_plugin_entry`, and a host that links this crate in calls it directly.
-    pub fn plugin_entry for SymmetricKeyPlugin, symmetric_key
+    /// The symmetric plugin table (symmetric-key interface and the software operational key),
+    /// exported by no symbol: `plugin/` exports it as `hsm_plugin_entry`, and a host that links
+    /// this crate in calls it directly.
+    pub fn plugin_entry for SymmetricKeyPlugin, symmetric_key, operational_key
 );
 
 #[cfg(test)]
@@ -148,6 +180,62 @@ mod tests {
         let q = plugin(dir.path(), None);
         assert_eq!(q.registration_id().unwrap(), "device-1");
         assert_eq!(hex::encode(q.sign(b"Hi There").unwrap()), expected);
+    }
+
+    #[test]
+    fn the_operational_key_persists_signs_and_keeps_its_chain_in_0600_files() {
+        use p256::ecdsa::signature::hazmat::PrehashVerifier;
+        use p256::ecdsa::{DerSignature, VerifyingKey};
+        use p256::pkcs8::DecodePublicKey;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = plugin(dir.path(), None);
+        assert_eq!(
+            p.operational_public_key("op").unwrap_err().code(),
+            ErrorCode::NotFound
+        );
+        assert_eq!(
+            p.sign_operational_digest("op", &[1; 32])
+                .unwrap_err()
+                .code(),
+            ErrorCode::NotFound
+        );
+        let spki = p.create_operational_key("op").unwrap();
+        assert_eq!(
+            p.create_operational_key("op").unwrap(),
+            spki,
+            "found, not remade"
+        );
+        let other = p.create_operational_key("op2").unwrap();
+        assert_ne!(other, spki, "each label has its own key");
+        let key_file = dir.path().join("symmetric/operational/op.key");
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let digest = [9u8; 32];
+        let sig = p.sign_operational_digest("op", &digest).unwrap();
+        let vk = VerifyingKey::from_public_key_der(&spki).unwrap();
+        let sig = DerSignature::try_from(sig.as_slice()).unwrap();
+        vk.verify_prehash(&digest, &sig).unwrap();
+        assert_eq!(
+            p.operational_chain("op").unwrap_err().code(),
+            ErrorCode::NotFound
+        );
+        assert_eq!(
+            p.store_operational_chain("none", "PEM").unwrap_err().code(),
+            ErrorCode::NotFound
+        );
+        p.store_operational_chain("op", "-----BEGIN CERTIFICATE-----\n")
+            .unwrap();
+        // Another instance (another process in real use) finds the same key and chain.
+        let q = plugin(dir.path(), None);
+        assert_eq!(q.operational_public_key("op").unwrap(), spki);
+        assert_eq!(
+            q.operational_chain("op").unwrap(),
+            "-----BEGIN CERTIFICATE-----\n"
+        );
+        let chain_file = dir.path().join("symmetric/operational/op.chain.pem");
+        let mode = std::fs::metadata(&chain_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
