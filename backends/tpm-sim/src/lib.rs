@@ -21,5 +21,5 @@ pub use plugin::TpmSimPlugin;
 hsm_plugin_sdk::plugin_entry!(
     /// The tpm-sim plugin table (TPM interface), exported by no symbol: `plugin/` exports it
     /// as `hsm_plugin_entry`, and a host that links this crate in calls it directly.
-    pub fn plugin_entry for TpmSimPlugin, tpm
+    pub fn plugin_entry for TpmSimPlugin, tpm, operational_key
 );

@@ -8,10 +8,16 @@ use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
 use rsa::RsaPrivateKey;
 use zeroize::Zeroizing;
 
-/// First bytes of a state file; the last byte is the format version.
-const MAGIC: &[u8; 14] = b"HSMKIT-TPMSIM\x01";
+/// First bytes of a state file; the last byte is the format version. Version 2 appends the
+/// operational keys (ABI 1.2); version 1 files are read as having none and written as 2.
+const MAGIC: &[u8; 14] = b"HSMKIT-TPMSIM\x02";
+/// The version 1 header.
+const MAGIC_V1: &[u8; 14] = b"HSMKIT-TPMSIM\x01";
+/// Most operational keys one simulated TPM keeps, so that a corrupt file cannot make it
+/// allocate without bound and the file stays small.
+pub(crate) const MAX_OPERATIONAL_KEYS: usize = 16;
 /// Largest field the decoder accepts, so a corrupt length cannot allocate without bound.
-const MAX_FIELD: usize = 16 * 1024;
+pub(crate) const MAX_FIELD: usize = 16 * 1024;
 
 /// The identity key DPS gave the device.
 pub(crate) struct IdentityKey {
@@ -19,6 +25,16 @@ pub(crate) struct IdentityKey {
     pub public: Vec<u8>,
     /// The HMAC key.
     pub key: Zeroizing<Vec<u8>>,
+}
+
+/// An operational key (ABI 1.2): a P-256 key the simulated TPM made, and its issued chain.
+pub(crate) struct OperationalKey {
+    /// The label it was created under.
+    pub label: String,
+    /// The private scalar (32 bytes).
+    pub scalar: Zeroizing<Vec<u8>>,
+    /// The issued chain (PEM), empty until one is stored.
+    pub chain: String,
 }
 
 /// Everything the simulated TPM keeps across restarts.
@@ -29,6 +45,8 @@ pub(crate) struct SimState {
     pub srk: RsaPrivateKey,
     /// The activated identity key, if any.
     pub identity: Option<IdentityKey>,
+    /// Operational keys, at most [`MAX_OPERATIONAL_KEYS`].
+    pub operational: Vec<OperationalKey>,
 }
 
 fn corrupt(path: &Path, why: &str) -> HsmError {
@@ -69,6 +87,7 @@ impl SimState {
             ek: gen(&mut rng)?,
             srk: gen(&mut rng)?,
             identity: None,
+            operational: Vec::new(),
         })
     }
 
@@ -94,14 +113,25 @@ impl SimState {
                 put_field(&mut out, &[]);
             }
         }
+        for key in &self.operational {
+            put_field(&mut out, key.label.as_bytes());
+            put_field(&mut out, &key.scalar);
+            put_field(&mut out, key.chain.as_bytes());
+        }
         Ok(out)
     }
 
     /// Parses a state file's bytes (`path` only names it in errors).
     pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<Self, HsmError> {
-        let mut rest = bytes
-            .strip_prefix(MAGIC.as_slice())
-            .ok_or_else(|| corrupt(path, "not a tpm-sim state file or unknown version"))?;
+        let (mut rest, v1) = match bytes.strip_prefix(MAGIC.as_slice()) {
+            Some(rest) => (rest, false),
+            None => (
+                bytes
+                    .strip_prefix(MAGIC_V1.as_slice())
+                    .ok_or_else(|| corrupt(path, "not a tpm-sim state file or unknown version"))?,
+                true,
+            ),
+        };
         let key = |der: &[u8]| {
             RsaPrivateKey::from_pkcs1_der(der).map_err(|_| corrupt(path, "bad RSA key"))
         };
@@ -109,8 +139,27 @@ impl SimState {
         let srk = key(take_field(&mut rest, path)?)?;
         let public = take_field(&mut rest, path)?;
         let hmac_key = take_field(&mut rest, path)?;
-        if !rest.is_empty() {
+        if v1 && !rest.is_empty() {
             return Err(corrupt(path, "trailing bytes"));
+        }
+        let mut operational = Vec::new();
+        while !rest.is_empty() {
+            if operational.len() == MAX_OPERATIONAL_KEYS {
+                return Err(corrupt(path, "too many operational keys"));
+            }
+            let label = std::str::from_utf8(take_field(&mut rest, path)?)
+                .map_err(|_| corrupt(path, "operational key label is not UTF-8"))?;
+            let scalar = take_field(&mut rest, path)?;
+            let chain = std::str::from_utf8(take_field(&mut rest, path)?)
+                .map_err(|_| corrupt(path, "operational chain is not UTF-8"))?;
+            if scalar.len() != 32 {
+                return Err(corrupt(path, "operational key is not a P-256 scalar"));
+            }
+            operational.push(OperationalKey {
+                label: label.to_string(),
+                scalar: Zeroizing::new(scalar.to_vec()),
+                chain: chain.to_string(),
+            });
         }
         let identity = match (public.is_empty(), hmac_key.is_empty()) {
             (true, true) => None,
@@ -120,7 +169,12 @@ impl SimState {
             }),
             _ => return Err(corrupt(path, "half an identity key")),
         };
-        Ok(Self { ek, srk, identity })
+        Ok(Self {
+            ek,
+            srk,
+            identity,
+            operational,
+        })
     }
 }
 
