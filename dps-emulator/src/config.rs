@@ -89,7 +89,7 @@ impl EmulatorConfig {
 /// Checks that a hub is named by its host name, as the service names linked hubs and an
 /// enrollment's `iotHubs` ("The list of IoT Hub hostnames the device(s) in this resource can
 /// be allocated to", "Individual Enrollment - Create Or Update",
-/// https://learn.microsoft.com/rest/api/iot-dps/service/individual-enrollment/create-or-update).
+/// <https://learn.microsoft.com/rest/api/iot-dps/service/individual-enrollment/create-or-update>).
 /// A bare name such as `hub-a` used to be rewritten to `hub-a.azure-devices.net`; now it is
 /// refused with a message giving that full name, since a device is told its hub's host name
 /// and another cloud's domain would be silently wrong.

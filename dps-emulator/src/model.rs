@@ -178,7 +178,7 @@ pub struct EnrollmentCommon {
 }
 
 /// The reprovisioning policy of an enrollment, as "IoT Hub Device reprovisioning concepts"
-/// (https://learn.microsoft.com/azure/iot-dps/concepts-device-reprovision) and the service
+/// (<https://learn.microsoft.com/azure/iot-dps/concepts-device-reprovision>) and the service
 /// API's `ReprovisionPolicy` describe it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
