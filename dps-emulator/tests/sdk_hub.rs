@@ -15,34 +15,18 @@
 
 mod common;
 
+use common::sdk::{run_json, start_on_8883};
 use common::*;
 use dps_emulator::model::{AttestationMechanism, IndividualEnrollment};
-use dps_emulator::{Emulator, EmulatorConfig, RunningEmulator};
+use dps_emulator::RunningEmulator;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 const KEY: &str = "Zm9yIHRoZSBodWIgc2RrIGludGVyb3AgdGVzdCBvbmx5IQ==";
 
 /// The tests of this binary share port 8883.
 static PORT_8883: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// An emulator with its MQTT listener on 127.0.0.1:8883, where the SDKs connect.
-async fn start_on_8883(dir: &Path) -> RunningEmulator {
-    let mut cfg = EmulatorConfig::new(dir.join("state"));
-    cfg.hubs = vec![
-        "hub-a.azure-devices.net".into(),
-        "hub-b.azure-devices.net".into(),
-    ];
-    cfg.mqtt_listen = Some("127.0.0.1:8883".parse().unwrap());
-    match Emulator::start(cfg).await {
-        Ok(e) => e,
-        Err(e) => panic!(
-            "cannot start the emulator's MQTT listener on 127.0.0.1:8883, the port the SDKs \
-             connect to (is another program using it?): {e}"
-        ),
-    }
-}
 
 fn initial_twin(who: &str) -> Value {
     json!({"properties": {"desired": {"greeting": format!("hello {who}"), "interval": 30}}})
@@ -123,21 +107,6 @@ fn check(emu: &RunningEmulator, id: &str, result: &Value, source: &str, reported
     assert!(hubs.pending_c2d(id, None).unwrap().is_empty(), "{id}");
 }
 
-fn run(cmd: &mut Command, what: &str) -> Value {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{what} failed\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last.trim())
-        .unwrap_or_else(|e| panic!("{what} printed no JSON ({e}): {stdout}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_node_device_client_with_a_connection_string_and_with_x509() {
     let node_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("node-tests");
@@ -187,7 +156,7 @@ async fn official_node_device_client_with_a_connection_string_and_with_x509() {
     let script = node_dir.join("official-hub-clients.js");
     let hub = sym_hub.clone();
     let v = tokio::task::spawn_blocking(move || {
-        run(
+        run_json(
             Command::new("node")
                 .arg(script)
                 .current_dir(node_dir)
@@ -238,7 +207,7 @@ async fn official_python_device_client_with_a_connection_string() {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python-tests/official_hub_client.py");
     let ca = emu.ca_cert_path().to_path_buf();
     let v = tokio::task::spawn_blocking(move || {
-        run(
+        run_json(
             Command::new(python)
                 .arg(script)
                 .env("HUB_HOST", hub)

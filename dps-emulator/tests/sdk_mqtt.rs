@@ -15,8 +15,9 @@
 
 mod common;
 
+use common::sdk::{run_json, start_on_443, start_on_8883};
 use common::*;
-use dps_emulator::{Emulator, EmulatorConfig, RunningEmulator};
+use dps_emulator::RunningEmulator;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,41 +27,6 @@ const GROUP_KEY: &str = "q83vEjRWeJq8p7Bm6x7Ntx0YhEorkqGSTd1U7Nl2JWc=";
 
 /// The tests of this binary share port 8883.
 static PORT_8883: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// An emulator with its MQTT listener on 127.0.0.1:8883, where the SDKs connect.
-async fn start_on_8883(dir: &Path) -> RunningEmulator {
-    start_at(dir, |c| {
-        c.mqtt_listen = Some("127.0.0.1:8883".parse().unwrap())
-    })
-    .await
-}
-
-/// An emulator with its MQTT over WebSocket listener on 127.0.0.1:443, where the Python SDK
-/// connects with `websockets=True`.
-async fn start_on_443(dir: &Path) -> RunningEmulator {
-    start_at(dir, |c| {
-        c.mqtt_ws_listen = Some("127.0.0.1:443".parse().unwrap())
-    })
-    .await
-}
-
-/// An emulator with two hubs and the listener `listen` sets, on the port the SDKs connect to.
-async fn start_at(dir: &Path, listen: impl FnOnce(&mut EmulatorConfig)) -> RunningEmulator {
-    let mut cfg = EmulatorConfig::new(dir.join("state"));
-    cfg.hubs = vec![
-        "hub-a.azure-devices.net".into(),
-        "hub-b.azure-devices.net".into(),
-    ];
-    listen(&mut cfg);
-    let at = cfg.mqtt_listen.or(cfg.mqtt_ws_listen);
-    match Emulator::start(cfg).await {
-        Ok(e) => e,
-        Err(e) => panic!(
-            "cannot start the emulator's listener on {at:?}, the port the SDK connects to (is \
-             another program using it? port 443 needs root or CAP_NET_BIND_SERVICE): {e}"
-        ),
-    }
-}
 
 /// Enrolls the three devices a run registers; writes the X.509 leaf and key into `dir`.
 fn enroll(emu: &RunningEmulator, dir: &Path, prefix: &str) -> (PathBuf, PathBuf) {
@@ -113,20 +79,6 @@ fn check(emu: &RunningEmulator, prefix: &str, v: &Value, device_id: &str, hub: &
     assert!(x509.x509.is_some(), "{x509:?}");
 }
 
-fn run(cmd: &mut Command, what: &str) -> Value {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{what} failed\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("{what} printed no JSON ({e}): {stdout}"))
-}
-
 /// The tests of this binary that use port 443 take turns on it.
 static PORT_443: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -163,7 +115,7 @@ async fn python_registers_all(emu: &RunningEmulator, dir: &Path, prefix: &str, w
     let scope = emu.id_scope().to_string();
     let p = prefix.to_string();
     let v = tokio::task::spawn_blocking(move || {
-        run(
+        run_json(
             Command::new(python)
                 .arg(script)
                 .env("WEBSOCKETS", if websockets { "1" } else { "0" })
@@ -220,7 +172,7 @@ async fn official_node_provisioning_client_over_mqtt() {
     let ca = emu.ca_cert_path().to_path_buf();
     let scope = emu.id_scope().to_string();
     let v = tokio::task::spawn_blocking(move || {
-        run(
+        run_json(
             Command::new("node")
                 .arg(node_dir.join("official-mqtt-clients.js"))
                 .env("NODE_EXTRA_CA_CERTS", ca)
@@ -263,7 +215,7 @@ async fn python_register_once(emu: &RunningEmulator, reg: &str) -> Value {
     let scope = emu.id_scope().to_string();
     let reg = reg.to_string();
     tokio::task::spawn_blocking(move || {
-        run(
+        run_json(
             Command::new(python)
                 .arg(script)
                 .env("ONLY_SYMMETRIC", "1")

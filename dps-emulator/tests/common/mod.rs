@@ -4,6 +4,7 @@
 
 pub mod hub;
 pub mod mqtt;
+pub mod sdk;
 
 use dps_emulator::pki::CertifiedKey;
 use dps_emulator::{Emulator, EmulatorConfig, RunningEmulator};
