@@ -19,6 +19,8 @@ pub enum Interface {
     X509,
     /// The symmetric-key table.
     SymmetricKey,
+    /// The operational-key table (ABI 1.2).
+    OperationalKey,
 }
 
 impl Interface {
@@ -29,6 +31,7 @@ impl Interface {
             Interface::Tpm => "tpm",
             Interface::X509 => "x509",
             Interface::SymmetricKey => "symmetricKey",
+            Interface::OperationalKey => "operationalKey",
         }
     }
 }
@@ -47,6 +50,8 @@ pub enum Group {
     X509,
     /// Symmetric-key attestation.
     SymmetricKey,
+    /// The operational key (ABI 1.2).
+    OperationalKey,
     /// Provisioning end to end against the DPS emulator, one check per attestation.
     Provisioning,
     /// Buffer ownership.
@@ -68,6 +73,7 @@ impl Group {
             Group::Tpm => "tpm",
             Group::X509 => "x509",
             Group::SymmetricKey => "symmetric-key",
+            Group::OperationalKey => "operational-key",
             Group::Provisioning => "provisioning",
             Group::Memory => "memory",
             Group::BadInput => "bad-input",

@@ -29,6 +29,8 @@ pub struct Probe {
     pub x509: bool,
     /// Declares the symmetric-key interface.
     pub symmetric_key: bool,
+    /// Has the operational-key table (ABI 1.2).
+    pub operational_key: bool,
     /// Declares concurrent calls on one instance safe.
     pub thread_safe: bool,
     /// Function entries that are NULL (calling them would crash every check).
@@ -78,6 +80,7 @@ fn declared(m: &provisioning_core::plugin::PluginMetadata) -> Probe {
         tpm: m.capabilities.tpm,
         x509: m.capabilities.x509,
         symmetric_key: m.capabilities.symmetric_key,
+        operational_key: m.operational_key,
         thread_safe: m.thread_safe,
         settings: m.settings.clone(),
         ..Probe::default()

@@ -252,12 +252,18 @@ fn not_applicable(check: &Check, probe: &Probe) -> Option<String> {
         Interface::Tpm => probe.tpm,
         Interface::X509 => probe.x509,
         Interface::SymmetricKey => probe.symmetric_key,
+        Interface::OperationalKey => probe.operational_key,
     };
     (!declared).then(|| {
-        format!(
-            "the plugin does not declare the {} capability",
-            check.interface.as_str()
-        )
+        if check.interface == Interface::OperationalKey {
+            // No capability bit: the ABI 1.2 table entry is the declaration.
+            "the plugin does not declare the operational-key interface (no ABI 1.2 operational-key table): it cannot hold an operational key".into()
+        } else {
+            format!(
+                "the plugin does not declare the {} capability",
+                check.interface.as_str()
+            )
+        }
     })
 }
 

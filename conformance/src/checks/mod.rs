@@ -5,6 +5,7 @@ mod concurrency;
 mod lifecycle;
 mod loading;
 mod memory;
+mod operational_key;
 mod performance;
 mod persistence;
 mod provision;
