@@ -11,6 +11,7 @@
 pub mod config;
 pub mod dps;
 pub mod hub;
+pub mod issuance;
 pub mod plugin;
 pub mod provisioning;
 pub mod state_dir;

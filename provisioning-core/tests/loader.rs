@@ -358,7 +358,6 @@ fn the_symmetric_plugin_keeps_a_software_operational_key_for_the_next_instance()
     let sig = ops.sign_digest("op", &[3; 32]).unwrap();
     assert_eq!(sig[0], 0x30, "a DER Ecdsa-Sig-Value");
     ops.store_chain("op", "chain-pem").unwrap();
-    drop(ops);
     drop(inst);
     let inst = PluginInstance::create(&plugin, &state_config(state.path())).unwrap();
     let ops = inst.operational_key().unwrap();
