@@ -29,6 +29,8 @@ pub(crate) struct AppState {
     pub hub_changes: tokio::sync::watch::Sender<u64>,
     /// The connected hub devices, so a new connection of a device closes its old one.
     pub hub_sessions: crate::hub::session::Sessions,
+    /// The dev issuing CA for CSRs, loaded or created on first need.
+    pub issuing_ca: crate::issuance::IssuingCa,
 }
 
 /// The per-connection facts: the client's certificate chain, leaf first (empty without mTLS).

@@ -135,6 +135,7 @@ impl Emulator {
             port: addr.port(),
             hub_changes,
             hub_sessions: Default::default(),
+            issuing_ca: Default::default(),
         });
         let (tx, rx) = watch::channel(false);
         // Cloud-to-device messages and twin updates made by the CLI (another process) reach

@@ -32,6 +32,7 @@ pub mod enroll_files;
 pub mod error;
 pub mod faults;
 pub mod hub;
+pub mod issuance;
 pub mod model;
 pub mod pki;
 pub mod store;
@@ -44,5 +45,7 @@ pub use dps_proto::{DEVICE_API_VERSIONS, SERVICE_API_VERSIONS};
 pub use emulator::{BackgroundEmulator, Emulator, RunningEmulator};
 pub use error::{EmulatorError, Result};
 pub use faults::{Fault, Faults};
-pub use store::state_dir::{open_store, service_key, CA_CERT_FILE, DATABASE_FILE};
+pub use store::state_dir::{
+    open_store, service_key, CA_CERT_FILE, DATABASE_FILE, ISSUING_CA_CERT_FILE,
+};
 pub use store::Store;

@@ -163,6 +163,13 @@ pub struct EnrollmentCommon {
     /// true, the service's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reprovision_policy: Option<ReprovisionPolicy>,
+    /// Emulator configuration, not a field of the service's enrollment model: with it, a
+    /// register call carrying a `csr` gets an operational certificate from the emulator's dev
+    /// issuing CA. The real service configures certificate issuance through Azure Device
+    /// Registry ("Device certificate issuance in Azure Device Registry"), not on the
+    /// enrollment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_issuance_policy: Option<CertificateIssuancePolicy>,
     /// Opaque version tag, changed on every write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
@@ -192,6 +199,15 @@ pub struct ReprovisionPolicy {
     /// (`deviceDataReset`).
     #[serde(default = "default_true")]
     pub migrate_device_data: bool,
+}
+
+/// How the emulator issues operational certificates for an enrollment's devices (emulator
+/// configuration; see [`EnrollmentCommon::certificate_issuance_policy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateIssuancePolicy {
+    /// How long an issued certificate is valid, in days (1 to 3650).
+    pub validity_days: u32,
 }
 
 fn default_true() -> bool {

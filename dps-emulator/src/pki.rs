@@ -189,6 +189,36 @@ impl CertifiedKey {
         Self::assemble(cert, key)
     }
 
+    /// Issues a client-authentication leaf for a public key held elsewhere (a device's
+    /// operational key, from its CSR), valid from an hour ago for `lifetime`; returns its DER.
+    pub fn issue_client_cert_for(
+        &self,
+        common_name: &str,
+        public_key: SubjectPublicKeyInfoOwned,
+        lifetime: Duration,
+    ) -> Result<Vec<u8>> {
+        let now = SystemTime::now();
+        let profile = Profile::Leaf {
+            issuer: self.cert.tbs_certificate.subject.clone(),
+            enable_key_agreement: false,
+            enable_key_encipherment: false,
+        };
+        let mut builder = CertificateBuilder::new(
+            profile,
+            random_serial()?,
+            validity(now - Duration::from_secs(3600), now + lifetime)?,
+            name_from_cn(common_name)?,
+            public_key,
+            &self.key,
+        )
+        .map_err(cert_err)?;
+        builder
+            .add_extension(&ExtendedKeyUsage(vec![ID_KP_CLIENT_AUTH]))
+            .map_err(cert_err)?;
+        let cert = builder.build::<DerSignature>().map_err(cert_err)?;
+        cert.to_der().map_err(cert_err)
+    }
+
     fn assemble(cert: Certificate, key: SigningKey) -> Result<Self> {
         let cert_der = cert.to_der().map_err(cert_err)?;
         Ok(Self {

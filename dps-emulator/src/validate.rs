@@ -99,6 +99,15 @@ fn check_hubs(c: &EnrollmentCommon) -> Result<()> {
     for h in c.iot_hubs.iter().chain(&c.iot_hub_host_name) {
         check_hub_host_name(h).map_err(invalid)?;
     }
+    if let Some(p) = &c.certificate_issuance_policy {
+        // A bound keeps the issued notAfter representable and the dev certificates short-lived.
+        if !(1..=crate::issuance::MAX_VALIDITY_DAYS).contains(&p.validity_days) {
+            return Err(invalid(format!(
+                "certificateIssuancePolicy.validityDays must be 1 to {}",
+                crate::issuance::MAX_VALIDITY_DAYS
+            )));
+        }
+    }
     Ok(())
 }
 

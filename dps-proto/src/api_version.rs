@@ -11,6 +11,10 @@ pub enum ApiVersion {
     V2021_06_01,
     /// `2021-10-01`, the current REST reference.
     V2021_10_01,
+    /// `2025-07-01-preview`, the version a register call carrying a `csr` (certificate
+    /// issuance) is sent with, as public client code does; the service documentation does
+    /// not name the version.
+    V2025_07_01Preview,
 }
 
 /// A value that is not a known device API version.
@@ -20,7 +24,12 @@ pub struct UnknownApiVersion(pub String);
 
 impl ApiVersion {
     /// Every version, oldest first.
-    pub const ALL: [ApiVersion; 3] = [Self::V2019_03_31, Self::V2021_06_01, Self::V2021_10_01];
+    pub const ALL: [ApiVersion; 4] = [
+        Self::V2019_03_31,
+        Self::V2021_06_01,
+        Self::V2021_10_01,
+        Self::V2025_07_01Preview,
+    ];
 
     /// The query-string value.
     pub const fn as_str(self) -> &'static str {
@@ -28,6 +37,7 @@ impl ApiVersion {
             Self::V2019_03_31 => "2019-03-31",
             Self::V2021_06_01 => "2021-06-01",
             Self::V2021_10_01 => "2021-10-01",
+            Self::V2025_07_01Preview => "2025-07-01-preview",
         }
     }
 }
@@ -54,6 +64,7 @@ pub const DEVICE_API_VERSIONS: &[&str] = &[
     ApiVersion::ALL[0].as_str(),
     ApiVersion::ALL[1].as_str(),
     ApiVersion::ALL[2].as_str(),
+    ApiVersion::ALL[3].as_str(),
 ];
 
 /// The service API versions the official service SDKs send (they pin older ones too).

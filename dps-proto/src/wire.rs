@@ -59,6 +59,12 @@ pub struct DeviceRegistration {
     /// Custom data for custom allocation, echoed in `registrationState.payload`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<Value>,
+    /// A certificate signing request for a DPS-issued operational certificate: base64 of the
+    /// DER PKCS#10, no PEM headers, sent with [`crate::api_version::ApiVersion::V2025_07_01Preview`].
+    /// The service documentation ("Device certificate issuance in Azure Device Registry")
+    /// describes the flow but not the field name; `csr` is what public client code sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csr: Option<String>,
 }
 
 /// `registrationState.tpm`: the authenticationKey blob again, whose identity key the hub trusts.
@@ -121,6 +127,11 @@ pub struct RegistrationState {
     /// The enrollment's initial twin (what the hub device starts with).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_twin: Option<Value>,
+    /// The certificate issued for the request's `csr`: base64 DER certificates, leaf first,
+    /// then its issuer(s). The field name is the one public client code reads; the service
+    /// documentation does not name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_certificate_chain: Option<Vec<String>>,
 }
 
 /// The answer to register and operation-status calls (`RegistrationOperationStatus`).
@@ -208,6 +219,7 @@ mod tests {
             registration_id: Some("r".into()),
             tpm: None,
             payload: None,
+            csr: None,
         };
         assert_eq!(
             serde_json::to_value(&body).ok(),

@@ -38,6 +38,33 @@ pub(crate) fn load_or_create_ca(dir: &Path) -> Result<(CertifiedKey, PathBuf)> {
     Ok((ca, cert_path))
 }
 
+/// The dev issuing CA's certificate (PEM), which signs the operational certificates issued for
+/// CSRs; created on first need beside its 0600 key.
+pub const ISSUING_CA_CERT_FILE: &str = "issuing-ca.pem";
+const ISSUING_CA_KEY_FILE: &str = "issuing-ca.key.pem";
+
+/// Loads the dev issuing CA from `dir`, creating it on first use. A CA of its own rather than
+/// the TLS dev CA, so a device's operational chain is not trusted for the emulator's server
+/// names and the other way round.
+pub(crate) fn load_or_create_issuing_ca(dir: &Path) -> Result<CertifiedKey> {
+    prepare_dir(dir)?;
+    let cert_path = dir.join(ISSUING_CA_CERT_FILE);
+    let key_path = dir.join(ISSUING_CA_KEY_FILE);
+    if cert_path.exists() && key_path.exists() {
+        let cert = utf8(&cert_path, read_private(&cert_path)?)?;
+        let key = secret_text(&key_path)?;
+        return CertifiedKey::from_pem(&cert, &key);
+    }
+    let ca = CertifiedKey::new_root_ca(
+        "hsmkit DPS emulator dev issuing CA",
+        Duration::from_secs(10 * 365 * 86400),
+    )?;
+    // The key first: a certificate without its key on disk would be recreated next time.
+    write_atomic(&key_path, ca.key_pem()?.as_bytes(), 0o600)?;
+    write_atomic(&cert_path, ca.cert_pem().as_bytes(), 0o644)?;
+    Ok(ca)
+}
+
 /// Issues the server certificate for `names` and writes it (public) next to the CA.
 pub(crate) fn issue_server_cert(
     dir: &Path,

@@ -367,6 +367,7 @@ impl<'a, T: DpsTransport> Flow<'a, T> {
             registration_id: Some(self.identity.registration_id.clone()),
             tpm: self.identity.tpm.clone(),
             payload: self.config.payload.clone(),
+            csr: None,
         };
         let body = serde_json::to_vec(&body).map_err(|e| DpsError::Config {
             reason: format!("the payload cannot be serialized: {e}"),
