@@ -46,6 +46,125 @@ pub enum IssuanceError {
     },
 }
 
+/// Why an issued chain was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// DPS returned no chain, or only a leaf without its issuer.
+    #[error("DPS returned {count} certificate(s); a leaf and its issuer are required")]
+    TooShort {
+        /// How many came back.
+        count: usize,
+    },
+    /// An entry is not base64 of a DER certificate.
+    #[error("issued certificate {index} is not base64 of a DER X.509 certificate: {reason}")]
+    NotACertificate {
+        /// Its position, 0 = leaf.
+        index: usize,
+        /// The decoder's complaint.
+        reason: String,
+    },
+    /// The leaf is for another key than the HSM's operational key.
+    #[error("the issued certificate is not for the HSM's operational key")]
+    WrongKey,
+    /// The leaf's signature does not verify with the issuer's key.
+    #[error("the issued certificate does not verify with its issuer's key: {reason}")]
+    BadSignature {
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// Checks what DPS issued for the operational key whose public key is `spki_der`: the leaf
+/// carries exactly that key, and its signature verifies with the next certificate's key
+/// (ecdsa-with-SHA256 over P-256, what the emulator's issuing CA uses; any other issuer
+/// algorithm is reported as not verified). Returns the chain as DER, leaf first.
+pub fn verify_issued_chain(
+    spki_der: &[u8],
+    chain_b64: &[String],
+) -> Result<Vec<Vec<u8>>, ChainError> {
+    use base64::Engine;
+    use p256::ecdsa::signature::Verifier;
+    if chain_b64.len() < 2 {
+        return Err(ChainError::TooShort {
+            count: chain_b64.len(),
+        });
+    }
+    let mut ders = Vec::with_capacity(chain_b64.len());
+    let mut certs = Vec::with_capacity(chain_b64.len());
+    for (index, b64) in chain_b64.iter().enumerate() {
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|e| ChainError::NotACertificate {
+                index,
+                reason: e.to_string(),
+            })?;
+        let cert =
+            x509_cert::Certificate::from_der(&der).map_err(|e| ChainError::NotACertificate {
+                index,
+                reason: e.to_string(),
+            })?;
+        ders.push(der);
+        certs.push(cert);
+    }
+    let leaf_spki = certs[0]
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(|e| ChainError::NotACertificate {
+            index: 0,
+            reason: e.to_string(),
+        })?;
+    if leaf_spki != spki_der {
+        return Err(ChainError::WrongKey);
+    }
+    let bad = |reason: String| ChainError::BadSignature { reason };
+    if certs[0].signature_algorithm.oid != ECDSA_WITH_SHA256 {
+        return Err(bad(format!(
+            "signature algorithm {} is not ecdsa-with-SHA256",
+            certs[0].signature_algorithm.oid
+        )));
+    }
+    let issuer_spki = certs[1]
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(|e| bad(e.to_string()))?;
+    let issuer_key =
+        <p256::ecdsa::VerifyingKey as p256::pkcs8::DecodePublicKey>::from_public_key_der(
+            &issuer_spki,
+        )
+        .map_err(|e| bad(format!("the issuer's key is not P-256: {e}")))?;
+    let tbs = certs[0]
+        .tbs_certificate
+        .to_der()
+        .map_err(|e| bad(e.to_string()))?;
+    let signature = p256::ecdsa::DerSignature::try_from(certs[0].signature.raw_bytes())
+        .map_err(|e| bad(e.to_string()))?;
+    issuer_key
+        .verify(&tbs, &signature)
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(ders)
+}
+
+/// The chain as PEM text, leaf first: what `store_chain` keeps beside the key.
+pub fn chain_pem(ders: &[Vec<u8>]) -> String {
+    use base64::Engine;
+    let mut out = String::new();
+    for der in ders {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        out.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            out.push_str(&String::from_utf8_lossy(line));
+            out.push('\n');
+        }
+        out.push_str("-----END CERTIFICATE-----\n");
+    }
+    out
+}
+
+/// The label hsmkit keeps its operational key under.
+pub const OPERATIONAL_KEY_LABEL: &str = "hsmkit-operational";
+
 fn encode_error(e: der::Error) -> IssuanceError {
     IssuanceError::Encode {
         reason: e.to_string(),
@@ -88,4 +207,62 @@ pub fn build_csr(
         signature: BitString::from_bytes(&signature).map_err(encode_error)?,
     };
     request.to_der().map_err(encode_error)
+}
+
+/// Why provisioning with certificate issuance failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The plugin has no operational-key interface (ABI 1.0/1.1) or a call failed.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// The CSR could not be made.
+    #[error(transparent)]
+    Csr(#[from] IssuanceError),
+    /// The registration failed.
+    #[error(transparent)]
+    Dps(#[from] crate::dps::DpsError),
+    /// DPS assigned the device but returned no issued certificate.
+    #[error("DPS assigned the device but returned no issued certificate (is certificate issuance configured for its enrollment?)")]
+    NoChain,
+    /// The returned chain was not accepted.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+}
+
+/// Registers with a CSR for the operational key under `label` (created when absent): builds
+/// the CSR in the plugin (CN = the registration id), sends it with api-version
+/// `2025-07-01-preview`, checks that the returned leaf is for the HSM's key and verifies with
+/// its issuer, and stores the chain (PEM, leaf first) beside the key. Returns the registration
+/// and the chain (DER, leaf first).
+pub async fn register_with_certificate(
+    config: &crate::dps::DpsClientConfig,
+    instance: std::sync::Arc<crate::plugin::PluginInstance>,
+    attestation: crate::dps::Attestation,
+    label: &str,
+    progress: &(dyn Fn(&crate::dps::ProgressEvent) + Sync),
+) -> Result<(crate::dps::RegistrationResult, Vec<Vec<u8>>), IssueError> {
+    let registration_id = crate::dps::device_registration_id(
+        &instance,
+        attestation,
+        config.registration_id.as_deref(),
+    )?;
+    let (csr, spki) = {
+        let ops = instance.operational_key()?;
+        let csr = build_csr(&ops, label, &registration_id)?;
+        let spki = ops.public_key(label)?.to_vec();
+        (csr, spki)
+    };
+    let mut config = config.clone();
+    config.csr = Some(csr);
+    config.api_version = crate::dps::ApiVersion::V2025_07_01Preview;
+    let result = crate::dps::register(&config, instance.clone(), attestation, progress).await?;
+    let chain_b64 = result
+        .issued_certificate_chain
+        .as_deref()
+        .ok_or(IssueError::NoChain)?;
+    let chain = verify_issued_chain(&spki, chain_b64)?;
+    instance
+        .operational_key()?
+        .store_chain(label, &chain_pem(&chain))?;
+    Ok((result, chain))
 }

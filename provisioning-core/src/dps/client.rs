@@ -367,7 +367,8 @@ impl<'a, T: DpsTransport> Flow<'a, T> {
             registration_id: Some(self.identity.registration_id.clone()),
             tpm: self.identity.tpm.clone(),
             payload: self.config.payload.clone(),
-            csr: None,
+            // Base64 of the DER, no PEM armour: what public client code sends as `csr`.
+            csr: self.config.csr.as_ref().map(|der| B64.encode(der)),
         };
         let body = serde_json::to_vec(&body).map_err(|e| DpsError::Config {
             reason: format!("the payload cannot be serialized: {e}"),
@@ -521,6 +522,7 @@ impl<'a, T: DpsTransport> Flow<'a, T> {
             last_updated_date_time_utc: present(state.last_updated_date_time_utc),
             etag: present(state.etag),
             operation_id: op.operation_id,
+            issued_certificate_chain: state.issued_certificate_chain,
         })
     }
 

@@ -68,6 +68,11 @@ pub struct DpsClientConfig {
     pub sas_ttl: Duration,
     /// Retry and polling rules.
     pub retry: RetryPolicy,
+    /// A DER PKCS#10 request for an operational certificate (see
+    /// [`crate::issuance::build_csr`]), sent base64 as `csr` in the register body; send it
+    /// with api-version [`ApiVersion::V2025_07_01Preview`]. The issued chain comes back in
+    /// [`super::RegistrationResult::issued_certificate_chain`].
+    pub csr: Option<Vec<u8>>,
 }
 
 impl DpsClientConfig {
@@ -87,6 +92,7 @@ impl DpsClientConfig {
             payload: None,
             sas_ttl: Duration::from_secs(2400),
             retry: RetryPolicy::default(),
+            csr: None,
         }
     }
 }

@@ -46,6 +46,16 @@ pub use dps_proto::tpm_registration_id;
 /// HMAC-SHA256(group key, registration id). The result goes into the plugin with `import_key`.
 pub use dps_proto::group_key::derive_device_key as derive_group_device_key;
 
+/// The registration id a registration with `attestation` will present: `override_id`, or the
+/// one the plugin derives (what a CSR's CN must be).
+pub fn device_registration_id(
+    instance: &PluginInstance,
+    attestation: Attestation,
+    override_id: Option<&str>,
+) -> Result<String, DpsError> {
+    Ok(DeviceIdentity::read(instance, attestation, override_id)?.registration_id)
+}
+
 /// What the device presents, gathered from the plugin once per registration.
 pub(crate) struct DeviceIdentity {
     pub attestation: Attestation,

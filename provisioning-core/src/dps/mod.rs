@@ -25,7 +25,9 @@ pub(crate) mod transport;
 
 pub use client::register;
 pub use config::{ApiVersion, DpsClientConfig, RetryPolicy, GLOBAL_ENDPOINT};
-pub use credentials::{derive_group_device_key, tpm_registration_id, PluginSasSigner, SasKey};
+pub use credentials::{
+    derive_group_device_key, device_registration_id, tpm_registration_id, PluginSasSigner, SasKey,
+};
 pub use error::DpsError;
 pub use model::{Attestation, ProgressEvent, RegistrationResult};
 pub use tls::{root_store, tls_client_config_signing_through_plugin, TlsSetupError};

@@ -38,6 +38,11 @@ pub struct RegistrationResult {
     pub etag: Option<String>,
     /// The operation that produced this result.
     pub operation_id: String,
+    /// The certificate DPS issued for the request's CSR: base64 DER certificates, leaf first
+    /// (`registrationState.issuedCertificateChain`). Unchecked here; see
+    /// [`crate::issuance::verify_issued_chain`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_certificate_chain: Option<Vec<String>>,
 }
 
 /// What the client is doing, for progress output. Never carries a secret.
