@@ -108,6 +108,10 @@ pub struct ProvisioningSection {
     pub payload: Option<String>,
     /// Overall timeout in seconds.
     pub timeout_secs: Option<u64>,
+    /// Ask DPS for an operational certificate for the plugin's operational key
+    /// (`--issue-certificate`).
+    #[serde(default)]
+    pub issue_certificate: bool,
 }
 
 /// `[azure_custom_hsm]`: which plugin `libhsmkit_azure_hsm` serves the C SDK with. Its

@@ -128,6 +128,39 @@ fn provision_then_reuse_then_hub_token() {
     emulator.shutdown();
 }
 
+/// `provision --issue-certificate`: the chain DPS issues is recorded and stored in the plugin;
+/// without a policy on the enrollment the command fails saying so.
+#[test]
+fn provision_with_issue_certificate_records_the_chain() {
+    let root = tempfile::tempdir().unwrap();
+    let emulator =
+        Emulator::start_in_background(EmulatorConfig::new(root.path().join("emu"))).unwrap();
+    let mut device = Device::enroll(&emulator, root.path(), "tpm_sim", "tpm-sim", &[]);
+    let reg = device.info.registration_id().to_string();
+    device.settings.push("--issue-certificate".into());
+    let issue = |d: &Device| d.provision(&emulator);
+    let (ok, _, stderr) = issue(&device);
+    assert!(!ok, "no policy yet");
+    assert!(stderr.contains("certificateIssuancePolicy"), "{stderr}");
+
+    let store = emulator.enrollments();
+    let mut e = store.individual(&reg).unwrap().unwrap();
+    e.common.certificate_issuance_policy =
+        Some(dps_emulator::model::CertificateIssuancePolicy { validity_days: 30 });
+    store.put_individual(e, None).unwrap();
+    let (ok, stdout, stderr) = issue(&device);
+    assert!(ok, "{stderr}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["status"], "assigned");
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(std::path::Path::new(&device.state).join("provisioning.json")).unwrap(),
+    )
+    .unwrap();
+    let chain = record["issuedCertificateChain"].as_array().unwrap();
+    assert_eq!(chain.len(), 2, "{record}");
+    emulator.shutdown();
+}
+
 #[test]
 fn a_register_answered_with_200_assigned_needs_no_poll() {
     let root = tempfile::tempdir().unwrap();

@@ -35,6 +35,10 @@ pub enum ProvisionError {
     /// The record could not be read or written.
     #[error(transparent)]
     Record(#[from] RecordError),
+    /// Registration with certificate issuance failed (the plugin cannot hold an operational
+    /// key, the CSR, DPS, or the issued chain).
+    #[error(transparent)]
+    Issue(#[from] crate::issuance::IssueError),
 }
 
 /// Provisions the device: reuses `<state_dir>/provisioning.json` when it is for the same id
@@ -64,6 +68,50 @@ pub async fn provision(
     }
     let plugin = instance.plugin().name().to_string();
     let result = register(config, instance, attestation, progress).await?;
+    let record = ProvisioningRecord {
+        version: RECORD_VERSION,
+        endpoint: config.endpoint.clone(),
+        id_scope: config.id_scope.clone(),
+        plugin,
+        result,
+        provisioned_at_unix: crate::dps::sas::expiry_from_now(std::time::Duration::ZERO),
+    };
+    save(state_dir, &record)?;
+    Ok((record, Outcome::Registered))
+}
+
+/// [`provision`] with certificate issuance: registers through
+/// [`crate::issuance::register_with_certificate`] (operational key under `label`, its chain
+/// stored through the plugin), and records the issued chain (`issuedCertificateChain` in the
+/// record). A saved record is reused only when it already holds an issued chain.
+pub async fn provision_with_certificate(
+    config: &DpsClientConfig,
+    instance: Arc<PluginInstance>,
+    attestation: Attestation,
+    state_dir: &Path,
+    force: bool,
+    label: &str,
+    progress: &(dyn Fn(&ProgressEvent) + Sync),
+) -> Result<(ProvisioningRecord, Outcome), ProvisionError> {
+    if !force {
+        if let Some(saved) = load(state_dir)? {
+            let same = saved.id_scope == config.id_scope
+                && saved.endpoint == config.endpoint
+                && saved.result.attestation == attestation
+                && saved.result.issued_certificate_chain.is_some()
+                && config
+                    .registration_id
+                    .as_deref()
+                    .is_none_or(|id| id == saved.result.registration_id);
+            if same {
+                return Ok((saved, Outcome::Reused));
+            }
+        }
+    }
+    let plugin = instance.plugin().name().to_string();
+    let (result, _chain) =
+        crate::issuance::register_with_certificate(config, instance, attestation, label, progress)
+            .await?;
     let record = ProvisioningRecord {
         version: RECORD_VERSION,
         endpoint: config.endpoint.clone(),

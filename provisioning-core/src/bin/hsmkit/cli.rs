@@ -224,6 +224,11 @@ pub(crate) struct ProvisionArgs {
     /// Give up after this many seconds (retries and polling included). Default 120.
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
+    /// Also ask DPS for an operational X.509 certificate: a P-256 key made and kept in the
+    /// plugin (label hsmkit-operational), a CSR it signs, the issued chain verified and stored
+    /// beside the key. Needs a plugin with the operational-key interface (ABI 1.2).
+    #[arg(long)]
+    pub issue_certificate: bool,
     /// Register again even when a saved result exists.
     #[arg(long)]
     pub force: bool,

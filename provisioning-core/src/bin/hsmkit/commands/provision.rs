@@ -6,7 +6,10 @@ use crate::output::print_json;
 use crate::plugin_setup::{choose_attestation, Context_};
 use anyhow::{anyhow, Context, Result};
 use provisioning_core::dps::{DpsClientConfig, ProgressEvent};
-use provisioning_core::provisioning::{provision, Outcome, ProvisioningRecord};
+use provisioning_core::issuance::OPERATIONAL_KEY_LABEL;
+use provisioning_core::provisioning::{
+    provision, provision_with_certificate, Outcome, ProvisioningRecord,
+};
 use serde::Serialize;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -127,14 +130,27 @@ pub(super) fn run(ctx: &Context_, args: &ProvisionArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let (record, outcome) = runtime.block_on(provision(
-        &config,
-        instance,
-        attestation,
-        &ctx.state_dir,
-        args.force,
-        &print_progress,
-    ))?;
+    let issue = args.issue_certificate || ctx.config.provisioning.issue_certificate;
+    let (record, outcome) = if issue {
+        runtime.block_on(provision_with_certificate(
+            &config,
+            instance,
+            attestation,
+            &ctx.state_dir,
+            args.force,
+            OPERATIONAL_KEY_LABEL,
+            &print_progress,
+        ))?
+    } else {
+        runtime.block_on(provision(
+            &config,
+            instance,
+            attestation,
+            &ctx.state_dir,
+            args.force,
+            &print_progress,
+        ))?
+    };
     let summary = ProvisionSummary::new(&record, outcome, started.elapsed());
     if args.json {
         print_json(&summary)?;
@@ -146,6 +162,9 @@ pub(super) fn run(ctx: &Context_, args: &ProvisionArgs) -> Result<ExitCode> {
         println!("Assigned hub:    {}", summary.assigned_hub);
         println!("Device id:       {}", summary.device_id);
         println!("Attestation:     {}", summary.attestation);
+        if record.result.issued_certificate_chain.is_some() {
+            println!("Certificate:     issued, stored in the plugin under {OPERATIONAL_KEY_LABEL}");
+        }
         println!("Time:            {} ms", summary.millis);
     }
     Ok(ExitCode::SUCCESS)
