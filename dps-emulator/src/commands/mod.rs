@@ -9,7 +9,9 @@ mod serve;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use dps_emulator::model::{AllocationPolicy, EnrollmentCommon, ProvisioningStatus};
+use dps_emulator::model::{
+    AllocationPolicy, CertificateIssuancePolicy, EnrollmentCommon, ProvisioningStatus,
+};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -134,6 +136,11 @@ pub(crate) struct CommonArgs {
     /// JSON file with the initial twin.
     #[arg(long)]
     pub(crate) initial_twin: Option<PathBuf>,
+    /// Issue operational certificates valid this many days for CSRs its devices send
+    /// (certificateIssuancePolicy; emulator configuration, the real service configures
+    /// issuance through Azure Device Registry).
+    #[arg(long, value_name = "DAYS")]
+    pub(crate) issue_certificates_days: Option<u32>,
 }
 
 #[derive(ValueEnum, Clone, Copy)]
@@ -266,6 +273,9 @@ fn common(c: &CommonArgs) -> Result<EnrollmentCommon> {
             Allocation::Static => AllocationPolicy::Static,
         }),
         iot_hubs: c.hubs.clone(),
+        certificate_issuance_policy: c
+            .issue_certificates_days
+            .map(|validity_days| CertificateIssuancePolicy { validity_days }),
         ..Default::default()
     })
 }
