@@ -71,6 +71,7 @@ async fn issue_and_check(
         chain_pem(&chain),
         "{what}"
     );
+    mutual_tls_with_the_operational_key(env, device.clone(), what);
     // Another key's certificate is refused.
     assert!(matches!(
         verify_issued_chain(&[0x30, 0x00], &b64),
@@ -148,4 +149,107 @@ async fn an_enrollment_without_issuance_is_a_clear_error() {
     .unwrap_err();
     assert!(matches!(e, IssueError::Dps(_)), "{e:?}");
     assert!(format!("{e}").contains("certificateIssuancePolicy"), "{e}");
+}
+
+/// A small local rustls server that requires a client certificate chaining to the emulator's
+/// issuing CA: the device presents its issued chain and the plugin's operational key signs the
+/// handshake. The server sees the issued leaf.
+fn mutual_tls_with_the_operational_key(env: &Env, device: Arc<PluginInstance>, what: &str) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use std::io::{Read, Write};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server_ca = dps_emulator::pki::CertifiedKey::new_root_ca(
+        "mtls test server CA",
+        std::time::Duration::from_secs(3600),
+    )
+    .unwrap();
+    let server = server_ca
+        .issue_leaf(
+            "localhost",
+            dps_emulator::pki::LeafUsage::Server,
+            &["localhost".into()],
+            std::time::Duration::from_secs(3600),
+        )
+        .unwrap();
+    let mut client_roots = rustls::RootCertStore::empty();
+    client_roots
+        .add(CertificateDer::from(issuing_ca_der(env)))
+        .unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(client_roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let server_config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![CertificateDer::from(server.cert_der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+                server.key_pkcs8_der().unwrap().to_vec(),
+            )),
+        )
+        .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server_thread = std::thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().unwrap();
+        let mut conn = rustls::ServerConnection::new(Arc::new(server_config)).unwrap();
+        let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+        let mut buf = [0u8; 4];
+        let read = tls.read_exact(&mut buf).map(|_| buf);
+        let peer = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec());
+        (read.map_err(|e| e.to_string()), peer)
+    });
+    let mut server_roots = rustls::RootCertStore::empty();
+    server_roots
+        .add(CertificateDer::from(server_ca.cert_der().to_vec()))
+        .unwrap();
+    let client_config = provisioning_core::dps::tls_client_config_with_operational_key(
+        device.clone(),
+        OPERATIONAL_KEY_LABEL,
+        server_roots,
+    )
+    .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let mut conn =
+        rustls::ClientConnection::new(Arc::new(client_config), "localhost".try_into().unwrap())
+            .unwrap();
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+    tls.write_all(b"ping")
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    tls.flush().unwrap();
+    let (read, peer) = server_thread.join().unwrap();
+    assert_eq!(read, Ok(*b"ping"), "{what}");
+    let stored = device
+        .operational_key()
+        .unwrap()
+        .chain(OPERATIONAL_KEY_LABEL)
+        .unwrap();
+    let mut r = std::io::BufReader::new(stored.as_bytes());
+    let leaf = rustls_pemfile::certs(&mut r)
+        .next()
+        .unwrap()
+        .unwrap()
+        .to_vec();
+    assert_eq!(peer, Some(leaf), "{what}: the server saw the issued leaf");
+}
+
+/// Without a chain stored under the label there is no operational TLS identity.
+#[tokio::test]
+async fn no_issued_chain_no_operational_tls_identity() {
+    let state = tempfile::tempdir().unwrap();
+    let device = dice_device(state.path(), "issue-none-tls");
+    let e = provisioning_core::dps::tls_client_config_with_operational_key(
+        device,
+        OPERATIONAL_KEY_LABEL,
+        rustls::RootCertStore::empty(),
+    )
+    .unwrap_err();
+    assert!(!e.to_string().is_empty());
 }

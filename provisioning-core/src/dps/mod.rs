@@ -30,5 +30,8 @@ pub use credentials::{
 };
 pub use error::DpsError;
 pub use model::{Attestation, ProgressEvent, RegistrationResult};
-pub use tls::{root_store, tls_client_config_signing_through_plugin, TlsSetupError};
+pub use tls::{
+    root_store, tls_client_config_signing_through_plugin, tls_client_config_with_operational_key,
+    TlsSetupError,
+};
 pub use transport::{Transport, UnknownTransport};

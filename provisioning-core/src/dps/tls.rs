@@ -121,6 +121,7 @@ pub(crate) fn client_config_with_plugin_identity(
     let key = PluginSigningKey {
         instance,
         kind,
+        source: KeySource::X509,
         failure: failure.clone(),
     };
     let resolver = PluginCertResolver {
@@ -132,6 +133,50 @@ pub(crate) fn client_config_with_plugin_identity(
         .with_client_cert_resolver(Arc::new(resolver));
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok((cfg, failure))
+}
+
+/// A rustls client configuration presenting the operational certificate chain stored under
+/// `label` (the one DPS issued, see [`crate::issuance::register_with_certificate`]), each
+/// handshake signature made by the plugin's operational key under that label: the same
+/// resolver and signer as [`tls_client_config_signing_through_plugin`], another key.
+pub fn tls_client_config_with_operational_key(
+    instance: Arc<PluginInstance>,
+    label: &str,
+    roots: RootCertStore,
+) -> Result<ClientConfig, TlsSetupError> {
+    let pem = instance.operational_key()?.chain(label)?;
+    let chain = parse_pem_chain(pem.as_bytes()).map_err(TlsSetupError::BadChain)?;
+    let kind = key_kind(&chain[0])?;
+    if kind != KeyKind::P256 {
+        // Operational keys are P-256 by the ABI; anything else is not this key's certificate.
+        return Err(TlsSetupError::BadChain(
+            "the stored operational certificate is not for a P-256 key".into(),
+        ));
+    }
+    let key = PluginSigningKey {
+        instance,
+        kind,
+        source: KeySource::Operational(label.to_string()),
+        failure: SignFailure::default(),
+    };
+    let resolver = PluginCertResolver {
+        key: Arc::new(CertifiedKey::new(chain, Arc::new(key))),
+    };
+    let mut cfg = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(Arc::new(resolver));
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// Which plugin key signs the handshake.
+#[derive(Clone, Debug)]
+enum KeySource {
+    /// The X.509 attestation key (`x509().sign_digest`).
+    X509,
+    /// The operational key under this label (`operational_key().sign_digest`, P-256 only).
+    Operational(String),
 }
 
 /// The leaf key's type, read from its SubjectPublicKeyInfo.
@@ -194,6 +239,7 @@ impl ResolvesClientCert for PluginCertResolver {
 struct PluginSigningKey {
     instance: Arc<PluginInstance>,
     kind: KeyKind,
+    source: KeySource,
     failure: SignFailure,
 }
 
@@ -221,6 +267,7 @@ impl SigningKey for PluginSigningKey {
         Some(Box::new(PluginSigner {
             instance: self.instance.clone(),
             scheme,
+            source: self.source.clone(),
             failure: self.failure.clone(),
         }))
     }
@@ -236,6 +283,7 @@ impl SigningKey for PluginSigningKey {
 struct PluginSigner {
     instance: Arc<PluginInstance>,
     scheme: SignatureScheme,
+    source: KeySource,
     failure: SignFailure,
 }
 
@@ -267,10 +315,22 @@ impl Signer for PluginSigner {
                 sha2::Sha256::digest(message).to_vec(),
             ),
         };
-        let result = self
-            .instance
-            .x509()
-            .and_then(|x| x.sign_digest(algorithm, &digest));
+        let result = match &self.source {
+            KeySource::X509 => self
+                .instance
+                .x509()
+                .and_then(|x| x.sign_digest(algorithm, &digest)),
+            // choose_scheme offers only ECDSA P-256 SHA-256 for this key, so the digest is 32
+            // bytes.
+            KeySource::Operational(label) => {
+                let d: [u8; 32] = digest.as_slice().try_into().map_err(|_| {
+                    rustls::Error::General("the operational key signs SHA-256 digests only".into())
+                })?;
+                self.instance
+                    .operational_key()
+                    .and_then(|o| o.sign_digest(label, &d))
+            }
+        };
         result.map(|signature| signature.to_vec()).map_err(|e| {
             let text = e.to_string();
             if let Ok(mut slot) = self.failure.lock() {
