@@ -241,6 +241,9 @@ pub async fn register_with_certificate(
     label: &str,
     progress: &(dyn Fn(&crate::dps::ProgressEvent) + Sync),
 ) -> Result<(crate::dps::RegistrationResult, Vec<Vec<u8>>), IssueError> {
+    // First, so that a 1.0/1.1 plugin is refused saying it cannot hold an operational key,
+    // whatever else it lacks.
+    instance.operational_key()?;
     let registration_id = crate::dps::device_registration_id(
         &instance,
         attestation,

@@ -253,3 +253,31 @@ async fn no_issued_chain_no_operational_tls_identity() {
     .unwrap_err();
     assert!(!e.to_string().is_empty());
 }
+
+/// A plugin built against ABI 1.0 cannot hold an operational key, and the flow says so before
+/// anything is sent.
+#[tokio::test]
+async fn an_abi_1_0_plugin_cannot_hold_an_operational_key() {
+    let plugin = provisioning_core::plugin::LoadedPlugin::load(std::path::Path::new(
+        hsm_fixture_loader_c::ABI_1_0,
+    ))
+    .unwrap();
+    let inst = Arc::new(PluginInstance::create(&plugin, &[("state_dir", "/nonexistent")]).unwrap());
+    let mut config = provisioning_core::dps::DpsClientConfig::new("0ne00000001");
+    // Nothing listens there: a request would fail differently.
+    config.endpoint = "127.0.0.1:9".into();
+    let e = register_with_certificate(
+        &config,
+        inst,
+        Attestation::SymmetricKey,
+        OPERATIONAL_KEY_LABEL,
+        &|_| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, IssueError::Plugin(_)), "{e:?}");
+    assert!(
+        e.to_string().contains("cannot hold an operational key"),
+        "{e}"
+    );
+}
