@@ -72,6 +72,33 @@ fn read_device(
         .transpose()
 }
 
+/// The `(seq, enqueued, properties, body)` rows of a stored-message query (telemetry or
+/// cloud-to-device), properties decoded.
+type MessageRow = (i64, String, Vec<(String, String)>, Vec<u8>);
+
+fn message_rows(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<MessageRow>, HubError> {
+    let mut stmt = conn.prepare(sql).map_err(db)?;
+    let rows = stmt
+        .query_map(params, |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+            ))
+        })
+        .map_err(db)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db)?;
+    rows.into_iter()
+        .map(|(seq, enqueued, props, body)| Ok((seq, enqueued, props_from(&props)?, body)))
+        .collect()
+}
+
 fn write_device(conn: &rusqlite::Connection, d: &HubDevice) -> Result<(), HubError> {
     conn.execute(
         "INSERT OR REPLACE INTO hub_devices (hub, device_id, body) VALUES (?1, ?2, ?3)",
@@ -250,37 +277,23 @@ impl Store {
 
     /// The stored telemetry of a device, oldest first.
     pub fn telemetry(&self, hub: &str, device_id: &str) -> Result<Vec<Telemetry>, HubError> {
-        let conn = self.lock();
-        let mut stmt = conn
-            .prepare(
-                "SELECT seq, enqueued, properties, body FROM hub_telemetry \
-                 WHERE hub = ?1 AND device_id = ?2 ORDER BY seq",
-            )
-            .map_err(db)?;
-        let rows = stmt
-            .query_map(params![hub, device_id], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Vec<u8>>(3)?,
-                ))
+        let rows = message_rows(
+            &self.lock(),
+            "SELECT seq, enqueued, properties, body FROM hub_telemetry \
+             WHERE hub = ?1 AND device_id = ?2 ORDER BY seq",
+            params![hub, device_id],
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, enqueued, properties, body)| Telemetry {
+                seq,
+                hub: hub.to_string(),
+                device_id: device_id.to_string(),
+                enqueued,
+                properties,
+                body,
             })
-            .map_err(db)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(db)?;
-        rows.into_iter()
-            .map(|(seq, enqueued, props, body)| {
-                Ok(Telemetry {
-                    seq,
-                    hub: hub.to_string(),
-                    device_id: device_id.to_string(),
-                    enqueued,
-                    properties: props_from(&props)?,
-                    body,
-                })
-            })
-            .collect()
+            .collect())
     }
 
     /// Queues a cloud-to-device message for a device (at most [`MAX_C2D_QUEUE`] pending, as the
@@ -341,37 +354,23 @@ impl Store {
         device_id: &str,
         limit: usize,
     ) -> Result<Vec<C2dMessage>, HubError> {
-        let conn = self.lock();
-        let mut stmt = conn
-            .prepare(
-                "SELECT seq, enqueued, properties, body FROM hub_c2d \
-                 WHERE hub = ?1 AND device_id = ?2 ORDER BY seq LIMIT ?3",
-            )
-            .map_err(db)?;
-        let rows = stmt
-            .query_map(params![hub, device_id, limit as i64], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Vec<u8>>(3)?,
-                ))
+        let rows = message_rows(
+            &self.lock(),
+            "SELECT seq, enqueued, properties, body FROM hub_c2d \
+             WHERE hub = ?1 AND device_id = ?2 ORDER BY seq LIMIT ?3",
+            params![hub, device_id, limit as i64],
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, enqueued, properties, body)| C2dMessage {
+                seq,
+                hub: hub.to_string(),
+                device_id: device_id.to_string(),
+                enqueued,
+                properties,
+                body,
             })
-            .map_err(db)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(db)?;
-        rows.into_iter()
-            .map(|(seq, enqueued, props, body)| {
-                Ok(C2dMessage {
-                    seq,
-                    hub: hub.to_string(),
-                    device_id: device_id.to_string(),
-                    enqueued,
-                    properties: props_from(&props)?,
-                    body,
-                })
-            })
-            .collect()
+            .collect())
     }
 
     /// Removes a delivered cloud-to-device message (the device acknowledged it).
