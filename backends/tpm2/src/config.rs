@@ -1,6 +1,7 @@
 //! The tpm2 plugin's settings.
 
 use hsm_plugin_sdk::{HsmError, PluginConfig, Setting};
+use std::path::PathBuf;
 use zeroize::Zeroizing;
 
 /// Where the DPS identity key is persisted unless `identity_handle` says otherwise (the
@@ -32,6 +33,10 @@ pub const SETTINGS: &[Setting] = &[
         "endorsement_auth",
         "endorsement hierarchy authValue (text, or hex:0011...); default: empty",
     ),
+    Setting::optional(
+        "operational_key_persistent_handle",
+        "persist the operational key (ABI 1.2) at this handle (0x81000000-0x817FFFFF, one key) instead of keeping it as a TPM-wrapped blob file under state_dir; default: blob files",
+    ),
 ];
 
 /// Parsed settings.
@@ -44,6 +49,11 @@ pub struct Tpm2Config {
     pub owner_auth: Zeroizing<Vec<u8>>,
     /// Endorsement hierarchy authValue.
     pub endorsement_auth: Zeroizing<Vec<u8>>,
+    /// Where operational keys are persisted instead of kept as blob files (one key), if set.
+    pub operational_key_persistent_handle: Option<u32>,
+    /// The plugin's state folder (operational key files live under `tpm2/operational/`);
+    /// `None` when none could be found, which only operational keys need.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Tpm2Config {
@@ -54,12 +64,19 @@ impl std::fmt::Debug for Tpm2Config {
                 "identity_handle",
                 &format_args!("{:#010x}", self.identity_handle),
             )
+            .field(
+                "operational_key_persistent_handle",
+                &self
+                    .operational_key_persistent_handle
+                    .map(|h| format!("{h:#010x}")),
+            )
+            .field("state_dir", &self.state_dir)
             .finish_non_exhaustive()
     }
 }
 
-/// Parses `0x81000100` or decimal.
-fn parse_handle(value: &str) -> Result<u32, HsmError> {
+/// Parses the setting `key`, `0x81000100` or decimal, as a free owner persistent handle.
+fn parse_handle(key: &str, value: &str) -> Result<u32, HsmError> {
     let v = value.trim();
     let parsed = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
         Some(hex) => u32::from_str_radix(hex, 16),
@@ -67,12 +84,12 @@ fn parse_handle(value: &str) -> Result<u32, HsmError> {
     };
     let handle = parsed.map_err(|_| {
         HsmError::invalid_argument(format!(
-            "setting `identity_handle` must be a number like 0x81000100, got `{value}`"
+            "setting `{key}` must be a number like 0x81000100, got `{value}`"
         ))
     })?;
     if !(0x8100_0000..=0x817f_ffff).contains(&handle) || handle == SRK_HANDLE {
         return Err(HsmError::invalid_argument(format!(
-            "setting `identity_handle` {handle:#010x} is not a free owner persistent handle \
+            "setting `{key}` {handle:#010x} is not a free owner persistent handle \
              (0x81000000-0x817FFFFF, not the SRK's 0x81000001)"
         )));
     }
@@ -110,7 +127,9 @@ fn parse_auth(key: &str, value: Option<&str>) -> Result<Zeroizing<Vec<u8>>, HsmE
 
 impl Tpm2Config {
     /// Reads `tcti` (else TPM2TOOLS_TCTI, else [`DEFAULT_TCTI`]), `identity_handle`,
-    /// `owner_auth` and `endorsement_auth`.
+    /// `owner_auth`, `endorsement_auth`, `operational_key_persistent_handle` and the state
+    /// folder. The operational key's handle must differ from the identity key's: persisting
+    /// one would evict the other.
     pub fn from_plugin_config(config: &PluginConfig) -> Result<Self, HsmError> {
         let tcti = match config.get("tcti") {
             Some(t) if !t.trim().is_empty() => t.trim().to_string(),
@@ -120,14 +139,28 @@ impl Tpm2Config {
                 .unwrap_or_else(|| DEFAULT_TCTI.to_string()),
         };
         let identity_handle = match config.get("identity_handle") {
-            Some(v) => parse_handle(v)?,
+            Some(v) => parse_handle("identity_handle", v)?,
             None => DEFAULT_IDENTITY_HANDLE,
         };
+        let operational_key_persistent_handle =
+            match config.get("operational_key_persistent_handle") {
+                Some(v) => Some(parse_handle("operational_key_persistent_handle", v)?),
+                None => None,
+            };
+        if operational_key_persistent_handle == Some(identity_handle) {
+            return Err(HsmError::invalid_argument(format!(
+                "setting `operational_key_persistent_handle` {identity_handle:#010x} is the \
+                 identity key's handle (`identity_handle`): choose another"
+            )));
+        }
         Ok(Self {
             tcti,
             identity_handle,
             owner_auth: parse_auth("owner_auth", config.get("owner_auth"))?,
             endorsement_auth: parse_auth("endorsement_auth", config.get("endorsement_auth"))?,
+            operational_key_persistent_handle,
+            // Resolved now, used (and created) only by the first operational-key call.
+            state_dir: config.state_dir().ok(),
         })
     }
 }
@@ -150,6 +183,14 @@ mod tests {
         assert_eq!(&c.owner_auth[..], &[0, 0xff]);
         assert_eq!(&c.endorsement_auth[..], b"secret");
         assert!(!format!("{c:?}").contains("secret"));
+        assert_eq!(c.operational_key_persistent_handle, None);
+        let c = Tpm2Config::from_plugin_config(&PluginConfig::from_pairs([
+            ("operational_key_persistent_handle", "0x817FFFFF"),
+            ("state_dir", "/tmp/x"),
+        ]))
+        .unwrap();
+        assert_eq!(c.operational_key_persistent_handle, Some(0x817f_ffff));
+        assert_eq!(c.state_dir, Some(PathBuf::from("/tmp/x")));
     }
 
     #[test]
@@ -158,6 +199,11 @@ mod tests {
             ("identity_handle", "0x81000001"),
             ("identity_handle", "0x01000100"),
             ("identity_handle", "nope"),
+            ("operational_key_persistent_handle", "0x81000001"),
+            ("operational_key_persistent_handle", "0x81800000"),
+            ("operational_key_persistent_handle", "0x80000001"),
+            ("operational_key_persistent_handle", "0x81000100"),
+            ("operational_key_persistent_handle", "x"),
             ("owner_auth", "hex:abc"),
             ("owner_auth", "hex:zz"),
         ] {

@@ -1,5 +1,7 @@
 //! One open TPM (a tss-esapi context) and the operations DPS attestation needs: EK and SRK
-//! created when missing, the DPS import flow, and HMAC with the identity key.
+//! created when missing, the DPS import flow, and HMAC with the identity key; and the TPM side
+//! of operational keys (ABI 1.2): TPM2_Create of a P-256 ECDSA key under the SRK, Load,
+//! TPM2_Sign, and persisting at or evicting from an owner handle.
 //!
 //! Every transient object and session this code creates is flushed before the call returns,
 //! on success and on failure, so a long-running host does not exhaust TPM slots.
@@ -11,19 +13,23 @@ use hsm_tpm_common::dps::AuthenticationKeyBlob;
 use hsm_tpm_common::marshal::tpm2b;
 use hsm_tpm_common::public::{ek_template_rsa2048, srk_template_rsa2048, PublicArea};
 use tss_esapi::constants::response_code::Tss2ResponseCodeKind;
+use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_HASHCHECK};
 use tss_esapi::constants::{CapabilityType, PropertyTag, SessionType};
 use tss_esapi::handles::{
     AuthHandle, KeyHandle, ObjectHandle, PersistentTpmHandle, SessionHandle, TpmHandle,
 };
 use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::interface_types::dynamic_handles::Persistent;
+use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::resource_handles::{Hierarchy, Provision};
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
-    Auth, CapabilityData, Data, Digest, EncryptedSecret, IdObject, MaxBuffer, Nonce, Private,
-    Public, SymmetricDefinition, SymmetricDefinitionObject,
+    Auth, CapabilityData, Data, Digest, EccScheme, EncryptedSecret, HashScheme, HashcheckTicket,
+    IdObject, MaxBuffer, Nonce, Private, Public, Signature, SignatureScheme, SymmetricDefinition,
+    SymmetricDefinitionObject,
 };
 use tss_esapi::traits::{Marshall, UnMarshall};
+use tss_esapi::tss2_esys::TPMT_TK_HASHCHECK;
 use tss_esapi::{Context, TctiNameConf};
 
 use crate::config::{Tpm2Config, EK_HANDLE, SRK_HANDLE};
@@ -364,5 +370,144 @@ impl TpmDevice {
                 tpm_error("HMAC", e)
             })?;
         Ok(digest.value().to_vec())
+    }
+
+    /// TPM2_Create of an operational key under the SRK (created when missing): ECC P-256,
+    /// ECDSA with SHA-256, fixedTPM, fixedParent, sensitiveDataOrigin, userWithAuth, sign,
+    /// empty authValue. Returns its public area and its private part, which only this TPM's
+    /// SRK can load (TPM-wrapped); nothing stays loaded.
+    pub fn create_operational_key(&mut self) -> Result<(Public, Private), HsmError> {
+        let srk = self.storage_root_key()?;
+        let template = tss_esapi::utils::create_unrestricted_signing_ecc_public(
+            EccScheme::EcDsa(HashScheme::new(HashingAlgorithm::Sha256)),
+            EccCurve::NistP256,
+        )
+        .map_err(|e| HsmError::internal(format!("operational key template: {e}")))?;
+        // The SRK has an empty authValue (it is made so above): a password session costs no
+        // extra TPM round trips.
+        let created = self
+            .ctx
+            .execute_with_session(Some(AuthSession::Password), |ctx| {
+                ctx.create(srk, template, None, None, None, None)
+            })
+            .map_err(|e| tpm_error("Create (operational key)", e))?;
+        Ok((created.out_public, created.out_private))
+    }
+
+    /// Loads an operational key blob under the SRK; the caller flushes the handle. The raw TSS
+    /// error is returned so the caller can say which file did not load.
+    pub fn load_under_srk(
+        &mut self,
+        public: Public,
+        private: Private,
+    ) -> Result<Result<KeyHandle, tss_esapi::Error>, HsmError> {
+        let srk = self.storage_root_key()?;
+        Ok(self
+            .ctx
+            .execute_with_session(Some(AuthSession::Password), |ctx| {
+                ctx.load(srk, private, public)
+            }))
+    }
+
+    /// Flushes a transient object, ignoring a failure (the object may be gone already).
+    pub fn flush_transient(&mut self, key: KeyHandle) {
+        let _ = self.ctx.flush_context(key.into());
+    }
+
+    /// TPM2_Sign of a SHA-256 digest with a loaded (or persistent) P-256 ECDSA key of empty
+    /// authValue, as a DER Ecdsa-Sig-Value.
+    pub fn sign_ecdsa_p256(
+        &mut self,
+        key: KeyHandle,
+        digest: &[u8; 32],
+    ) -> Result<Vec<u8>, HsmError> {
+        let digest = Digest::try_from(digest.to_vec())
+            .map_err(|e| HsmError::internal(format!("digest: {e}")))?;
+        // A NULL ticket: the key is not restricted, so the TPM need not have hashed the data.
+        let validation = HashcheckTicket::try_from(TPMT_TK_HASHCHECK {
+            tag: TPM2_ST_HASHCHECK,
+            hierarchy: TPM2_RH_NULL,
+            digest: Default::default(),
+        })
+        .map_err(|e| HsmError::internal(format!("hashcheck ticket: {e}")))?;
+        let signature = self
+            .ctx
+            .execute_with_session(Some(AuthSession::Password), |ctx| {
+                ctx.sign(key, digest, SignatureScheme::Null, validation)
+            })
+            .map_err(|e| tpm_error("Sign (operational key)", e))?;
+        let Signature::EcDsa(ecc) = signature else {
+            return Err(HsmError::device(
+                "TPM2_Sign with the operational key returned no ECDSA signature",
+            ));
+        };
+        let scalar = |v: &[u8]| -> Result<p256::FieldBytes, HsmError> {
+            let mut out = p256::FieldBytes::default();
+            let start = out.len().checked_sub(v.len()).ok_or_else(|| {
+                HsmError::device("TPM2_Sign returned an ECDSA value longer than P-256's")
+            })?;
+            out[start..].copy_from_slice(v);
+            Ok(out)
+        };
+        let r = scalar(ecc.signature_r().value())?;
+        let s = scalar(ecc.signature_s().value())?;
+        let signature = p256::ecdsa::Signature::from_scalars(r, s)
+            .map_err(|_| HsmError::device("TPM2_Sign returned an invalid ECDSA signature"))?;
+        Ok(signature.to_der().as_bytes().to_vec())
+    }
+
+    /// The object persisted at `handle` and its public area, or `None` when nothing is there.
+    /// The caller closes the ESYS handle with [`TpmDevice::close`].
+    pub fn read_persistent(
+        &mut self,
+        handle: u32,
+    ) -> Result<Option<(ObjectHandle, Public)>, HsmError> {
+        let Some(object) = self.find_persistent(handle)? else {
+            return Ok(None);
+        };
+        match self.ctx.read_public(object.into()) {
+            Ok((public, _, _)) => Ok(Some((object, public))),
+            Err(e) => {
+                self.close(object);
+                Err(tpm_error("ReadPublic", e))
+            }
+        }
+    }
+
+    /// Forgets an ESYS handle of a persistent object (the TPM keeps the object).
+    pub fn close(&mut self, object: ObjectHandle) {
+        let mut object = object;
+        let _ = self.ctx.tr_close(&mut object);
+    }
+
+    /// Persists the loaded `key` at the owner `handle` (EvictControl, owner authorization).
+    pub fn persist_at(&mut self, key: KeyHandle, handle: u32) -> Result<(), HsmError> {
+        self.set_hierarchy_auth()?;
+        let target = Persistent::Persistent(persistent(handle)?);
+        let mut persisted = self
+            .ctx
+            .execute_with_nullauth_session(|ctx| {
+                ctx.evict_control(Provision::Owner, key.into(), target)
+            })
+            .map_err(|e| tpm_error(&format!("EvictControl (persisting at {handle:#010x})"), e))?;
+        let _ = self.ctx.tr_close(&mut persisted);
+        Ok(())
+    }
+
+    /// Removes the persistent `object` at `handle` (EvictControl, owner authorization).
+    pub fn evict(&mut self, object: ObjectHandle, handle: u32) -> Result<(), HsmError> {
+        self.set_hierarchy_auth()?;
+        let target = Persistent::Persistent(persistent(handle)?);
+        self.ctx
+            .execute_with_nullauth_session(|ctx| {
+                ctx.evict_control(Provision::Owner, object, target)
+            })
+            .map_err(|e| tpm_error(&format!("EvictControl (removing {handle:#010x})"), e))?;
+        // ESYS keeps its record of the evicted object (name included) under the TPM handle,
+        // and would refuse a later Esys_TR_FromTPMPublic of a new key at the same handle
+        // ("name mismatch"): close it. tss-esapi already counts it closed, so its bookkeeping
+        // error after the ESYS close is expected and ignored.
+        self.close(object);
+        Ok(())
     }
 }
