@@ -45,7 +45,8 @@ fn bad(msg: impl Into<String>) -> IssuanceError {
 pub(crate) struct IssuingCa(Mutex<Option<Arc<CertifiedKey>>>);
 
 impl IssuingCa {
-    fn get(&self, state_dir: &Path) -> Result<Arc<CertifiedKey>, IssuanceError> {
+    /// The issuing CA, loaded from `state_dir` or created there on first need.
+    pub(crate) fn get(&self, state_dir: &Path) -> Result<Arc<CertifiedKey>, IssuanceError> {
         let mut slot = self
             .0
             .lock()
@@ -155,4 +156,24 @@ pub(crate) fn issue(
         )
         .map_err(|e| IssuanceError::Internal(e.to_string()))?;
     Ok(vec![B64.encode(leaf), B64.encode(ca.cert_der())])
+}
+
+/// The emulated hub's check of a device that DPS issued an operational certificate to: the TLS
+/// client chain verifies up to the emulator's issuing CA (signature, validity period, a
+/// client-authentication end-entity leaf) and the leaf's CN is the device id.
+///
+/// The service: "The device authenticates with IoT Hub by presenting its full certificate
+/// chain", and "Linked IoT hubs trust the issuing CA that ADR syncs from the policy"
+/// (<https://learn.microsoft.com/azure/iot-hub/concept-certificate-issuance>,
+/// <https://learn.microsoft.com/azure/iot-hub/concepts-certificate-policy-management>). The
+/// emulator has one issuing CA for every enrollment with a policy, so it is that CA.
+pub(crate) fn verify_issued_client(
+    ca: &IssuingCa,
+    state_dir: &Path,
+    chain: &[Vec<u8>],
+    device_id: &str,
+) -> Result<(), String> {
+    let ca = ca.get(state_dir).map_err(|e| e.to_string())?;
+    let pem = ca.cert_pem();
+    crate::auth::x509::verify_group(chain, &[pem.as_str()], device_id).map_err(|e| e.to_string())
 }

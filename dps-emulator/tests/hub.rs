@@ -1279,3 +1279,173 @@ async fn retained_messages_are_marked_and_a_will_is_sent_only_on_an_abnormal_clo
     send_telemetry(&mut d, &dev, &[], b"after").await;
     assert_eq!(props_of(b"nope"), None);
 }
+
+/// A device DPS issued an operational certificate to connects to its hub with that certificate
+/// (mutual TLS, no password): the service's documents say "The device authenticates with IoT
+/// Hub by presenting its full certificate chain" and "Linked IoT hubs trust the issuing CA
+/// that ADR syncs from the policy"
+/// (https://learn.microsoft.com/azure/iot-hub/concept-certificate-issuance,
+/// https://learn.microsoft.com/azure/iot-hub/concepts-certificate-policy-management). Refused:
+/// the issuing CA's certificate for another CN, an expired one, another CA's with the right
+/// CN, and an issuing-CA certificate for a device that was provisioned without issuance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_with_an_issued_certificate_connects_with_it_and_no_other() {
+    use dps_emulator::pki::{CertifiedKey, LeafUsage};
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::x509::{X509NameBuilder, X509ReqBuilder, X509};
+    use rumqttc::mqttbytes::v4::ConnectReturnCode::*;
+    use std::time::{Duration, SystemTime};
+    let env = start_mqtt(|_| {}).await;
+    let reg = "issued-hub-1";
+    let mut e = IndividualEnrollment::new(
+        reg.into(),
+        AttestationMechanism::symmetric_key(Some(KEY.into())),
+    );
+    e.common.certificate_issuance_policy =
+        Some(dps_emulator::model::CertificateIssuancePolicy { validity_days: 30 });
+    env.emu.enrollments().create_individual(e).unwrap();
+    // The device's P-256 key and its CSR (CN = registration id), sent with the preview API.
+    let key = PKey::from_ec_key(
+        EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_nid(Nid::COMMONNAME, reg).unwrap();
+    let mut req = X509ReqBuilder::new().unwrap();
+    req.set_subject_name(&name.build()).unwrap();
+    req.set_pubkey(&key).unwrap();
+    req.sign(&key, MessageDigest::sha256()).unwrap();
+    let csr = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        req.build().to_der().unwrap(),
+    );
+    let c = client(&env.emu, None);
+    let sas = device_sas(&env.emu, reg, KEY, in_an_hour());
+    let url = format!(
+        "{}/{}/registrations/{reg}/register?api-version=2025-07-01-preview",
+        env.emu.endpoint(),
+        env.emu.id_scope()
+    );
+    let mut a = send(
+        c.put(url)
+            .json(&json!({"registrationId": reg, "csr": csr}))
+            .header("authorization", &sas),
+    )
+    .await;
+    for _ in 0..100 {
+        if a.status != reqwest::StatusCode::ACCEPTED {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let op = a.body["operationId"].as_str().unwrap().to_string();
+        a = get_operation(&c, &env.emu, reg, &op, Some(&sas)).await;
+    }
+    assert_eq!(a.body["status"], "assigned", "{}", a.body);
+    let state = &a.body["registrationState"];
+    let hub = state["assignedHub"].as_str().unwrap().to_string();
+    let pem_of = |b64: &serde_json::Value| {
+        let der = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            b64.as_str().unwrap(),
+        )
+        .unwrap();
+        String::from_utf8(X509::from_der(&der).unwrap().to_pem().unwrap()).unwrap()
+    };
+    let key_pem = String::from_utf8(key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let issued =
+        CertifiedKey::from_pem(&pem_of(&state["issuedCertificateChain"][0]), &key_pem).unwrap();
+    let ca_dir = env.dir.path().join("state");
+    let read = |f: &str| std::fs::read_to_string(ca_dir.join(f)).unwrap();
+    let issuing_ca = CertifiedKey::from_pem(
+        &read(dps_emulator::ISSUING_CA_CERT_FILE),
+        &read("issuing-ca.key.pem"),
+    )
+    .unwrap();
+
+    // The issued chain, no password: accepted, and the device works.
+    let mut d = hub_connect(
+        &env.emu,
+        &hub,
+        reg,
+        None,
+        Some((&[&issued, &issuing_ca], &issued)),
+    )
+    .await;
+    send_telemetry(&mut d, reg, &[], b"with the issued certificate").await;
+
+    async fn refused(
+        env: &Env,
+        hub: &str,
+        leaf: &CertifiedKey,
+        ca: &CertifiedKey,
+        device: &str,
+    ) -> rumqttc::mqttbytes::v4::ConnectReturnCode {
+        connack(
+            env,
+            hub,
+            Some((&[leaf, ca], leaf)),
+            hub_connect_packet(hub, device, None),
+        )
+        .await
+    }
+    // The issuing CA's certificate for another CN.
+    let other_cn = issuing_ca
+        .issue_leaf(
+            "someone-else",
+            LeafUsage::Client,
+            &[],
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+    assert_eq!(
+        refused(&env, &hub, &other_cn, &issuing_ca, reg).await,
+        NotAuthorized
+    );
+    // Expired.
+    let hour = Duration::from_secs(3600);
+    let expired = issuing_ca
+        .issue_leaf_valid(
+            reg,
+            LeafUsage::Client,
+            &[],
+            SystemTime::now() - 3 * hour,
+            SystemTime::now() - hour,
+        )
+        .unwrap();
+    assert_eq!(
+        refused(&env, &hub, &expired, &issuing_ca, reg).await,
+        NotAuthorized
+    );
+    // Another CA, the right CN.
+    let other_ca = CertifiedKey::new_root_ca("not the issuing CA", hour).unwrap();
+    let impostor = other_ca
+        .issue_leaf(reg, LeafUsage::Client, &[], hour)
+        .unwrap();
+    assert_eq!(
+        refused(&env, &hub, &impostor, &other_ca, reg).await,
+        NotAuthorized
+    );
+    // A device provisioned without issuance is not let in by an issuing-CA certificate.
+    let (plain_hub, plain) = provision_symmetric(&env, "issued-hub-none", json!({})).await;
+    let for_plain = issuing_ca
+        .issue_leaf("issued-hub-none", LeafUsage::Client, &[], hour)
+        .unwrap();
+    assert_eq!(plain, "issued-hub-none");
+    assert_eq!(
+        refused(&env, &plain_hub, &for_plain, &issuing_ca, "issued-hub-none").await,
+        NotAuthorized
+    );
+    assert_eq!(
+        env.emu
+            .hub_registry()
+            .messages(reg, None)
+            .unwrap()
+            .iter()
+            .map(|m| m.body.clone())
+            .collect::<Vec<_>>(),
+        [b"with the issued certificate".to_vec()]
+    );
+}

@@ -144,6 +144,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     });
     let store = app.store.clone();
     let (h, d) = (hub.clone(), device_id.clone());
+    let app_for_check = app.clone();
     let checked = tokio::task::spawn_blocking(move || -> Result<HubDevice, String> {
         let device = store
             .hub_device(&h, &d)
@@ -152,7 +153,33 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         if device.status == DeviceStatus::Disabled {
             return Err("the device is disabled".into());
         }
-        verify_connect(&device, &password, &chain)?;
+        // A device DPS issued an operational certificate to may present it (the hub trusts
+        // the issuing CA for that device id); otherwise, or when that check fails, the
+        // credential it onboarded with.
+        let issued = !chain.is_empty()
+            && store
+                .registration(&device.registration_id)
+                .map_err(|e| e.to_string())?
+                .is_some_and(|r| r.issued_certificate_chain.is_some());
+        let issued_refused = if issued {
+            match crate::issuance::verify_issued_client(
+                &app_for_check.issuing_ca,
+                &app_for_check.config.state_dir,
+                &chain,
+                &device.device_id,
+            ) {
+                Ok(()) => return Ok(device),
+                Err(reason) => Some(reason),
+            }
+        } else {
+            None
+        };
+        verify_connect(&device, &password, &chain).map_err(|reason| match issued_refused {
+            Some(issued) => {
+                format!("issued certificate: {issued}; onboarding credential: {reason}")
+            }
+            None => reason,
+        })?;
         Ok(device)
     })
     .await
