@@ -19,7 +19,10 @@ use std::path::PathBuf;
 #[command(
     name = "dps-emulator",
     version,
-    about = "A local Azure IoT Hub Device Provisioning Service"
+    about = "A local Azure IoT Hub Device Provisioning Service",
+    after_help = "Logs go to stderr, without colour codes unless it is a terminal. RUST_LOG sets \
+                  what is logged (default info): RUST_LOG=debug, or per crate such as \
+                  RUST_LOG=dps_emulator=debug,warn."
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]
@@ -28,9 +31,11 @@ pub(crate) struct Cli {
 
 #[derive(Args, Clone)]
 pub(crate) struct StateArg {
-    /// State folder (dev CA, keys, database).
+    /// State folder (dev CA, keys, database); `--state`, the old name, still works.
     #[arg(
-        long = "state",
+        long = "state-dir",
+        alias = "state",
+        value_name = "DIR",
         env = "DPS_EMULATOR_STATE",
         default_value = "dps-emulator-state"
     )]
@@ -168,7 +173,7 @@ pub(crate) struct EnrollArgs {
 
 #[derive(Subcommand)]
 pub(crate) enum EnrollKind {
-    /// TPM: registration id and base64 EK (TPM2B_PUBLIC).
+    /// TPM: registration id and base64 EK (TPM2B_PUBLIC), as `hsmkit enroll-info` prints them.
     Tpm {
         #[arg(long)]
         registration_id: String,
@@ -181,9 +186,13 @@ pub(crate) enum EnrollKind {
     },
     /// X.509: registration id (= CN) and the device's leaf certificate file.
     X509 {
-        #[arg(long)]
+        /// The device's registration id (`hsmkit enroll-info` prints it; for a TPM, by
+        /// convention derived from the EK).
+        #[arg(long, value_name = "ID")]
         registration_id: String,
-        #[arg(long)]
+        /// The TPM's endorsement key: the marshalled TPM2B_PUBLIC, base64, as DPS takes it in
+        /// `attestation.tpm.endorsementKey` (`hsmkit enroll-info --plugin tpm2` prints it).
+        #[arg(long, value_name = "BASE64")]
         cert: PathBuf,
         #[command(flatten)]
         state: StateArg,
@@ -192,9 +201,16 @@ pub(crate) enum EnrollKind {
     },
     /// Symmetric key: registration id and key (generated when left out; printed once).
     Symmetric {
-        #[arg(long)]
+        /// The device's registration id: the leaf certificate's subject CN.
+        #[arg(long, value_name = "ID")]
         registration_id: String,
-        #[arg(long, env = "DPS_EMULATOR_PRIMARY_KEY", hide_env_values = true)]
+        /// The device's primary key, base64; generated and printed once when left out.
+        #[arg(
+            long,
+            value_name = "BASE64",
+            env = "DPS_EMULATOR_PRIMARY_KEY",
+            hide_env_values = true
+        )]
         primary_key: Option<String>,
         #[command(flatten)]
         state: StateArg,
@@ -213,9 +229,11 @@ pub(crate) struct GroupArgs {
 pub(crate) enum GroupKind {
     /// X.509 group: the CA certificate that signs the devices' chains.
     X509 {
-        #[arg(long)]
+        /// The device's leaf certificate (PEM), enrolled as its primary certificate.
+        #[arg(long, value_name = "FILE")]
         group_id: String,
-        #[arg(long)]
+        /// The device's registration id.
+        #[arg(long, value_name = "ID")]
         ca_cert: PathBuf,
         #[command(flatten)]
         state: StateArg,

@@ -39,7 +39,7 @@ pub(crate) async fn run(a: ServeArgs) -> Result<()> {
     println!("hubs: {}", running.hubs().join(", "));
     println!("dev CA certificate: {}", running.ca_cert_path().display());
     println!(
-        "service connection string: dps-emulator connection-string --state {}",
+        "service connection string: dps-emulator connection-string --state-dir {}",
         a.state.state.display()
     );
     tokio::signal::ctrl_c()
