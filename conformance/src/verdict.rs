@@ -24,7 +24,8 @@ pub enum Verdict {
         /// Why.
         reason: String,
     },
-    /// Works, but worth a look (performance smoke only); never fails a run.
+    /// Works, but worth a look (performance smoke; a software plugin's operational key in a
+    /// file); never fails a run.
     Warn {
         /// What was measured.
         message: String,

@@ -168,6 +168,20 @@ impl OperationalKeyHsm for DicePlugin {
             HsmError::device(format!("{} is not UTF-8", self.chain_path(label).display()))
         })
     }
+
+    /// The key is derived, so only the chain goes (the ABI's rule for derived keys): the
+    /// same label gives the same key again, a new key needs a new label.
+    fn delete_operational_key(&self, label: &str) -> Result<(), HsmError> {
+        let path = self.chain_path(label);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(HsmError::device(format!(
+                "cannot remove {}: {e}",
+                path.display()
+            ))),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -118,6 +118,10 @@ impl OperationalKeyHsm for SymmetricKeyPlugin {
     fn operational_chain(&self, label: &str) -> Result<String, HsmError> {
         self.operational.chain(label)
     }
+
+    fn delete_operational_key(&self, label: &str) -> Result<(), HsmError> {
+        self.operational.delete(label)
+    }
 }
 
 /// HMAC-SHA256 of `data` under `key`.
@@ -236,6 +240,18 @@ mod tests {
         let chain_file = dir.path().join("symmetric/operational/op.chain.pem");
         let mode = std::fs::metadata(&chain_file).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+        // Deleting removes both files; a second delete has nothing to remove.
+        q.delete_operational_key("op").unwrap();
+        assert!(!chain_file.exists() && !key_file.exists());
+        assert_eq!(
+            q.operational_public_key("op").unwrap_err().code(),
+            ErrorCode::NotFound
+        );
+        assert_eq!(
+            q.delete_operational_key("op").unwrap_err().code(),
+            ErrorCode::NotFound
+        );
+        assert_ne!(q.create_operational_key("op").unwrap(), spki);
     }
 
     #[test]

@@ -218,6 +218,22 @@ impl OperationalKeyHsm for TpmSimPlugin {
         }
         Ok(key.chain.clone())
     }
+
+    fn delete_operational_key(&self, label: &str) -> Result<(), HsmError> {
+        let mut state = sync::write(&self.state);
+        let index = state
+            .operational
+            .iter()
+            .position(|k| k.label == label)
+            .ok_or_else(|| not_found(label))?;
+        let removed = state.operational.remove(index);
+        if let Err(e) = state::save(&self.path, &state) {
+            // Still there on disk: keep it in memory too.
+            state.operational.insert(index, removed);
+            return Err(e);
+        }
+        Ok(())
+    }
 }
 
 fn not_found(label: &str) -> HsmError {
