@@ -96,7 +96,7 @@ impl CheckContext {
         RawInstance::create(table, &self.config).map_err(|e| {
             if e.status == HSM_ERR_INVALID_ARGUMENT || e.status == HSM_ERR_NOT_FOUND {
                 Verdict::setup(format!(
-                    "create refused the settings given ({}): {}; pass the setting with --config KEY=VALUE",
+                    "create refused the settings given ({}): {}; pass the setting with --set KEY=VALUE",
                     status_name(e.status),
                     e.message
                 ))

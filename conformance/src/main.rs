@@ -27,10 +27,15 @@ struct Cli {
     /// `libhsmkit_plugin_NAME.so` there); replaces every other plugins folder.
     #[arg(long, value_name = "DIR")]
     plugin_dir: Option<PathBuf>,
-    /// A setting passed to the plugin's create (repeatable), e.g. `--config tcti=swtpm:port=2321`.
-    /// Without `state_dir`, every check gets a private copy of a prepared state folder.
-    #[arg(long = "config", value_name = "K=V", value_parser = parse_setting)]
+    /// A setting passed to the plugin's create (repeatable), e.g. `--set tcti=swtpm:port=2321`,
+    /// as hsmkit's flag (`--config`, the old name, still works). Without `state_dir`, every
+    /// check gets a private copy of a prepared state folder.
+    #[arg(long = "set", alias = "config", value_name = "KEY=VALUE", value_parser = parse_setting)]
     config: Vec<(String, String)>,
+    /// The plugin's state folder, as hsmkit's flag: the same as `--set state_dir=DIR` (every
+    /// check then shares that folder instead of a private copy).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Run only checks matching PATTERN (an id, a group like `tpm`, or a glob like `*.ek-*`).
     #[arg(long, value_name = "PATTERN")]
     only: Vec<String>,
@@ -110,8 +115,31 @@ fn list_settings(plugin: &std::path::Path, timeout: f64) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    match run_cli(cli) {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(e) => {
+            // hsmkit's style: one line, the message then each cause (`{:#}`), exit status 1.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs the command; the exit status on success (a report's, see
+/// `hsm_conformance::report::EXIT_BROKEN`), an error for anything that stopped the run.
+fn run_cli(mut cli: Cli) -> Result<u8> {
+    if let Some(dir) = cli.state_dir.take() {
+        if cli.config.iter().any(|(k, _)| k == "state_dir") {
+            bail!("--state-dir and --set state_dir=... both name the state folder; give one");
+        }
+        let dir = dir
+            .to_str()
+            .context("--state-dir must be a UTF-8 path (plugin settings are text)")?
+            .to_string();
+        cli.config.push(("state_dir".to_string(), dir));
+    }
     if cli.list {
         for c in all_checks() {
             println!(
@@ -121,7 +149,7 @@ fn main() -> Result<()> {
                 c.description
             );
         }
-        return Ok(());
+        return Ok(0);
     }
     let plugin_arg = cli.plugin.clone().context("a plugin is required")?;
     if let Some(id) = &cli.run_check {
@@ -146,7 +174,7 @@ fn main() -> Result<()> {
     }
     let plugin = resolve_plugin(&plugin_arg, cli.plugin_dir.as_deref())?;
     if cli.list_settings {
-        return list_settings(&plugin, cli.timeout);
+        return list_settings(&plugin, cli.timeout).map(|()| 0);
     }
     let single_connection_tpm = cli
         .config
@@ -197,8 +225,9 @@ fn main() -> Result<()> {
     }
     if report.success() && report.needs_setup() {
         println!(
-            "note: nothing is shown broken, but the plugin refused the settings given (SETUP); pass them with --config KEY=VALUE and run again"
+            "note: nothing is shown broken, but the plugin refused the settings given (SETUP); pass them with --set KEY=VALUE and run again"
         );
     }
-    std::process::exit(report.exit_code());
+    // Exit codes are 0, 1 and 3 (report.rs), all within a u8.
+    Ok(u8::try_from(report.exit_code()).unwrap_or(1))
 }

@@ -298,7 +298,7 @@ impl RunReport {
 /// Exit code when the plugin broke a contract point (a check failed, crashed or timed out).
 pub const EXIT_BROKEN: i32 = 1;
 /// Exit code when nothing is broken but the plugin refused the settings given: pass the
-/// missing setting with `--config` and run again. (2 is left to command-line parse errors.)
+/// missing setting with `--set` and run again. (2 is left to command-line parse errors.)
 pub const EXIT_SETUP: i32 = 3;
 
 fn xml(s: &str) -> String {

@@ -188,7 +188,7 @@ fn config_with_state(config: &[(String, String)], state: Option<PathBuf>) -> Vec
 
 fn config_args(cmd: &mut Command, config: &[(String, String)]) {
     for (k, v) in config {
-        cmd.arg("--config").arg(format!("{k}={v}"));
+        cmd.arg("--set").arg(format!("{k}={v}"));
     }
 }
 
@@ -243,7 +243,7 @@ fn not_applicable(check: &Check, probe: &Probe) -> Option<String> {
     if let (true, Some(e)) = (probe.loaded, &probe.error) {
         if check.needs_load && check.id != "lifecycle.create-destroy" {
             return Some(format!(
-                "no instance can be created with the given settings (see lifecycle.create-destroy; pass settings with --config): {e}"
+                "no instance can be created with the given settings (see lifecycle.create-destroy; pass settings with --set): {e}"
             ));
         }
     }
@@ -454,7 +454,7 @@ fn reader<R: Read + Send + 'static>(mut r: R) -> std::thread::JoinHandle<String>
     })
 }
 
-/// Parses one `--config K=V`.
+/// Parses one `--set K=V`.
 pub fn parse_setting(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),

@@ -82,7 +82,7 @@ pub fn in_fresh_process(
         cmd.arg("--step-arg").arg(a);
     }
     for (k, v) in &ctx.config {
-        cmd.arg("--config").arg(format!("{k}={v}"));
+        cmd.arg("--set").arg(format!("{k}={v}"));
     }
     cmd.arg(&ctx.plugin)
         .stdin(Stdio::null())

@@ -71,7 +71,7 @@ pub(crate) fn identity(inst: &RawInstance) -> Result<Result<Vec<u8>, RawFailure>
 /// The SETUP verdict for an identity getter that answered `HSM_ERR_NOT_FOUND`.
 pub(crate) fn identity_missing(e: &RawFailure) -> Verdict {
     Verdict::setup(format!(
-        "the plugin has no identity with the settings given ({}): {}; pass the setting with --config KEY=VALUE",
+        "the plugin has no identity with the settings given ({}): {}; pass the setting with --set KEY=VALUE",
         status_name(e.status),
         e.message
     ))

@@ -495,7 +495,7 @@ fn device(ctx: &CheckContext, step: &str) -> Result<Arc<PluginInstance>, Verdict
         .map(Arc::new)
         .map_err(|e| match setup_status(&e) {
             true => Verdict::setup(format!(
-                "step {step}: create refused the settings given: {e}; pass the setting with --config KEY=VALUE"
+                "step {step}: create refused the settings given: {e}; pass the setting with --set KEY=VALUE"
             )),
             false => fail(step, e),
         })
@@ -538,7 +538,7 @@ fn step_enroll_info(ctx: &mut CheckContext, args: &[String]) -> Result<serde_jso
         // without registration_id) is a missing setting, as in the identity checks.
         Err(EnrollmentInfoError::Plugin(e)) if e.code().is_some_and(|c| c.status() == HSM_ERR_NOT_FOUND) => {
             Err(Verdict::setup(format!(
-                "step enroll-info: the plugin has no identity with the settings given: {e}; pass the setting with --config KEY=VALUE"
+                "step enroll-info: the plugin has no identity with the settings given: {e}; pass the setting with --set KEY=VALUE"
             )))
         }
         Err(e) => Err(fail("enroll-info", e)),

@@ -70,7 +70,7 @@ fn unknown_setting_refused(ctx: &mut CheckContext) -> CheckResult {
     if let Err(base) = RawInstance::create(table, &ctx.config) {
         if base.status == HSM_ERR_INVALID_ARGUMENT || base.status == HSM_ERR_NOT_FOUND {
             return Err(Verdict::setup(format!(
-                "create refused the settings given ({}): {}; pass the setting with --config KEY=VALUE",
+                "create refused the settings given ({}): {}; pass the setting with --set KEY=VALUE",
                 status_name(base.status),
                 base.message
             )));

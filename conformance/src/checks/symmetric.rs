@@ -67,7 +67,7 @@ pub(crate) fn import(inst: &RawInstance, key: &[u8]) -> Result<(), Verdict> {
         // the plugin has nowhere configured to put it (pkcs11 without `hmac_key_uri`): the
         // command line is incomplete. Keys that really are invalid are bad-input's checks.
         Err(e) if e.status == HSM_ERR_INVALID_ARGUMENT => Err(Verdict::setup(format!(
-            "import_key of a valid 32-byte key without a registration id was refused ({}): {}; pass the setting it names with --config KEY=VALUE",
+            "import_key of a valid 32-byte key without a registration id was refused ({}): {}; pass the setting it names with --set KEY=VALUE",
             status_name(e.status),
             e.message
         ))),
