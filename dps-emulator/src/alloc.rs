@@ -4,6 +4,10 @@ use sha2::{Digest, Sha256};
 
 use crate::model::{AllocationPolicy, EnrollmentCommon};
 
+/// `errorCode` of a registration no hub could be chosen for (the enrollment's or the webhook's
+/// hub is not linked, or there is none).
+pub const NO_HUB: u32 = 400208;
+
 /// Why a device could not be given a hub (registrationState.errorCode / errorMessage).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllocationFailure {
@@ -29,18 +33,20 @@ pub fn allocate(
     };
     if candidates.is_empty() {
         return Err(AllocationFailure {
-            code: 400208,
+            code: NO_HUB,
             message: "no IoT hub is linked to this enrollment or the emulator".into(),
         });
     }
     if let Some(unknown) = candidates.iter().find(|c| !served.contains(c)) {
         return Err(AllocationFailure {
-            code: 400208,
+            code: NO_HUB,
             message: format!("IoT hub {unknown} is not linked to this provisioning service"),
         });
     }
     let index = match enrollment.allocation_policy.unwrap_or_default() {
         AllocationPolicy::Static => 0,
+        // Custom enrollments are allocated by their webhook (crate::custom_allocation) before
+        // this is reached; hashing is the fallback for a caller that does not call it.
         AllocationPolicy::Hashed | AllocationPolicy::GeoLatency | AllocationPolicy::Custom => {
             let d = Sha256::digest(registration_id.as_bytes());
             let n = u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);

@@ -31,6 +31,8 @@ pub(crate) struct AppState {
     pub hub_sessions: crate::hub::session::Sessions,
     /// The dev issuing CA for CSRs, loaded or created on first need.
     pub issuing_ca: crate::issuance::IssuingCa,
+    /// The client custom allocation webhooks are called with.
+    pub webhooks: crate::custom_allocation::WebhookClient,
 }
 
 /// The per-connection facts: the client's certificate chain, leaf first (empty without mTLS).

@@ -50,12 +50,16 @@ pub struct EmulatorConfig {
     /// Most packets one MQTT connection may send per second (a burst of as many is allowed);
     /// a connection sending faster is closed. The emulator's own flood bound.
     pub mqtt_max_packets_per_second: u32,
+    /// How long a custom allocation webhook may take to answer (connection included) before
+    /// the registration fails with 400207. The service's limit is not documented.
+    pub webhook_timeout: Duration,
 }
 
 impl EmulatorConfig {
     /// Defaults for a state folder: loopback with a free port, scope `0ne00000001`, one hub, no
     /// assignment delay, Retry-After 1 s, 64 KiB bodies, 512 connections (128 per source
-    /// address), no MQTT listeners (20 packets/s per connection when one is configured).
+    /// address), no MQTT listeners (20 packets/s per connection when one is configured), 10 s
+    /// for a custom allocation webhook.
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -73,6 +77,7 @@ impl EmulatorConfig {
             mqtt_listen: None,
             mqtt_ws_listen: None,
             mqtt_max_packets_per_second: 20,
+            webhook_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -124,7 +124,9 @@ impl Emulator {
         let (hub_changes, _) = watch::channel(0u64);
         // TPM challenges outlive a restart (kept in the database).
         let tpm = Challenges::persistent(store.clone())?;
+        let webhooks = crate::custom_allocation::WebhookClient::new(config.webhook_timeout)?;
         let app = Arc::new(AppState {
+            webhooks,
             config,
             hubs,
             store,

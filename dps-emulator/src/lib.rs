@@ -27,6 +27,7 @@ mod api;
 mod app_state;
 pub mod auth;
 pub mod config;
+pub mod custom_allocation;
 mod emulator;
 pub mod enroll_files;
 pub mod error;

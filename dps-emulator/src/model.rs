@@ -30,7 +30,8 @@ pub enum AllocationPolicy {
     Static,
     /// Accepted for compatibility; treated like hashed (there is no geography on loopback).
     GeoLatency,
-    /// Accepted for compatibility; treated like hashed (no Azure Functions here).
+    /// The enrollment's webhook (`customAllocationDefinition`) picks the hub, and may give
+    /// the initial twin and a payload for the device (see `crate::custom_allocation`).
     Custom,
 }
 
@@ -163,6 +164,9 @@ pub struct EnrollmentCommon {
     /// true, the service's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reprovision_policy: Option<ReprovisionPolicy>,
+    /// The webhook that allocates the devices when `allocation_policy` is `custom`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_allocation_definition: Option<CustomAllocationDefinition>,
     /// Emulator configuration, not a field of the service's enrollment model: with it, a
     /// register call carrying a `csr` gets an operational certificate from the emulator's dev
     /// issuing CA. The real service configures certificate issuance through Azure Device
@@ -179,7 +183,7 @@ pub struct EnrollmentCommon {
     /// Set by the service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_updated_date_time_utc: Option<String>,
-    /// Passed through untouched (capabilities, customAllocationDefinition...).
+    /// Passed through untouched (capabilities...).
     #[serde(flatten)]
     pub other: serde_json::Map<String, Value>,
 }
@@ -199,6 +203,20 @@ pub struct ReprovisionPolicy {
     /// (`deviceDataReset`).
     #[serde(default = "default_true")]
     pub migrate_device_data: bool,
+}
+
+/// The service API's `CustomAllocationDefinition`: the webhook DPS calls to allocate a device
+/// of a `custom` enrollment, and the API version of the enrollment it sends along ("Understand
+/// custom allocation policies",
+/// <https://learn.microsoft.com/azure/iot-dps/concepts-custom-allocation>). Both are required.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomAllocationDefinition {
+    /// The webhook's URL (an Azure Function's, with its function key in the query). `https`;
+    /// the emulator also accepts `http` to a loopback host (see `crate::validate`).
+    pub webhook_url: String,
+    /// The API version of the service types in the webhook request, such as `2021-10-01`.
+    pub api_version: String,
 }
 
 /// How the emulator issues operational certificates for an enrollment's devices (emulator

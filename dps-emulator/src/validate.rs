@@ -6,7 +6,10 @@ use base64::Engine;
 
 use crate::config::check_hub_host_name;
 use crate::error::{EmulatorError, Result};
-use crate::model::{AttestationMechanism, EnrollmentCommon, EnrollmentGroup, IndividualEnrollment};
+use crate::model::{
+    AllocationPolicy, AttestationMechanism, CustomAllocationDefinition, EnrollmentCommon,
+    EnrollmentGroup, IndividualEnrollment,
+};
 use crate::pki::parse_certificates;
 use dps_proto::AttestationKind;
 
@@ -111,6 +114,61 @@ fn check_hubs(c: &EnrollmentCommon) -> Result<()> {
     Ok(())
 }
 
+/// A `custom` enrollment needs its webhook (`customAllocationDefinition {webhookUrl,
+/// apiVersion}`, both required in the service model), and a definition given is checked
+/// whatever the policy. The webhook is `https` as the service calls it ("DPS sends a POST
+/// request to your Azure Function on the following endpoint: `https://...`", "Understand
+/// custom allocation policies"); a local emulator also allows `http` to a loopback host
+/// (`127.0.0.0/8`, `::1`, `localhost`), where a test or development webhook runs without a
+/// certificate. Nothing leaves the machine in clear that way.
+fn check_custom_allocation(c: &EnrollmentCommon) -> Result<()> {
+    let def = match (&c.custom_allocation_definition, c.allocation_policy) {
+        (Some(d), _) => d,
+        (None, Some(AllocationPolicy::Custom)) => {
+            return Err(invalid(
+                "customAllocationDefinition (webhookUrl, apiVersion) is required when allocationPolicy is custom",
+            ))
+        }
+        (None, _) => return Ok(()),
+    };
+    check_webhook_url(def)?;
+    let v = &def.api_version;
+    if v.is_empty()
+        || v.len() > 32
+        || !v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        return Err(invalid(
+            "customAllocationDefinition.apiVersion must be an API version such as 2021-10-01",
+        ));
+    }
+    Ok(())
+}
+
+fn check_webhook_url(def: &CustomAllocationDefinition) -> Result<()> {
+    const FIELD: &str = "customAllocationDefinition.webhookUrl";
+    let url = reqwest::Url::parse(&def.webhook_url)
+        .map_err(|e| invalid(format!("{FIELD} is not an absolute URL: {e}")))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => return Err(invalid(format!("{FIELD} has no host"))),
+    };
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        "http" => Err(invalid(format!(
+            "{FIELD} must be https (http is accepted only to a loopback host such as 127.0.0.1)"
+        ))),
+        other => Err(invalid(format!(
+            "{FIELD} must be an https URL, not {}",
+            other.escape_debug()
+        ))),
+    }
+}
+
 /// Checks an individual enrollment.
 pub fn individual(e: &IndividualEnrollment) -> Result<()> {
     if !is_valid_id(&e.registration_id) {
@@ -126,6 +184,7 @@ pub fn individual(e: &IndividualEnrollment) -> Result<()> {
         }
     }
     check_hubs(&e.common)?;
+    check_custom_allocation(&e.common)?;
     check_attestation(&e.attestation, false)
 }
 
@@ -137,5 +196,6 @@ pub fn group(g: &EnrollmentGroup) -> Result<()> {
         ));
     }
     check_hubs(&g.common)?;
+    check_custom_allocation(&g.common)?;
     check_attestation(&g.attestation, true)
 }

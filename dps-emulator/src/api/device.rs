@@ -13,12 +13,16 @@ use std::sync::Arc;
 
 use super::http::{self, json_response, parse_json, read_body, ApiError, DeviceAnswer, Resp};
 use super::{blocking, check_api_version};
-use crate::alloc::allocate;
+use crate::alloc::{allocate, AllocationFailure};
 use crate::app_state::{AppState, PeerChain};
 use crate::auth::{
     authenticate, AuthContext, AuthError, Authenticated, DeviceRequest, Section, Transport,
 };
-use crate::model::{DeviceRegistration, ProvisioningStatus, RegistrationState};
+use crate::custom_allocation::{self, Allocation};
+use crate::model::{
+    AllocationPolicy, CustomAllocationDefinition, DeviceRegistration, EnrollmentCommon,
+    ProvisioningStatus, RegistrationState,
+};
 use crate::timeutil::{now_rfc3339, unix_now_ms};
 use crate::validate::is_valid_id;
 use dps_proto::wire::{status, substatus, RegistrationOperationStatus, TpmRegistrationResult};
@@ -131,11 +135,92 @@ async fn parse_request(
     )
 }
 
+/// The enrollment fields of whichever enrollment let the device in.
+fn common_of(auth: &Authenticated) -> &EnrollmentCommon {
+    match auth {
+        Authenticated::Individual(e, _) => &e.common,
+        Authenticated::Group(g, _) => &g.common,
+    }
+}
+
+/// How a registration's hub will be decided, found before any webhook is called.
+enum Plan {
+    /// The enrollment is disabled: no hub.
+    Disabled,
+    /// Already decided (built-in policy, or the device keeps its current hub).
+    Decided(Result<Allocation, AllocationFailure>),
+    /// The enrollment's custom allocation webhook decides (called outside the blocking pool).
+    Webhook {
+        definition: CustomAllocationDefinition,
+        request: Value,
+    },
+}
+
+/// Decides how the device gets its hub: not at all when disabled; its current hub when the
+/// reprovision policy keeps it there; the webhook for a custom enrollment; the built-in policy
+/// otherwise.
+fn plan(app: &AppState, r: &DeviceRequest, auth: &Authenticated) -> Result<Plan, ApiError> {
+    let common = common_of(auth);
+    if common.provisioning_status == ProvisioningStatus::Disabled {
+        return Ok(Plan::Disabled);
+    }
+    let reg = &r.registration_id;
+    let custom = common.allocation_policy == Some(AllocationPolicy::Custom);
+    let policy = common.reprovision_policy.unwrap_or_default();
+    let previous = if custom || !policy.update_hub_assignment {
+        app.store
+            .registration(reg)?
+            .filter(|prev| prev.status == status::ASSIGNED)
+    } else {
+        None
+    };
+    // updateHubAssignment false: "the device will stay assigned to its current IoT hub"
+    // (https://learn.microsoft.com/azure/iot-dps/concepts-device-reprovision), when it has
+    // one this emulator still serves; no webhook is asked then.
+    if !policy.update_hub_assignment {
+        if let Some(hub) = previous
+            .as_ref()
+            .and_then(|prev| prev.assigned_hub.clone())
+            .filter(|h| app.hubs.contains(h))
+        {
+            return Ok(Plan::Decided(Ok(Allocation {
+                hub,
+                initial_twin: None,
+                payload: None,
+            })));
+        }
+    }
+    if custom {
+        let Some(definition) = common.custom_allocation_definition.clone() else {
+            // Validation requires the definition; only a record written before it can lack it.
+            return Ok(Plan::Decided(Err(AllocationFailure {
+                code: custom_allocation::CUSTOM_ALLOCATION_FAILED,
+                message: "the enrollment's allocation policy is custom but it has no customAllocationDefinition".into(),
+            })));
+        };
+        let request =
+            custom_allocation::request_body(auth, reg, &r.body, &app.hubs, previous.as_ref());
+        return Ok(Plan::Webhook {
+            definition,
+            request,
+        });
+    }
+    Ok(Plan::Decided(allocate(common, reg, &app.hubs).map(|hub| {
+        Allocation {
+            hub,
+            initial_twin: None,
+            payload: None,
+        }
+    })))
+}
+
+/// The registration state for a device `auth` let in, given how its hub was decided (`None`:
+/// the enrollment is disabled).
 fn outcome(
-    app: &AppState,
     r: &DeviceRequest,
     auth: &Authenticated,
-) -> Result<RegistrationState, ApiError> {
+    allocated: Option<Result<Allocation, AllocationFailure>>,
+) -> RegistrationState {
     let reg = r.registration_id.clone();
     let (common, device_id, group_id, real_section) = match auth {
         Authenticated::Individual(e, s) => (
@@ -166,7 +251,7 @@ fn outcome(
         // The request's payload is for a custom allocation webhook; the service answers with
         // a payload only when such a webhook returned one ("Use device payloads in custom
         // allocation", https://learn.microsoft.com/azure/iot-dps/concepts-custom-allocation),
-        // never with the device's own echoed back.
+        // never with the device's own echoed back. Set below from the webhook's answer.
         payload: None,
         tpm: None,
         x509: None,
@@ -204,41 +289,27 @@ fn outcome(
             state.symmetric_key = Some(s);
         }
     }
-    if common.provisioning_status == ProvisioningStatus::Disabled {
-        state.status = status::DISABLED.into();
-        return Ok(state);
-    }
-    let policy = common.reprovision_policy.unwrap_or_default();
-    // updateHubAssignment false: "the device will stay assigned to its current IoT hub"
-    // (https://learn.microsoft.com/azure/iot-dps/concepts-device-reprovision), when it has
-    // one this emulator still serves.
-    let current_hub = if policy.update_hub_assignment {
-        None
-    } else {
-        app.store
-            .registration(&reg)?
-            .filter(|prev| prev.status == status::ASSIGNED)
-            .and_then(|prev| prev.assigned_hub)
-            .filter(|h| app.hubs.contains(h))
-    };
-    let allocated = match current_hub {
-        Some(h) => Ok(h),
-        None => allocate(common, &reg, &app.hubs),
-    };
     match allocated {
-        Ok(hub) => {
+        None => state.status = status::DISABLED.into(),
+        Some(Ok(a)) => {
             state.status = status::ASSIGNED.into();
             state.substatus = Some(substatus::INITIAL_ASSIGNMENT.into());
-            state.assigned_hub = Some(hub);
+            state.assigned_hub = Some(a.hub);
             state.device_id = Some(device_id);
+            // A webhook's initialTwin "will override any twin migration settings in the
+            // enrollment" (concepts-custom-allocation): it replaces the enrollment's.
+            if a.initial_twin.is_some() {
+                state.initial_twin = a.initial_twin;
+            }
+            state.payload = a.payload;
         }
-        Err(f) => {
+        Some(Err(f)) => {
             state.status = status::FAILED.into();
             state.error_code = Some(u64::from(f.code));
             state.error_message = Some(f.message);
         }
     }
-    Ok(state)
+    state
 }
 
 /// PUT /{idScope}/registrations/{registrationId}/register
@@ -300,20 +371,35 @@ pub(crate) async fn register_request(
     r: DeviceRequest,
 ) -> Result<DeviceAnswer, ApiError> {
     let app2 = app.clone();
-    let op = blocking(move || {
+    let (r, auth, plan) = blocking(move || {
         let auth = authenticate_request(&app2, &r)?;
-        let mut state = outcome(&app2, &r, &auth)?;
+        let plan = plan(&app2, &r, &auth)?;
+        Ok((r, auth, plan))
+    })
+    .await?;
+    let allocated = match plan {
+        Plan::Disabled => None,
+        Plan::Decided(d) => Some(d),
+        Plan::Webhook {
+            definition,
+            request,
+        } => Some(
+            app.webhooks
+                .allocate(&definition, &request, &app.hubs)
+                .await,
+        ),
+    };
+    let app2 = app.clone();
+    let op = blocking(move || {
+        let mut state = outcome(&r, &auth, allocated);
         issue_certificate(&app2, &r, &auth, &mut state)?;
         let ready = unix_now_ms() + app2.config.assignment_delay.as_millis() as i64;
         // The hub device first: a device told "assigned" can connect to its hub at once.
         provision_in_hub(&app2, &state, &auth)?;
-        let migrate = match &auth {
-            Authenticated::Individual(e, _) => &e.common,
-            Authenticated::Group(g, _) => &g.common,
-        }
-        .reprovision_policy
-        .unwrap_or_default()
-        .migrate_device_data;
+        let migrate = common_of(&auth)
+            .reprovision_policy
+            .unwrap_or_default()
+            .migrate_device_data;
         Ok(app2.store.record_registration_with(state, ready, migrate)?)
     })
     .await?;
@@ -335,11 +421,7 @@ fn issue_certificate(
     let Some(csr) = &r.body.csr else {
         return Ok(());
     };
-    let common = match auth {
-        Authenticated::Individual(e, _) => &e.common,
-        Authenticated::Group(g, _) => &g.common,
-    };
-    let Some(policy) = &common.certificate_issuance_policy else {
+    let Some(policy) = &common_of(auth).certificate_issuance_policy else {
         // The service's answer to a CSR when issuance is not configured is not documented;
         // the emulator refuses it rather than registering without the certificate the
         // device asked for.
@@ -395,17 +477,15 @@ fn provision_in_hub(
             "the enrollment has no credential for the hub device",
         ));
     };
-    let common = match auth {
-        Authenticated::Individual(e, _) => &e.common,
-        Authenticated::Group(g, _) => &g.common,
-    };
+    // The state carries the enrollment's initialTwin, or the webhook's that replaced it.
     app.store
         .provision_hub_device(
             hub,
             device_id,
             &state.registration_id,
             authentication,
-            crate::hub::identity::initial_desired(common),
+            crate::hub::identity::desired_of(state.initial_twin.as_ref()),
+            state.issued_certificate_chain.is_some(),
         )
         .map_err(|e| ApiError::internal(format!("creating the hub device failed: {e}")))?;
     Ok(())

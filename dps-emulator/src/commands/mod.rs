@@ -10,7 +10,8 @@ mod serve;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use dps_emulator::model::{
-    AllocationPolicy, CertificateIssuancePolicy, EnrollmentCommon, ProvisioningStatus,
+    AllocationPolicy, CertificateIssuancePolicy, CustomAllocationDefinition, EnrollmentCommon,
+    ProvisioningStatus,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -138,6 +139,14 @@ pub(crate) struct CommonArgs {
     /// Allocation policy.
     #[arg(long, value_enum)]
     pub(crate) allocation: Option<Allocation>,
+    /// Allocate by this custom allocation webhook (allocationPolicy custom,
+    /// customAllocationDefinition.webhookUrl): https, or http to a loopback host.
+    #[arg(long, value_name = "URL", conflicts_with = "allocation")]
+    pub(crate) custom_allocation_webhook: Option<String>,
+    /// The API version of the enrollment sent to the webhook
+    /// (customAllocationDefinition.apiVersion; default 2021-10-01).
+    #[arg(long, value_name = "VERSION", requires = "custom_allocation_webhook")]
+    pub(crate) custom_allocation_api_version: Option<String>,
     /// JSON file with the initial twin.
     #[arg(long)]
     pub(crate) initial_twin: Option<PathBuf>,
@@ -286,9 +295,20 @@ fn common(c: &CommonArgs) -> Result<EnrollmentCommon> {
             ProvisioningStatus::Enabled
         },
         initial_twin,
-        allocation_policy: c.allocation.map(|a| match a {
-            Allocation::Hashed => AllocationPolicy::Hashed,
-            Allocation::Static => AllocationPolicy::Static,
+        allocation_policy: match (c.allocation, &c.custom_allocation_webhook) {
+            (_, Some(_)) => Some(AllocationPolicy::Custom),
+            (Some(Allocation::Hashed), None) => Some(AllocationPolicy::Hashed),
+            (Some(Allocation::Static), None) => Some(AllocationPolicy::Static),
+            (None, None) => None,
+        },
+        custom_allocation_definition: c.custom_allocation_webhook.as_ref().map(|url| {
+            CustomAllocationDefinition {
+                webhook_url: url.clone(),
+                api_version: c
+                    .custom_allocation_api_version
+                    .clone()
+                    .unwrap_or_else(|| "2021-10-01".to_string()),
+            }
         }),
         iot_hubs: c.hubs.clone(),
         certificate_issuance_policy: c

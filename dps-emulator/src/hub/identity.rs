@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use super::{DeviceAuthentication, HubDevice};
 use crate::auth::x509::{verify_group, verify_individual};
 use crate::auth::{Authenticated, Section};
-use crate::model::{EnrollmentCommon, SymmetricKeyAttestation};
+use crate::model::SymmetricKeyAttestation;
 use crate::timeutil::unix_now;
 
 /// The credential the device registered as `registration_id` gets in its hub, from the
@@ -74,12 +74,11 @@ pub(crate) fn authentication_for(
     }
 }
 
-/// The enrollment's `initialTwin` desired properties (`properties.desired`), which become the
-/// new device twin's desired document.
-pub(crate) fn initial_desired(common: &EnrollmentCommon) -> Map<String, Value> {
-    common
-        .initial_twin
-        .as_ref()
+/// The desired properties (`properties.desired`) of an `initialTwin` (the enrollment's, or a
+/// custom allocation webhook's), which become the new device twin's desired document; none
+/// without one.
+pub(crate) fn desired_of(initial_twin: Option<&Value>) -> Map<String, Value> {
+    initial_twin
         .and_then(|t| t.get("properties"))
         .and_then(|p| p.get("desired"))
         .and_then(Value::as_object)
