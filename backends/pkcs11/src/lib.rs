@@ -5,6 +5,9 @@
 //!   The private key is never exported.
 //! - Symmetric key: HMAC-SHA256 with a generic-secret key held in the token; imported keys are
 //!   stored sensitive and non-extractable.
+//! - Operational key (ABI 1.2): P-256 key pairs generated inside the token under a label, and
+//!   the certificate chain DPS issues for one kept beside it as a token data object
+//!   ([`operational`]).
 //!
 //! Configuration keys are described in [`config`]. A PKCS#11 session runs one operation at a
 //! time, so each instance keeps its session behind a lock (calls on one instance take turns);
@@ -19,6 +22,7 @@ pub mod config;
 pub mod error;
 #[cfg(any(feature = "softhsm-harness", feature = "tpm2-pkcs11-harness"))]
 mod harness;
+pub mod operational;
 pub mod provision;
 pub mod session;
 #[cfg(feature = "softhsm-harness")]
@@ -33,7 +37,8 @@ use config::Pkcs11Config;
 use cryptoki::object::ObjectHandle;
 use error::{ErrorKind, Pkcs11Error, Result};
 use hsm_plugin_sdk::{
-    sync, HsmError, HsmPlugin, PluginConfig, PluginInfo, SignAlgorithm, SymmetricKeyHsm, X509Hsm,
+    sync, HsmError, HsmPlugin, OperationalKeyHsm, PluginConfig, PluginInfo, SignAlgorithm,
+    SymmetricKeyHsm, X509Hsm,
 };
 use session::TokenSession;
 use std::sync::{Mutex, MutexGuard};
@@ -213,7 +218,7 @@ impl HsmPlugin for Pkcs11Plugin {
         name: "pkcs11",
         version: env!("CARGO_PKG_VERSION"),
         vendor: "hsmkit",
-        description: "Any PKCS#11 token: X.509 with non-extractable keys, HMAC symmetric keys",
+        description: "Any PKCS#11 token: X.509 with non-extractable keys, HMAC symmetric keys, operational keys",
     };
 
     const SETTINGS: &'static [hsm_plugin_sdk::Setting] = config::SETTINGS;
@@ -270,9 +275,41 @@ impl SymmetricKeyHsm for Pkcs11Plugin {
     }
 }
 
+/// Keys and chains are token objects ([`operational`]): they stay in the token, outlive the
+/// process, and are found by any instance logged in to the same token.
+impl OperationalKeyHsm for Pkcs11Plugin {
+    fn create_operational_key(&self, label: &str) -> std::result::Result<Vec<u8>, HsmError> {
+        operational::create(&self.token().session, label)
+    }
+
+    fn operational_public_key(&self, label: &str) -> std::result::Result<Vec<u8>, HsmError> {
+        operational::public_key(&self.token().session, label)
+    }
+
+    fn sign_operational_digest(
+        &self,
+        label: &str,
+        digest: &[u8; 32],
+    ) -> std::result::Result<Vec<u8>, HsmError> {
+        operational::sign_digest(&self.token().session, label, digest)
+    }
+
+    fn store_operational_chain(&self, label: &str, pem: &str) -> std::result::Result<(), HsmError> {
+        operational::store_chain(&self.token().session, label, pem)
+    }
+
+    fn operational_chain(&self, label: &str) -> std::result::Result<String, HsmError> {
+        operational::chain(&self.token().session, label)
+    }
+
+    fn delete_operational_key(&self, label: &str) -> std::result::Result<(), HsmError> {
+        operational::delete(&self.token().session, label)
+    }
+}
+
 hsm_plugin_sdk::plugin_entry!(
-    /// The pkcs11 plugin table (X.509 and symmetric-key interfaces), exported by no symbol:
-    /// `plugin/` exports it as `hsm_plugin_entry`, and a host that links this crate in calls
-    /// it directly.
-    pub fn plugin_entry for Pkcs11Plugin, x509, symmetric_key
+    /// The pkcs11 plugin table (X.509, symmetric-key and operational-key interfaces), exported
+    /// by no symbol: `plugin/` exports it as `hsm_plugin_entry`, and a host that links this
+    /// crate in calls it directly.
+    pub fn plugin_entry for Pkcs11Plugin, x509, symmetric_key, operational_key
 );

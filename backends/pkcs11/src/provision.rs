@@ -111,7 +111,7 @@ pub fn init_device(opts: &InitOptions) -> Result<InitOutcome> {
             id
         }
     };
-    let public = generate_p256(&session, &opts.label, &id)?;
+    let public = generate_p256(&session, &opts.label, &id, &[])?;
     let key_uri = Pkcs11Uri {
         object: Some(opts.label.clone()),
         id: Some(id.clone()),
@@ -222,7 +222,15 @@ pub fn import_hmac_key(
     symmetric::import_hmac_key(&session, label, None, key).map(|_| ())
 }
 
-fn generate_p256(session: &TokenSession, label: &str, id: &[u8]) -> Result<VerifyingKey> {
+/// Generates a P-256 key pair in the token (token objects, the private key sensitive,
+/// non-extractable, able to sign) labelled `label` with id `id`, `extra_private` added to the
+/// private key's template; returns the public key.
+pub(crate) fn generate_p256(
+    session: &TokenSession,
+    label: &str,
+    id: &[u8],
+    extra_private: &[Attribute],
+) -> Result<VerifyingKey> {
     let common = [
         Attribute::Token(true),
         Attribute::Label(label.as_bytes().to_vec()),
@@ -240,6 +248,7 @@ fn generate_p256(session: &TokenSession, label: &str, id: &[u8]) -> Result<Verif
         Attribute::Extractable(false),
         Attribute::Sign(true),
     ]);
+    private_template.extend_from_slice(extra_private);
     let (public, _private) = session
         .session()
         .generate_key_pair(
