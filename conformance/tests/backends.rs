@@ -174,7 +174,26 @@ fn pkcs11_on_softhsm_passes() {
         Some("conf-pkcs11-device"),
     ));
     assert_all_pass(&report, 40);
+    assert_operational_key_checks_pass(&report);
     println!("{}", report.summary());
+}
+
+/// The operational-key checks (ABI 1.2) ran and PASSED, none SKIP: the plugin declares the
+/// interface and keeps its keys and chains where another process finds them.
+fn assert_operational_key_checks_pass(report: &hsm_conformance::RunReport) {
+    let op: Vec<_> = report
+        .results
+        .iter()
+        .filter(|r| r.id.starts_with("operational-key."))
+        .collect();
+    assert!(
+        op.len() >= 4,
+        "only {} operational-key checks ran",
+        op.len()
+    );
+    for r in op {
+        assert_eq!(r.status, hsm_conformance::Status::Pass, "{}", r.line());
+    }
 }
 
 /// The conformance README's pkcs11 command (no `registration_id`): the plugin is not broken,
@@ -227,7 +246,8 @@ fn pkcs11_readme_command_is_setup_not_fail() {
 /// The pkcs11 plugin on a second real module: tpm2-pkcs11 on a private swtpm behind a private
 /// tpm2-abrmd (issue 13). The device key is generated in the TPM through the plugin's own
 /// `init_device`. tpm2-pkcs11 cannot hold HMAC keys, so the three checks that import one are
-/// SKIP with the plugin's "cannot hold HMAC keys" (not-supported), and nothing else is off.
+/// SKIP with the plugin's "cannot hold HMAC keys" (not-supported), and nothing else is off:
+/// the operational-key checks PASS (its EC key pairs and data objects are TPM-backed).
 /// The concurrency checks then run 10 more times: tpm2-pkcs11 fails a `C_Login` that overlaps
 /// another thread's `C_CloseSession`, which hit about 1 run in 6 before the plugin serialized
 /// session open, login and close per module.
@@ -285,6 +305,7 @@ fn pkcs11_on_tpm2_pkcs11_passes() {
     let mut rest = report.clone();
     rest.results.retain(|r| !cannot_import.contains(&r.id));
     assert_all_pass(&rest, 40);
+    assert_operational_key_checks_pass(&report);
     println!("{}", report.summary());
 
     o.only = vec!["concurrency".into()];
