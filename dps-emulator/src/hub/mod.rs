@@ -149,6 +149,11 @@ pub struct HubDevice {
     /// The last desired-properties patch with its `$version`, pushed to subscribed devices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_desired_patch: Option<Map<String, Value>>,
+    /// DPS issued the device an operational certificate: the hub also accepts a client chain
+    /// from the emulator's issuing CA with CN = the device id. Kept once set (an issued
+    /// certificate stays valid until it expires, whatever later registrations do).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub issued_certificate: bool,
 }
 
 impl HubDevice {

@@ -156,12 +156,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         // A device DPS issued an operational certificate to may present it (the hub trusts
         // the issuing CA for that device id); otherwise, or when that check fails, the
         // credential it onboarded with.
-        let issued = !chain.is_empty()
-            && store
-                .registration(&device.registration_id)
-                .map_err(|e| e.to_string())?
-                .is_some_and(|r| r.issued_certificate_chain.is_some());
-        let issued_refused = if issued {
+        let issued_refused = if device.issued_certificate && !chain.is_empty() {
             match crate::issuance::verify_issued_client(
                 &app_for_check.issuing_ca,
                 &app_for_check.config.state_dir,

@@ -116,7 +116,8 @@ impl Store {
     /// Creates the device `device_id` in `hub` with `authentication` and a twin whose desired
     /// properties are `initial_desired` (at `$version` 1), as a DPS assignment does; for a
     /// device that exists already (a re-registration), only the credential and the
-    /// registration id change: its twin, status and messages stay.
+    /// registration id change: its twin, status and messages stay. `issued_certificate`: DPS
+    /// issued it an operational certificate in this registration (kept once set).
     pub fn provision_hub_device(
         &self,
         hub: &str,
@@ -124,6 +125,7 @@ impl Store {
         registration_id: &str,
         authentication: DeviceAuthentication,
         initial_desired: Map<String, Value>,
+        issued_certificate: bool,
     ) -> Result<HubDevice, HubError> {
         let mut conn = self.lock();
         let tx = write_transaction(&mut conn)?;
@@ -133,6 +135,7 @@ impl Store {
                 d.authentication = authentication;
                 d.registration_id = registration_id.to_string();
                 d.last_updated = now;
+                d.issued_certificate |= issued_certificate;
                 d
             }
             None => HubDevice {
@@ -146,6 +149,7 @@ impl Store {
                 desired: twin::new_section(initial_desired),
                 reported: twin::new_section(Map::new()),
                 last_desired_patch: None,
+                issued_certificate,
             },
         };
         write_device(&tx, &device)?;
