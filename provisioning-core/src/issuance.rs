@@ -162,8 +162,43 @@ pub fn chain_pem(ders: &[Vec<u8>]) -> String {
     out
 }
 
-/// The label hsmkit keeps its operational key under.
+/// The label hsmkit keeps its first operational key under.
 pub const OPERATIONAL_KEY_LABEL: &str = "hsmkit-operational";
+
+/// The label of the operational key that replaces the one under `current` at a renewal:
+/// generations `hsmkit-operational`, `hsmkit-operational.2`, `hsmkit-operational.3`, ... A
+/// new label for every generation, so the old key and chain stay usable until the new chain
+/// is stored and recorded (and a plugin that derives keys from the label, as dice does, gets a
+/// new key). A label hsmkit did not make (another prefix) starts the series again at `.2`.
+pub fn next_operational_key_label(current: &str) -> String {
+    let generation = current
+        .strip_prefix(OPERATIONAL_KEY_LABEL)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(1);
+    format!(
+        "{OPERATIONAL_KEY_LABEL}.{}",
+        generation.saturating_add(1).max(2)
+    )
+}
+
+/// The issued leaf's validity period, notBefore and notAfter (Unix seconds), from the chain as
+/// the provisioning record keeps it (base64 DER, leaf first).
+pub fn leaf_validity(chain_b64: &[String]) -> Result<(u64, u64), ChainError> {
+    use base64::Engine;
+    let not_a_certificate = |reason: String| ChainError::NotACertificate { index: 0, reason };
+    let leaf = chain_b64.first().ok_or(ChainError::TooShort { count: 0 })?;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(leaf.trim())
+        .map_err(|e| not_a_certificate(e.to_string()))?;
+    let cert =
+        x509_cert::Certificate::from_der(&der).map_err(|e| not_a_certificate(e.to_string()))?;
+    let validity = &cert.tbs_certificate.validity;
+    Ok((
+        validity.not_before.to_unix_duration().as_secs(),
+        validity.not_after.to_unix_duration().as_secs(),
+    ))
+}
 
 fn encode_error(e: der::Error) -> IssuanceError {
     IssuanceError::Encode {
@@ -268,4 +303,58 @@ pub async fn register_with_certificate(
         .operational_key()?
         .store_chain(label, &chain_pem(&chain))?;
     Ok((result, chain))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_renewal_moves_to_the_next_generation_label() {
+        assert_eq!(
+            next_operational_key_label(OPERATIONAL_KEY_LABEL),
+            "hsmkit-operational.2"
+        );
+        assert_eq!(
+            next_operational_key_label("hsmkit-operational.2"),
+            "hsmkit-operational.3"
+        );
+        assert_eq!(
+            next_operational_key_label("hsmkit-operational.41"),
+            "hsmkit-operational.42"
+        );
+        // Not one of hsmkit's: a new series, never the label given.
+        assert_eq!(
+            next_operational_key_label("vendor-key"),
+            "hsmkit-operational.2"
+        );
+        assert_eq!(
+            next_operational_key_label("hsmkit-operational.x"),
+            "hsmkit-operational.2"
+        );
+        assert_eq!(
+            next_operational_key_label("hsmkit-operational.0"),
+            "hsmkit-operational.2"
+        );
+        for label in ["hsmkit-operational.2", "hsmkit-operational.4294967295"] {
+            let next = next_operational_key_label(label);
+            assert!(hsm_api::is_valid_operational_key_label(&next), "{next}");
+        }
+    }
+
+    #[test]
+    fn the_leaf_expiry_needs_a_certificate() {
+        assert!(matches!(
+            leaf_validity(&[]),
+            Err(ChainError::TooShort { count: 0 })
+        ));
+        assert!(matches!(
+            leaf_validity(&["not base64!".into()]),
+            Err(ChainError::NotACertificate { index: 0, .. })
+        ));
+        assert!(matches!(
+            leaf_validity(&["AAAA".into()]),
+            Err(ChainError::NotACertificate { index: 0, .. })
+        ));
+    }
 }

@@ -144,6 +144,16 @@ pub fn tls_client_config_with_operational_key(
     label: &str,
     roots: RootCertStore,
 ) -> Result<ClientConfig, TlsSetupError> {
+    client_config_with_operational_key(instance, label, roots).map(|(cfg, _)| cfg)
+}
+
+/// [`tls_client_config_with_operational_key`], with where a handshake-signature failure inside
+/// the plugin is kept (the IoT Hub client reports the plugin's own error).
+pub(crate) fn client_config_with_operational_key(
+    instance: Arc<PluginInstance>,
+    label: &str,
+    roots: RootCertStore,
+) -> Result<(ClientConfig, SignFailure), TlsSetupError> {
     let pem = instance.operational_key()?.chain(label)?;
     let chain = parse_pem_chain(pem.as_bytes()).map_err(TlsSetupError::BadChain)?;
     let kind = key_kind(&chain[0])?;
@@ -153,11 +163,12 @@ pub fn tls_client_config_with_operational_key(
             "the stored operational certificate is not for a P-256 key".into(),
         ));
     }
+    let failure = SignFailure::default();
     let key = PluginSigningKey {
         instance,
         kind,
         source: KeySource::Operational(label.to_string()),
-        failure: SignFailure::default(),
+        failure: failure.clone(),
     };
     let resolver = PluginCertResolver {
         key: Arc::new(CertifiedKey::new(chain, Arc::new(key))),
@@ -167,7 +178,7 @@ pub fn tls_client_config_with_operational_key(
         .with_root_certificates(roots)
         .with_client_cert_resolver(Arc::new(resolver));
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(cfg)
+    Ok((cfg, failure))
 }
 
 /// Which plugin key signs the handshake.

@@ -6,7 +6,10 @@ use super::options::{connect_target, renewal_delay, HubOptions};
 use super::session::{packet_name, Session, Target};
 use super::{C2dMessage, DesiredPatch, HubError, HubEvent};
 use crate::dps::sas::expiry_from_now;
-use crate::dps::tls::{client_config_with_plugin_identity, client_config_without_identity};
+use crate::dps::tls::{
+    client_config_with_operational_key, client_config_with_plugin_identity,
+    client_config_without_identity,
+};
 use crate::dps::{root_store, Attestation, TlsSetupError};
 use crate::plugin::PluginInstance;
 use crate::provisioning::{hub_sas_token_until, HubTokenError, ProvisioningRecord};
@@ -100,7 +103,9 @@ impl HubClient {
     }
 
     /// Connects the device `record` describes to its assigned hub, signing through `instance`
-    /// (SAS for symmetric key and TPM, the TLS handshake for X.509). Returns once the hub has
+    /// (SAS for symmetric key and TPM, the TLS handshake for X.509; a device with an issued
+    /// operational certificate in its record presents that chain, the handshake signed by the
+    /// operational key under the recorded label, whatever it onboarded with). Returns once the hub has
     /// accepted the connection and the subscriptions (C2D, twin answers, desired changes);
     /// refusals are reported at once, without retrying.
     pub async fn connect(
@@ -122,8 +127,18 @@ impl HubClient {
             options.trust_public_roots,
         )
         .map_err(tls_setup)?;
-        let (mut tls, sign_failure) = match attestation {
-            Attestation::X509 => {
+        // A device DPS issued an operational certificate to connects with it (mutual TLS,
+        // the handshake signed by the operational key in the plugin) whatever it onboarded
+        // with; the others as they onboarded: X.509 with their chain, SAS otherwise.
+        let operational = record.operational_key_label();
+        let (mut tls, sign_failure) = match (operational, attestation) {
+            (Some(label), _) => {
+                let (cfg, failure) =
+                    client_config_with_operational_key(instance.clone(), label, roots)
+                        .map_err(tls_setup)?;
+                (cfg, Some(failure))
+            }
+            (None, Attestation::X509) => {
                 let (cfg, failure) = client_config_with_plugin_identity(instance.clone(), roots)
                     .map_err(tls_setup)?;
                 (cfg, Some(failure))
@@ -142,13 +157,14 @@ impl HubClient {
             port,
             username,
             tls: Arc::new(tls),
+            x509: sign_failure.is_some(),
             sign_failure,
-            x509: attestation == Attestation::X509,
             websocket: options.websocket,
         };
         let credentials = Credentials {
             instance,
             attestation,
+            mutual_tls: target.x509,
             lifetime: options.sas_lifetime,
         };
         let (session, renew_at, early) = establish(&target, &credentials, &options).await?;
@@ -339,6 +355,9 @@ fn tls_setup(e: TlsSetupError) -> HubError {
 struct Credentials {
     instance: Arc<PluginInstance>,
     attestation: Attestation,
+    /// The TLS handshake proves the device (X.509, or an issued operational certificate):
+    /// no SAS token.
+    mutual_tls: bool,
     lifetime: Duration,
 }
 
@@ -349,9 +368,9 @@ struct Token {
 }
 
 impl Credentials {
-    /// A fresh SAS token signed inside the plugin, or `None` for X.509 (mutual TLS).
+    /// A fresh SAS token signed inside the plugin, or `None` for mutual TLS.
     fn token(&self, target: &Target) -> Result<Option<Token>, HubError> {
-        if self.attestation == Attestation::X509 {
+        if self.mutual_tls {
             return Ok(None);
         }
         let expiry = expiry_from_now(self.lifetime);

@@ -6,7 +6,9 @@
 //!   `DeviceClientType=hsmkit/<version>` ([`dps_proto::hub::username`]); password = a SAS token
 //!   for `{hub}/devices/{deviceId}` signed inside the plugin (symmetric key, TPM identity key),
 //!   renewed before it expires by reconnecting with a fresh one ([`renewal_delay`]); X.509:
-//!   mutual TLS whose handshake signature the plugin makes, no password.
+//!   mutual TLS whose handshake signature the plugin makes, no password. A device DPS issued
+//!   an operational certificate to (its record holds `issuedCertificateChain`) uses mutual TLS
+//!   with that chain and the plugin's operational key instead, whatever it onboarded with.
 //! - **Where**: the assigned hub on 8883 (or over a WebSocket on 443,
 //!   [`HubOptions::websocket`]), or [`HubOptions::endpoint`]; TLS always verifies the
 //!   server as the assigned hub's name and sends it as SNI; trust as for DPS (public roots

@@ -1,9 +1,10 @@
-//! After DPS: the provisioning record in the state folder (reused by later runs unless forced)
-//! and IoT Hub credentials from it.
+//! After DPS: the provisioning record in the state folder (reused by later runs unless forced),
+//! IoT Hub credentials from it, and the renewal of an issued operational certificate.
 
 mod enrollment;
 mod hub;
 mod record;
+mod renewal;
 
 pub use crate::dps::tls_client_config_signing_through_plugin;
 pub use enrollment::{enrollment_info, EnrollmentInfoError};
@@ -11,6 +12,7 @@ pub use hub::{hub_credentials, hub_sas_token, hub_sas_token_until, HubCredential
 pub use record::{
     load, record_path, save, ProvisioningRecord, RecordError, RECORD_FILE, RECORD_VERSION,
 };
+pub use renewal::{renew, RenewError, RenewOutcome, RenewWhen, Renewed, DUE_PERCENT};
 
 use crate::dps::{register, Attestation, DpsClientConfig, DpsError, ProgressEvent};
 use crate::plugin::PluginInstance;
@@ -75,6 +77,7 @@ pub async fn provision(
         plugin,
         result,
         provisioned_at_unix: crate::dps::sas::expiry_from_now(std::time::Duration::ZERO),
+        operational_key_label: None,
     };
     save(state_dir, &record)?;
     Ok((record, Outcome::Registered))
@@ -119,6 +122,8 @@ pub async fn provision_with_certificate(
         plugin,
         result,
         provisioned_at_unix: crate::dps::sas::expiry_from_now(std::time::Duration::ZERO),
+        operational_key_label: (label != crate::issuance::OPERATIONAL_KEY_LABEL)
+            .then(|| label.to_string()),
     };
     save(state_dir, &record)?;
     Ok((record, Outcome::Registered))

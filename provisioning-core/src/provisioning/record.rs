@@ -32,6 +32,12 @@ pub struct ProvisioningRecord {
     pub result: RegistrationResult,
     /// When it was provisioned (Unix seconds).
     pub provisioned_at_unix: u64,
+    /// The plugin label of the operational key the issued certificate is for, when it is not
+    /// [`crate::issuance::OPERATIONAL_KEY_LABEL`] (a renewal moves to the next generation's
+    /// label, see [`crate::issuance::next_operational_key_label`]). Absent in records written
+    /// before renewal existed, which therefore mean the first label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operational_key_label: Option<String>,
 }
 
 impl ProvisioningRecord {
@@ -48,6 +54,19 @@ impl ProvisioningRecord {
     /// The attestation the device used.
     pub fn attestation(&self) -> Attestation {
         self.result.attestation
+    }
+
+    /// The label of the operational key whose issued certificate the device uses, when DPS
+    /// issued one (`issuedCertificateChain` recorded); `None` otherwise. One rule for every
+    /// reader: the recorded label, or [`crate::issuance::OPERATIONAL_KEY_LABEL`] when none is
+    /// recorded.
+    pub fn operational_key_label(&self) -> Option<&str> {
+        self.result.issued_certificate_chain.as_ref()?;
+        Some(
+            self.operational_key_label
+                .as_deref()
+                .unwrap_or(crate::issuance::OPERATIONAL_KEY_LABEL),
+        )
     }
 }
 
