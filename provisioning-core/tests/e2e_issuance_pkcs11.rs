@@ -3,8 +3,9 @@
 //! token, each registers with a CSR signed by an operational key generated in the token; the
 //! issued chain verifies to the emulator's issuing CA, its leaf is for the token's key (read
 //! from the token object itself, not from the plugin), it is stored in the token, and the
-//! token key completes mutual TLS with it against a local server. SoftHSM2 missing fails the
-//! test, with the install hint.
+//! token key completes mutual TLS with it against a local server. Provisioning with issuance
+//! (the `--issue-certificate` path) keeps the same token key across runs. SoftHSM2 missing
+//! fails the test, with the install hint.
 
 #[path = "support/e2e.rs"]
 mod helpers;
@@ -139,4 +140,83 @@ async fn pkcs11_symmetric_key_device_gets_its_operational_certificate() {
         "pkcs11 symmetric key",
     )
     .await;
+}
+
+/// `hsmkit provision --issue-certificate` (`issue_certificate = true`) runs
+/// `provisioning::provision_with_certificate`: the record keeps the issued chain, whose leaf is
+/// for the token key; a later run with a new instance reuses the record; a forced run
+/// registers again and gets a new certificate for the same token key (create_key finds the
+/// pair it made before).
+#[tokio::test]
+async fn pkcs11_provision_with_issuance_keeps_the_token_key_across_runs() {
+    use provisioning_core::provisioning::{provision_with_certificate, Outcome};
+    let env = emulator().await;
+    let tok = softhsm_token("issue-runs");
+    let reg = "issue-pkcs11-runs-1";
+    let out = pkcs11_init(
+        &Pkcs11Token {
+            module: &tok.module,
+            uri: tok.uri(),
+            pin_file: &tok.pin_file,
+        },
+        reg,
+        "SoftHSM2",
+    );
+    individual(
+        &env.emu,
+        json!({"registrationId": reg, "attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": out.certificate_pem}}}}, "certificateIssuancePolicy": policy()}),
+    );
+    let state = tempfile::tempdir().unwrap();
+    let mut settings = token_settings(&tok);
+    settings.push(("key_uri", out.key_uri.clone()));
+    settings.push(("cert_uri", out.cert_uri.clone()));
+    let leaf_key = |chain: &[String]| {
+        let der = B64.decode(&chain[0]).unwrap();
+        let leaf: x509_cert::Certificate = der::Decode::from_der(&der).unwrap();
+        der::Encode::to_der(&leaf.tbs_certificate.subject_public_key_info).unwrap()
+    };
+    let run = |force: bool| {
+        let device = instance("pkcs11", &settings);
+        let config = dps_config(&env.emu);
+        let state = state.path().to_path_buf();
+        async move {
+            provision_with_certificate(
+                &config,
+                device,
+                Attestation::X509,
+                &state,
+                force,
+                OPERATIONAL_KEY_LABEL,
+                &|_| {},
+            )
+            .await
+            .unwrap_or_else(|e| panic!("provisioning with issuance: {e}"))
+        }
+    };
+    let (first, outcome) = run(false).await;
+    assert_eq!(outcome, Outcome::Registered);
+    let first_chain = first
+        .result
+        .issued_certificate_chain
+        .clone()
+        .expect("the record keeps the issued chain");
+    assert_eq!(leaf_key(&first_chain), token_public_key(&tok));
+
+    let (again, outcome) = run(false).await;
+    assert_eq!(outcome, Outcome::Reused, "the saved record is used");
+    assert_eq!(
+        again.result.issued_certificate_chain,
+        Some(first_chain.clone())
+    );
+
+    let (forced, outcome) = run(true).await;
+    assert_eq!(outcome, Outcome::Registered);
+    let forced_chain = forced.result.issued_certificate_chain.unwrap();
+    assert_ne!(forced_chain[0], first_chain[0], "a new certificate");
+    assert_eq!(
+        leaf_key(&forced_chain),
+        leaf_key(&first_chain),
+        "for the same token key"
+    );
+    assert_eq!(leaf_key(&forced_chain), token_public_key(&tok));
 }

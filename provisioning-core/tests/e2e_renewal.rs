@@ -243,8 +243,7 @@ async fn renewal_cycle(
     wrong.operational_key_label = Some("hsmkit-operational.99".into());
     let e = HubClient::connect(&wrong, device, hub_options(env))
         .await
-        .err()
-        .expect("no identity under that label");
+        .expect_err("no identity under that label");
     assert!(
         matches!(e, HubError::Plugin(_) | HubError::Config { .. }),
         "{what}: {e}"
