@@ -93,6 +93,7 @@ pub struct TpmDevice {
 impl TpmDevice {
     /// Connects through the configured TCTI and sets the hierarchy authValues.
     pub fn open(config: &Tpm2Config) -> Result<Self, HsmError> {
+        crate::tss_log::quiet_unless_asked();
         let tcti = TctiNameConf::from_str(&config.tcti).map_err(|e| {
             HsmError::invalid_argument(format!("setting `tcti` `{}` is invalid: {e}", config.tcti))
         })?;

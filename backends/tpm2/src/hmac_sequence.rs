@@ -39,6 +39,7 @@ struct RawEsys {
 
 impl RawEsys {
     fn open(tcti_conf: &str) -> Result<Self, HsmError> {
+        crate::tss_log::quiet_unless_asked();
         let conf = CString::new(tcti_conf)
             .map_err(|_| HsmError::invalid_argument("setting `tcti` contains a NUL byte"))?;
         let mut raw = RawEsys {

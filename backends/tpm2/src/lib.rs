@@ -25,6 +25,7 @@ pub mod config;
 pub mod device;
 #[allow(unsafe_code)]
 mod hmac_sequence;
+mod tss_log;
 pub mod operational;
 
 use hsm_plugin_sdk::{

@@ -22,7 +22,7 @@ pub enum DpsError {
         detail: String,
     },
     /// The server's certificate is not trusted (or the handshake failed for TLS reasons).
-    #[error("TLS with {endpoint} failed: {detail}; for an emulator or private DPS pass its CA certificate (--trust-ca), otherwise check the system clock and any TLS-intercepting proxy")]
+    #[error("TLS with {endpoint} failed: {detail}; for an emulator or private DPS pass its CA certificate (--trust-ca) or add it to the system's CA certificates (update-ca-certificates, or SSL_CERT_FILE), otherwise check the system clock and any TLS-intercepting proxy")]
     TlsTrust {
         /// The endpoint.
         endpoint: String,

@@ -18,6 +18,7 @@ mod credentials;
 mod error;
 mod model;
 pub mod probe;
+mod proxy;
 mod retry;
 pub mod sas;
 pub(crate) mod tls;

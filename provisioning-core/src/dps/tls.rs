@@ -44,8 +44,11 @@ impl From<rustls::Error> for TlsSetupError {
     }
 }
 
-/// The trust store: the public web roots (the real service) and/or extra CA PEM (emulators,
-/// private deployments).
+/// The trust store: the public roots (the real service) and/or extra CA PEM (emulators,
+/// private deployments). The public roots are the bundled Mozilla set (webpki-roots) and the
+/// operating system's store (rustls-native-certs: on Linux the distribution's CA bundle, or
+/// only `SSL_CERT_FILE` / `SSL_CERT_DIR` when either is set), so a CA the administrator
+/// installed (`update-ca-certificates`) is trusted as it is by other programs.
 pub fn root_store(
     extra_pem: Option<&[u8]>,
     public_roots: bool,
@@ -53,6 +56,7 @@ pub fn root_store(
     let mut roots = RootCertStore::empty();
     if public_roots {
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        add_system_roots(&mut roots);
     }
     if let Some(pem) = extra_pem {
         let certs = parse_pem_chain(pem).map_err(TlsSetupError::BadTrustPem)?;
@@ -66,6 +70,18 @@ pub fn root_store(
         return Err(TlsSetupError::NoRoots);
     }
     Ok(roots)
+}
+
+/// Adds the operating system's CA certificates. What cannot be read is logged, not fatal: the
+/// bundled roots and `--trust-ca` still apply, and a handshake that then fails says what to
+/// trust.
+fn add_system_roots(roots: &mut RootCertStore) {
+    let found = rustls_native_certs::load_native_certs();
+    for e in &found.errors {
+        tracing::warn!("the system's CA certificates: {e}");
+    }
+    let (added, ignored) = roots.add_parsable_certificates(found.certs);
+    tracing::debug!("{added} CA certificates from the system's store ({ignored} not usable)");
 }
 
 /// The CERTIFICATE blocks of a PEM text, in order; an error when there is none or one is bad.

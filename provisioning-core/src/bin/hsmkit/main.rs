@@ -36,6 +36,7 @@ fn main() -> ExitCode {
 fn init_tracing(verbose: u8) {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt;
+    use std::io::IsTerminal;
     use tracing_subscriber::util::SubscriberInitExt;
     let level = match verbose {
         0 => LevelFilter::WARN,
@@ -54,6 +55,9 @@ fn init_tracing(verbose: u8) {
                 .with_writer(std::io::stderr)
                 .with_target(false),
         )
+                // Colour codes only for a person at a terminal: a journal, a pipe or a log
+                // file would keep the escape bytes.
+                .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 

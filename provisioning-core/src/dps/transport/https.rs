@@ -22,6 +22,8 @@ pub(crate) struct HttpsTransport {
     request_timeout: Duration,
     max_retry_after: Duration,
     sign_failure: Option<SignFailure>,
+    /// The HTTP proxy requests go through (`HTTPS_PROXY`), for messages.
+    proxy: Option<String>,
 }
 
 /// Where an HTTPS transport goes and how long it waits.
@@ -41,6 +43,15 @@ impl HttpsTransport {
         target: HttpsTarget<'_>,
         sign_failure: Option<SignFailure>,
     ) -> Result<Self, String> {
+        // reqwest tunnels through the proxy the environment names (HTTPS_PROXY, NO_PROXY) by
+        // itself; the same rules say which one here, for the log and the errors.
+        let proxy = crate::dps::proxy::https_proxy_for(&target.base);
+        match &proxy {
+            Some(p) => tracing::info!(
+                "DPS over HTTPS through the proxy {p} (HTTPS_PROXY or ALL_PROXY; NO_PROXY lists hosts reached directly)"
+            ),
+            None => tracing::debug!("DPS over HTTPS without a proxy"),
+        }
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .http1_only()
@@ -58,6 +69,7 @@ impl HttpsTransport {
             request_timeout: target.request_timeout,
             max_retry_after: target.max_retry_after,
             sign_failure,
+            proxy,
         })
     }
 
@@ -125,7 +137,14 @@ impl HttpsTransport {
             ));
         }
         if e.is_connect() {
-            return TransportFailure::Connect(detail);
+            return TransportFailure::Connect(match &self.proxy {
+                // The proxy itself, or the tunnel it was asked for, failed: name it, since the
+                // user may not know a variable sends hsmkit through one.
+                Some(p) => format!(
+                    "through the HTTP proxy {p} (from HTTPS_PROXY or ALL_PROXY; list the host in NO_PROXY to connect directly): {detail}"
+                ),
+                None => detail,
+            });
         }
         TransportFailure::Transient(detail)
     }
