@@ -85,6 +85,21 @@ async function main() {
     key: fs.readFileSync(need('X509_KEY_FILE'), 'utf8'),
   }));
 
+  // Custom allocation (issue 19): an enrollment created by the service SDK with
+  // allocationPolicy custom and the test's webhook; the device sends a payload, the webhook
+  // (run by the Rust test) answers the hub and a payload, which the device SDK returns.
+  const customId = need('CUSTOM_REG_ID');
+  out.customEnrollment = (await service.createOrUpdateIndividualEnrollment({
+    registrationId: customId,
+    attestation: { type: 'symmetricKey', symmetricKey: { primaryKey: symKey, secondaryKey: symKey } },
+    allocationPolicy: 'custom',
+    customAllocationDefinition: { webhookUrl: need('CUSTOM_WEBHOOK_URL'), apiVersion: '2021-10-01' },
+  })).responseBody;
+  const customSecurity = new SymmetricKeySecurityClient(customId, symKey);
+  const customClient = ProvisioningDeviceClient.create(host, need('ID_SCOPE'), new DeviceHttpTransport(httpBase()), customSecurity);
+  customClient.setProvisioningPayload({ model: 'node-toaster', firmware: '1.2.3' });
+  out.custom = await customClient.register();
+
   // A wrong key must be refused by the emulator, and the SDK must report it.
   try {
     await register(new SymmetricKeySecurityClient(symId, Buffer.from('not the key, not the key!!').toString('base64')));

@@ -13,115 +13,20 @@
 //! status code: 400" with errorCode 400207, the same for 401 with 400209; 400208 is the
 //! emulator's (and the reference notes') "no hub" code for a hub that is not linked.
 //!
-//! Each test runs its own webhook (a hyper server on an ephemeral loopback port).
+//! Each test runs its own webhook (`common::webhook`, a hyper server on an ephemeral loopback
+//! port).
 
 mod common;
 
+use common::webhook::Webhook;
 use common::*;
 use dps_emulator::model::*;
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const HUB_A: &str = "hub-a.azure-devices.net";
 const HUB_B: &str = "hub-b.azure-devices.net";
-
-/// What the webhook received.
-#[derive(Debug, Clone)]
-struct Received {
-    method: String,
-    path_and_query: String,
-    content_type: String,
-    body: Value,
-}
-
-/// How the webhook answers a request: status, body, and a delay before answering.
-type Answerer = dyn Fn(&Value) -> (u16, String, Duration) + Send + Sync;
-
-/// A local webhook: records each request and answers it with `answer`.
-struct Webhook {
-    addr: SocketAddr,
-    received: Arc<Mutex<Vec<Received>>>,
-}
-
-impl Webhook {
-    async fn start(
-        answer: impl Fn(&Value) -> (u16, String, Duration) + Send + Sync + 'static,
-    ) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
-        let answer: Arc<Answerer> = Arc::new(answer);
-        let rec = received.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let rec = rec.clone();
-                let answer = answer.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let rec = rec.clone();
-                        let answer = answer.clone();
-                        async move {
-                            let method = req.method().to_string();
-                            let path_and_query = req
-                                .uri()
-                                .path_and_query()
-                                .map(|p| p.to_string())
-                                .unwrap_or_default();
-                            let content_type = req
-                                .headers()
-                                .get("content-type")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or_default()
-                                .to_string();
-                            let bytes = req.into_body().collect().await?.to_bytes();
-                            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                            let (status, text, delay) = answer(&body);
-                            rec.lock().unwrap().push(Received {
-                                method,
-                                path_and_query,
-                                content_type,
-                                body,
-                            });
-                            tokio::time::sleep(delay).await;
-                            let mut resp = Response::new(Full::new(Bytes::from(text)));
-                            *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                            resp.headers_mut()
-                                .insert("content-type", "application/json".parse().unwrap());
-                            Ok::<_, hyper::Error>(resp)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Self { addr, received }
-    }
-
-    /// A webhook answering 200 with `body` at once.
-    async fn answering(body: Value) -> Self {
-        Self::start(move |_| (200, body.to_string(), Duration::ZERO)).await
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
-    }
-}
 
 fn definition(url: String) -> CustomAllocationDefinition {
     CustomAllocationDefinition {

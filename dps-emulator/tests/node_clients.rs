@@ -1,15 +1,18 @@
 //! Interoperability with the official Azure IoT Node SDK: the service client creates enrollments,
 //! the device client registers with symmetric keys (individual and group) and X.509, then the
 //! service client reads attestation mechanisms and registration states, deletes one, and runs
-//! bulk enrollment operations.
+//! bulk enrollment operations; a device of a custom allocation enrollment (created by the service
+//! client) sends a payload, which reaches the test's webhook, and gets the webhook's hub and
+//! payload back.
 //! Needs node and the packages `.ci/install-node-deps` installs; fails with that hint otherwise.
 
 mod common;
 
+use common::webhook::Webhook;
 use common::*;
 use dps_emulator::model::*;
 use dps_emulator::pki::{CertifiedKey, LeafUsage};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -90,6 +93,21 @@ async fn official_node_clients_register_and_manage_enrollments() {
     std::fs::write(&cert_file, leaf.cert_pem()).unwrap();
     std::fs::write(&key_file, leaf.key_pem().unwrap().as_bytes()).unwrap();
 
+    // The custom allocation webhook: the second hub, and the device's payload echoed back.
+    let hub_b = emu.hubs()[1].clone();
+    let hook = Webhook::start({
+        let hub_b = hub_b.clone();
+        move |req: &Value| {
+            let answer = json!({
+                "iotHubHostName": hub_b,
+                "payload": {"echo": req["deviceRuntimeContext"]["payload"]},
+            });
+            (200, answer.to_string(), Duration::ZERO)
+        }
+    })
+    .await;
+    let hook_url = hook.url("/api/alloc");
+
     let cs = emu.service_connection_string("localhost");
     let out = tokio::task::spawn_blocking({
         let (cert_file, key_file, ca) = (
@@ -118,6 +136,8 @@ async fn official_node_clients_register_and_manage_enrollments() {
                 .env("X509_REG_ID", "node-x509-dev")
                 .env("X509_CERT_FILE", cert_file)
                 .env("X509_KEY_FILE", key_file)
+                .env("CUSTOM_REG_ID", "node-custom-dev")
+                .env("CUSTOM_WEBHOOK_URL", hook_url)
                 .output()
                 .unwrap()
         }
@@ -165,6 +185,33 @@ async fn official_node_clients_register_and_manage_enrollments() {
         assert!(emu.hubs().contains(&hub), "{k}: hub {hub}");
     }
     assert_eq!(v["wrongKey"], "rejected");
+
+    // Custom allocation: the service SDK's enrollment carries the definition, the device SDK's
+    // payload reaches the webhook, and the webhook's hub and payload reach the device SDK.
+    assert_eq!(v["customEnrollment"]["allocationPolicy"], "custom");
+    assert_eq!(
+        v["customEnrollment"]["customAllocationDefinition"]["apiVersion"],
+        "2021-10-01"
+    );
+    let device_payload = json!({"model": "node-toaster", "firmware": "1.2.3"});
+    assert_eq!(
+        v["custom"]["assignedHub"],
+        hub_b.as_str(),
+        "{}",
+        v["custom"]
+    );
+    assert_eq!(v["custom"]["deviceId"], "node-custom-dev");
+    assert_eq!(v["custom"]["payload"], json!({"echo": device_payload}));
+    let calls = hook.received();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(
+        calls[0].body["deviceRuntimeContext"]["registrationId"],
+        "node-custom-dev"
+    );
+    assert_eq!(
+        calls[0].body["deviceRuntimeContext"]["payload"],
+        device_payload
+    );
 
     // The service operations the SDK calls beyond create/get/delete ("Individual Enrollment",
     // "Enrollment Group" and "Device Registration State" operations,
@@ -214,5 +261,5 @@ async fn official_node_clients_register_and_manage_enrollments() {
     let records = emu.registration_records().unwrap();
     let ids: Vec<&str> = records.iter().map(|r| r.registration_id.as_str()).collect();
     // node-group-dev-1's registration state was deleted through the SDK.
-    assert_eq!(ids, ["node-sym-dev", "node-x509-dev"]);
+    assert_eq!(ids, ["node-custom-dev", "node-sym-dev", "node-x509-dev"]);
 }

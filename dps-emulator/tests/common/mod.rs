@@ -5,6 +5,7 @@
 pub mod hub;
 pub mod mqtt;
 pub mod sdk;
+pub mod webhook;
 
 use dps_emulator::pki::CertifiedKey;
 use dps_emulator::{Emulator, EmulatorConfig, RunningEmulator};
