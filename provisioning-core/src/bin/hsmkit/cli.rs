@@ -72,6 +72,14 @@ pub(crate) enum Command {
     EnrollInfo(EnrollInfoArgs),
     /// Register the device with DPS through the plugin and save the result.
     Provision(ProvisionArgs),
+    /// Renew the operational certificate DPS issued (`provision --issue-certificate`): a new
+    /// key in the plugin, a new CSR in a new registration with the same onboarding
+    /// attestation; the old key is removed only once the new chain is stored.
+    #[command(after_help = "Examples:
+  hsmkit renew                 # when 80% of the certificate's validity has passed
+  hsmkit renew --before 7      # when it expires within 7 days
+  hsmkit renew --force --json  # now")]
+    Renew(RenewArgs),
     /// Print an IoT Hub SAS token for the provisioned device, signed inside the HSM.
     HubToken(HubTokenArgs),
     /// Talk to the assigned IoT hub as the provisioned device (MQTT over TLS, port 8883):
@@ -229,9 +237,39 @@ pub(crate) struct ProvisionArgs {
     /// beside the key. Needs a plugin with the operational-key interface (ABI 1.2).
     #[arg(long)]
     pub issue_certificate: bool,
+    /// With an issued certificate (implies --issue-certificate): renew it when it expires
+    /// within DAYS days (`hsmkit renew --before DAYS`); nothing is sent when it is not due.
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub renew_before: Option<u32>,
     /// Register again even when a saved result exists.
     #[arg(long)]
     pub force: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `hsmkit renew`
+#[derive(Debug, Args)]
+pub(crate) struct RenewArgs {
+    #[command(flatten)]
+    pub plugin: PluginArgs,
+    /// Renew when the certificate expires within DAYS days. Default: once 80% of its
+    /// validity has passed.
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub before: Option<u32>,
+    /// Renew now, whatever the expiry.
+    #[arg(long, conflicts_with = "before")]
+    pub force: bool,
+    /// How to talk to DPS: https (default), mqtt or mqtt-ws (as for `provision`).
+    #[arg(long, value_name = "https|mqtt|mqtt-ws")]
+    pub transport: Option<String>,
+    /// Extra CA certificate (PEM) to trust, e.g. the DPS emulator's dev CA.
+    #[arg(long, value_name = "PEM")]
+    pub trust_ca: Option<PathBuf>,
+    /// Give up after this many seconds (retries and polling included). Default 120.
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,

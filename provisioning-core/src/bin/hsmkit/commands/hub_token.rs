@@ -3,7 +3,7 @@
 use crate::cli::HubTokenArgs;
 use crate::output::print_json;
 use crate::plugin_setup::Context_;
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use provisioning_core::provisioning::{hub_credentials, load, record_path};
 use std::process::ExitCode;
 
@@ -14,6 +14,13 @@ pub(super) fn run(ctx: &Context_, args: &HubTokenArgs) -> Result<ExitCode> {
             record_path(&ctx.state_dir).display()
         )
     })?;
+    if let Some(label) = record.operational_key_label() {
+        bail!(
+            "device {} on {} has an operational certificate issued by DPS (key {label}) and connects to IoT Hub with it over mutual TLS, not with a SAS token: use `hsmkit hub send`, `hsmkit hub twin` or `hsmkit hub listen`",
+            record.device_id(),
+            record.assigned_hub()
+        );
+    }
     let mut plugin_args = args.plugin.clone();
     if plugin_args.plugin.is_none() {
         plugin_args.plugin = Some(record.plugin.clone());
@@ -27,7 +34,7 @@ pub(super) fn run(ctx: &Context_, args: &HubTokenArgs) -> Result<ExitCode> {
         println!("{token}");
     } else if let Some(chain) = &out.certificate_chain_pem {
         eprintln!(
-            "X.509 device {} on {}: connect with mutual TLS using this chain; the private key stays in the HSM",
+            "X.509 device {} on {}: it connects with mutual TLS using this chain, not a SAS token (`hsmkit hub send|twin|listen` does); the private key stays in the HSM",
             out.device_id, out.assigned_hub
         );
         print!("{chain}");

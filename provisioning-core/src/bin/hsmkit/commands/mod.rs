@@ -10,6 +10,7 @@ mod hub_token;
 mod pkcs11;
 mod plugins;
 mod provision;
+mod renew;
 
 use crate::cli::{Cli, Command, ConfigCommand};
 use crate::plugin_setup::Context_;
@@ -26,6 +27,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Plugins(cmd) => plugins::run(&ctx, cmd),
         Command::EnrollInfo(args) => enroll_info::run(&ctx, &args),
         Command::Provision(args) => provision::run(&ctx, &args),
+        Command::Renew(args) => renew::run(&ctx, &args),
         Command::HubToken(args) => hub_token::run(&ctx, &args),
         Command::Hub(cmd) => hub::run(&ctx, cmd),
         #[cfg(feature = "demo")]

@@ -144,6 +144,15 @@ fn info(ctx: &Context_, name: &str, json: bool) -> Result<ExitCode> {
     println!("path:         {}", plugin.path().display());
     println!("abi:          {}", m.abi_version);
     println!("interfaces:   {}", m.capabilities.names().join(", "));
+    // --json has it as `operationalKey` (the metadata field).
+    println!(
+        "op. key:      {}",
+        if m.operational_key {
+            "yes (ABI 1.2 operational-key interface: certificate issuance and renewal)"
+        } else {
+            "no (no ABI 1.2 operational-key interface: no certificate issuance)"
+        }
+    );
     println!("thread-safe:  {}", m.thread_safe);
     println!(
         "layout check: {}",

@@ -130,11 +130,13 @@ pub(super) fn run(ctx: &Context_, args: &ProvisionArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let issue = args.issue_certificate || ctx.config.provisioning.issue_certificate;
+    let issue = args.issue_certificate
+        || args.renew_before.is_some()
+        || ctx.config.provisioning.issue_certificate;
     let (record, outcome) = if issue {
         runtime.block_on(provision_with_certificate(
             &config,
-            instance,
+            instance.clone(),
             attestation,
             &ctx.state_dir,
             args.force,
@@ -144,13 +146,27 @@ pub(super) fn run(ctx: &Context_, args: &ProvisionArgs) -> Result<ExitCode> {
     } else {
         runtime.block_on(provision(
             &config,
-            instance,
+            instance.clone(),
             attestation,
             &ctx.state_dir,
             args.force,
             &print_progress,
         ))?
     };
+    if let (Some(days), Outcome::Reused) = (args.renew_before, outcome) {
+        // Already provisioned with a certificate: renew it if it expires within DAYS days.
+        drop(runtime);
+        return super::renew::renew_and_print(
+            ctx,
+            &config,
+            instance,
+            provisioning_core::provisioning::RenewWhen::Within(Duration::from_secs(
+                u64::from(days) * 86_400,
+            )),
+            args.json,
+            started,
+        );
+    }
     let summary = ProvisionSummary::new(&record, outcome, started.elapsed());
     if args.json {
         print_json(&summary)?;
@@ -162,8 +178,8 @@ pub(super) fn run(ctx: &Context_, args: &ProvisionArgs) -> Result<ExitCode> {
         println!("Assigned hub:    {}", summary.assigned_hub);
         println!("Device id:       {}", summary.device_id);
         println!("Attestation:     {}", summary.attestation);
-        if record.result.issued_certificate_chain.is_some() {
-            println!("Certificate:     issued, stored in the plugin under {OPERATIONAL_KEY_LABEL}");
+        if let Some(label) = record.operational_key_label() {
+            println!("Certificate:     issued, stored in the plugin under {label}");
         }
         println!("Time:            {} ms", summary.millis);
     }
