@@ -7,34 +7,6 @@ mod support;
 
 use support::*;
 
-/// Runs hsmkit with `env` set after removing the variables these tests set.
-fn hsmkit_with_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hsmkit"));
-    cmd.args(args);
-    for v in [
-        "HSMKIT_CONFIG",
-        "HSMKIT_PLUGIN_DIR",
-        "HSMKIT_STATE_DIR",
-        "RUST_LOG",
-        "TSS2_LOG",
-        "HTTPS_PROXY",
-        "https_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-    ] {
-        cmd.env_remove(v);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run hsmkit");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// A failing provision (nothing listens at the endpoint) logged at debug level into a pipe:
 /// log lines, then the error, and not one escape byte.
 #[test]
@@ -44,7 +16,7 @@ fn logs_into_a_pipe_have_no_colour_codes_and_rust_log_sets_the_level() {
     let state = tempfile::tempdir().expect("temp dir");
     let s = state.path().to_str().expect("UTF-8");
     let base = ["--plugin-dir", d, "--state-dir", s];
-    let (ok, _, err) = hsmkit_with_env(
+    let (ok, _, err) = run_hsmkit_with_env(
         &[
             &base[..],
             &[
@@ -76,7 +48,7 @@ fn logs_into_a_pipe_have_no_colour_codes_and_rust_log_sets_the_level() {
         ],
     ]
     .concat();
-    let (ok, _, err) = hsmkit_with_env(&provision, &[("RUST_LOG", "debug")]);
+    let (ok, _, err) = run_hsmkit_with_env(&provision, &[("RUST_LOG", "debug")]);
     assert!(!ok);
     assert!(
         err.contains("DEBUG"),
@@ -93,13 +65,13 @@ fn logs_into_a_pipe_have_no_colour_codes_and_rust_log_sets_the_level() {
     );
 
     // The default level (warnings) leaves the debug line out; -vv turns it on again.
-    let (_, _, err) = hsmkit_with_env(&provision, &[]);
+    let (_, _, err) = run_hsmkit_with_env(&provision, &[]);
     assert!(!err.contains("DEBUG"), "{err}");
-    let (_, _, err) = hsmkit_with_env(&[&["-vv"][..], &provision[..]].concat(), &[]);
+    let (_, _, err) = run_hsmkit_with_env(&[&["-vv"][..], &provision[..]].concat(), &[]);
     assert!(err.contains("DPS over HTTPS without a proxy"), "{err}");
     assert!(!err.contains('\u{1b}'), "{err:?}");
 
-    let (_, help, _) = hsmkit_with_env(&["--help"], &[]);
+    let (_, help, _) = run_hsmkit_with_env(&["--help"], &[]);
     assert!(help.contains("RUST_LOG"), "{help}");
 }
 
@@ -126,7 +98,7 @@ fn tss_library_lines_stay_off_stderr_unless_tss2_log_asks() {
         "--set",
         &tcti,
     ];
-    let (ok, _, err) = hsmkit_with_env(&args, &[]);
+    let (ok, _, err) = run_hsmkit_with_env(&args, &[]);
     assert!(!ok);
     assert!(
         err.contains("cannot open the TPM through TCTI"),
@@ -136,7 +108,7 @@ fn tss_library_lines_stay_off_stderr_unless_tss2_log_asks() {
     assert!(!err.contains(":tcti:") && !err.contains(":esys:"), "{err}");
 
     // The user's TSS2_LOG wins: the library's lines are there (so the check above can fail).
-    let (ok, _, err) = hsmkit_with_env(&args, &[("TSS2_LOG", "all+ERROR")]);
+    let (ok, _, err) = run_hsmkit_with_env(&args, &[("TSS2_LOG", "all+ERROR")]);
     assert!(!ok);
     assert!(
         err.contains("ERROR:tcti:"),

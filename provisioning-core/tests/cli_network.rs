@@ -91,39 +91,6 @@ async fn tunnel(mut client: tokio::net::TcpStream, targets: Arc<Mutex<Vec<String
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
 }
 
-/// Runs hsmkit as `run_hsmkit` does, with `env` set and every proxy and CA-store variable of
-/// the test's own environment removed first (so that only what a test sets applies).
-fn hsmkit_with_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hsmkit"));
-    cmd.args(args);
-    for v in [
-        "HSMKIT_CONFIG",
-        "HSMKIT_PLUGIN_DIR",
-        "HSMKIT_STATE_DIR",
-        "HTTPS_PROXY",
-        "https_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-        "NO_PROXY",
-        "no_proxy",
-        "SSL_CERT_FILE",
-        "SSL_CERT_DIR",
-    ] {
-        cmd.env_remove(v);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run hsmkit");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// A device of `plugin` (file `plugin_file`) enrolled individually in `emulator`; returns its
 /// plugins folder and state folder.
 fn enrolled(
@@ -174,7 +141,7 @@ fn provision(
         "--json",
     ];
     args.extend_from_slice(extra);
-    hsmkit_with_env(&args, env)
+    run_hsmkit_with_env(&args, env)
 }
 
 fn emulator(root: &Path) -> BackgroundEmulator {

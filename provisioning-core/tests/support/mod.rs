@@ -20,6 +20,43 @@ pub fn run_hsmkit<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String, Strin
     )
 }
 
+/// Runs the built `hsmkit` with `args`, as [`run_hsmkit`] does, with `env` set after removing
+/// every variable that changes where it connects, what it trusts or what it logs (hsmkit's
+/// own, the proxy variables, the CA-store variables, `RUST_LOG`, `TSS2_LOG`), so that only what
+/// a test sets applies; (success, stdout, stderr).
+pub fn run_hsmkit_with_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hsmkit"));
+    cmd.args(args);
+    for v in [
+        "HSMKIT_CONFIG",
+        "HSMKIT_PLUGIN_DIR",
+        "HSMKIT_STATE_DIR",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "RUST_LOG",
+        "TSS2_LOG",
+    ] {
+        cmd.env_remove(v);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run hsmkit");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A plugins folder with the three software plugins (dice, tpm-sim, symmetric).
 pub fn software_plugin_dir() -> tempfile::TempDir {
     plugin_dir_with(&[
