@@ -154,6 +154,14 @@ pub enum ConfigError {
     },
 }
 
+impl ConfigError {
+    /// The failure's class, for exit codes and `--json` ([`crate::error_kind`]).
+    pub fn error_kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        ErrorKind::Config
+    }
+}
+
 impl ConfigFile {
     /// Reads `path` (`None`: the empty configuration); a missing explicit file is an error, as
     /// is any unknown key.

@@ -46,6 +46,19 @@ pub enum IssuanceError {
     },
 }
 
+impl IssuanceError {
+    /// The failure's class, for exit codes and `--json` ([`crate::error_kind`]).
+    pub fn error_kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        match self {
+            IssuanceError::Plugin(e) => e.error_kind(),
+            IssuanceError::PublicKey { .. } => ErrorKind::Hsm,
+            IssuanceError::Subject { .. } => ErrorKind::Config,
+            IssuanceError::Encode { .. } => ErrorKind::Other,
+        }
+    }
+}
+
 /// Why an issued chain was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {
@@ -72,6 +85,15 @@ pub enum ChainError {
         /// What failed.
         reason: String,
     },
+}
+
+impl ChainError {
+    /// The failure's class, for exit codes and `--json` ([`crate::error_kind`]).
+    pub fn error_kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        // DPS answered, but not with a chain this device can use.
+        ErrorKind::DpsRefused
+    }
 }
 
 /// Checks what DPS issued for the operational key whose public key is `spki_der`: the leaf
@@ -262,6 +284,20 @@ pub enum IssueError {
     /// The returned chain was not accepted.
     #[error(transparent)]
     Chain(#[from] ChainError),
+}
+
+impl IssueError {
+    /// The failure's class, for exit codes and `--json` ([`crate::error_kind`]).
+    pub fn error_kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        match self {
+            IssueError::Plugin(e) => e.error_kind(),
+            IssueError::Csr(e) => e.error_kind(),
+            IssueError::Dps(e) => e.error_kind(),
+            IssueError::NoChain => ErrorKind::DpsRefused,
+            IssueError::Chain(e) => e.error_kind(),
+        }
+    }
 }
 
 /// Registers with a CSR for the operational key under `label` (created when absent): builds

@@ -10,6 +10,7 @@
 #[cfg(feature = "config")]
 pub mod config;
 pub mod dps;
+pub mod error_kind;
 pub mod hub;
 pub mod issuance;
 pub mod plugin;

@@ -82,7 +82,7 @@ pub enum DpsError {
     #[error("the HSM plugin failed: {0}; check the plugin's settings and its device (see `hsmkit plugins list`)")]
     Plugin(PluginError),
     /// No final answer within the overall timeout.
-    #[error("no final answer from DPS within {after:?} (last: {last}); try again later or raise the timeout")]
+    #[error("no final answer from DPS within {after:?} (last: {last}); try again later or allow more time with --timeout SECS (timeout_secs in [provisioning] of the config)")]
     Timeout {
         /// The overall timeout.
         after: Duration,
@@ -118,6 +118,25 @@ impl From<PluginError> for DpsError {
 }
 
 impl DpsError {
+    /// The failure's class, for exit codes and `--json` ([`crate::error_kind`]).
+    pub fn error_kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        match self {
+            DpsError::Config { .. } => ErrorKind::Config,
+            DpsError::Unreachable { .. }
+            | DpsError::TlsTrust { .. }
+            | DpsError::Protocol { .. } => ErrorKind::Network,
+            DpsError::ClientCertificateRefused { .. }
+            | DpsError::Unauthorized { .. }
+            | DpsError::NotFound { .. }
+            | DpsError::Disabled { .. }
+            | DpsError::AssignmentFailed { .. }
+            | DpsError::Service { .. } => ErrorKind::DpsRefused,
+            DpsError::Plugin(e) => e.error_kind(),
+            DpsError::Timeout { .. } => ErrorKind::Timeout,
+        }
+    }
+
     /// A short machine-readable kind, for `--json` output.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -75,6 +75,21 @@ pub enum ProbeError {
     },
 }
 
+impl ProbeError {
+    /// The failure's class, for exit codes and `--json` ([`crate::error_kind`]).
+    pub fn error_kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        match self {
+            ProbeError::BadEndpoint(_) => ErrorKind::Config,
+            ProbeError::Trust(e) => e.error_kind(),
+            ProbeError::Resolve { .. }
+            | ProbeError::Connect { .. }
+            | ProbeError::Handshake { .. } => ErrorKind::Network,
+            ProbeError::Timeout { .. } => ErrorKind::Timeout,
+        }
+    }
+}
+
 /// Splits an endpoint setting into host and port, with the transport's default port.
 pub fn endpoint_host_port(
     endpoint: &str,
@@ -106,6 +121,19 @@ pub fn endpoint_host_port(
         return Err(bad());
     }
     Ok((host, port))
+}
+
+/// The endpoint as one target is always written, for saving it in the provisioning record and
+/// comparing it with the configured one: `host:port`, the host in lower case (DNS names are
+/// case-insensitive), the transport's default port when none is given, without scheme or
+/// trailing slash; so `https://H:8443/` and `h:8443` are the same. An endpoint that does not
+/// parse is returned trimmed (registering with it fails, saying why).
+pub fn normalized_endpoint(endpoint: &str, transport: Transport) -> String {
+    match endpoint_host_port(endpoint, transport) {
+        Ok((host, port)) if host.contains(':') => format!("[{}]:{port}", host.to_lowercase()),
+        Ok((host, port)) => format!("{}:{port}", host.to_lowercase()),
+        Err(_) => endpoint.trim().to_string(),
+    }
 }
 
 /// Resolves the endpoint, connects and completes a TLS handshake trusting what `config`
@@ -202,5 +230,18 @@ mod tests {
         assert_eq!(hp("[::1]:9", Transport::Https), Ok(("::1".into(), 9)));
         assert!(hp("h:x", Transport::Https).is_err());
         assert!(hp("https://", Transport::Https).is_err());
+    }
+
+    #[test]
+    fn one_target_is_written_one_way() {
+        let n = normalized_endpoint;
+        assert_eq!(n("https://H:8443/", Transport::Https), "h:8443");
+        assert_eq!(n("h:8443", Transport::Https), "h:8443");
+        assert_eq!(n(" h ", Transport::Https), "h:443");
+        assert_eq!(n("https://h", Transport::Https), "h:443");
+        assert_eq!(n("h", Transport::Mqtt), "h:8883");
+        assert_eq!(n("wss://h", Transport::MqttWs), "h:443");
+        assert_eq!(n("[::1]:9", Transport::Https), "[::1]:9");
+        assert_eq!(n("h:x", Transport::Https), "h:x");
     }
 }

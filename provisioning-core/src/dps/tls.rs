@@ -38,6 +38,19 @@ pub enum TlsSetupError {
     Rustls(rustls::Error),
 }
 
+impl TlsSetupError {
+    /// The failure's class, for exit codes and `--json` ([`crate::error_kind`]).
+    pub fn error_kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        match self {
+            TlsSetupError::BadTrustPem(_) | TlsSetupError::NoRoots => ErrorKind::Config,
+            TlsSetupError::BadChain(_) => ErrorKind::Hsm,
+            TlsSetupError::Plugin(e) => e.error_kind(),
+            TlsSetupError::Rustls(_) => ErrorKind::Other,
+        }
+    }
+}
+
 impl From<rustls::Error> for TlsSetupError {
     fn from(e: rustls::Error) -> Self {
         TlsSetupError::Rustls(e)

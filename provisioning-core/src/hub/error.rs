@@ -149,6 +149,30 @@ impl From<PluginError> for HubError {
 }
 
 impl HubError {
+    /// The failure's class, for exit codes and `--json` ([`crate::error_kind`]).
+    pub fn error_kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        match self {
+            HubError::NotProvisioned { .. } | HubError::Config { .. } => ErrorKind::Config,
+            HubError::Record(e) => e.error_kind(),
+            HubError::Unreachable { .. }
+            | HubError::TlsTrust { .. }
+            | HubError::Unavailable { .. }
+            | HubError::ConnectionLost { .. }
+            | HubError::Protocol { .. }
+            | HubError::ReconnectFailed { .. }
+            | HubError::Closed { .. } => ErrorKind::Network,
+            HubError::ClientCertificateRefused { .. }
+            | HubError::BadCredentials { .. }
+            | HubError::NotAuthorized { .. }
+            | HubError::TokenExpired { .. }
+            | HubError::TwinStatus { .. } => ErrorKind::DpsRefused,
+            HubError::Timeout { .. } => ErrorKind::Timeout,
+            HubError::TooLarge { .. } => ErrorKind::Usage,
+            HubError::Plugin(e) => e.error_kind(),
+        }
+    }
+
     /// A short machine-readable kind, for `--json` output.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -32,6 +32,21 @@ pub enum PluginDirSource {
     System,
 }
 
+impl PluginDirSource {
+    /// Where the folder came from, as `hsmkit plugins list` and messages say it: `flag
+    /// --plugin-dir`, `env HSMKIT_PLUGIN_DIR`, `config plugin_dir`, or which default.
+    pub fn describe(self) -> &'static str {
+        match self {
+            PluginDirSource::Flag => "flag --plugin-dir",
+            PluginDirSource::Environment => "env HSMKIT_PLUGIN_DIR",
+            PluginDirSource::Config => "config plugin_dir",
+            PluginDirSource::ExecutablePlugins => "default: plugins/ next to hsmkit",
+            PluginDirSource::ExecutableDir => "default: hsmkit's folder",
+            PluginDirSource::System => "default: system",
+        }
+    }
+}
+
 /// One folder on the search path.
 #[derive(Clone, Debug, Serialize)]
 pub struct PluginSearchDir {
@@ -170,7 +185,9 @@ impl PluginSearchPath {
             // `./` makes that visible in every message about it.
             return LoadedPlugin::load(&Path::new(".").join(name_or_path)).map_err(FindError::Load);
         }
-        if let Some(builtin) = LoadedPlugin::builtin(name_or_path) {
+        // `tpm_sim`, the file-name form, names the plugin `tpm-sim`: plugin names use `-`.
+        let wanted = canonical_name(name_or_path);
+        if let Some(builtin) = LoadedPlugin::builtin(&wanted) {
             return builtin.map_err(FindError::Load);
         }
         let conventional = format!("{PLUGIN_FILE_PREFIX}{}.so", name_or_path.replace('-', "_"));
@@ -181,14 +198,18 @@ impl PluginSearchPath {
                 .is_none_or(|n| n.to_string_lossy() != conventional)
         });
         let mut refused = Vec::new();
+        let mut seen: Vec<String> = LoadedPlugin::builtin_names().map(String::from).collect();
         for path in candidates {
             match LoadedPlugin::load(&path) {
-                Ok(p) if p.name() == name_or_path => return Ok(p),
-                Ok(_) => {}
+                Ok(p) if p.name() == name_or_path || canonical_name(p.name()) == wanted => {
+                    return Ok(p)
+                }
+                Ok(p) => seen.push(p.name().to_string()),
                 Err(e) => refused.push(e.to_string()),
             }
         }
         Err(FindError::NotFound {
+            suggestion: nearest_name(&wanted, &seen),
             name: name_or_path.to_string(),
             searched: self
                 .dirs
@@ -207,15 +228,54 @@ pub enum FindError {
     #[error(transparent)]
     Load(#[from] LoadError),
     /// No loadable plugin has that name.
-    #[error("no plugin named `{name}` in {searched:?}{}", refused_note(.refused))]
+    #[error("no plugin named `{name}` in {searched:?}{}{}", suggestion_note(.suggestion), refused_note(.refused))]
     NotFound {
         /// Name asked for.
         name: String,
+        /// The name of a plugin that was found and is spelled nearly the same.
+        suggestion: Option<String>,
         /// Folders searched.
         searched: Vec<String>,
         /// Files refused on the way, with reasons.
         refused: Vec<String>,
     },
+}
+
+impl FindError {
+    /// The failure's class, for exit codes and `--json` ([`crate::error_kind`]).
+    pub fn error_kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        match self {
+            FindError::Load(e) => e.error_kind(),
+            FindError::NotFound { .. } => ErrorKind::Plugin,
+        }
+    }
+}
+
+fn suggestion_note(suggestion: &Option<String>) -> String {
+    suggestion
+        .as_deref()
+        .map(|s| format!("; did you mean `{s}`?"))
+        .unwrap_or_default()
+}
+
+/// A plugin name as plugins spell it: the file-name form `tpm_sim` is `tpm-sim`.
+fn canonical_name(name: &str) -> String {
+    name.replace('_', "-")
+}
+
+/// The name in `found` nearest to `wanted` (optimal string alignment distance, so that a
+/// swapped pair such as `tmp-sim` is one edit), when it is near enough to be a typo: at most
+/// 2 edits, and fewer than half of the name's characters.
+fn nearest_name(wanted: &str, found: &[String]) -> Option<String> {
+    found
+        .iter()
+        .map(|n| (strsim::osa_distance(wanted, &canonical_name(n)), n))
+        .filter(|(d, n)| {
+            *d > 0 && *d <= 2 && *d * 2 < n.chars().count().max(wanted.chars().count())
+        })
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n.clone())
 }
 
 fn refused_note(refused: &[String]) -> String {

@@ -124,6 +124,12 @@ impl From<hsm_secure_fs::trust::TrustError> for LoadError {
 }
 
 impl LoadError {
+    /// The failure's class, for exit codes and `--json` ([`crate::error_kind`]): always a
+    /// plugin failure.
+    pub fn error_kind(&self) -> crate::error_kind::ErrorKind {
+        crate::error_kind::ErrorKind::Plugin
+    }
+
     /// A short machine-readable kind, used in `--json` output.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -204,6 +210,29 @@ pub enum PluginError {
 }
 
 impl PluginError {
+    /// The failure's class, for exit codes and `--json` ([`crate::error_kind`]): a call
+    /// that failed is the HSM's; a missing interface or a broken contract is the plugin's;
+    /// settings refused by `create` are configuration.
+    pub fn error_kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        match self {
+            PluginError::Call {
+                operation: "create",
+                code: PluginErrorCode::InvalidArgument,
+                ..
+            } => ErrorKind::Config,
+            PluginError::Call {
+                code: PluginErrorCode::AbiMismatch,
+                ..
+            } => ErrorKind::Plugin,
+            PluginError::Call { .. } => ErrorKind::Hsm,
+            PluginError::InvalidOperationalKeyLabel { .. } => ErrorKind::Usage,
+            PluginError::InterfaceMissing { .. }
+            | PluginError::NoOperationalKey { .. }
+            | PluginError::Contract { .. } => ErrorKind::Plugin,
+        }
+    }
+
     /// The status code, for call failures.
     pub fn code(&self) -> Option<PluginErrorCode> {
         match self {

@@ -27,6 +27,18 @@ pub enum EnrollmentInfoError {
     Unsupported(Attestation),
 }
 
+impl EnrollmentInfoError {
+    /// The failure's class, for exit codes and `--json` ([`crate::error_kind`]).
+    pub fn error_kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        match self {
+            EnrollmentInfoError::Plugin(e) => e.error_kind(),
+            EnrollmentInfoError::Chain { .. } => ErrorKind::Hsm,
+            EnrollmentInfoError::Unsupported(_) => ErrorKind::Usage,
+        }
+    }
+}
+
 /// Reads the enrollment information of `kind` through the plugin: TPM, the EK and the
 /// registration id derived from it; X.509, the leaf and (when the chain ends in a
 /// self-signed certificate) the root CA, and the leaf's CN as registration id; symmetric key,

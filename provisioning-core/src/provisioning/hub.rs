@@ -34,6 +34,19 @@ pub enum HubTokenError {
     Plugin(PluginError),
 }
 
+impl HubTokenError {
+    /// The failure's class, for exit codes and `--json` ([`crate::error_kind`]).
+    pub fn error_kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        match self {
+            HubTokenError::X509HasNoToken | HubTokenError::Unsupported(_) => ErrorKind::Usage,
+            HubTokenError::BadScope { .. } => ErrorKind::Config,
+            HubTokenError::ZeroTtl => ErrorKind::Usage,
+            HubTokenError::Plugin(e) => e.error_kind(),
+        }
+    }
+}
+
 impl From<PluginError> for HubTokenError {
     fn from(e: PluginError) -> Self {
         HubTokenError::Plugin(e)

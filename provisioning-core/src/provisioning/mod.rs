@@ -14,6 +14,7 @@ pub use record::{
 };
 pub use renewal::{renew, RenewError, RenewOutcome, RenewWhen, Renewed, DUE_PERCENT};
 
+use crate::dps::probe::normalized_endpoint;
 use crate::dps::{register, Attestation, DpsClientConfig, DpsError, ProgressEvent};
 use crate::plugin::PluginInstance;
 use std::path::Path;
@@ -43,6 +44,24 @@ pub enum ProvisionError {
     Issue(#[from] crate::issuance::IssueError),
 }
 
+impl ProvisionError {
+    /// The failure's class, for exit codes and `--json` ([`crate::error_kind`]).
+    pub fn error_kind(&self) -> crate::error_kind::ErrorKind {
+        match self {
+            ProvisionError::Dps(e) => e.error_kind(),
+            ProvisionError::Record(e) => e.error_kind(),
+            ProvisionError::Issue(e) => e.error_kind(),
+        }
+    }
+}
+
+/// Whether a record's saved endpoint is the configured one (older records kept the setting
+/// as written, so both sides are normalised).
+fn same_endpoint(saved: &str, config: &DpsClientConfig) -> bool {
+    normalized_endpoint(saved, config.transport)
+        == normalized_endpoint(&config.endpoint, config.transport)
+}
+
 /// Provisions the device: reuses `<state_dir>/provisioning.json` when it is for the same id
 /// scope, endpoint, attestation and (when given) registration id, unless `force`; otherwise
 /// registers with DPS and saves the result atomically.
@@ -57,7 +76,7 @@ pub async fn provision(
     if !force {
         if let Some(saved) = load(state_dir)? {
             let same = saved.id_scope == config.id_scope
-                && saved.endpoint == config.endpoint
+                && same_endpoint(&saved.endpoint, config)
                 && saved.result.attestation == attestation
                 && config
                     .registration_id
@@ -72,7 +91,7 @@ pub async fn provision(
     let result = register(config, instance, attestation, progress).await?;
     let record = ProvisioningRecord {
         version: RECORD_VERSION,
-        endpoint: config.endpoint.clone(),
+        endpoint: normalized_endpoint(&config.endpoint, config.transport),
         id_scope: config.id_scope.clone(),
         plugin,
         result,
@@ -99,7 +118,7 @@ pub async fn provision_with_certificate(
     if !force {
         if let Some(saved) = load(state_dir)? {
             let same = saved.id_scope == config.id_scope
-                && saved.endpoint == config.endpoint
+                && same_endpoint(&saved.endpoint, config)
                 && saved.result.attestation == attestation
                 && saved.result.issued_certificate_chain.is_some()
                 && config
@@ -117,7 +136,7 @@ pub async fn provision_with_certificate(
             .await?;
     let record = ProvisioningRecord {
         version: RECORD_VERSION,
-        endpoint: config.endpoint.clone(),
+        endpoint: normalized_endpoint(&config.endpoint, config.transport),
         id_scope: config.id_scope.clone(),
         plugin,
         result,

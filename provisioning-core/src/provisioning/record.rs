@@ -88,6 +88,15 @@ pub enum RecordError {
     },
 }
 
+impl RecordError {
+    /// The failure's class, for exit codes and `--json` ([`crate::error_kind`]).
+    pub fn error_kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        // The state folder or the record file: refused modes, or a file to replace.
+        ErrorKind::Config
+    }
+}
+
 /// The record's path in `state_dir`.
 pub fn record_path(state_dir: &Path) -> PathBuf {
     state_dir.join(RECORD_FILE)
