@@ -72,6 +72,15 @@ fn provision(
     ])
 }
 
+/// The message of the `{"error": {...}}` object a `--json` failure prints on stdout.
+fn json_error_message(stdout: &str) -> String {
+    let v: Value = serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    v["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error message: {v}"))
+        .to_string()
+}
+
 #[test]
 fn provision_over_mqtt_and_what_mqtt_refuses() {
     let root = tempfile::tempdir().unwrap();
@@ -89,7 +98,9 @@ fn provision_over_mqtt_and_what_mqtt_refuses() {
 
     // TPM over MQTT: refused with the reason, nothing sent.
     let (plugins, state, _) = enroll(&emulator, root.path(), "tpm_sim", "tpm-sim");
-    let (ok, _, stderr) = provision(&emulator, &plugins, &state, "tpm-sim", "mqtt");
+    let (ok, stdout, _) = provision(&emulator, &plugins, &state, "tpm-sim", "mqtt");
+    // With --json the failure is the error object on stdout.
+    let stderr = json_error_message(&stdout);
     assert!(!ok);
     assert!(
         stderr.contains("TPM attestation is not available over mqtt"),
@@ -128,7 +139,9 @@ fn provision_over_mqtt_and_what_mqtt_refuses() {
     );
 
     // Unknown transports: refused with what to use.
-    let (ok, _, stderr) = provision(&emulator, &plugins, &state, "tpm-sim", "amqp");
+    let (ok, stdout, _) = provision(&emulator, &plugins, &state, "tpm-sim", "amqp");
+    // With --json the failure is the error object on stdout.
+    let stderr = json_error_message(&stdout);
     assert!(!ok);
     assert!(
         stderr.contains("unknown transport `amqp`; use https, mqtt or mqtt-ws"),
@@ -152,7 +165,9 @@ fn provision_over_mqtt_ws_and_what_it_refuses() {
 
     // TPM over MQTT over WebSocket: refused with the reason, nothing sent.
     let (plugins, state, _) = enroll(&emulator, root.path(), "tpm_sim", "tpm-sim");
-    let (ok, _, stderr) = provision(&emulator, &plugins, &state, "tpm-sim", "mqtt-ws");
+    let (ok, stdout, _) = provision(&emulator, &plugins, &state, "tpm-sim", "mqtt-ws");
+    // With --json the failure is the error object on stdout.
+    let stderr = json_error_message(&stdout);
     assert!(!ok);
     assert!(
         stderr.contains("TPM attestation is not available over mqtt-ws"),

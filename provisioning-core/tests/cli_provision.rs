@@ -139,9 +139,18 @@ fn provision_with_issue_certificate_records_the_chain() {
     let reg = device.info.registration_id().to_string();
     device.settings.push("--issue-certificate".into());
     let issue = |d: &Device| d.provision(&emulator);
-    let (ok, _, stderr) = issue(&device);
+    let (ok, stdout, _) = issue(&device);
     assert!(!ok, "no policy yet");
-    assert!(stderr.contains("certificateIssuancePolicy"), "{stderr}");
+    // With --json the failure is the error object on stdout.
+    let error: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(error["error"]["kind"], "dps-refused", "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("certificateIssuancePolicy"),
+        "{error}"
+    );
 
     let store = emulator.enrollments();
     let mut e = store.individual(&reg).unwrap().unwrap();

@@ -278,12 +278,13 @@ fn a_bare_library_name_is_never_searched_for_on_the_library_path() {
     let empty = root.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     let out = run(&empty);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // With --json the failure is the error object on stdout.
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
     assert!(!marker.exists(), "the library-path copy was loaded");
     assert!(
-        stderr.contains("./libhsmkit_plugin_symmetric.so") && stderr.contains("No such file"),
-        "{stderr}"
+        stdout.contains("./libhsmkit_plugin_symmetric.so") && stdout.contains("No such file"),
+        "{stdout}"
     );
 }
 

@@ -32,19 +32,29 @@ enum Command {
     ImportHmac(ImportArgs),
 }
 
+/// The token settings. `hsmkit pkcs11` passes `module`, `token_uri`, `pin_file` and `pin_env`
+/// from `[plugins.pkcs11]` of hsmkit's config in these variables (`hide_env_values`: the
+/// names are shown, not the values), so that the set-up uses the token the plugin will;
+/// a flag overrides.
 #[derive(Args)]
 struct TokenArgs {
     /// Path of the PKCS#11 module.
-    #[arg(long)]
+    #[arg(long, env = "HSMKIT_PKCS11_MODULE", hide_env_values = true)]
     module: PathBuf,
     /// Token URI, e.g. pkcs11:token=LABEL or pkcs11:serial=SERIAL.
-    #[arg(long)]
+    #[arg(long, env = "HSMKIT_PKCS11_TOKEN_URI", hide_env_values = true)]
     token_uri: String,
     /// File holding the user PIN.
-    #[arg(long, conflicts_with = "pin_env", required_unless_present = "pin_env")]
+    #[arg(
+        long,
+        env = "HSMKIT_PKCS11_PIN_FILE",
+        hide_env_values = true,
+        conflicts_with = "pin_env",
+        required_unless_present = "pin_env"
+    )]
     pin_file: Option<PathBuf>,
     /// Environment variable holding the user PIN.
-    #[arg(long)]
+    #[arg(long, env = "HSMKIT_PKCS11_PIN_ENV", hide_env_values = true)]
     pin_env: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]

@@ -14,7 +14,20 @@ use std::path::PathBuf;
     name = "hsmkit",
     version,
     propagate_version = true,
-    after_help = "Examples:
+    after_help = top_after_help()
+)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `hsmkit --help`'s closing text: examples, then the exit codes from the one mapping
+/// (`provisioning_core::error_kind`).
+fn top_after_help() -> String {
+    let mut text = String::from(
+        "Examples:
   hsmkit plugins list
   hsmkit enroll-info --plugin tpm-sim --out enroll/
   hsmkit provision --plugin tpm2 --set tcti=device:/dev/tpmrm0 --id-scope 0ne0012345
@@ -23,13 +36,23 @@ use std::path::PathBuf;
   hsmkit hub-token --ttl 1h
   hsmkit hub send --property unit=C '{\"t\": 21.5}'
   hsmkit hub twin --get
-  hsmkit demo --json"
-)]
-pub(crate) struct Cli {
-    #[command(flatten)]
-    pub global: GlobalArgs,
-    #[command(subcommand)]
-    pub command: Command,
+  hsmkit demo --json
+
+Exit codes (`check` exits 1 when a check failed):
+  0  success\n",
+    );
+    for kind in provisioning_core::error_kind::ErrorKind::ALL {
+        text.push_str(&format!(
+            "  {}  {}: {}\n",
+            kind.exit_code(),
+            kind.as_str(),
+            kind.summary()
+        ));
+    }
+    text.push_str(
+        "With --json a failure prints {\"error\": {\"kind\", \"message\", \"hint\"}} on stdout, kind as above.",
+    );
+    text
 }
 
 /// Options every command takes.
@@ -96,7 +119,8 @@ pub(crate) enum Command {
     /// Check the configuration, the plugin, the state folder, the DPS connection and the clock;
     /// each finding with a fix hint. Exits 1 when a check failed.
     Check(CheckArgs),
-    /// Set up a PKCS#11 token for this device (runs `hsmkit-pkcs11`: init, import-hmac).
+    /// Set up a PKCS#11 token for this device (runs `hsmkit-pkcs11`: init, import-hmac);
+    /// module, token_uri, pin_file and pin_env default to `[plugins.pkcs11]` of the config.
     ///
     /// Example: hsmkit pkcs11 init --module /usr/lib/softhsm/libsofthsm2.so
     /// --token-uri pkcs11:token=device --pin-file pin.txt --label device-key --common-name my-device
@@ -120,7 +144,7 @@ pub(crate) enum ConfigCommand {
 /// `hsmkit config new`
 #[derive(Debug, Args)]
 pub(crate) struct ConfigNewArgs {
-    /// tpm, x509 or symmetric-key (symmetricKey).
+    /// tpm, x509 or symmetricKey.
     #[arg(long, value_name = "KIND")]
     pub attestation: String,
     /// Plugin name or path.
@@ -171,7 +195,7 @@ pub(crate) enum PluginsCommand {
 pub(crate) struct EnrollInfoArgs {
     #[command(flatten)]
     pub plugin: PluginArgs,
-    /// Attestation to describe when the plugin offers several (tpm, x509, symmetric-key).
+    /// Attestation to describe when the plugin offers several: tpm, x509 or symmetricKey.
     #[arg(long, value_name = "KIND")]
     pub attestation: Option<String>,
     /// Symmetric key: derive this device's key from an enrollment-group key (base64) instead of
@@ -203,7 +227,7 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 pub(crate) struct ProvisionArgs {
     #[command(flatten)]
     pub plugin: PluginArgs,
-    /// tpm, x509 or symmetricKey, when the plugin offers several.
+    /// Attestation to use when the plugin offers several: tpm, x509 or symmetricKey.
     #[arg(long, value_name = "KIND")]
     pub attestation: Option<String>,
     /// The DPS id scope (0ne...).
@@ -280,7 +304,7 @@ pub(crate) struct RenewArgs {
 pub(crate) struct HubTokenArgs {
     #[command(flatten)]
     pub plugin: PluginArgs,
-    /// Token lifetime: 3600, 90s, 30m, 1h, 7d. Default 1h.
+    /// Token lifetime: 3600, 90s, 30m, 1h, 7d.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub ttl: std::time::Duration,
     /// Machine-readable output.
@@ -383,15 +407,16 @@ pub(crate) struct HubListenArgs {
 #[cfg(feature = "demo")]
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
-    /// Keep the demo's state (emulator database, device keys) in this folder instead of a
-    /// temporary one.
-    #[arg(long, value_name = "DIR")]
-    pub keep_state: Option<PathBuf>,
-    /// Only these plugins (comma-separated). Default: dice,tpm-sim,symmetric.
+    /// Keep the demo's state (emulator database, device keys) when it ends: in DIR, else in
+    /// --state-dir, else in a new temporary folder (printed). Without it the state is made in
+    /// a temporary folder (inside --state-dir when given) and removed at the end.
+    #[arg(long, value_name = "DIR", num_args = 0..=1)]
+    pub keep_state: Option<Option<PathBuf>>,
+    /// Only these plugins (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "dice,tpm-sim,symmetric")]
     pub plugins: Vec<String>,
-    /// Provision over https (default) or mqtt (the emulator's MQTT listener; TPM plugins are
-    /// skipped, since DPS offers TPM attestation over HTTPS only).
+    /// Provision over https or mqtt (the emulator's MQTT listener; TPM plugins are skipped,
+    /// since DPS offers TPM attestation over HTTPS only).
     #[arg(long, value_name = "https|mqtt", default_value = "https")]
     pub transport: String,
     /// Machine-readable output.

@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod config;
+mod failure;
 mod output;
 mod plugin_setup;
 
@@ -17,16 +18,17 @@ fn main() -> ExitCode {
         eprintln!("error: cannot keep secrets out of core dumps (prctl PR_SET_DUMPABLE): {e}");
         return ExitCode::from(1);
     }
-    let cli = cli::Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match cli::Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => return failure::clap_failed(e, &args),
+    };
     init_tracing(cli.global.verbose);
     match commands::run(cli) {
         Ok(code) => code,
-        Err(e) => {
-            // The message, then each `source()`: the workspace's errors show an inner error
-            // in their message or as their source, never both, so nothing repeats.
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
+        // Exit code by kind (documented in `hsmkit --help` and the README); with --json the
+        // error object on stdout.
+        Err(e) => failure::report(&e, failure::wants_json(&args)),
     }
 }
 
@@ -34,9 +36,9 @@ fn main() -> ExitCode {
 /// `provisioning_core=debug,warn`: targets and levels, without `EnvFilter`'s span and field
 /// filters, whose regex engine would be a fifth of the device binary).
 fn init_tracing(verbose: u8) {
+    use std::io::IsTerminal;
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt;
-    use std::io::IsTerminal;
     use tracing_subscriber::util::SubscriberInitExt;
     let level = match verbose {
         0 => LevelFilter::WARN,
@@ -53,11 +55,11 @@ fn init_tracing(verbose: u8) {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                .with_target(false),
-        )
                 // Colour codes only for a person at a terminal: a journal, a pipe or a log
                 // file would keep the escape bytes.
                 .with_ansi(std::io::stderr().is_terminal())
+                .with_target(false),
+        )
         .try_init();
 }
 

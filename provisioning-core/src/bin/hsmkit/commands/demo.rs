@@ -59,7 +59,7 @@ fn demo_initial_twin() -> serde_json::Value {
 
 /// What became of one plugin.
 enum Provisioned {
-    Done(ProvisionSummary, HubCheck),
+    Done(Box<ProvisionSummary>, HubCheck),
     Skipped(String),
 }
 
@@ -75,13 +75,32 @@ struct DemoReport {
 
 pub(super) fn run(ctx: &Context_, args: &DemoArgs) -> Result<ExitCode> {
     let temp;
-    let root: PathBuf = match &args.keep_state {
-        Some(dir) => dir.clone(),
-        None => {
+    let chosen = ctx.state_dir_chosen.then_some(ctx.state_dir.as_path());
+    let root: PathBuf = match (&args.keep_state, chosen) {
+        (Some(Some(dir)), _) => dir.clone(),
+        (Some(None), Some(dir)) => dir.to_path_buf(),
+        (Some(None), None) => tempfile::Builder::new()
+            .prefix("hsmkit-demo-")
+            .tempdir()
+            .context("cannot create a temporary folder")?
+            .keep(),
+        (None, Some(dir)) => {
+            // Removed at the end with everything in it, so never the named folder itself.
+            provisioning_core::state_dir::prepare_state_dir(dir)?;
+            temp = tempfile::Builder::new()
+                .prefix("demo-")
+                .tempdir_in(dir)
+                .with_context(|| format!("cannot create a folder in {}", dir.display()))?;
+            temp.path().to_path_buf()
+        }
+        (None, None) => {
             temp = tempfile::tempdir().context("cannot create a temporary folder")?;
             temp.path().to_path_buf()
         }
     };
+    if args.keep_state.is_some() {
+        eprintln!("demo state kept in {}", root.display());
+    }
     let transport: Transport = args.transport.parse()?;
     provisioning_core::state_dir::prepare_state_dir(&root)?;
     let mut emulator_config = EmulatorConfig::new(root.join("emulator"));
@@ -128,7 +147,7 @@ pub(super) fn run(ctx: &Context_, args: &DemoArgs) -> Result<ExitCode> {
         rows.push(match outcome {
             Ok(Provisioned::Done(summary, hub)) => DemoRow {
                 plugin: summary.plugin.clone(),
-                summary: Some(summary),
+                summary: Some(*summary),
                 error: None,
                 skipped: None,
                 hub: Some(hub),
@@ -252,6 +271,7 @@ fn provision_one(
         config: Default::default(),
         search: ctx.search.clone(),
         state_dir: device_state.clone(),
+        state_dir_chosen: true,
     };
     let mut plugin_args = PluginArgs {
         plugin: Some(name.to_string()),
@@ -325,7 +345,7 @@ fn provision_one(
             serde_json::Value::Object(hub.desired.clone())
         );
     }
-    Ok(Provisioned::Done(summary, hub))
+    Ok(Provisioned::Done(Box::new(summary), hub))
 }
 
 /// Connects the provisioned device to its hub on the emulator's MQTT listener (TLS verifying

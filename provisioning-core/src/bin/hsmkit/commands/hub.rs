@@ -47,16 +47,14 @@ async fn connect(ctx: &Context_, common: &HubCommonArgs) -> Result<HubClient> {
         operation_timeout: Duration::from_secs(common.timeout.max(1)),
         ..HubOptions::default()
     };
-    if let Some(ca) = common
-        .trust_ca
-        .clone()
-        .or_else(|| ctx.config.provisioning.trust_ca.clone())
-    {
-        // A CA file decides whom the device trusts: the same rules as for plugins and DPS.
-        options.extra_trust_pem = Some(
-            hsm_secure_fs::trust::read(&ca)
-                .context("cannot use the CA certificate file (--trust-ca)")?,
-        );
+    let trust_ca = match (&common.trust_ca, &ctx.config.provisioning.trust_ca) {
+        (Some(flag), _) => Some((flag, "--trust-ca")),
+        (None, Some(setting)) => Some((setting, "provisioning.trust_ca")),
+        (None, None) => None,
+    };
+    if let Some((ca, from)) = trust_ca {
+        // The same rules and checks as for DPS.
+        options.extra_trust_pem = Some(super::provision::read_trust_ca(ca, from)?);
     }
     eprintln!(
         "connecting to {} as {} ...",

@@ -34,6 +34,6 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo(args) => demo::run(&ctx, &args),
         Command::Config(ConfigCommand::New(args)) => config_new::run(&ctx, &args),
         Command::Check(_) => unreachable!("handled above"),
-        Command::Pkcs11 { args } => pkcs11::run(&args),
+        Command::Pkcs11 { args } => pkcs11::run(&ctx, &args),
     }
 }

@@ -76,7 +76,7 @@ fn list(ctx: &Context_, json: bool) -> Result<ExitCode> {
         .search
         .dirs
         .iter()
-        .map(|d| format!("{} ({:?})", d.path.display(), d.source))
+        .map(|d| format!("{} ({})", d.path.display(), d.source.describe()))
         .collect();
     println!("searched: {}", searched.join(", "));
     if rows.is_empty() {

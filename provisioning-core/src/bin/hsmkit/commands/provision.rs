@@ -2,15 +2,17 @@
 
 use crate::cli::ProvisionArgs;
 use crate::config::ProvisioningSection;
+use crate::failure::{config as config_error, usage};
 use crate::output::print_json;
 use crate::plugin_setup::{choose_attestation, Context_};
-use anyhow::{anyhow, Context, Result};
-use provisioning_core::dps::{DpsClientConfig, ProgressEvent};
+use anyhow::{Context, Result};
+use provisioning_core::dps::{ApiVersion, DpsClientConfig, ProgressEvent, Transport};
 use provisioning_core::issuance::OPERATIONAL_KEY_LABEL;
 use provisioning_core::provisioning::{
     provision, provision_with_certificate, Outcome, ProvisioningRecord,
 };
 use serde::Serialize;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -24,6 +26,11 @@ pub(super) struct ProvisionSummary {
     pub assigned_hub: String,
     pub device_id: String,
     pub status: String,
+    /// `initialAssignment`, `deviceDataMigrated`, `deviceDataReset`... as DPS said it.
+    pub substatus: Option<String>,
+    /// The payload DPS returned (a custom allocation webhook's), when it returned one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
     pub reused: bool,
     pub millis: u128,
 }
@@ -37,6 +44,8 @@ impl ProvisionSummary {
             assigned_hub: record.result.assigned_hub.clone(),
             device_id: record.result.device_id.clone(),
             status: record.result.status.clone(),
+            substatus: record.result.substatus.clone(),
+            payload: record.result.payload.clone(),
             reused: outcome == Outcome::Reused,
             millis: elapsed.as_millis(),
         }
@@ -52,38 +61,66 @@ pub(super) fn client_config(
         .id_scope
         .clone()
         .or_else(|| file.id_scope.clone())
-        .ok_or_else(|| anyhow!("no id scope: pass --id-scope (Azure portal: DPS > Overview > ID Scope) or set provisioning.id_scope"))?;
+        .ok_or_else(|| config_error("no id scope: pass --id-scope (Azure portal: DPS > Overview > ID Scope) or set provisioning.id_scope"))?;
     let mut config = DpsClientConfig::new(id_scope);
     if let Some(e) = args.endpoint.clone().or_else(|| file.endpoint.clone()) {
         config.endpoint = e;
     }
+    // A bad value on the command line is a usage error, in the file a configuration error.
+    let bad = |flag: bool, e: String| if flag { usage(e) } else { config_error(e) };
     if let Some(t) = args.transport.clone().or_else(|| file.transport.clone()) {
-        config.transport = t.parse()?;
+        config.transport = t
+            .parse::<Transport>()
+            .map_err(|e| bad(args.transport.is_some(), e.to_string()))?;
     }
     if let Some(v) = args
         .api_version
         .clone()
         .or_else(|| file.api_version.clone())
     {
-        config.api_version = v.parse()?;
+        config.api_version = v
+            .parse::<ApiVersion>()
+            .map_err(|e| bad(args.api_version.is_some(), e.to_string()))?;
     }
-    if let Some(ca) = args.trust_ca.clone().or_else(|| file.trust_ca.clone()) {
-        // A CA file decides whom the device trusts: the same rules as for plugins.
-        let pem = hsm_secure_fs::trust::read(&ca)
-            .context("cannot use the CA certificate file (--trust-ca)")?;
-        config.extra_trust_pem = Some(pem);
+    let trust_ca = match (&args.trust_ca, &file.trust_ca) {
+        (Some(flag), _) => Some((flag, "--trust-ca")),
+        (None, Some(setting)) => Some((setting, "provisioning.trust_ca")),
+        (None, None) => None,
+    };
+    if let Some((ca, from)) = trust_ca {
+        config.extra_trust_pem = Some(read_trust_ca(ca, from)?);
     }
     config.registration_id = args
         .registration_id
         .clone()
         .or_else(|| file.registration_id.clone());
     if let Some(p) = args.payload.clone().or_else(|| file.payload.clone()) {
-        config.payload = Some(serde_json::from_str(&p).context("--payload is not valid JSON")?);
+        config.payload = Some(
+            serde_json::from_str(&p)
+                .map_err(|e| usage(format!("--payload is not valid JSON: {e}")))?,
+        );
     }
     if let Some(t) = args.timeout.or(file.timeout_secs) {
         config.overall_timeout = Duration::from_secs(t.max(1));
     }
     Ok(config)
+}
+
+/// Reads a CA file to trust and checks that it holds certificates, naming the file and where
+/// it was set in every error: a wrong file is otherwise reported only at the TLS handshake,
+/// without its name.
+pub(super) fn read_trust_ca(ca: &Path, from: &str) -> Result<Vec<u8>> {
+    // A CA file decides whom the device trusts: the same rules as for plugins.
+    // (A refused or unreadable file's error starts with its path.)
+    let pem = hsm_secure_fs::trust::read(ca)
+        .with_context(|| format!("cannot use the CA certificate file ({from})"))?;
+    provisioning_core::dps::root_store(Some(&pem), false).with_context(|| {
+        format!(
+            "cannot use the CA certificate file {} ({from})",
+            ca.display()
+        )
+    })?;
+    Ok(pem)
 }
 
 /// Prints progress on stderr so that stdout stays clean for --json.
@@ -178,6 +215,12 @@ pub(super) fn run(ctx: &Context_, args: &ProvisionArgs) -> Result<ExitCode> {
         println!("Assigned hub:    {}", summary.assigned_hub);
         println!("Device id:       {}", summary.device_id);
         println!("Attestation:     {}", summary.attestation);
+        if let Some(substatus) = &summary.substatus {
+            println!("Substatus:       {substatus}");
+        }
+        if let Some(payload) = &summary.payload {
+            println!("Payload:         {payload}");
+        }
         if let Some(label) = record.operational_key_label() {
             println!("Certificate:     issued, stored in the plugin under {label}");
         }
