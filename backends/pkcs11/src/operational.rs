@@ -133,8 +133,15 @@ fn existing_public_key(session: &TokenSession, label: &str) -> Result<Option<Vec
 
 /// Creates the P-256 key pair under `label` inside the token, or finds the existing one, and
 /// returns its public key as a DER SubjectPublicKeyInfo.
+///
+/// Look-up and generation run under one process-wide lock, so that two instances of this
+/// process creating the same label at once make one pair, not two (PKCS#11 has no lock a
+/// second process would see: see the README's Limits).
 pub fn create(session: &TokenSession, label: &str) -> Result<Vec<u8>> {
+    static CREATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     check_label(label)?;
+    // Nothing behind the lock can be left half-done by a panic: poisoning is ignored.
+    let _one_at_a_time = hsm_plugin_sdk::sync::lock(&CREATE);
     if let Some(spki) = existing_public_key(session, label)? {
         return Ok(spki);
     }

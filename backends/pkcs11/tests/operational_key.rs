@@ -298,6 +298,36 @@ fn a_device_key_with_the_same_label_is_left_alone() {
     );
 }
 
+/// Instances on several threads creating the same label at once get one key pair between
+/// them, not one each.
+#[test]
+fn concurrent_creates_make_one_pair() {
+    let tok = token("op-race");
+    let instances: Vec<_> = (0..4).map(|_| instance(&settings(&tok)).unwrap()).collect();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(instances.len()));
+    let keys: Vec<Vec<u8>> = instances
+        .into_iter()
+        .map(|p| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                p.operational_key()
+                    .unwrap()
+                    .create_key("race")
+                    .unwrap()
+                    .to_vec()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    assert!(keys.windows(2).all(|w| w[0] == w[1]), "one key for all");
+    let s = session(&tok);
+    assert_eq!(key_objects(&s, ObjectClass::PRIVATE_KEY, "race"), 1);
+    assert_eq!(key_objects(&s, ObjectClass::PUBLIC_KEY, "race"), 1);
+}
+
 /// Set in the child process of [`the_key_and_chain_survive_into_another_process`].
 const CHILD_ENV: &str = "HSMKIT_PKCS11_OPKEY_CHILD";
 
