@@ -136,7 +136,9 @@ fn kind_of(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
     use crate::hub::HubError;
     use crate::issuance::{ChainError, IssuanceError, IssueError};
     use crate::plugin::{LoadError, PluginError, PluginFindError};
-    use crate::provisioning::{EnrollmentInfoError, HubTokenError, ProvisionError, RecordError};
+    use crate::provisioning::{
+        EnrollmentInfoError, HubTokenError, ProvisionError, RecordError, RenewError,
+    };
     macro_rules! try_types {
         ($($t:ty),*) => {
             $(if let Some(x) = e.downcast_ref::<$t>() {
@@ -158,7 +160,8 @@ fn kind_of(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
         EnrollmentInfoError,
         HubTokenError,
         ProvisionError,
-        RecordError
+        RecordError,
+        RenewError
     );
     #[cfg(feature = "config")]
     try_types!(crate::config::ConfigError);

@@ -48,15 +48,7 @@ impl Run {
 
 /// Runs hsmkit with a clean environment plus `env`.
 fn hsmkit_env(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_hsmkit"));
-    c.args(args)
-        .env_remove("HSMKIT_CONFIG")
-        .env_remove("HSMKIT_PLUGIN_DIR")
-        .env_remove("HSMKIT_STATE_DIR");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let out = c.output().expect("run hsmkit");
+    let out = hsmkit_command(args, env).output().expect("run hsmkit");
     Run {
         code: out.status.code().expect("exited, not killed"),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -87,6 +79,13 @@ fn fails_with(args: &[&str], code: i32, kind: &str) -> String {
     let error = json.error_json();
     assert_eq!(error["kind"], kind, "{error}");
     error["message"].as_str().unwrap().to_string()
+}
+
+/// `--plugin-dir plugins --state-dir state`, then `rest`.
+fn in_dirs<'a>(plugins: &'a str, state: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--plugin-dir", plugins, "--state-dir", state];
+    args.extend_from_slice(rest);
+    args
 }
 
 /// A private 0700 folder holding one 0600 file `name` with `text`.
@@ -140,15 +139,11 @@ fn config_errors_exit_3() {
     let plugins = software_plugin_dir();
     let state = tempfile::tempdir().unwrap();
     let msg = fails_with(
-        &[
-            "--plugin-dir",
+        &in_dirs(
             plugins.path().to_str().unwrap(),
-            "--state-dir",
             state.path().to_str().unwrap(),
-            "provision",
-            "--plugin",
-            "symmetric",
-        ],
+            &["provision", "--plugin", "symmetric"],
+        ),
         3,
         "config",
     );
@@ -169,15 +164,7 @@ fn plugin_errors_exit_4_and_suggest_the_nearest_name() {
     let state = tempfile::tempdir().unwrap();
     let s = state.path().to_str().unwrap();
     let msg = fails_with(
-        &[
-            "--plugin-dir",
-            d,
-            "--state-dir",
-            s,
-            "enroll-info",
-            "--plugin",
-            "dcie",
-        ],
+        &in_dirs(d, s, &["enroll-info", "--plugin", "dcie"]),
         4,
         "plugin",
     );
@@ -193,16 +180,11 @@ fn plugin_errors_exit_4_and_suggest_the_nearest_name() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     let v: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(v["name"], "tpm-sim");
-    let run = hsmkit(&[
-        "--plugin-dir",
+    let run = hsmkit(&in_dirs(
         d,
-        "--state-dir",
         s,
-        "enroll-info",
-        "--plugin",
-        "tpm_sim",
-        "--json",
-    ]);
+        &["enroll-info", "--plugin", "tpm_sim", "--json"],
+    ));
     assert_eq!(run.code, 0, "{}", run.stderr);
 }
 
@@ -215,15 +197,11 @@ fn a_broken_hsm_state_file_exits_5() {
     private_file(&tpm, "state", "this is not a simulated TPM");
     std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let msg = fails_with(
-        &[
-            "--plugin-dir",
+        &in_dirs(
             plugins.path().to_str().unwrap(),
-            "--state-dir",
             state.path().to_str().unwrap(),
-            "enroll-info",
-            "--plugin",
-            "tpm-sim",
-        ],
+            &["enroll-info", "--plugin", "tpm-sim"],
+        ),
         5,
         "hsm",
     );
@@ -235,37 +213,37 @@ fn a_broken_hsm_state_file_exits_5() {
 fn symmetric_device() -> (tempfile::TempDir, tempfile::TempDir) {
     let plugins = plugin_dir_with(&[&bundled_plugin("symmetric")]);
     let state = tempfile::tempdir().unwrap();
-    let run = hsmkit(&[
-        "--plugin-dir",
+    let run = hsmkit(&in_dirs(
         plugins.path().to_str().unwrap(),
-        "--state-dir",
         state.path().to_str().unwrap(),
-        "enroll-info",
-        "--plugin",
-        "symmetric",
-        "--set",
-        "registration_id=auto-dev",
-    ]);
+        &[
+            "enroll-info",
+            "--plugin",
+            "symmetric",
+            "--set",
+            "registration_id=auto-dev",
+        ],
+    ));
     assert_eq!(run.code, 0, "{}", run.stderr);
     (plugins, state)
 }
 
 fn provision_args<'a>(plugins: &'a str, state: &'a str, endpoint: &'a str) -> Vec<&'a str> {
-    vec![
-        "--plugin-dir",
+    in_dirs(
         plugins,
-        "--state-dir",
         state,
-        "provision",
-        "--plugin",
-        "symmetric",
-        "--set",
-        "registration_id=auto-dev",
-        "--id-scope",
-        "0ne00000001",
-        "--endpoint",
-        endpoint,
-    ]
+        &[
+            "provision",
+            "--plugin",
+            "symmetric",
+            "--set",
+            "registration_id=auto-dev",
+            "--id-scope",
+            "0ne00000001",
+            "--endpoint",
+            endpoint,
+        ],
+    )
 }
 
 #[test]
@@ -324,19 +302,19 @@ fn enrolled(
     let plugins = plugin_dir_with(&[&bundled_plugin("symmetric")]);
     let state = root.join("device").to_str().unwrap().to_string();
     let out = root.join("enroll");
-    let run = hsmkit(&[
-        "--plugin-dir",
+    let run = hsmkit(&in_dirs(
         plugins.path().to_str().unwrap(),
-        "--state-dir",
         &state,
-        "enroll-info",
-        "--plugin",
-        "symmetric",
-        "--set",
-        "registration_id=auto-dev",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+        &[
+            "enroll-info",
+            "--plugin",
+            "symmetric",
+            "--set",
+            "registration_id=auto-dev",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    ));
     assert_eq!(run.code, 0, "{}", run.stderr);
     let info = EnrollmentInfo::read_dir(&out).expect("the enrollment files");
     let mut enrollment = info.individual();
@@ -545,17 +523,17 @@ fn an_unknown_set_key_is_a_usage_error_naming_the_valid_keys() {
     let plugins = software_plugin_dir();
     let state = tempfile::tempdir().unwrap();
     let msg = fails_with(
-        &[
-            "--plugin-dir",
+        &in_dirs(
             plugins.path().to_str().unwrap(),
-            "--state-dir",
             state.path().to_str().unwrap(),
-            "enroll-info",
-            "--plugin",
-            "symmetric",
-            "--set",
-            "registraton_id=x",
-        ],
+            &[
+                "enroll-info",
+                "--plugin",
+                "symmetric",
+                "--set",
+                "registraton_id=x",
+            ],
+        ),
         2,
         "usage",
     );
@@ -592,33 +570,22 @@ fn demo_honours_state_dir_and_keep_state() {
     let state = tempfile::tempdir().unwrap();
     let s = state.path().join("demo");
     let s = s.to_str().unwrap();
-    let run = hsmkit(&[
-        "--plugin-dir",
+    let run = hsmkit(&in_dirs(
         d,
-        "--state-dir",
         s,
-        "demo",
-        "--plugins",
-        "symmetric",
-        "--json",
-    ]);
+        &["demo", "--plugins", "symmetric", "--json"],
+    ));
     assert_eq!(run.code, 0, "{}", run.stderr);
     let v: Value = serde_json::from_str(&run.stdout).unwrap();
     let used = v["stateDir"].as_str().unwrap();
     assert!(used.starts_with(s), "{used} is not in {s}");
     assert!(!Path::new(used).exists(), "{used} was not removed");
 
-    let run = hsmkit(&[
-        "--plugin-dir",
+    let run = hsmkit(&in_dirs(
         d,
-        "--state-dir",
         s,
-        "demo",
-        "--plugins",
-        "symmetric",
-        "--keep-state",
-        "--json",
-    ]);
+        &["demo", "--plugins", "symmetric", "--keep-state", "--json"],
+    ));
     assert_eq!(run.code, 0, "{}", run.stderr);
     let v: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(v["stateDir"], s);

@@ -73,6 +73,21 @@ pub enum RenewError {
     Issue(#[from] IssueError),
 }
 
+impl RenewError {
+    /// The failure's class, for exit codes and `--json` ([`crate::error_kind`]).
+    pub fn error_kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        match self {
+            // What the state folder holds does not allow a renewal: provision first.
+            RenewError::NotProvisioned { .. }
+            | RenewError::NoCertificate
+            | RenewError::RecordedChain(_) => ErrorKind::Config,
+            RenewError::Record(e) => e.error_kind(),
+            RenewError::Issue(e) => e.error_kind(),
+        }
+    }
+}
+
 /// What a renewal did.
 #[derive(Clone, Debug)]
 pub enum RenewOutcome {

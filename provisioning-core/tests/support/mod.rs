@@ -25,6 +25,17 @@ pub fn run_hsmkit<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String, Strin
 /// own, the proxy variables, the CA-store variables, `RUST_LOG`, `TSS2_LOG`), so that only what
 /// a test sets applies; (success, stdout, stderr).
 pub fn run_hsmkit_with_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = hsmkit_command(args, env).output().expect("run hsmkit");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The command [`run_hsmkit_with_env`] runs, for a test that needs more than success (the
+/// exit code).
+pub fn hsmkit_command(args: &[&str], env: &[(&str, &str)]) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hsmkit"));
     cmd.args(args);
     for v in [
@@ -49,12 +60,7 @@ pub fn run_hsmkit_with_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("run hsmkit");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    cmd
 }
 
 /// A plugins folder with the three software plugins (dice, tpm-sim, symmetric).
