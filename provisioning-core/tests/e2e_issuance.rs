@@ -7,65 +7,31 @@ mod helpers;
 #[path = "support/issuance.rs"]
 mod issuance_helpers;
 
-use base64::Engine;
 use helpers::*;
 use issuance_helpers::*;
 use provisioning_core::dps::Attestation;
 use provisioning_core::issuance::{register_with_certificate, IssueError, OPERATIONAL_KEY_LABEL};
 use provisioning_core::plugin::PluginInstance;
-use serde_json::json;
 use std::sync::Arc;
 
 #[tokio::test]
 async fn symmetric_device_gets_its_operational_certificate() {
     let env = emulator().await;
-    let reg = "issue-sym-1";
-    let e = individual(
-        &env.emu,
-        json!({"registrationId": reg, "attestation": {"type": "symmetricKey"}, "certificateIssuancePolicy": policy()}),
-    );
-    let key = B64
-        .decode(e.attestation.symmetric_key.unwrap().primary_key.unwrap())
-        .unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let device = symmetric_device(state.path(), reg, &key);
+    let (_state, device) = symmetric_with_issuance(&env, "issue-sym-1");
     issue_and_check(&env, device, Attestation::SymmetricKey, "symmetric").await;
 }
 
 #[tokio::test]
 async fn dice_device_gets_its_operational_certificate() {
     let env = emulator().await;
-    let reg = "issue-dice-1";
-    let state = tempfile::tempdir().unwrap();
-    let device = dice_device(state.path(), reg);
-    let chain = device.x509().unwrap().certificate_chain_pem().unwrap();
-    let leaf = chain
-        .split_inclusive("-----END CERTIFICATE-----")
-        .next()
-        .unwrap()
-        .trim()
-        .to_string();
-    individual(
-        &env.emu,
-        json!({"registrationId": reg, "attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": leaf}}}}, "certificateIssuancePolicy": policy()}),
-    );
+    let (_state, device) = dice_with_issuance(&env, "issue-dice-1");
     issue_and_check(&env, device, Attestation::X509, "dice").await;
 }
 
 #[tokio::test]
 async fn tpm_sim_device_gets_its_operational_certificate() {
     let env = emulator().await;
-    let state = tempfile::tempdir().unwrap();
-    let device = instance(
-        "tpm_sim",
-        &[("state_dir", state.path().display().to_string())],
-    );
-    let ek = device.tpm().unwrap().endorsement_key().unwrap();
-    let reg = provisioning_core::dps::tpm_registration_id(&ek);
-    individual(
-        &env.emu,
-        json!({"registrationId": reg, "attestation": {"type": "tpm", "tpm": {"endorsementKey": B64.encode(&ek)}}, "certificateIssuancePolicy": policy()}),
-    );
+    let (_state, device) = tpm_sim_with_issuance(&env);
     issue_and_check(&env, device, Attestation::Tpm, "tpm-sim").await;
 }
 

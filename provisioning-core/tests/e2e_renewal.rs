@@ -15,9 +15,12 @@
 
 #[path = "support/e2e.rs"]
 mod helpers;
+#[path = "support/issuance.rs"]
+mod issuance_helpers;
 
 use base64::Engine;
 use helpers::*;
+use issuance_helpers::*;
 use provisioning_core::dps::Attestation;
 use provisioning_core::hub::{HubClient, HubError, HubOptions};
 use provisioning_core::issuance::OPERATIONAL_KEY_LABEL;
@@ -29,10 +32,6 @@ use provisioning_core::provisioning::{
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
-
-fn policy() -> Value {
-    json!({"validityDays": 30})
-}
 
 /// An emulator with its MQTT listener (DPS and the hubs) on a free port.
 async fn hub_emulator() -> Env {
@@ -253,53 +252,21 @@ async fn renewal_cycle(
 #[tokio::test]
 async fn symmetric_device_renews_and_uses_its_certificate_with_the_hub() {
     let env = hub_emulator().await;
-    let reg = "renew-sym-1";
-    let e = individual(
-        &env.emu,
-        json!({"registrationId": reg, "attestation": {"type": "symmetricKey"}, "certificateIssuancePolicy": policy()}),
-    );
-    let key = B64
-        .decode(e.attestation.symmetric_key.unwrap().primary_key.unwrap())
-        .unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let device = symmetric_device(state.path(), reg, &key);
+    let (_state, device) = symmetric_with_issuance(&env, "renew-sym-1");
     renewal_cycle(&env, device, Attestation::SymmetricKey, "symmetric").await;
 }
 
 #[tokio::test]
 async fn dice_device_renews_under_a_new_label_and_uses_its_certificate_with_the_hub() {
     let env = hub_emulator().await;
-    let reg = "renew-dice-1";
-    let state = tempfile::tempdir().unwrap();
-    let device = dice_device(state.path(), reg);
-    let chain = device.x509().unwrap().certificate_chain_pem().unwrap();
-    let leaf = chain
-        .split_inclusive("-----END CERTIFICATE-----")
-        .next()
-        .unwrap()
-        .trim()
-        .to_string();
-    individual(
-        &env.emu,
-        json!({"registrationId": reg, "attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": leaf}}}}, "certificateIssuancePolicy": policy()}),
-    );
+    let (_state, device) = dice_with_issuance(&env, "renew-dice-1");
     renewal_cycle(&env, device, Attestation::X509, "dice").await;
 }
 
 #[tokio::test]
 async fn tpm_sim_device_renews_and_uses_its_certificate_with_the_hub() {
     let env = hub_emulator().await;
-    let state = tempfile::tempdir().unwrap();
-    let device = instance(
-        "tpm_sim",
-        &[("state_dir", state.path().display().to_string())],
-    );
-    let ek = device.tpm().unwrap().endorsement_key().unwrap();
-    let reg = provisioning_core::dps::tpm_registration_id(&ek);
-    individual(
-        &env.emu,
-        json!({"registrationId": reg, "attestation": {"type": "tpm", "tpm": {"endorsementKey": B64.encode(&ek)}}, "certificateIssuancePolicy": policy()}),
-    );
+    let (_state, device) = tpm_sim_with_issuance(&env);
     renewal_cycle(&env, device, Attestation::Tpm, "tpm-sim").await;
 }
 

@@ -1,7 +1,8 @@
 //! Shared by the certificate-issuance e2e tests (included with `#[path]` next to
 //! `support/e2e.rs`, which the including test names `helpers`): the enrollment policy, the
-//! emulator's issuing CA, the issue-and-verify flow and the mutual-TLS handshake with the
-//! operational key against a local rustls server.
+//! emulator's issuing CA, devices enrolled with it (symmetric, dice, tpm-sim), the
+//! issue-and-verify flow and the mutual-TLS handshake with the operational key against a local
+//! rustls server.
 #![allow(dead_code, unreachable_pub)] // shared by several test binaries, which see it through `pub`
 
 use crate::helpers::{dps_config, Env, B64};
@@ -17,6 +18,55 @@ pub const POLICY: &str = r#"{"validityDays": 30}"#;
 
 pub fn policy() -> serde_json::Value {
     serde_json::from_str(POLICY).unwrap()
+}
+
+/// A symmetric-key device enrolled individually as `reg` with [`policy`]: its state folder
+/// and plugin instance.
+pub fn symmetric_with_issuance(env: &Env, reg: &str) -> (tempfile::TempDir, Arc<PluginInstance>) {
+    let e = crate::helpers::individual(
+        &env.emu,
+        serde_json::json!({"registrationId": reg, "attestation": {"type": "symmetricKey"}, "certificateIssuancePolicy": policy()}),
+    );
+    let key = B64
+        .decode(e.attestation.symmetric_key.unwrap().primary_key.unwrap())
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let device = crate::helpers::symmetric_device(state.path(), reg, &key);
+    (state, device)
+}
+
+/// A dice device whose leaf is enrolled individually as `reg` with [`policy`].
+pub fn dice_with_issuance(env: &Env, reg: &str) -> (tempfile::TempDir, Arc<PluginInstance>) {
+    let state = tempfile::tempdir().unwrap();
+    let device = crate::helpers::dice_device(state.path(), reg);
+    let chain = device.x509().unwrap().certificate_chain_pem().unwrap();
+    let leaf = chain
+        .split_inclusive("-----END CERTIFICATE-----")
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+    crate::helpers::individual(
+        &env.emu,
+        serde_json::json!({"registrationId": reg, "attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": leaf}}}}, "certificateIssuancePolicy": policy()}),
+    );
+    (state, device)
+}
+
+/// A tpm-sim device enrolled individually (its EK) with [`policy`].
+pub fn tpm_sim_with_issuance(env: &Env) -> (tempfile::TempDir, Arc<PluginInstance>) {
+    let state = tempfile::tempdir().unwrap();
+    let device = crate::helpers::instance(
+        "tpm_sim",
+        &[("state_dir", state.path().display().to_string())],
+    );
+    let ek = device.tpm().unwrap().endorsement_key().unwrap();
+    let reg = provisioning_core::dps::tpm_registration_id(&ek);
+    crate::helpers::individual(
+        &env.emu,
+        serde_json::json!({"registrationId": reg, "attestation": {"type": "tpm", "tpm": {"endorsementKey": B64.encode(&ek)}}, "certificateIssuancePolicy": policy()}),
+    );
+    (state, device)
 }
 
 /// The emulator's issuing CA certificate (DER), from its state folder.
