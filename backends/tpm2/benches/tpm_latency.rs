@@ -2,14 +2,17 @@
 //! ActivateCredential + Import (the whole `activate_identity_key`) and HMAC signing of a
 //! SAS-sized input and of a 4 KiB input (the TPM's sequence path). The baselines, measured in
 //! the same run, are the same crypto done in memory by the wire library and a plain software
-//! HMAC, so the ratios show what each backend adds.
+//! HMAC, so the ratios show what each backend adds. Then the operational key (ABI 1.2):
+//! TPM2_Create of a P-256 key under the SRK (a new label each run) and signing a digest with
+//! it (Load + Sign + Flush of the SRK-wrapped blob), against P-256 in software, and as ratios
+//! to the identity key's HMAC signature on the same TPM.
 //!
 //! Run: `cargo bench -p hsmkit-backend-tpm2 --bench tpm_latency` (needs swtpm installed).
 
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
-use hsm_plugin_sdk::{HsmPlugin, PluginConfig, TpmHsm};
+use hsm_plugin_sdk::{HsmPlugin, OperationalKeyHsm, PluginConfig, TpmHsm};
 use hsm_tpm_common::dps::{make_dps_challenge, open_dps_challenge, SoftwareTpmKeys};
 use hsm_tpm_common::public::{
     ek_template_rsa2048, srk_template_rsa2048, with_rsa_modulus, PublicArea,
@@ -17,11 +20,16 @@ use hsm_tpm_common::public::{
 use hsm_tpm_common::swtpm::Swtpm;
 use hsmkit_backend_tpm2::Tpm2Plugin;
 use hsmkit_backend_tpm_sim::TpmSimPlugin;
+use p256::ecdsa::signature::hazmat::PrehashSigner;
+use p256::ecdsa::{DerSignature, SigningKey};
+use p256::pkcs8::EncodePublicKey;
 use rsa::traits::PublicKeyParts;
 use sha2::Sha256;
 
 const ACTIVATIONS: usize = 15;
 const SIGNATURES: usize = 200;
+/// Operational keys created per backend (tpm-sim holds at most 16, the signing key included).
+const CREATES: usize = 12;
 
 /// Median and 95th percentile of `samples`.
 fn stats(mut samples: Vec<Duration>) -> (Duration, Duration) {
@@ -62,6 +70,29 @@ fn time_sign<T: TpmHsm>(tpm: &mut T, data: &[u8], runs: usize) -> Vec<Duration> 
     })
 }
 
+/// Times `create_operational_key` on a new label each run.
+fn time_create<T: OperationalKeyHsm>(hsm: &T) -> Vec<Duration> {
+    let mut n = 0;
+    time(CREATES, || {
+        n += 1;
+        let spki = hsm
+            .create_operational_key(&format!("bench-{n}"))
+            .expect("create");
+        assert!(!spki.is_empty());
+    })
+}
+
+/// Times `sign_operational_digest` with one key.
+fn time_op_sign<T: OperationalKeyHsm>(hsm: &T, runs: usize) -> Vec<Duration> {
+    hsm.create_operational_key("bench-sign").expect("create");
+    time(runs, || {
+        let sig = hsm
+            .sign_operational_digest("bench-sign", &[0x42; 32])
+            .expect("sign");
+        assert!(sig.len() > 8);
+    })
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -82,9 +113,16 @@ fn row(op: &str, baseline: Duration, sim: (Duration, Duration), tpm2: (Duration,
 fn main() {
     let swtpm = Swtpm::start().unwrap_or_else(|e| panic!("the benchmark needs swtpm: {e}"));
     let tcti = swtpm.tcti();
-    let mut tpm2 =
-        Tpm2Plugin::create(&PluginConfig::from_pairs([("tcti", tcti.as_str())])).expect("tpm2");
     let dir = tempfile::tempdir().expect("temp dir");
+    let tpm2_dir = tempfile::tempdir().expect("temp dir");
+    let mut tpm2 = Tpm2Plugin::create(&PluginConfig::from_pairs([
+        ("tcti", tcti.as_str()),
+        (
+            "state_dir",
+            tpm2_dir.path().to_str().expect("utf-8 temp path"),
+        ),
+    ]))
+    .expect("tpm2");
     let mut sim = TpmSimPlugin::create(&PluginConfig::from_pairs([(
         "state_dir",
         dir.path().to_str().expect("utf-8 temp path"),
@@ -152,17 +190,52 @@ fn main() {
         sim_activate,
         tpm2_activate,
     );
+    let tpm2_hmac = stats(time_sign(&mut tpm2, sas, SIGNATURES));
     row(
         &format!("HMAC sign {} B", sas.len()),
         baseline_sign(sas),
         stats(time_sign(&mut sim, sas, SIGNATURES)),
-        stats(time_sign(&mut tpm2, sas, SIGNATURES)),
+        tpm2_hmac,
     );
     row(
         &format!("HMAC sign {} B (TPM sequence)", long.len()),
         baseline_sign(&long),
         stats(time_sign(&mut sim, &long, SIGNATURES / 4)),
         stats(time_sign(&mut tpm2, &long, SIGNATURES / 4)),
+    );
+
+    // Operational key: baselines are the same P-256 work in software, in memory.
+    let baseline_create = stats(time(CREATES, || {
+        let key = SigningKey::random(&mut rand::rngs::OsRng);
+        let spki = key.verifying_key().to_public_key_der().expect("spki");
+        std::hint::black_box(spki);
+    }))
+    .0;
+    let software_key = SigningKey::random(&mut rand::rngs::OsRng);
+    let baseline_op_sign = stats(time(SIGNATURES, || {
+        let sig: DerSignature = software_key.sign_prehash(&[0x42; 32]).expect("sign");
+        std::hint::black_box(sig);
+    }))
+    .0;
+    let tpm2_create = stats(time_create(&tpm2));
+    let tpm2_op_sign = stats(time_op_sign(&tpm2, SIGNATURES));
+    row(
+        "operational key create (P-256)",
+        baseline_create,
+        stats(time_create(&sim)),
+        tpm2_create,
+    );
+    row(
+        "operational key sign (ECDSA)",
+        baseline_op_sign,
+        stats(time_op_sign(&sim, SIGNATURES)),
+        tpm2_op_sign,
+    );
+    println!(
+        "tpm2 operational key vs the identity HMAC sign ({} B), p50: create {:.1}x, sign {:.1}x",
+        sas.len(),
+        tpm2_create.0.as_secs_f64() / tpm2_hmac.0.as_secs_f64(),
+        tpm2_op_sign.0.as_secs_f64() / tpm2_hmac.0.as_secs_f64(),
     );
     println!(
         "tpm2/tpm-sim p50: activate {:.1}x, sign {:.1}x",
