@@ -94,6 +94,8 @@ fn tpm2_on_swtpm_passes() {
     o.jobs = 1;
     let report = run_report(&o);
     assert_all_pass(&report, 35);
+    // Operational keys (ABI 1.2) made by TPM2_Create under the SRK, kept as wrapped blobs.
+    assert_operational_key_checks_pass(&report);
     drop(swtpm);
 }
 
