@@ -25,8 +25,8 @@ pub mod config;
 pub mod device;
 #[allow(unsafe_code)]
 mod hmac_sequence;
-mod tss_log;
 pub mod operational;
+mod tss_log;
 
 use hsm_plugin_sdk::{
     sync, HsmError, HsmPlugin, OperationalKeyHsm, PluginConfig, PluginInfo, TpmHsm,
