@@ -1,7 +1,8 @@
 //! `hsmkit renew` and `hsmkit provision --renew-before` as a user runs them, against the DPS
 //! emulator over TLS (tpm-sim): not due (nothing sent), renewed (--before, --force), what
-//! `--json` prints, `hub-token` pointing to `hsmkit hub` for a device with an operational
-//! certificate, the errors, and `plugins info`'s operational-key line.
+//! `--json` prints, `hsmkit hub send` with the renewed certificate, `hub-token` pointing to
+//! `hsmkit hub` for a device with an operational certificate, the errors, and `plugins info`'s
+//! operational-key line.
 
 mod support;
 
@@ -12,8 +13,9 @@ use support::*;
 #[test]
 fn renew_says_when_it_is_not_due_and_renews_when_asked() {
     let root = tempfile::tempdir().unwrap();
-    let emulator =
-        Emulator::start_in_background(EmulatorConfig::new(root.path().join("emu"))).unwrap();
+    let mut config = EmulatorConfig::new(root.path().join("emu"));
+    config.mqtt_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let emulator = Emulator::start_in_background(config).unwrap();
     let plugins = plugin_dir_with(&[&bundled_plugin("tpm_sim")]);
     let plugin_dir = plugins.path().to_str().unwrap().to_string();
     let state = root.path().join("device").to_str().unwrap().to_string();
@@ -118,6 +120,28 @@ fn renew_says_when_it_is_not_due_and_renews_when_asked() {
         stdout.contains("stored in the plugin under hsmkit-operational.3"),
         "{stdout}"
     );
+
+    // hsmkit hub connects with the renewed certificate (mutual TLS, no SAS token).
+    let hub_endpoint = format!("127.0.0.1:{}", emulator.mqtt_addr().unwrap().port());
+    let (ok, stdout, stderr) = run(&[
+        "hub",
+        "send",
+        "--hub-endpoint",
+        &hub_endpoint,
+        "--trust-ca",
+        &ca,
+        "after renewing",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("acknowledged"), "{stdout}");
+    let bodies: Vec<Vec<u8>> = emulator
+        .hub_registry()
+        .messages(info.registration_id(), None)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(bodies, [b"after renewing".to_vec()]);
 
     // No SAS token for a device that uses its operational certificate.
     let (ok, stdout, stderr) = run(&["hub-token"]);
