@@ -60,6 +60,9 @@ CREATE TABLE IF NOT EXISTS registration_hubs (registration_id TEXT NOT NULL, hub
 CREATE TABLE IF NOT EXISTS tpm_challenges (registration_id TEXT NOT NULL,
     authentication_key TEXT NOT NULL, identity_key BLOB NOT NULL, fresh_at_ms INTEGER NOT NULL,
     PRIMARY KEY (registration_id, authentication_key));
+-- Every TPM challenge first deletes the expired ones by age: without this index that is a scan
+-- of every challenge issued within the lifetime, a fleet of N TPM devices costing N^2.
+CREATE INDEX IF NOT EXISTS tpm_challenges_by_fresh_at ON tpm_challenges (fresh_at_ms);
 ";
 
 /// How long an operation can be polled after it completed: older ones are deleted when a new
@@ -488,5 +491,54 @@ fn fill_symmetric_keys(attestation: &mut AttestationMechanism) {
     if let Some(sk) = attestation.symmetric_key.as_mut() {
         sk.primary_key.get_or_insert_with(random_key_b64);
         sk.secondary_key.get_or_insert_with(random_key_b64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plan SQLite picks for `sql`, one line per step.
+    fn plan(store: &Store, sql: &str) -> String {
+        let conn = store.lock();
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt.query_map([], |r| r.get::<_, String>(3)).unwrap();
+        rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Found by the fleet simulator (dps-fleet): the statements run on every register request
+    /// or TPM challenge look rows up by an index, never by scanning a table that grows with
+    /// the fleet.
+    #[test]
+    fn per_request_deletes_and_lookups_use_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        for sql in [
+            "DELETE FROM tpm_challenges WHERE fresh_at_ms <= 1",
+            "DELETE FROM tpm_challenges WHERE registration_id = 'r' AND authentication_key = 'k'",
+            "DELETE FROM operations WHERE ready_at_ms < 1",
+            "SELECT body FROM operations WHERE id = 'o'",
+            "SELECT hub FROM registration_hubs WHERE registration_id = 'r'",
+        ] {
+            let p = plan(&store, sql);
+            assert!(
+                p.contains("USING INDEX")
+                    || p.contains("USING COVERING INDEX")
+                    || p.contains("USING PRIMARY KEY"),
+                "{sql} scans the table: {p}"
+            );
+        }
+        // A database made before the index existed gets it when opened.
+        {
+            let conn = store.lock();
+            conn.execute_batch("DROP INDEX tpm_challenges_by_fresh_at")
+                .unwrap();
+        }
+        drop(store);
+        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        assert!(
+            plan(&store, "DELETE FROM tpm_challenges WHERE fresh_at_ms <= 1")
+                .contains("tpm_challenges_by_fresh_at")
+        );
     }
 }
