@@ -7,6 +7,8 @@
 //!   with the credential the service gives it: the enrollment's symmetric key or the key
 //!   derived from the group key, a TPM device's identity key (the one the challenge
 //!   delivered), or an X.509 device's enrollment trust (its certificate, or the group's CA).
+//!   A device DPS issued an operational certificate to may also present a chain from the
+//!   emulator's issuing CA with CN = its device id (`HubDevice::issued_certificate`).
 //!   The enrollment's `initialTwin` desired properties become the twin's desired document.
 //!   A hub device has its own status: disabling the DPS enrollment does not disable it (the
 //!   service's "disenroll" is both steps), `dps-emulator hub disable` does.
