@@ -76,4 +76,18 @@ fn the_unit_runs_provision_once_after_the_network_from_the_standard_config_sandb
         .lines()
         .any(|l| l.starts_with("After=network-online.target")));
     assert!(text.lines().any(|l| l.starts_with("RestartSec=")));
+    // Restarting cannot cure a usage, configuration or plugin failure: the unit names exactly
+    // their exit codes (the library's mapping), and so still restarts on network, DPS,
+    // timeout and HSM failures.
+    use provisioning_core::error_kind::ErrorKind;
+    let prevented = format!(
+        "RestartPreventExitStatus={} {} {}",
+        ErrorKind::Usage.exit_code(),
+        ErrorKind::Config.exit_code(),
+        ErrorKind::Plugin.exit_code()
+    );
+    assert!(
+        text.lines().any(|l| l == prevented),
+        "missing `{prevented}`"
+    );
 }
