@@ -337,24 +337,30 @@ impl Factory {
             .map(|n| n.get())
             .unwrap_or(1)
             .min(todo.len());
-        let chunk = todo.len().div_ceil(workers);
+        // Each worker takes the next device in turn: a TPM device (two RSA key generations)
+        // costs a hundred times a symmetric one, so fixed halves would leave one core idle.
+        let next = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|s| {
-            let handles: Vec<_> = todo
-                .chunks(chunk)
-                .map(|part| {
-                    s.spawn(move || {
-                        part.iter()
-                            .map(|(k, i)| self.make_one(*k, *i, plugins))
-                            .collect::<Result<Vec<Device>, FleetError>>()
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut made = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some((k, index)) = todo.get(i) else {
+                                return Ok(made);
+                            };
+                            made.push(self.make_one(*k, *index, plugins)?);
+                        }
                     })
                 })
                 .collect();
-            let mut out = Vec::with_capacity(todo.len());
+            let mut out: Vec<Device> = Vec::with_capacity(todo.len());
             for h in handles {
-                let part = h
+                let part: Result<Vec<Device>, FleetError> = h
                     .join()
-                    .map_err(|_| FleetError::Config("a manufacturing thread panicked".into()))??;
-                out.extend(part);
+                    .map_err(|_| FleetError::Config("a manufacturing thread panicked".into()))?;
+                out.extend(part?);
             }
             Ok(out)
         })
