@@ -113,8 +113,8 @@ fn enrolled(
     (plugins, state.to_str().expect("UTF-8 path").to_string())
 }
 
-/// `hsmkit provision` of that device over HTTPS to the emulator, `trust` added (`--trust-ca`
-/// or nothing), with `env`.
+/// `hsmkit provision --force --json` of that device to the emulator (over HTTPS unless `extra`
+/// says otherwise), `extra` added (`--trust-ca`, a transport), with `env`.
 fn provision(
     emulator: &BackgroundEmulator,
     device: &(tempfile::TempDir, String),
@@ -133,19 +133,23 @@ fn provision(
         plugin,
         "--id-scope",
         emulator.id_scope(),
-        "--endpoint",
-        &endpoint,
         "--force",
         "--timeout",
         "20",
         "--json",
     ];
+    // The emulator's HTTPS endpoint unless `extra` names another (MQTT over WebSocket).
+    if !extra.contains(&"--endpoint") {
+        args.extend_from_slice(&["--endpoint", &endpoint]);
+    }
     args.extend_from_slice(extra);
     run_hsmkit_with_env(&args, env)
 }
 
 fn emulator(root: &Path) -> BackgroundEmulator {
-    Emulator::start_in_background(EmulatorConfig::new(root.join("emu"))).expect("the emulator")
+    let mut config = EmulatorConfig::new(root.join("emu"));
+    config.mqtt_ws_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    Emulator::start_in_background(config).expect("the emulator")
 }
 
 fn addr(emulator: &BackgroundEmulator) -> String {
@@ -198,6 +202,19 @@ fn https_goes_through_the_connect_proxy_unless_no_proxy_names_the_host() {
     );
     let records = emulator.registration_records().expect("records");
     assert_eq!(records.len(), 2, "{records:?}");
+
+    // MQTT over WebSocket: the same tunnel (the WebSocket is an HTTPS request), X.509 again.
+    let ws = emulator.mqtt_ws_addr().expect("a WebSocket listener");
+    let before = proxy.targets().len();
+    let wss = format!("wss://{ws}");
+    let over_ws = [&trust[..], &["--transport", "mqtt-ws", "--endpoint", &wss]].concat();
+    let (ok, out, err) = provision(&emulator, &dice, "dice", &over_ws, &via_proxy);
+    assert!(ok, "{err}\n{out}");
+    let tunnels = proxy.targets();
+    assert!(
+        tunnels[before..].iter().any(|t| *t == ws.to_string()),
+        "MQTT over WebSocket did not go through the proxy: {tunnels:?}"
+    );
 
     // NO_PROXY lists the host: straight to DPS, the proxy sees nothing.
     let before = proxy.targets().len();

@@ -56,15 +56,6 @@ pub async fn register(
             let carrier = mqtt_carrier(config.transport);
             let (host, port) = mqtt::host_port(&config.endpoint, carrier)
                 .map_err(|reason| DpsError::Config { reason })?;
-            if carrier == Carrier::WebSocket {
-                // Said, not silently ignored: a device behind a proxy would otherwise only see
-                // a connection failure.
-                if let Some(p) = super::proxy::https_proxy_for(&format!("https://{host}:{port}")) {
-                    tracing::warn!(
-                        "MQTT over WebSocket does not go through the proxy {p} (HTTPS_PROXY or ALL_PROXY): connecting to {host}:{port} directly; use --transport https to go through it"
-                    );
-                }
-            }
             let transport = MqttTransport::new(
                 prepared.tls.clone(),
                 MqttTarget {

@@ -45,7 +45,7 @@ impl HttpsTransport {
     ) -> Result<Self, String> {
         // reqwest tunnels through the proxy the environment names (HTTPS_PROXY, NO_PROXY) by
         // itself; the same rules say which one here, for the log and the errors.
-        let proxy = crate::dps::proxy::https_proxy_for(&target.base);
+        let proxy = crate::dps::proxy::https_proxy_for(&target.base).map(|p| p.shown);
         match &proxy {
             Some(p) => tracing::info!(
                 "DPS over HTTPS through the proxy {p} (HTTPS_PROXY or ALL_PROXY; NO_PROXY lists hosts reached directly)"

@@ -17,6 +17,7 @@
 use super::https::MAX_ANSWER_BYTES;
 use super::plugin_or_tls_failure;
 use super::{Answer, DpsTransport, TransportFailure};
+use crate::dps::proxy::{https_proxy_for, ProxyTarget};
 use crate::dps::retry::parse_retry_after;
 use crate::dps::tls::SignFailure;
 use async_tungstenite::tungstenite::Error as WsError;
@@ -98,6 +99,9 @@ pub(crate) struct MqttTransport {
     request_timeout: Duration,
     max_retry_after: Duration,
     sign_failure: Option<SignFailure>,
+    /// The HTTP proxy a WebSocket goes through (`HTTPS_PROXY`, see `dps::proxy`); MQTT on
+    /// TLS connects directly.
+    proxy: Option<ProxyTarget>,
     conn: Option<Connection>,
     next_rid: u64,
 }
@@ -149,6 +153,27 @@ impl MqttTransport {
             Some(concat!("hsmkit/", env!("CARGO_PKG_VERSION"))),
         )
         .map_err(|e| e.to_string())?;
+        // The WebSocket is an HTTPS request to the same host and port, so the HTTPS proxy
+        // rules apply to it (as for the official SDKs' WebSocket transports).
+        let proxy = match target.carrier {
+            Carrier::WebSocket => {
+                https_proxy_for(&format!("https://{}:{}", target.host, target.port))
+            }
+            Carrier::Tls => None,
+        };
+        match &proxy {
+            Some(p) if p.tls => {
+                return Err(format!(
+                    "the proxy {} is spoken to over TLS (https://), which MQTT over WebSocket does not support here; name an http:// proxy in HTTPS_PROXY, or use --transport https",
+                    p.shown
+                ))
+            }
+            Some(p) => tracing::info!(
+                "MQTT over WebSocket through the proxy {} (HTTPS_PROXY or ALL_PROXY; NO_PROXY lists hosts reached directly)",
+                p.shown
+            ),
+            None => {}
+        }
         Ok(Self {
             endpoint: target.carrier.url(&target.host, target.port),
             carrier: target.carrier,
@@ -160,6 +185,7 @@ impl MqttTransport {
             request_timeout: target.request_timeout,
             max_retry_after: target.max_retry_after,
             sign_failure,
+            proxy,
             conn: None,
             next_rid: 1,
         })
@@ -184,6 +210,20 @@ impl MqttTransport {
             .set_keep_alive(KEEP_ALIVE)
             .set_max_packet_size(MAX_ANSWER_BYTES + 1024, 64 * 1024)
             .set_transport(transport);
+        if let Some(p) = &self.proxy {
+            options.set_proxy(rumqttc::Proxy {
+                ty: rumqttc::ProxyType::Http,
+                auth: match &p.basic_auth {
+                    Some((username, password)) => rumqttc::ProxyAuth::Basic {
+                        username: username.clone(),
+                        password: password.clone(),
+                    },
+                    None => rumqttc::ProxyAuth::None,
+                },
+                addr: p.host.clone(),
+                port: p.port,
+            });
+        }
         let (client, mut events) = AsyncClient::new(options, 8);
         events
             .network_options
@@ -227,6 +267,14 @@ impl MqttTransport {
     }
 
     fn classify(&self, e: &ConnectionError, connecting: bool) -> TransportFailure {
+        if let (ConnectionError::Proxy(err), Some(p)) = (e, &self.proxy) {
+            // The proxy could not be reached or refused the tunnel: name it, as over HTTPS.
+            return TransportFailure::Connect(format!(
+                "through the HTTP proxy {} (from HTTPS_PROXY or ALL_PROXY; list the host in NO_PROXY to connect directly): {}",
+                p.shown,
+                super::describe(err)
+            ));
+        }
         classify(&self.sign_failure, self.request_timeout, e, connecting)
     }
 
