@@ -55,11 +55,44 @@ pub fn read_private(path: &Path) -> Result<Vec<u8>, HsmError> {
     state::read_private(path).map_err(hsm_error)
 }
 
+/// Removes the file at `path`: true when it was there, false when it was already missing (a
+/// delete that finds nothing is not an error for callers that remove a key and its companions).
+/// Any other failure is a [`crate::ErrorCode::Device`] error naming the path.
+pub fn remove(path: &Path) -> Result<bool, HsmError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(HsmError::device(format!(
+            "cannot remove {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn remove_says_whether_the_file_was_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        write(&path, b"secret").unwrap();
+        assert!(remove(&path).unwrap());
+        assert!(!path.exists());
+        assert!(
+            !remove(&path).unwrap(),
+            "a missing file is false, not an error"
+        );
+        // A folder in the way is a device error that names the path.
+        let sub = dir.path().join("sub");
+        fs::create_dir(&sub).unwrap();
+        let err = remove(&sub).unwrap_err();
+        assert_eq!(err.code(), crate::ErrorCode::Device);
+        assert!(err.to_string().contains("sub"), "{err}");
+    }
 
     #[test]
     fn written_files_are_private_and_read_back() {

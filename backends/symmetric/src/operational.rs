@@ -108,26 +108,14 @@ impl OperationalKeys {
     /// Removes the key under `label` and its chain; the chain first, so that an interrupted
     /// delete never leaves a chain without its key.
     pub(crate) fn delete(&self, label: &str) -> Result<(), HsmError> {
-        let chain = remove(&self.chain_path(label))?;
-        if remove(&self.key_path(label))? || chain {
+        let chain = secret_file::remove(&self.chain_path(label))?;
+        if secret_file::remove(&self.key_path(label))? || chain {
             Ok(())
         } else {
             Err(HsmError::not_found(format!(
                 "no operational key `{label}` to delete"
             )))
         }
-    }
-}
-
-/// Removes `path`; whether it was there.
-fn remove(path: &std::path::Path) -> Result<bool, HsmError> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(HsmError::device(format!(
-            "cannot remove {}: {e}",
-            path.display()
-        ))),
     }
 }
 

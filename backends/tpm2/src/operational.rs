@@ -268,20 +268,8 @@ impl KeyFiles {
 
     /// Removes the chain, then the key file; false when there was no key file.
     pub fn remove(&self, label: &str) -> Result<bool, HsmError> {
-        remove_file(&self.chain_path(label))?;
-        remove_file(&self.key_path(label))
-    }
-}
-
-/// Removes `path`; false when it did not exist.
-fn remove_file(path: &Path) -> Result<bool, HsmError> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(HsmError::device(format!(
-            "cannot remove {}: {e}",
-            path.display()
-        ))),
+        secret_file::remove(&self.chain_path(label))?;
+        secret_file::remove(&self.key_path(label))
     }
 }
 
