@@ -19,7 +19,8 @@ pub(crate) struct Context_ {
     pub search: PluginSearchPath,
     pub state_dir: PathBuf,
     /// The state folder was named (--state-dir, HSMKIT_STATE_DIR or `state_dir` in the
-    /// config) rather than the default.
+    /// config) rather than the default. Only `demo` asks (it keeps a chosen folder).
+    #[cfg(feature = "demo")]
     pub state_dir_chosen: bool,
 }
 
@@ -82,6 +83,7 @@ impl Context_ {
                 config_error("no state folder: pass --state-dir or set HSMKIT_STATE_DIR")
             })?;
         Ok(Context_ {
+            #[cfg(feature = "demo")]
             state_dir_chosen: global.state_dir.is_some() || config.state_dir.is_some(),
             config,
             search,
