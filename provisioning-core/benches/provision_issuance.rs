@@ -8,7 +8,12 @@
 //! `certificateIssuancePolicy`; a request without a CSR ignores it). Every issued run is
 //! checked to have recorded a two-certificate chain, every plain run to have recorded none.
 //!
-//! Needs release plugins:
+//! Backends: symmetric, tpm-sim and dice (software), tpm2 on a private swtpm (TPM2_Create
+//! under the SRK) and pkcs11 on a private SoftHSM2 token (X.509 key and certificate made by
+//! `init_device`, operational key generated in the token); swtpm and SoftHSM2 are started here
+//! and their absence fails the bench with the install hint.
+//!
+//! Needs release plugins, swtpm and SoftHSM2 (.ci/install-deps):
 //!   cargo build --release --workspace
 //!   cargo bench -p provisioning-core --bench provision_issuance
 
@@ -16,6 +21,9 @@ mod support;
 
 use dps_emulator::enroll_files::{EnrollmentInfo, EnrollmentInfoExt};
 use dps_emulator::model::CertificateIssuancePolicy;
+use hsmkit_backend_pkcs11::config::PinSource;
+use hsmkit_backend_pkcs11::provision::{init_device, InitOptions};
+use hsmkit_backend_pkcs11::uri::Pkcs11Uri;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use support::{enroll, median, mode_emulator, os, plugins_folder, provision_args, timed, Target};
@@ -41,7 +49,7 @@ fn main() {
     let root = tempfile::tempdir().expect("temp dir");
     let plugins = plugins_folder(
         root.path(),
-        &["dice", "tpm_sim", "symmetric"],
+        &["dice", "tpm_sim", "symmetric", "tpm2", "pkcs11"],
         "cargo build --release --workspace",
     );
     // Register answered 200 assigned: no Retry-After wait diluting the difference.
@@ -52,14 +60,49 @@ fn main() {
     println!(
         "hsmkit provision with --issue-certificate against without, process start to assigned, median of {RUNS} (register answered 200 assigned):"
     );
-    for (plugin, extra) in [
+    // A private swtpm, and a private SoftHSM2 token (its SOFTHSM2_CONF is set for this
+    // process, which the hsmkit children inherit) with a device key and certificate.
+    let swtpm = hsm_tpm_common::swtpm::Swtpm::start()
+        .unwrap_or_else(|e| panic!("the benchmark needs swtpm: {e}"));
+    let token = hsmkit_backend_pkcs11::softhsm::create_token("bench-issuance")
+        .unwrap_or_else(|e| panic!("the benchmark needs SoftHSM2: {e}"));
+    let device = init_device(&InitOptions {
+        module: token.module.clone(),
+        token: Pkcs11Uri::parse(&token.uri()).expect("token URI"),
+        pin: PinSource::File(token.pin_file.clone()),
+        label: "bench-device".into(),
+        id: None,
+        common_name: "bench-issuance-pkcs11".into(),
+        ca: None,
+        validity_days: 30,
+    })
+    .unwrap_or_else(|e| panic!("device init on SoftHSM2: {e}"));
+    let set = |k: &str, v: String| ["--set".to_string(), format!("{k}={v}")];
+    let backends: Vec<(&str, Vec<String>)> = vec![
         (
             "symmetric",
-            vec!["--set", "registration_id=bench-issuance-symmetric"],
+            set("registration_id", "bench-issuance-symmetric".into()).to_vec(),
         ),
         ("tpm-sim", vec![]),
         ("dice", vec![]),
-    ] {
+        ("tpm2", set("tcti", swtpm.tcti()).to_vec()),
+        (
+            "pkcs11",
+            [
+                set("module", token.module.display().to_string()),
+                set("token_uri", token.uri()),
+                set("pin_file", token.pin_file.display().to_string()),
+                set("key_uri", device.key_uri.clone()),
+                set("cert_uri", device.cert_uri.clone()),
+                // It also offers symmetric keys (HMAC in the token); the device is X.509.
+                ["--attestation".to_string(), "x509".to_string()],
+            ]
+            .concat(),
+        ),
+    ];
+    for (plugin, extra) in &backends {
+        let plugin = *plugin;
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         let state = mode_root.join(plugin);
         enroll(&hsmkit, &emulator, &plugins, &state, plugin, &extra);
         // The same enrollment, now with an issuance policy.
@@ -113,6 +156,7 @@ fn main() {
         );
     }
     emulator.shutdown();
+    drop(swtpm);
     // The figures are only as steady as the machine was quiet.
     if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
         println!(
