@@ -559,6 +559,30 @@ fn a_wrong_trust_ca_is_named() {
         msg.contains(&not_pem) && msg.contains("--trust-ca"),
         "{msg}"
     );
+
+    // A real CA, but not the server's: the TLS failure names the file that was trusted.
+    let root = tempfile::tempdir().unwrap();
+    let emulator =
+        Emulator::start_in_background(EmulatorConfig::new(root.path().join("emu"))).unwrap();
+    let other =
+        Emulator::start_in_background(EmulatorConfig::new(root.path().join("other"))).unwrap();
+    let wrong_ca = other.ca_cert_path().to_str().unwrap().to_string();
+    let endpoint = emulator.endpoint();
+    let mut args = provision_args(
+        plugins.path().to_str().unwrap(),
+        state.path().to_str().unwrap(),
+        &endpoint,
+    );
+    args.extend(["--trust-ca", &wrong_ca]);
+    let msg = fails_with(&args, 6, "network");
+    assert!(
+        msg.contains(&format!(
+            "TLS failed although the CA certificate file {wrong_ca} (--trust-ca) was trusted"
+        )),
+        "{msg}"
+    );
+    other.shutdown();
+    emulator.shutdown();
 }
 
 /// The demo keeps its state in --state-dir when asked, and otherwise removes what it made

@@ -1,12 +1,14 @@
 //! `hsmkit hub send|twin|listen`: the provisioned device talking to its IoT hub through
 //! `provisioning_core::hub::HubClient`.
 
+use super::provision::{name_trusted_ca, trust_ca_setting};
 use crate::cli::{HubCommand, HubCommonArgs, HubListenArgs, HubSendArgs, HubTwinArgs};
+use crate::failure::config as config_error;
 use crate::output::print_json;
 use crate::plugin_setup::Context_;
 use anyhow::{anyhow, Context, Result};
 use base64::Engine;
-use provisioning_core::hub::{HubClient, HubEvent, HubOptions};
+use provisioning_core::hub::{HubClient, HubError, HubEvent, HubOptions};
 use provisioning_core::provisioning::{load, record_path};
 use serde_json::{json, Map, Value};
 use std::io::Read;
@@ -28,10 +30,10 @@ pub(super) fn run(ctx: &Context_, cmd: HubCommand) -> Result<ExitCode> {
 /// Loads the record and the plugin, and connects.
 async fn connect(ctx: &Context_, common: &HubCommonArgs) -> Result<HubClient> {
     let record = load(&ctx.state_dir)?.ok_or_else(|| {
-        anyhow!(
+        config_error(format!(
             "the device is not provisioned yet ({} does not exist): run `hsmkit provision` first",
             record_path(&ctx.state_dir).display()
-        )
+        ))
     })?;
     let mut plugin_args = common.plugin.clone();
     if plugin_args.plugin.is_none() {
@@ -47,11 +49,7 @@ async fn connect(ctx: &Context_, common: &HubCommonArgs) -> Result<HubClient> {
         operation_timeout: Duration::from_secs(common.timeout.max(1)),
         ..HubOptions::default()
     };
-    let trust_ca = match (&common.trust_ca, &ctx.config.provisioning.trust_ca) {
-        (Some(flag), _) => Some((flag, "--trust-ca")),
-        (None, Some(setting)) => Some((setting, "provisioning.trust_ca")),
-        (None, None) => None,
-    };
+    let trust_ca = trust_ca_setting(&common.trust_ca, &ctx.config.provisioning.trust_ca);
     if let Some((ca, from)) = trust_ca {
         // The same rules and checks as for DPS.
         options.extra_trust_pem = Some(super::provision::read_trust_ca(ca, from)?);
@@ -61,7 +59,12 @@ async fn connect(ctx: &Context_, common: &HubCommonArgs) -> Result<HubClient> {
         record.assigned_hub(),
         record.device_id()
     );
-    Ok(HubClient::connect(&record, instance, options).await?)
+    HubClient::connect(&record, instance, options)
+        .await
+        .map_err(|e| {
+            let tls = matches!(e, HubError::TlsTrust { .. });
+            name_trusted_ca(e.into(), tls, trust_ca)
+        })
 }
 
 async fn send(ctx: &Context_, args: HubSendArgs) -> Result<ExitCode> {

@@ -6,13 +6,13 @@ use crate::failure::{config as config_error, usage};
 use crate::output::print_json;
 use crate::plugin_setup::{choose_attestation, Context_};
 use anyhow::{Context, Result};
-use provisioning_core::dps::{ApiVersion, DpsClientConfig, ProgressEvent, Transport};
-use provisioning_core::issuance::OPERATIONAL_KEY_LABEL;
+use provisioning_core::dps::{ApiVersion, DpsClientConfig, DpsError, ProgressEvent, Transport};
+use provisioning_core::issuance::{IssueError, OPERATIONAL_KEY_LABEL};
 use provisioning_core::provisioning::{
-    provision, provision_with_certificate, Outcome, ProvisioningRecord,
+    provision, provision_with_certificate, Outcome, ProvisionError, ProvisioningRecord,
 };
 use serde::Serialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -82,12 +82,7 @@ pub(super) fn client_config(
             .parse::<ApiVersion>()
             .map_err(|e| bad(args.api_version.is_some(), e.to_string()))?;
     }
-    let trust_ca = match (&args.trust_ca, &file.trust_ca) {
-        (Some(flag), _) => Some((flag, "--trust-ca")),
-        (None, Some(setting)) => Some((setting, "provisioning.trust_ca")),
-        (None, None) => None,
-    };
-    if let Some((ca, from)) = trust_ca {
+    if let Some((ca, from)) = trust_ca_setting(&args.trust_ca, &file.trust_ca) {
         config.extra_trust_pem = Some(read_trust_ca(ca, from)?);
     }
     config.registration_id = args
@@ -104,6 +99,43 @@ pub(super) fn client_config(
         config.overall_timeout = Duration::from_secs(t.max(1));
     }
     Ok(config)
+}
+
+/// The CA file to trust and where it was set: the flag, else `provisioning.trust_ca`.
+pub(super) fn trust_ca_setting<'a>(
+    flag: &'a Option<PathBuf>,
+    file: &'a Option<PathBuf>,
+) -> Option<(&'a Path, &'static str)> {
+    match (flag, file) {
+        (Some(flag), _) => Some((flag, "--trust-ca")),
+        (None, Some(setting)) => Some((setting, "provisioning.trust_ca")),
+        (None, None) => None,
+    }
+}
+
+/// When TLS with DPS or the hub failed (`tls`) although a CA file was given, names that file:
+/// the library's message alone suggests passing --trust-ca, which was done.
+pub(super) fn name_trusted_ca(
+    e: anyhow::Error,
+    tls: bool,
+    trust_ca: Option<(&Path, &str)>,
+) -> anyhow::Error {
+    match trust_ca {
+        Some((ca, from)) if tls => e.context(format!(
+            "TLS failed although the CA certificate file {} ({from}) was trusted",
+            ca.display()
+        )),
+        _ => e,
+    }
+}
+
+/// Whether provisioning failed because the server's certificate was not trusted.
+fn is_tls_trust(e: &ProvisionError) -> bool {
+    matches!(
+        e,
+        ProvisionError::Dps(DpsError::TlsTrust { .. })
+            | ProvisionError::Issue(IssueError::Dps(DpsError::TlsTrust { .. }))
+    )
 }
 
 /// Reads a CA file to trust and checks that it holds certificates, naming the file and where
@@ -155,6 +187,7 @@ pub(super) fn print_progress(event: &ProgressEvent) {
 pub(super) fn run(ctx: &Context_, args: &ProvisionArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let config = client_config(args, &ctx.config.provisioning)?;
+    let trust_ca = trust_ca_setting(&args.trust_ca, &ctx.config.provisioning.trust_ca);
     let plugin = ctx.load_plugin(&args.plugin)?;
     let attestation = choose_attestation(
         &plugin,
@@ -171,24 +204,34 @@ pub(super) fn run(ctx: &Context_, args: &ProvisionArgs) -> Result<ExitCode> {
         || args.renew_before.is_some()
         || ctx.config.provisioning.issue_certificate;
     let (record, outcome) = if issue {
-        runtime.block_on(provision_with_certificate(
-            &config,
-            instance.clone(),
-            attestation,
-            &ctx.state_dir,
-            args.force,
-            OPERATIONAL_KEY_LABEL,
-            &print_progress,
-        ))?
+        runtime
+            .block_on(provision_with_certificate(
+                &config,
+                instance.clone(),
+                attestation,
+                &ctx.state_dir,
+                args.force,
+                OPERATIONAL_KEY_LABEL,
+                &print_progress,
+            ))
+            .map_err(|e| {
+                let tls = is_tls_trust(&e);
+                name_trusted_ca(e.into(), tls, trust_ca)
+            })?
     } else {
-        runtime.block_on(provision(
-            &config,
-            instance.clone(),
-            attestation,
-            &ctx.state_dir,
-            args.force,
-            &print_progress,
-        ))?
+        runtime
+            .block_on(provision(
+                &config,
+                instance.clone(),
+                attestation,
+                &ctx.state_dir,
+                args.force,
+                &print_progress,
+            ))
+            .map_err(|e| {
+                let tls = is_tls_trust(&e);
+                name_trusted_ca(e.into(), tls, trust_ca)
+            })?
     };
     if let (Some(days), Outcome::Reused) = (args.renew_before, outcome) {
         // Already provisioned with a certificate: renew it if it expires within DAYS days.
