@@ -312,11 +312,12 @@ impl TpmDevice {
         // Whatever happens next, a cached handle to the old key is stale.
         self.identity = None;
         if let Some(old) = self.find_persistent(self.identity_handle)? {
-            self.ctx
-                .execute_with_nullauth_session(|ctx| {
-                    ctx.evict_control(Provision::Owner, old, target)
-                })
-                .map_err(|e| tpm_error("EvictControl (removing the old identity key)", e))?;
+            // Through `evict`, which also closes ESYS's record of the old key: left open, the
+            // records of every replaced key pile up under this handle, and only the new key's
+            // record (kept open as `self.identity`, and newer records are found first) stops
+            // a later look-up from seeing a stale name ("Name mismatch between two calls of
+            // Esys_TR_FromTPMPublic", as operational keys hit once their record was closed).
+            self.evict(old, self.identity_handle)?;
         }
         let persisted = self
             .ctx

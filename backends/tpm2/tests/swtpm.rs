@@ -162,6 +162,56 @@ fn reimport_replaces_the_persisted_key_and_it_survives_restart() {
     );
 }
 
+/// Replacing the identity evicts the old key and persists the new one at the same handle on the
+/// same ESYS context. ESYS keeps a record (with the object's name) per TPM handle: if the
+/// evicted key's record is not closed, the next look-up of the handle
+/// (`Esys_TR_FromTPMPublic`) can find it and fail ("Name mismatch between two calls of
+/// Esys_TR_FromTPMPublic"), as it did for operational keys. This replaces the identity three
+/// times on one instance, with and without a signature (which caches the handle) in between;
+/// without the close in `replace_identity` the replacements still work, and the final look-up
+/// is what fails.
+#[test]
+fn repeated_reimports_on_one_instance_replace_the_identity_each_time() {
+    let tpm = start_swtpm();
+    let p = plugin(&tpm, &[("identity_handle", "0x81000124")]);
+    let ek = p.endorsement_key().unwrap();
+    let srk = p.storage_root_key().unwrap();
+    let keys: Vec<[u8; 32]> = (1..=4u8).map(|i| [i; 32]).collect();
+    for (i, key) in keys.iter().enumerate() {
+        let challenge = make_dps_challenge_for_key(&ek, &srk, key).unwrap();
+        p.activate_identity_key(&challenge.blob)
+            .unwrap_or_else(|e| panic!("activation {} of 4: {}", i + 1, e.message()));
+        // The third key is replaced before any signature looked it up.
+        if i != 2 {
+            assert_eq!(
+                p.sign_with_identity(b"d").unwrap(),
+                software_hmac(key, b"d"),
+                "signature after activation {}",
+                i + 1
+            );
+        }
+    }
+    assert_eq!(loaded_transients_and_sessions(&p), Vec::<u32>::new());
+    // The plugin itself keeps the newest record open, which hides records of replaced keys
+    // left behind (a look-up finds the newest record for a handle first). Close it, as the
+    // operational-key code closes its records, and look the handle up again: a stale record
+    // of a replaced key would now be found, and its name would not match the TPM's.
+    p.with_device(|device| {
+        let current = device.identity_key()?;
+        device.close(current);
+        let handle = tss_esapi::handles::TpmHandle::Persistent(
+            tss_esapi::handles::PersistentTpmHandle::new(0x8100_0124).unwrap(),
+        );
+        let again = device
+            .context()
+            .tr_from_tpm_public(handle)
+            .unwrap_or_else(|e| panic!("looking the identity handle up again: {e}"));
+        device.close(again);
+        Ok(())
+    })
+    .unwrap();
+}
+
 #[test]
 fn foreign_and_malformed_blobs_are_refused_without_losing_the_key() {
     let tpm = start_swtpm();
