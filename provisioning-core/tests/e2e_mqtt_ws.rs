@@ -8,6 +8,7 @@
 mod helpers;
 
 use helpers::*;
+use provisioning_core::dps::probe::normalized_endpoint;
 use provisioning_core::dps::{register, Attestation, DpsClientConfig, DpsError, Transport};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -39,7 +40,13 @@ async fn symmetric_individual_over_mqtt_ws() {
     let env = ws_emulator().await;
     let p = provision_symmetric_with_payload(&env, "ws-sym-1", ws_config).await;
     assert_eq!(p.record.result.device_id, "ws-sym-1");
-    assert_eq!(p.record.endpoint, p.config.endpoint);
+    // The record keeps the target as one spelling (`host:port`, issue 18), whatever the scheme.
+    let port = env.emu.mqtt_ws_addr().expect("WebSocket listener").port();
+    assert_eq!(p.record.endpoint, format!("127.0.0.1:{port}"));
+    assert_eq!(
+        p.record.endpoint,
+        normalized_endpoint(&p.config.endpoint, Transport::MqttWs)
+    );
     single_record(&env.emu, "ws-sym-1");
 }
 
