@@ -484,3 +484,42 @@ async fn hub_names_without_a_domain_are_refused() {
     }
     assert!(emu.enrollments().individual("bare-hub").unwrap().is_none());
 }
+
+/// What a registration costs the disk (each commit is one fsync under synchronous=FULL): a
+/// symmetric-key registration is ONE commit (the hub device and the registration record with
+/// its operation together), a TPM one two (the challenge, which must survive a restart before
+/// the device gets it, then the registration: the challenge answered right after it was
+/// issued is not written again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_is_one_commit_a_tpm_one_two() {
+    let env = start().await;
+    let store = env.emu.enrollments();
+    enroll_on(&env.emu, "commit-sym", &[HUB_A], None);
+    let c = client(&env.emu, None);
+    let before = store.commits();
+    register_sym(&c, &env.emu, "commit-sym").await;
+    assert_eq!(store.commits() - before, 1, "symmetric key");
+    assert!(store.hub_device(HUB_A, "commit-sym").unwrap().is_some());
+    assert!(store.registration("commit-sym").unwrap().is_some());
+
+    let dev = SoftTpm::new();
+    let reg = dev.registration_id();
+    store
+        .create_individual(IndividualEnrollment::new(
+            reg.clone(),
+            AttestationMechanism::tpm(dev.ek_b64()),
+        ))
+        .unwrap();
+    let before = store.commits();
+    let ch = put_register(&c, &env.emu, &reg, dev.body(), None).await;
+    assert_eq!(ch.status, StatusCode::UNAUTHORIZED, "{}", ch.body);
+    let key = dev.open(&ch);
+    let sas = device_sas(&env.emu, &reg, &key, in_an_hour());
+    let done = register(&c, &env.emu, &reg, dev.body(), Some(&sas)).await;
+    assert_eq!(done.body["status"], "assigned", "{}", done.body);
+    assert_eq!(
+        store.commits() - before,
+        2,
+        "TPM: challenge, then registration"
+    );
+}

@@ -394,13 +394,19 @@ pub(crate) async fn register_request(
         let mut state = outcome(&r, &auth, allocated);
         issue_certificate(&app2, &r, &auth, &mut state)?;
         let ready = unix_now_ms() + app2.config.assignment_delay.as_millis() as i64;
-        // The hub device first: a device told "assigned" can connect to its hub at once.
-        provision_in_hub(&app2, &state, &auth)?;
         let migrate = common_of(&auth)
             .reprovision_policy
             .unwrap_or_default()
             .migrate_device_data;
-        Ok(app2.store.record_registration_with(state, ready, migrate)?)
+        // The hub device and the registration in one transaction (one commit): a device told
+        // "assigned" can connect to its hub at once.
+        let hub_device = hub_assignment(&state, &auth)?;
+        app2.store
+            .record_assignment(state.clone(), ready, migrate, hub_device)
+            .map_err(|e| match e {
+                crate::hub::HubError::Store(e) => ApiError::from(e),
+                e => ApiError::internal(format!("creating the hub device failed: {e}")),
+            })
     })
     .await?;
     if app.config.complete_registrations_immediately && app.config.assignment_delay.is_zero() {
@@ -457,18 +463,16 @@ fn issue_certificate(
     }
 }
 
-/// Creates (or updates) the assigned device in its emulated hub with the credential the
-/// service gives it and the enrollment's initial twin, so the device can connect to its hub.
-fn provision_in_hub(
-    app: &AppState,
-    state: &RegistrationState,
+/// The hub device an assigned registration creates (none for any other outcome).
+fn hub_assignment<'a>(
+    state: &'a RegistrationState,
     auth: &Authenticated,
-) -> Result<(), ApiError> {
+) -> Result<Option<crate::hub::store::HubAssignment<'a>>, ApiError> {
     let (Some(hub), Some(device_id)) = (&state.assigned_hub, &state.device_id) else {
-        return Ok(());
+        return Ok(None);
     };
     if state.status != status::ASSIGNED {
-        return Ok(());
+        return Ok(None);
     }
     let Some(authentication) =
         crate::hub::identity::authentication_for(auth, &state.registration_id)
@@ -478,17 +482,14 @@ fn provision_in_hub(
         ));
     };
     // The state carries the enrollment's initialTwin, or the webhook's that replaced it.
-    app.store
-        .provision_hub_device(
-            hub,
-            device_id,
-            &state.registration_id,
-            authentication,
-            crate::hub::identity::desired_of(state.initial_twin.as_ref()),
-            state.issued_certificate_chain.is_some(),
-        )
-        .map_err(|e| ApiError::internal(format!("creating the hub device failed: {e}")))?;
-    Ok(())
+    Ok(Some(crate::hub::store::HubAssignment {
+        hub,
+        device_id,
+        registration_id: &state.registration_id,
+        authentication,
+        initial_desired: crate::hub::identity::desired_of(state.initial_twin.as_ref()),
+        issued_certificate: state.issued_certificate_chain.is_some(),
+    }))
 }
 
 /// Authenticates a device without registering it (the MQTT CONNECT).

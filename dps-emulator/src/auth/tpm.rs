@@ -34,6 +34,10 @@ use crate::timeutil::unix_now_ms;
 /// operations) and a slow link; short enough that stale identity keys do not pile up.
 pub const CHALLENGE_LIFETIME: Duration = Duration::from_secs(120);
 
+/// An answered challenge's new freshness is written to the database only when it is this much
+/// later than the saved one (a quarter of [`CHALLENGE_LIFETIME`]).
+pub const FRESHNESS_SAVE_STEP: Duration = Duration::from_secs(30);
+
 /// Most challenges kept per registration id; issuing one more drops the oldest.
 pub const CHALLENGES_PER_REGISTRATION: usize = 32;
 
@@ -45,6 +49,8 @@ struct Issued {
     /// use: the device polls its operation with tokens signed by the same key). Wall-clock
     /// time, as it is kept across restarts.
     fresh_at_ms: i64,
+    /// The freshness the database holds for it (equal to `fresh_at_ms` until it is answered).
+    saved_fresh_at_ms: i64,
 }
 
 /// Why a challenge could not be issued.
@@ -105,6 +111,7 @@ impl Challenges {
                         authentication_key_b64: r.get(1)?,
                         identity_key: Zeroizing::new(r.get::<_, Vec<u8>>(2)?),
                         fresh_at_ms: r.get(3)?,
+                        saved_fresh_at_ms: r.get(3)?,
                     },
                 ))
             })?;
@@ -132,13 +139,15 @@ impl Challenges {
         srk: &[u8],
     ) -> Result<String, ChallengeError> {
         let ch = hsm_tpm_common::dps::make_dps_challenge(ek, srk)?;
+        let now = unix_now_ms();
         let b64 = B64.encode(&ch.blob);
         self.remember(
             registration_id,
             Issued {
                 identity_key: ch.identity_key,
                 authentication_key_b64: b64.clone(),
-                fresh_at_ms: unix_now_ms(),
+                fresh_at_ms: now,
+                saved_fresh_at_ms: now,
             },
         )?;
         Ok(b64)
@@ -219,10 +228,19 @@ impl Challenges {
                     answered.fresh_at_ms = now;
                     let blob = answered.authentication_key_b64.clone();
                     let key = IdentityKey(answered.identity_key.clone());
+                    // Only its freshness changes, so it is saved only when that extends the
+                    // saved life by more than FRESHNESS_SAVE_STEP: a challenge answered right
+                    // after it was issued (every first registration) costs no second commit
+                    // (one fsync). A restart shortens an answered challenge's life by less
+                    // than that step at most; failing to save it likewise shortens its life
+                    // after a restart, nothing else, so the answer is not refused either way.
+                    let save = now.saturating_sub(answered.saved_fresh_at_ms)
+                        > FRESHNESS_SAVE_STEP.as_millis() as i64;
+                    if save {
+                        answered.saved_fresh_at_ms = now;
+                    }
                     list.push_back(answered);
-                    if let Some(store) = &self.store {
-                        // Only its freshness changes; failing to save it shortens its life
-                        // after a restart, nothing else, so the answer is not refused.
+                    if let (Some(store), true) = (&self.store, save) {
                         if let Err(e) = store.lock().execute(
                             "UPDATE tpm_challenges SET fresh_at_ms = ?1
                              WHERE registration_id = ?2 AND authentication_key = ?3",
@@ -368,6 +386,7 @@ mod tests {
             identity_key: Zeroizing::new(vec![key; 32]),
             authentication_key_b64: format!("blob-{key}"),
             fresh_at_ms: at,
+            saved_fresh_at_ms: at,
         }
     }
 
@@ -427,5 +446,43 @@ mod tests {
             "swept when another device got one"
         );
         assert!(map.contains_key("new"));
+    }
+
+    /// The database row's freshness for `reg`'s challenge `blob`.
+    fn saved_freshness(store: &Store, reg: &str, blob: &str) -> i64 {
+        store
+            .lock()
+            .query_row(
+                "SELECT fresh_at_ms FROM tpm_challenges
+                 WHERE registration_id = ?1 AND authentication_key = ?2",
+                params![reg, blob],
+                |r| r.get(0),
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn an_answer_right_after_the_challenge_costs_no_commit_a_later_one_is_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let c = Challenges::persistent(store.clone()).unwrap();
+        let now = unix_now_ms();
+        c.remember("fresh", issued(1, now)).unwrap();
+        let before = store.commits();
+        assert_eq!(verify(&c, "fresh", 1), Some(Ok("blob-1".into())));
+        assert_eq!(store.commits(), before, "nothing worth saving: no commit");
+        assert_eq!(saved_freshness(&store, "fresh", "blob-1"), now);
+
+        // Issued (or last saved) longer than the step ago: the use is saved, so a restart
+        // keeps the challenge answerable for the lifetime from now.
+        let earlier = now - FRESHNESS_SAVE_STEP.as_millis() as i64 - 1000;
+        c.remember("older", issued(2, earlier)).unwrap();
+        let before = store.commits();
+        assert_eq!(verify(&c, "older", 2), Some(Ok("blob-2".into())));
+        assert_eq!(store.commits(), before + 1);
+        let saved = saved_freshness(&store, "older", "blob-2");
+        assert!(saved >= now, "saved {saved}, answered at or after {now}");
+        let reloaded = Challenges::persistent(store.clone()).unwrap();
+        assert_eq!(verify(&reloaded, "older", 2), Some(Ok("blob-2".into())));
     }
 }

@@ -112,6 +112,55 @@ fn write_device(conn: &rusqlite::Connection, d: &HubDevice) -> Result<(), HubErr
     Ok(())
 }
 
+/// The hub device a registration assigns: what [`Store::provision_hub_device`] writes.
+#[derive(Debug)]
+pub struct HubAssignment<'a> {
+    /// The assigned hub.
+    pub hub: &'a str,
+    /// The device id in that hub.
+    pub device_id: &'a str,
+    /// The DPS registration id.
+    pub registration_id: &'a str,
+    /// The credential the device connects to the hub with.
+    pub authentication: DeviceAuthentication,
+    /// The twin's desired properties for a new device (`$version` 1).
+    pub initial_desired: Map<String, Value>,
+    /// DPS issued the device an operational certificate in this registration.
+    pub issued_certificate: bool,
+}
+
+/// Creates or updates the hub device of `a` inside the caller's transaction.
+fn provision_hub_device_in(
+    conn: &rusqlite::Connection,
+    a: &HubAssignment<'_>,
+) -> Result<HubDevice, HubError> {
+    let now = now_rfc3339();
+    let device = match read_device(conn, a.hub, a.device_id)? {
+        Some(mut d) => {
+            d.authentication = a.authentication.clone();
+            d.registration_id = a.registration_id.to_string();
+            d.last_updated = now;
+            d.issued_certificate |= a.issued_certificate;
+            d
+        }
+        None => HubDevice {
+            hub: a.hub.to_string(),
+            device_id: a.device_id.to_string(),
+            registration_id: a.registration_id.to_string(),
+            status: DeviceStatus::Enabled,
+            authentication: a.authentication.clone(),
+            created: now.clone(),
+            last_updated: now,
+            desired: twin::new_section(a.initial_desired.clone()),
+            reported: twin::new_section(Map::new()),
+            last_desired_patch: None,
+            issued_certificate: a.issued_certificate,
+        },
+    };
+    write_device(conn, &device)?;
+    Ok(device)
+}
+
 impl Store {
     /// Creates the device `device_id` in `hub` with `authentication` and a twin whose desired
     /// properties are `initial_desired` (at `$version` 1), as a DPS assignment does; for a
@@ -129,32 +178,44 @@ impl Store {
     ) -> Result<HubDevice, HubError> {
         let mut conn = self.lock();
         let tx = write_transaction(&mut conn)?;
-        let now = now_rfc3339();
-        let device = match read_device(&tx, hub, device_id)? {
-            Some(mut d) => {
-                d.authentication = authentication;
-                d.registration_id = registration_id.to_string();
-                d.last_updated = now;
-                d.issued_certificate |= issued_certificate;
-                d
-            }
-            None => HubDevice {
-                hub: hub.to_string(),
-                device_id: device_id.to_string(),
-                registration_id: registration_id.to_string(),
-                status: DeviceStatus::Enabled,
+        let device = provision_hub_device_in(
+            &tx,
+            &HubAssignment {
+                hub,
+                device_id,
+                registration_id,
                 authentication,
-                created: now.clone(),
-                last_updated: now,
-                desired: twin::new_section(initial_desired),
-                reported: twin::new_section(Map::new()),
-                last_desired_patch: None,
+                initial_desired,
                 issued_certificate,
             },
-        };
-        write_device(&tx, &device)?;
+        )?;
         tx.commit().map_err(db)?;
         Ok(device)
+    }
+
+    /// Records a registration's outcome and, when it assigned the device, creates or updates
+    /// its hub device, in ONE transaction (one commit, one fsync under synchronous=FULL,
+    /// instead of one for each): the hub device and the registration record become durable
+    /// together, before the device is answered, so a device told "assigned" can connect to
+    /// its hub at once and a crash never leaves one without the other. The registration side
+    /// is [`Store::record_registration_with`]'s (substatus from the earlier hubs, operation
+    /// retention); the hub side is [`Store::provision_hub_device`]'s.
+    pub fn record_assignment(
+        &self,
+        state: crate::model::RegistrationState,
+        ready_at_ms: i64,
+        migrate_device_data: bool,
+        hub_device: Option<HubAssignment<'_>>,
+    ) -> Result<crate::store::Operation, HubError> {
+        let mut conn = self.lock();
+        let tx = write_transaction(&mut conn)?;
+        if let Some(a) = &hub_device {
+            provision_hub_device_in(&tx, a)?;
+        }
+        let op =
+            crate::store::record_registration_in(&tx, state, ready_at_ms, migrate_device_data)?;
+        tx.commit().map_err(db)?;
+        Ok(op)
     }
 
     /// One hub device.

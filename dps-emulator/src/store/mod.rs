@@ -5,6 +5,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{io_at, EmulatorError, Result};
@@ -46,6 +47,7 @@ pub struct Operation {
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    commits: Arc<AtomicU64>,
 }
 
 const SCHEMA: &str = "
@@ -109,10 +111,24 @@ impl Store {
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(crate::hub::store::SCHEMA)?;
+        let commits = Arc::new(AtomicU64::new(0));
+        let counter = commits.clone();
+        conn.commit_hook(Some(move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+            false // never turns the commit into a rollback
+        }));
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_path_buf(),
+            commits,
         })
+    }
+
+    /// Transactions this handle (and its clones) committed since it was opened, each one fsync
+    /// under synchronous=FULL: what a registration costs the disk (counted by SQLite's commit
+    /// hook, so an autocommit statement counts as one).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// The database file.
@@ -363,72 +379,15 @@ impl Store {
     /// [`OPERATION_RETENTION_MS`] ago are deleted in the same transaction.
     pub fn record_registration_with(
         &self,
-        mut state: RegistrationState,
+        state: RegistrationState,
         ready_at_ms: i64,
         migrate_device_data: bool,
     ) -> Result<Operation> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let previous: Option<String> = tx
-            .query_row(
-                "SELECT body FROM registrations WHERE id = ?1",
-                params![state.registration_id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(prev) = previous {
-            let prev: RegistrationState = serde_json::from_str(&prev).map_err(corrupt)?;
-            state.created_date_time_utc = prev.created_date_time_utc;
-            if state.status == status::ASSIGNED {
-                let current = (prev.status == status::ASSIGNED)
-                    .then_some(prev.assigned_hub)
-                    .flatten();
-                let earlier: Vec<String> = {
-                    let mut stmt =
-                        tx.prepare("SELECT hub FROM registration_hubs WHERE registration_id = ?1")?;
-                    let rows = stmt.query_map(params![state.registration_id], |r| r.get(0))?;
-                    rows.collect::<std::result::Result<_, _>>()?
-                };
-                let new_hub = state.assigned_hub.clone().unwrap_or_default();
-                let sub = if earlier.is_empty() || current.as_deref() == Some(new_hub.as_str()) {
-                    substatus::INITIAL_ASSIGNMENT
-                } else if earlier.contains(&new_hub) {
-                    substatus::REPROVISIONED_TO_INITIAL_ASSIGNMENT
-                } else if migrate_device_data {
-                    substatus::DEVICE_DATA_MIGRATED
-                } else {
-                    substatus::DEVICE_DATA_RESET
-                };
-                state.substatus = Some(sub.to_string());
-            }
-        }
-        if let (true, Some(hub)) = (state.status == status::ASSIGNED, &state.assigned_hub) {
-            tx.execute(
-                "INSERT OR IGNORE INTO registration_hubs (registration_id, hub) VALUES (?1, ?2)",
-                params![state.registration_id, hub],
-            )?;
-        }
-        tx.execute(
-            "DELETE FROM operations WHERE ready_at_ms < ?1",
-            params![crate::timeutil::unix_now_ms() - OPERATION_RETENTION_MS],
-        )?;
-        let body = to_json(&state)?;
-        let op_id = format!("5.{}.{}", random_hex(8), random_guid());
-        tx.execute(
-            "INSERT OR REPLACE INTO registrations (id, body) VALUES (?1, ?2)",
-            params![state.registration_id, body],
-        )?;
-        tx.execute(
-            "INSERT INTO operations (id, registration_id, ready_at_ms, body) VALUES (?1, ?2, ?3, ?4)",
-            params![op_id, state.registration_id, ready_at_ms, body],
-        )?;
+        let op = record_registration_in(&tx, state, ready_at_ms, migrate_device_data)?;
         tx.commit()?;
-        Ok(Operation {
-            operation_id: op_id,
-            registration_id: state.registration_id.clone(),
-            ready_at_ms,
-            state,
-        })
+        Ok(op)
     }
 
     /// One operation.
@@ -473,6 +432,75 @@ impl Store {
             .map(|b| serde_json::from_str(b).map_err(corrupt))
             .collect()
     }
+}
+
+/// [`Store::record_registration_with`]'s writes, inside the caller's transaction (so that the
+/// hub device of an assignment can be written in the same one: one commit per registration).
+pub(crate) fn record_registration_in(
+    tx: &Connection,
+    mut state: RegistrationState,
+    ready_at_ms: i64,
+    migrate_device_data: bool,
+) -> Result<Operation> {
+    let previous: Option<String> = tx
+        .query_row(
+            "SELECT body FROM registrations WHERE id = ?1",
+            params![state.registration_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(prev) = previous {
+        let prev: RegistrationState = serde_json::from_str(&prev).map_err(corrupt)?;
+        state.created_date_time_utc = prev.created_date_time_utc;
+        if state.status == status::ASSIGNED {
+            let current = (prev.status == status::ASSIGNED)
+                .then_some(prev.assigned_hub)
+                .flatten();
+            let earlier: Vec<String> = {
+                let mut stmt =
+                    tx.prepare("SELECT hub FROM registration_hubs WHERE registration_id = ?1")?;
+                let rows = stmt.query_map(params![state.registration_id], |r| r.get(0))?;
+                rows.collect::<std::result::Result<_, _>>()?
+            };
+            let new_hub = state.assigned_hub.clone().unwrap_or_default();
+            let sub = if earlier.is_empty() || current.as_deref() == Some(new_hub.as_str()) {
+                substatus::INITIAL_ASSIGNMENT
+            } else if earlier.contains(&new_hub) {
+                substatus::REPROVISIONED_TO_INITIAL_ASSIGNMENT
+            } else if migrate_device_data {
+                substatus::DEVICE_DATA_MIGRATED
+            } else {
+                substatus::DEVICE_DATA_RESET
+            };
+            state.substatus = Some(sub.to_string());
+        }
+    }
+    if let (true, Some(hub)) = (state.status == status::ASSIGNED, &state.assigned_hub) {
+        tx.execute(
+            "INSERT OR IGNORE INTO registration_hubs (registration_id, hub) VALUES (?1, ?2)",
+            params![state.registration_id, hub],
+        )?;
+    }
+    tx.execute(
+        "DELETE FROM operations WHERE ready_at_ms < ?1",
+        params![crate::timeutil::unix_now_ms() - OPERATION_RETENTION_MS],
+    )?;
+    let body = to_json(&state)?;
+    let op_id = format!("5.{}.{}", random_hex(8), random_guid());
+    tx.execute(
+        "INSERT OR REPLACE INTO registrations (id, body) VALUES (?1, ?2)",
+        params![state.registration_id, body],
+    )?;
+    tx.execute(
+        "INSERT INTO operations (id, registration_id, ready_at_ms, body) VALUES (?1, ?2, ?3, ?4)",
+        params![op_id, state.registration_id, ready_at_ms, body],
+    )?;
+    Ok(Operation {
+        operation_id: op_id,
+        registration_id: state.registration_id.clone(),
+        ready_at_ms,
+        state,
+    })
 }
 
 fn random_etag() -> String {
