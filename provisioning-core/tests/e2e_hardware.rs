@@ -6,11 +6,9 @@
 #[path = "support/e2e.rs"]
 mod helpers;
 
-use base64::Engine;
 use helpers::*;
 use provisioning_core::dps::{register, Attestation};
 use provisioning_core::provisioning::hub_sas_token;
-use serde_json::json;
 use std::time::Duration;
 
 #[tokio::test]
@@ -18,19 +16,7 @@ async fn tpm2_on_swtpm_provisions_and_signs_hub_tokens() {
     let swtpm = hsm_tpm_common::swtpm::Swtpm::start().unwrap_or_else(|e| panic!("{e}"));
     let env = emulator().await;
     let state = tempfile::tempdir().unwrap();
-    let device = instance(
-        "tpm2",
-        &[
-            ("state_dir", state.path().display().to_string()),
-            ("tcti", swtpm.tcti()),
-        ],
-    );
-    let ek = device.tpm().unwrap().endorsement_key().unwrap();
-    let reg = provisioning_core::dps::tpm_registration_id(&ek);
-    individual(
-        &env.emu,
-        json!({"registrationId": reg, "attestation": {"type": "tpm", "tpm": {"endorsementKey": B64.encode(&ek)}}}),
-    );
+    let (device, reg) = tpm2_enrolled(&env, state.path(), &swtpm);
     let r = register(
         &dps_config(&env.emu),
         device.clone(),

@@ -424,19 +424,7 @@ async fn tpm2_on_swtpm_signs_the_hub_token_in_the_tpm() {
     let swtpm = hsm_tpm_common::swtpm::Swtpm::start().unwrap_or_else(|e| panic!("{e}"));
     let env = hub_emulator().await;
     let state = tempfile::tempdir().unwrap();
-    let device = instance(
-        "tpm2",
-        &[
-            ("state_dir", state.path().display().to_string()),
-            ("tcti", swtpm.tcti()),
-        ],
-    );
-    let ek = device.tpm().unwrap().endorsement_key().unwrap();
-    let reg = provisioning_core::dps::tpm_registration_id(&ek);
-    individual(
-        &env.emu,
-        json!({"registrationId": reg, "attestation": {"type": "tpm", "tpm": {"endorsementKey": B64.encode(&ek)}}}),
-    );
+    let (device, _) = tpm2_enrolled(&env, state.path(), &swtpm);
     provision_and_use_the_hub(&env, device, Attestation::Tpm, "from swtpm").await;
 }
 

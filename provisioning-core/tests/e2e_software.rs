@@ -114,16 +114,7 @@ async fn registration_id_override_is_used() {
 async fn tpm_sim_answers_the_challenge_and_signs_hub_tokens() {
     let env = emulator().await;
     let state = tempfile::tempdir().unwrap();
-    let device = instance(
-        "tpm_sim",
-        &[("state_dir", state.path().display().to_string())],
-    );
-    let ek = device.tpm().unwrap().endorsement_key().unwrap();
-    let reg = provisioning_core::dps::tpm_registration_id(&ek);
-    individual(
-        &env.emu,
-        json!({"registrationId": reg, "attestation": {"type": "tpm", "tpm": {"endorsementKey": B64.encode(&ek)}}}),
-    );
+    let (device, reg) = tpm_sim_enrolled(&env, state.path());
     let events = Events::default();
     let r = register(
         &dps_config(&env.emu),

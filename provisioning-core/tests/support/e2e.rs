@@ -216,6 +216,29 @@ pub fn enroll_leaf(env: &Env, device: &PluginInstance, reg: &str) {
 /// registration id.
 pub fn tpm_sim_enrolled(env: &Env, state: &std::path::Path) -> (Arc<PluginInstance>, String) {
     let device = instance("tpm_sim", &[("state_dir", state.display().to_string())]);
+    tpm_enrolled(env, device)
+}
+
+/// A tpm2 plugin instance in `state` on `swtpm`, enrolled individually: the instance and its
+/// registration id.
+pub fn tpm2_enrolled(
+    env: &Env,
+    state: &std::path::Path,
+    swtpm: &hsm_tpm_common::swtpm::Swtpm,
+) -> (Arc<PluginInstance>, String) {
+    let device = instance(
+        "tpm2",
+        &[
+            ("state_dir", state.display().to_string()),
+            ("tcti", swtpm.tcti()),
+        ],
+    );
+    tpm_enrolled(env, device)
+}
+
+/// Enrolls the TPM `device` individually by its endorsement key: the instance and its
+/// registration id.
+fn tpm_enrolled(env: &Env, device: Arc<PluginInstance>) -> (Arc<PluginInstance>, String) {
     let ek = device
         .tpm()
         .expect("a TPM plugin")
