@@ -569,3 +569,41 @@ mod tpm {
         );
     }
 }
+
+/// An X.509 group whose signing certificate is replaced (service API "Enrollment Group -
+/// Create Or Update" with the group's etag) takes the new CA at the next registration: the
+/// emulator keeps parsed certificates between requests, and must not answer from the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_x509_group_update_takes_effect_at_the_next_registration() {
+    let env = start().await;
+    let emu = &env.emu;
+    let (root_a, leaf_a) = x509_leaf("swap-dev");
+    let (root_b, leaf_b) = x509_leaf("swap-dev");
+    enroll_x509_group(emu, "swap-group", &root_a);
+    let ca = client(emu, Some((&[&leaf_a], &leaf_a)));
+    let cb = client(emu, Some((&[&leaf_b], &leaf_b)));
+    let done = register(&ca, emu, "swap-dev", body_reg("swap-dev"), None).await;
+    assert_eq!(done.body["status"], "assigned", "{}", done.body);
+    assert_error_body(
+        &put_register(&cb, emu, "swap-dev", body_reg("swap-dev"), None).await,
+        StatusCode::UNAUTHORIZED,
+    );
+
+    let store = emu.enrollments();
+    let mut g = store.group("swap-group").unwrap().unwrap();
+    let etag = g.common.etag.clone();
+    g.attestation.x509 = Some(X509Attestation {
+        signing_certificates: Some(certs(root_b.cert_pem())),
+        ..Default::default()
+    });
+    assert!(matches!(
+        store.put_group(g, etag.as_deref()).unwrap(),
+        dps_emulator::store::PutOutcome::Written(_)
+    ));
+    let done = register(&cb, emu, "swap-dev", body_reg("swap-dev"), None).await;
+    assert_eq!(done.body["status"], "assigned", "{}", done.body);
+    assert_error_body(
+        &put_register(&ca, emu, "swap-dev", body_reg("swap-dev"), None).await,
+        StatusCode::UNAUTHORIZED,
+    );
+}

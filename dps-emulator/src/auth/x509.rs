@@ -17,6 +17,8 @@ use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::verify::X509VerifyFlags;
 use openssl::x509::{X509StoreContext, X509VerifyResult, X509};
 use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use crate::pki::parse_certificates;
 
@@ -121,9 +123,62 @@ fn load(der: &[u8]) -> Result<X509, X509AuthError> {
     X509::from_der(der).map_err(|_| X509AuthError::Unparsable)
 }
 
+/// An enrollment's certificate text (an individual enrollment's client certificate, a group's
+/// signing certificate) parsed once. Under OpenSSL 3 each `X509::from_der` decodes the public
+/// key through the provider decoders, which a profile of the fleet bench showed as a large
+/// share of the emulator's CPU when every request parsed every anchor again.
+#[derive(Debug)]
+struct Anchors {
+    /// DER of each certificate of the text, in its order.
+    der: Vec<Vec<u8>>,
+    /// Each as OpenSSL loaded it; `None` for one it cannot load (a verification against it
+    /// is refused as [`X509AuthError::Unparsable`], as when it was parsed per request).
+    parsed: Vec<Option<X509>>,
+    /// certificateInfo of the first (`None` when the text holds none).
+    first_info: Option<Value>,
+}
+
+/// Most certificate texts kept parsed; past it the cache starts again empty (a bound on
+/// memory, about a kilobyte per text, not a policy: any text is parsed again when next used).
+const ANCHOR_CACHE_MAX: usize = 4096;
+
+/// Parsed certificate texts keyed by the text itself: an enrollment whose certificates change
+/// (update, replacement, deletion and re-creation) presents another text, which is parsed
+/// afresh, so nothing can answer from a stale parse and no invalidation is needed.
+static ANCHOR_CACHE: LazyLock<Mutex<HashMap<String, Arc<Anchors>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// `text` parsed (from the cache when it was parsed before); `None` when it is not PEM/DER
+/// certificates at all (ignored, as enrollment validation already refuses such text).
+fn anchors_of(text: &str) -> Option<Arc<Anchors>> {
+    {
+        let cache = ANCHOR_CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = cache.get(text) {
+            return Some(a.clone());
+        }
+    }
+    let der = parse_certificates(text).ok()?;
+    let parsed = der.iter().map(|d| X509::from_der(d).ok()).collect();
+    let first_info = der.first().map(|d| certificate_info(d));
+    let anchors = Arc::new(Anchors {
+        der,
+        parsed,
+        first_info,
+    });
+    let mut cache = ANCHOR_CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= ANCHOR_CACHE_MAX {
+        cache.clear();
+    }
+    cache.insert(text.to_string(), anchors.clone());
+    Some(anchors)
+}
+
 /// The leaf's subject common name.
 pub fn common_name(leaf_der: &[u8]) -> Result<String, X509AuthError> {
-    let leaf = load(leaf_der)?;
+    common_name_of(&load(leaf_der)?)
+}
+
+fn common_name_of(leaf: &X509) -> Result<String, X509AuthError> {
     let cn = leaf
         .subject_name()
         .entries_by_nid(Nid::COMMONNAME)
@@ -133,10 +188,23 @@ pub fn common_name(leaf_der: &[u8]) -> Result<String, X509AuthError> {
     String::from_utf8(cn.data().as_slice().to_vec()).map_err(|_| X509AuthError::Unparsable)
 }
 
-/// Verifies `chain` (leaf first) up to one of `anchors` (DER). Intermediate anchors are allowed
-/// (a group may enroll an intermediate CA), validity is checked at the current time.
-fn verify_chain(chain: &[Vec<u8>], anchors: &[Vec<u8>]) -> Result<(), X509AuthError> {
-    let refused = match openssl_verify(chain, anchors, false)? {
+/// Verifies `leaf` (parsed) with the rest of its chain (`rest`, DER) up to one of `anchors`.
+/// Intermediate anchors are allowed (a group may enroll an intermediate CA), validity is
+/// checked at the current time.
+fn verify_chain(
+    leaf: &X509,
+    rest: &[Vec<u8>],
+    anchors: &[Option<X509>],
+) -> Result<(), X509AuthError> {
+    let rest = rest
+        .iter()
+        .map(|c| load(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let anchors = anchors
+        .iter()
+        .map(|a| a.clone().ok_or(X509AuthError::Unparsable))
+        .collect::<Result<Vec<_>, _>>()?;
+    let refused = match openssl_verify(leaf, &rest, &anchors, false)? {
         Outcome::Verified(_) => return Ok(()),
         Outcome::Refused(result) => result,
     };
@@ -146,7 +214,7 @@ fn verify_chain(chain: &[Vec<u8>], anchors: &[Vec<u8>]) -> Result<(), X509AuthEr
     // OpenSSL stops at the first error, so the checks after the criticality one have not run:
     // verify again with only that check skipped, then judge criticality here for exactly the
     // certificates OpenSSL built the path from.
-    let path = match openssl_verify(chain, anchors, true)? {
+    let path = match openssl_verify(leaf, &rest, &anchors, true)? {
         Outcome::Verified(path) if !path.is_empty() => path,
         Outcome::Verified(_) => {
             return Err(X509AuthError::Verification(
@@ -190,16 +258,15 @@ enum Outcome {
 /// One OpenSSL verification. `ignore_critical` skips only the unknown-critical-extension check;
 /// only [`verify_chain`] sets it, and it then checks criticality itself.
 fn openssl_verify(
-    chain: &[Vec<u8>],
-    anchors: &[Vec<u8>],
+    leaf: &X509,
+    rest: &[X509],
+    anchors: &[X509],
     ignore_critical: bool,
 ) -> Result<Outcome, X509AuthError> {
-    let (leaf, rest) = chain.split_first().ok_or(X509AuthError::NoCertificate)?;
-    let leaf = load(leaf)?;
     let err = |e: openssl::error::ErrorStack| X509AuthError::Verification(e.to_string());
     let mut store = X509StoreBuilder::new().map_err(err)?;
     for a in anchors {
-        store.add_cert(load(a)?).map_err(err)?;
+        store.add_cert(a.clone()).map_err(err)?;
     }
     let mut flags = X509VerifyFlags::PARTIAL_CHAIN;
     if ignore_critical {
@@ -209,10 +276,10 @@ fn openssl_verify(
     let store = store.build();
     let mut untrusted = Stack::new().map_err(err)?;
     for c in rest {
-        untrusted.push(load(c)?).map_err(err)?;
+        untrusted.push(c.clone()).map_err(err)?;
     }
     let mut ctx = X509StoreContext::new().map_err(err)?;
-    ctx.init(&store, &leaf, &untrusted, |c| {
+    ctx.init(&store, leaf, &untrusted, |c| {
         if !c.verify_cert()? {
             return Ok(Outcome::Refused(c.error()));
         }
@@ -225,18 +292,19 @@ fn openssl_verify(
     .map_err(err)
 }
 
-/// The presented leaf, once it is fit to be a device's: present, CN equal to the registration
-/// id, and an end-entity certificate for client authentication.
+/// The presented leaf (DER, and parsed once), once it is fit to be a device's: present, CN
+/// equal to the registration id, and an end-entity certificate for client authentication.
 fn device_leaf<'c>(
     chain: &'c [Vec<u8>],
     registration_id: &str,
-) -> Result<&'c Vec<u8>, X509AuthError> {
-    let leaf = chain.first().ok_or(X509AuthError::NoCertificate)?;
-    if common_name(leaf)? != registration_id {
+) -> Result<(&'c Vec<u8>, X509), X509AuthError> {
+    let der = chain.first().ok_or(X509AuthError::NoCertificate)?;
+    let leaf = load(der)?;
+    if common_name_of(&leaf)? != registration_id {
         return Err(X509AuthError::CommonNameMismatch);
     }
-    check_device_certificate(leaf)?;
-    Ok(leaf)
+    check_device_certificate(der)?;
+    Ok((der, leaf))
 }
 
 /// Individual enrollment: the presented leaf must be one of the enrolled certificates, valid now,
@@ -246,17 +314,21 @@ pub fn verify_individual(
     enrolled: &[&str],
     registration_id: &str,
 ) -> Result<(), X509AuthError> {
-    let leaf = device_leaf(chain, registration_id)?;
+    let (leaf_der, leaf) = device_leaf(chain, registration_id)?;
     let mut anchors = Vec::new();
+    let mut enrolled_here = false;
     for text in enrolled {
-        if let Ok(certs) = parse_certificates(text) {
-            anchors.extend(certs.into_iter().take(1));
+        if let Some(a) = anchors_of(text) {
+            if let (Some(der), Some(parsed)) = (a.der.first(), a.parsed.first()) {
+                enrolled_here |= der == leaf_der;
+                anchors.push(parsed.clone());
+            }
         }
     }
-    if !anchors.iter().any(|a| a == leaf) {
+    if !enrolled_here {
         return Err(X509AuthError::NotEnrolled);
     }
-    verify_chain(&chain[..1], &anchors)
+    verify_chain(&leaf, &[], &anchors)
 }
 
 /// Group enrollment: the chain must verify up to one of the group's signing certificates, and the
@@ -266,14 +338,14 @@ pub fn verify_group(
     signing: &[&str],
     registration_id: &str,
 ) -> Result<(), X509AuthError> {
-    device_leaf(chain, registration_id)?;
+    let (_, leaf) = device_leaf(chain, registration_id)?;
     let mut anchors = Vec::new();
     for text in signing {
-        if let Ok(certs) = parse_certificates(text) {
-            anchors.extend(certs);
+        if let Some(a) = anchors_of(text) {
+            anchors.extend(a.parsed.iter().cloned());
         }
     }
-    verify_chain(chain, &anchors)
+    verify_chain(&leaf, &chain[1..], &anchors)
 }
 
 impl X509AuthError {
@@ -423,9 +495,8 @@ impl Authenticator for X509Authenticator {
         let signing_info = signing
             .get(idx)
             .and_then(|s| s.first())
-            .and_then(|t| parse_certificates(t).ok())
-            .and_then(|c| c.into_iter().next())
-            .map(|d| certificate_info(&d));
+            .and_then(|t| anchors_of(t))
+            .and_then(|a| a.first_info.clone());
         Ok((
             idx,
             Section::X509 {
@@ -544,11 +615,47 @@ mod tests {
     #[test]
     fn plain_openssl_refuses_the_dice_chain_which_is_why_the_check_exists() {
         let (chain, root) = dice_like_chain(&[(OPEN_DICE_INPUT, true)]);
-        let anchors = parse_certificates(&root).unwrap();
-        match openssl_verify(&chain, &anchors, false).unwrap() {
+        let anchors: Vec<X509> = parse_certificates(&root)
+            .unwrap()
+            .iter()
+            .map(|d| load(d).unwrap())
+            .collect();
+        let rest: Vec<X509> = chain[1..].iter().map(|d| load(d).unwrap()).collect();
+        match openssl_verify(&load(&chain[0]).unwrap(), &rest, &anchors, false).unwrap() {
             Outcome::Refused(r) => assert_eq!(r.as_raw(), UNHANDLED_CRITICAL_EXTENSION),
             Outcome::Verified(_) => panic!("OpenSSL accepted an unknown critical extension"),
         }
+    }
+
+    /// The parsed-anchor cache is keyed by the certificate text, so a group whose signing
+    /// certificate changes verifies against the new one at once, and the old text, still
+    /// cached, keeps answering for itself only.
+    #[test]
+    fn a_changed_signing_certificate_takes_effect_at_once() {
+        let (chain_a, root_a) = dice_like_chain(&[]);
+        let (chain_b, root_b) = dice_like_chain(&[]);
+        assert_eq!(
+            verify_group(&chain_a, &[root_a.as_str()], "device-1"),
+            Ok(())
+        );
+        // "Updated" to root_b: chain_a no longer verifies, chain_b does.
+        assert!(verify_group(&chain_a, &[root_b.as_str()], "device-1").is_err());
+        assert_eq!(
+            verify_group(&chain_b, &[root_b.as_str()], "device-1"),
+            Ok(())
+        );
+        // Back to root_a (cached): the same answers as the first time.
+        assert_eq!(
+            verify_group(&chain_a, &[root_a.as_str()], "device-1"),
+            Ok(())
+        );
+        assert!(verify_group(&chain_b, &[root_a.as_str()], "device-1").is_err());
+        let cached = anchors_of(&root_a).unwrap();
+        assert!(
+            Arc::ptr_eq(&cached, &anchors_of(&root_a).unwrap()),
+            "parsed once"
+        );
+        assert_eq!(cached.der, parse_certificates(&root_a).unwrap());
     }
 
     #[test]
