@@ -184,9 +184,13 @@ pub(crate) struct EnrollArgs {
 pub(crate) enum EnrollKind {
     /// TPM: registration id and base64 EK (TPM2B_PUBLIC), as `hsmkit enroll-info` prints them.
     Tpm {
-        #[arg(long)]
+        /// The device's registration id (`hsmkit enroll-info` prints it; for a TPM, by
+        /// convention derived from the EK).
+        #[arg(long, value_name = "ID")]
         registration_id: String,
-        #[arg(long)]
+        /// The TPM's endorsement key: the marshalled TPM2B_PUBLIC, base64, as DPS takes it in
+        /// `attestation.tpm.endorsementKey` (`hsmkit enroll-info --plugin tpm2` prints it).
+        #[arg(long, value_name = "BASE64")]
         endorsement_key: String,
         #[command(flatten)]
         state: StateArg,
@@ -195,13 +199,11 @@ pub(crate) enum EnrollKind {
     },
     /// X.509: registration id (= CN) and the device's leaf certificate file.
     X509 {
-        /// The device's registration id (`hsmkit enroll-info` prints it; for a TPM, by
-        /// convention derived from the EK).
+        /// The device's registration id: the leaf certificate's subject CN.
         #[arg(long, value_name = "ID")]
         registration_id: String,
-        /// The TPM's endorsement key: the marshalled TPM2B_PUBLIC, base64, as DPS takes it in
-        /// `attestation.tpm.endorsementKey` (`hsmkit enroll-info --plugin tpm2` prints it).
-        #[arg(long, value_name = "BASE64")]
+        /// The device's leaf certificate (PEM), enrolled as its primary certificate.
+        #[arg(long, value_name = "FILE")]
         cert: PathBuf,
         #[command(flatten)]
         state: StateArg,
@@ -210,7 +212,7 @@ pub(crate) enum EnrollKind {
     },
     /// Symmetric key: registration id and key (generated when left out; printed once).
     Symmetric {
-        /// The device's registration id: the leaf certificate's subject CN.
+        /// The device's registration id.
         #[arg(long, value_name = "ID")]
         registration_id: String,
         /// The device's primary key, base64; generated and printed once when left out.
@@ -238,11 +240,11 @@ pub(crate) struct GroupArgs {
 pub(crate) enum GroupKind {
     /// X.509 group: the CA certificate that signs the devices' chains.
     X509 {
-        /// The device's leaf certificate (PEM), enrolled as its primary certificate.
-        #[arg(long, value_name = "FILE")]
-        group_id: String,
-        /// The device's registration id.
+        /// The enrollment group's id (the DPS id rules: ASCII letters, digits and `-._:`).
         #[arg(long, value_name = "ID")]
+        group_id: String,
+        /// The CA certificate (PEM), root or intermediate, that the devices' chains lead to.
+        #[arg(long, value_name = "FILE")]
         ca_cert: PathBuf,
         #[command(flatten)]
         state: StateArg,
@@ -251,9 +253,16 @@ pub(crate) enum GroupKind {
     },
     /// Symmetric-key group: device keys are HMAC-SHA256(group key, registration id).
     Symmetric {
-        #[arg(long)]
+        /// The enrollment group's id.
+        #[arg(long, value_name = "ID")]
         group_id: String,
-        #[arg(long, env = "DPS_EMULATOR_GROUP_KEY", hide_env_values = true)]
+        /// The group's primary key, base64; generated and printed once when left out.
+        #[arg(
+            long,
+            env = "DPS_EMULATOR_GROUP_KEY",
+            hide_env_values = true,
+            value_name = "BASE64"
+        )]
         primary_key: Option<String>,
         #[command(flatten)]
         state: StateArg,
