@@ -214,28 +214,20 @@ impl ServiceClient {
         registration_id: &str,
         enrollment: &Value,
     ) -> Result<(), ServiceError> {
-        let what = format!("PUT enrollments/{registration_id}");
-        let req = self
-            .http
-            .put(self.url(&format!("enrollments/{registration_id}")))
-            .json(enrollment);
-        match self.send(what.clone(), req).await? {
-            (_, Some(_)) => Ok(()),
-            (_, None) => Err(ServiceError::Status {
-                what,
-                status: 404,
-                body: String::new(),
-            }),
-        }
+        self.put(&format!("enrollments/{registration_id}"), enrollment)
+            .await
     }
 
     /// Creates or replaces the enrollment group `group` (its `enrollmentGroupId`).
     pub async fn put_group(&self, group_id: &str, group: &Value) -> Result<(), ServiceError> {
-        let what = format!("PUT enrollmentGroups/{group_id}");
-        let req = self
-            .http
-            .put(self.url(&format!("enrollmentGroups/{group_id}")))
-            .json(group);
+        self.put(&format!("enrollmentGroups/{group_id}"), group)
+            .await
+    }
+
+    /// PUT `body` at `path`: a create or replace, whose answer must have a body.
+    async fn put(&self, path: &str, body: &Value) -> Result<(), ServiceError> {
+        let what = format!("PUT {path}");
+        let req = self.http.put(self.url(path)).json(body);
         match self.send(what.clone(), req).await? {
             (_, Some(_)) => Ok(()),
             (_, None) => Err(ServiceError::Status {
