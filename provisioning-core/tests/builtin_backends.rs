@@ -23,12 +23,14 @@ const SOFTWARE_BACKENDS: [(&str, &str, &[&str]); 3] = [
     ),
 ];
 
-/// `hsmkit --plugin-dir <absent> --state-dir STATE args...`, which must succeed; its JSON.
+/// `hsmkit --plugin-dir <empty> --state-dir STATE args...`, which must succeed; its JSON. The
+/// folder exists (a missing `--plugin-dir` is an error, issue 18) and holds no plugin file.
 fn hsmkit_json(state: &Path, args: &[&str]) -> Value {
-    let absent = state.join("no-plugins-here");
+    let empty = state.join("no-plugins-here");
+    std::fs::create_dir_all(&empty).unwrap();
     let mut all = vec![
         "--plugin-dir",
-        absent.to_str().unwrap(),
+        empty.to_str().unwrap(),
         "--state-dir",
         state.to_str().unwrap(),
     ];
