@@ -146,11 +146,23 @@ pub(crate) fn client_config_with_plugin_identity(
     let pem = instance.x509()?.certificate_chain_pem()?;
     let chain = parse_pem_chain(pem.as_bytes()).map_err(TlsSetupError::BadChain)?;
     let kind = key_kind(&chain[0])?;
+    client_config_presenting(instance, chain, kind, KeySource::X509, roots)
+}
+
+/// A client configuration presenting `chain`, each handshake signature made by the plugin's
+/// key `source`; with where a signing failure inside the plugin is kept.
+fn client_config_presenting(
+    instance: Arc<PluginInstance>,
+    chain: Vec<CertificateDer<'static>>,
+    kind: KeyKind,
+    source: KeySource,
+    roots: RootCertStore,
+) -> Result<(ClientConfig, SignFailure), TlsSetupError> {
     let failure = SignFailure::default();
     let key = PluginSigningKey {
         instance,
         kind,
-        source: KeySource::X509,
+        source,
         failure: failure.clone(),
     };
     let resolver = PluginCertResolver {
@@ -192,22 +204,8 @@ pub(crate) fn client_config_with_operational_key(
             "the stored operational certificate is not for a P-256 key".into(),
         ));
     }
-    let failure = SignFailure::default();
-    let key = PluginSigningKey {
-        instance,
-        kind,
-        source: KeySource::Operational(label.to_string()),
-        failure: failure.clone(),
-    };
-    let resolver = PluginCertResolver {
-        key: Arc::new(CertifiedKey::new(chain, Arc::new(key))),
-    };
-    let mut cfg = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_client_cert_resolver(Arc::new(resolver));
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok((cfg, failure))
+    let source = KeySource::Operational(label.to_string());
+    client_config_presenting(instance, chain, kind, source, roots)
 }
 
 /// Which plugin key signs the handshake.

@@ -15,7 +15,9 @@ pub use record::{
 pub use renewal::{renew, RenewError, RenewOutcome, RenewWhen, Renewed, DUE_PERCENT};
 
 use crate::dps::probe::normalized_endpoint;
-use crate::dps::{register, Attestation, DpsClientConfig, DpsError, ProgressEvent};
+use crate::dps::{
+    register, Attestation, DpsClientConfig, DpsError, ProgressEvent, RegistrationResult,
+};
 use crate::plugin::PluginInstance;
 use std::path::Path;
 use std::sync::Arc;
@@ -73,33 +75,56 @@ pub async fn provision(
     force: bool,
     progress: &(dyn Fn(&ProgressEvent) + Sync),
 ) -> Result<(ProvisioningRecord, Outcome), ProvisionError> {
-    if !force {
-        if let Some(saved) = load(state_dir)? {
-            let same = saved.id_scope == config.id_scope
-                && same_endpoint(&saved.endpoint, config)
-                && saved.result.attestation == attestation
-                && config
-                    .registration_id
-                    .as_deref()
-                    .is_none_or(|id| id == saved.result.registration_id);
-            if same {
-                return Ok((saved, Outcome::Reused));
-            }
-        }
+    if let Some(saved) = reusable(state_dir, config, attestation, force, |_| true)? {
+        return Ok((saved, Outcome::Reused));
     }
     let plugin = instance.plugin().name().to_string();
     let result = register(config, instance, attestation, progress).await?;
-    let record = ProvisioningRecord {
+    let record = new_record(config, plugin, result, None);
+    save(state_dir, &record)?;
+    Ok((record, Outcome::Registered))
+}
+
+/// The saved record, when not `force` and it is for the same id scope, endpoint, attestation
+/// and (when given) registration id, and `also` holds for it.
+fn reusable(
+    state_dir: &Path,
+    config: &DpsClientConfig,
+    attestation: Attestation,
+    force: bool,
+    also: impl Fn(&ProvisioningRecord) -> bool,
+) -> Result<Option<ProvisioningRecord>, ProvisionError> {
+    if force {
+        return Ok(None);
+    }
+    Ok(load(state_dir)?.filter(|saved| {
+        saved.id_scope == config.id_scope
+            && same_endpoint(&saved.endpoint, config)
+            && saved.result.attestation == attestation
+            && config
+                .registration_id
+                .as_deref()
+                .is_none_or(|id| id == saved.result.registration_id)
+            && also(saved)
+    }))
+}
+
+/// The record of a registration made now with `config`.
+fn new_record(
+    config: &DpsClientConfig,
+    plugin: String,
+    result: RegistrationResult,
+    operational_key_label: Option<String>,
+) -> ProvisioningRecord {
+    ProvisioningRecord {
         version: RECORD_VERSION,
         endpoint: normalized_endpoint(&config.endpoint, config.transport),
         id_scope: config.id_scope.clone(),
         plugin,
         result,
         provisioned_at_unix: crate::dps::sas::expiry_from_now(std::time::Duration::ZERO),
-        operational_key_label: None,
-    };
-    save(state_dir, &record)?;
-    Ok((record, Outcome::Registered))
+        operational_key_label,
+    }
 }
 
 /// [`provision`] with certificate issuance: registers through
@@ -115,35 +140,16 @@ pub async fn provision_with_certificate(
     label: &str,
     progress: &(dyn Fn(&ProgressEvent) + Sync),
 ) -> Result<(ProvisioningRecord, Outcome), ProvisionError> {
-    if !force {
-        if let Some(saved) = load(state_dir)? {
-            let same = saved.id_scope == config.id_scope
-                && same_endpoint(&saved.endpoint, config)
-                && saved.result.attestation == attestation
-                && saved.result.issued_certificate_chain.is_some()
-                && config
-                    .registration_id
-                    .as_deref()
-                    .is_none_or(|id| id == saved.result.registration_id);
-            if same {
-                return Ok((saved, Outcome::Reused));
-            }
-        }
+    let has_chain = |saved: &ProvisioningRecord| saved.result.issued_certificate_chain.is_some();
+    if let Some(saved) = reusable(state_dir, config, attestation, force, has_chain)? {
+        return Ok((saved, Outcome::Reused));
     }
     let plugin = instance.plugin().name().to_string();
     let (result, _chain) =
         crate::issuance::register_with_certificate(config, instance, attestation, label, progress)
             .await?;
-    let record = ProvisioningRecord {
-        version: RECORD_VERSION,
-        endpoint: normalized_endpoint(&config.endpoint, config.transport),
-        id_scope: config.id_scope.clone(),
-        plugin,
-        result,
-        provisioned_at_unix: crate::dps::sas::expiry_from_now(std::time::Duration::ZERO),
-        operational_key_label: (label != crate::issuance::OPERATIONAL_KEY_LABEL)
-            .then(|| label.to_string()),
-    };
+    let label = (label != crate::issuance::OPERATIONAL_KEY_LABEL).then(|| label.to_string());
+    let record = new_record(config, plugin, result, label);
     save(state_dir, &record)?;
     Ok((record, Outcome::Registered))
 }
