@@ -195,11 +195,7 @@ impl OperationalKeyHsm for TpmSimPlugin {
             )));
         }
         let mut state = sync::write(&self.state);
-        let index = state
-            .operational
-            .iter()
-            .position(|k| k.label == label)
-            .ok_or_else(|| not_found(label))?;
+        let index = position(&state, label)?;
         let previous = std::mem::replace(&mut state.operational[index].chain, pem.to_string());
         if let Err(e) = state::save(&self.path, &state) {
             state.operational[index].chain = previous;
@@ -221,11 +217,7 @@ impl OperationalKeyHsm for TpmSimPlugin {
 
     fn delete_operational_key(&self, label: &str) -> Result<(), HsmError> {
         let mut state = sync::write(&self.state);
-        let index = state
-            .operational
-            .iter()
-            .position(|k| k.label == label)
-            .ok_or_else(|| not_found(label))?;
+        let index = position(&state, label)?;
         let removed = state.operational.remove(index);
         if let Err(e) = state::save(&self.path, &state) {
             // Still there on disk: keep it in memory too.
@@ -241,10 +233,15 @@ fn not_found(label: &str) -> HsmError {
 }
 
 fn find<'a>(state: &'a SimState, label: &str) -> Result<&'a OperationalKey, HsmError> {
+    Ok(&state.operational[position(state, label)?])
+}
+
+/// Where the key under `label` is in the state's list; NotFound without one.
+fn position(state: &SimState, label: &str) -> Result<usize, HsmError> {
     state
         .operational
         .iter()
-        .find(|k| k.label == label)
+        .position(|k| k.label == label)
         .ok_or_else(|| not_found(label))
 }
 
